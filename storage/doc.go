@@ -1,0 +1,18 @@
+// Package storage owns a node's one Pebble database: the key schema (see
+// keys.go), every shard's raft log, HardState, truncated and applied state,
+// the user data of all shards, write batches that span many shards and commit
+// with one sync, log truncation, shard snapshots and replica removal with
+// tombstones.
+//
+// Concurrency: a Store is safe for concurrent use. A Log (one shard's
+// raft.Storage view, with an in-memory cache of the log's tail) belongs to
+// the goroutine that drives its shard; a Batch to the goroutine that fills
+// and commits it.
+//
+// Durability contract with the engine: log entries and HardState are written
+// into a Batch that is committed with Sync before any message that depends on
+// them is sent; the state machine's writes for applied entries and the
+// applied index go into the same batch, so that a restart neither re-applies
+// nor skips an entry. Snapshots are ingested as sstables, atomically with the
+// shard's new raft state.
+package storage

@@ -1,0 +1,254 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Snapshots of a shard.
+//
+// A snapshot is the shard's user data range read at a Pebble snapshot and
+// cut into chunks of length-prefixed key/value pairs; it is streamed, never
+// held whole in memory. The receiver writes the chunks into an sstable
+// (StagedSnapshot) whose first record is a range deletion of the shard's data
+// span. Applying it ingests that sstable together with a second one holding
+// the shard's new raft state (a range deletion of its raft keys, then the
+// applied and truncated state, HardState, ConfState and descriptor). Both are
+// ingested in one atomic Ingest: a crash leaves either the old replica or the
+// new one, never a mix. The range deletions hide older keys only: keys of the
+// same ingested table share its sequence number and survive.
+
+// ErrBadSnapshot is returned for a snapshot stream that is malformed: a
+// broken chunk, a key outside the shard's range or out of order.
+var ErrBadSnapshot = errors.New("storage: bad snapshot")
+
+// SnapshotSource reads a shard's data at a Pebble snapshot, chunk by chunk.
+// It is used by one goroutine; Close releases the Pebble snapshot.
+type SnapshotSource struct {
+	snap      *pebble.Snapshot
+	it        *pebble.Iterator
+	chunk     []byte
+	chunkSize int
+	valid     bool
+	Bytes     uint64 // user data bytes read so far
+	Keys      uint64
+}
+
+// NewSnapshotSource opens the data of desc's range as it is now. chunkSize is
+// the target chunk size in bytes (default 256 KiB).
+func (s *Store) NewSnapshotSource(desc Descriptor, chunkSize int) (*SnapshotSource, error) {
+	if chunkSize <= 0 {
+		chunkSize = 256 << 10
+	}
+	snap := s.db.NewSnapshot()
+	start, end := DataSpan(desc.Start, desc.Last)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
+	if err != nil {
+		snap.Close()
+		return nil, err
+	}
+	return &SnapshotSource{snap: snap, it: it, chunkSize: chunkSize, valid: it.First()}, nil
+}
+
+// Next returns the next chunk, or io.EOF after the last (an empty range
+// yields no chunk). The chunk is valid until the next call.
+func (src *SnapshotSource) Next() ([]byte, error) {
+	src.chunk = src.chunk[:0]
+	for ; src.valid && len(src.chunk) < src.chunkSize; src.valid = src.it.Next() {
+		k, v := src.it.Key(), src.it.Value()
+		src.chunk = binary.AppendUvarint(src.chunk, uint64(len(k)))
+		src.chunk = append(src.chunk, k...)
+		src.chunk = binary.AppendUvarint(src.chunk, uint64(len(v)))
+		src.chunk = append(src.chunk, v...)
+		src.Bytes += uint64(len(k) + len(v))
+		src.Keys++
+	}
+	if err := src.it.Error(); err != nil {
+		return nil, err
+	}
+	if len(src.chunk) == 0 {
+		return nil, io.EOF
+	}
+	return src.chunk, nil
+}
+
+// Close releases the iterator and the Pebble snapshot.
+func (src *SnapshotSource) Close() error {
+	return errors.Join(src.it.Close(), src.snap.Close())
+}
+
+// StagedSnapshot is a received snapshot written to an sstable, waiting for
+// raft to accept it. Exactly one of Apply (through Log.ApplySnapshot) or
+// Abort releases it.
+type StagedSnapshot struct {
+	s      *Store
+	desc   Descriptor
+	path   string
+	w      *sstable.Writer
+	start  []byte
+	end    []byte
+	lastK  []byte
+	done   bool
+	Keys   uint64
+	Bytes  uint64
+	closed bool
+}
+
+// StageSnapshot starts receiving a snapshot of desc's range.
+func (s *Store) StageSnapshot(desc Descriptor) (*StagedSnapshot, error) {
+	path := s.cfg.FS.PathJoin(s.stagingDir(), fmt.Sprintf("%d-%d.sst", desc.ShardID, s.seq.Add(1)))
+	w, err := s.newSSTWriter(path)
+	if err != nil {
+		return nil, err
+	}
+	st := &StagedSnapshot{s: s, desc: desc, path: path, w: w}
+	st.start, st.end = DataSpan(desc.Start, desc.Last)
+	if err := w.DeleteRange(st.start, st.end); err != nil {
+		st.Abort()
+		return nil, err
+	}
+	return st, nil
+}
+
+func (s *Store) newSSTWriter(path string) (*sstable.Writer, error) {
+	f, err := s.cfg.FS.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	opts := sstable.WriterOptions{TableFormat: s.db.TableFormat()}
+	return sstable.NewWriter(objstorageprovider.NewFileWritable(f), opts), nil
+}
+
+// Write adds one chunk as produced by SnapshotSource.Next. Keys must be in
+// strictly increasing order and inside the shard's range (ErrBadSnapshot).
+func (st *StagedSnapshot) Write(chunk []byte) error {
+	if st.done {
+		return fmt.Errorf("%w: write after finish", ErrBadSnapshot)
+	}
+	for len(chunk) > 0 {
+		k, rest, ok := cutLengthPrefixed(chunk)
+		if !ok {
+			return fmt.Errorf("%w: truncated key", ErrBadSnapshot)
+		}
+		v, rest, ok := cutLengthPrefixed(rest)
+		if !ok {
+			return fmt.Errorf("%w: truncated value", ErrBadSnapshot)
+		}
+		chunk = rest
+		if bytes.Compare(k, st.start) < 0 || bytes.Compare(k, st.end) >= 0 {
+			return fmt.Errorf("%w: key %s outside shard %d", ErrBadSnapshot, DescribeKey(k), st.desc.ShardID)
+		}
+		if st.lastK != nil && bytes.Compare(k, st.lastK) <= 0 {
+			return fmt.Errorf("%w: key %s out of order", ErrBadSnapshot, DescribeKey(k))
+		}
+		if err := st.w.Set(k, v); err != nil {
+			return fmt.Errorf("storage: stage snapshot: %w", err)
+		}
+		st.lastK = append(st.lastK[:0], k...)
+		st.Keys++
+		st.Bytes += uint64(len(k) + len(v))
+	}
+	return nil
+}
+
+func cutLengthPrefixed(b []byte) (field, rest []byte, ok bool) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, nil, false
+	}
+	return b[w : w+int(n)], b[w+int(n):], true
+}
+
+// Finish completes the staged sstable; the snapshot can then be applied.
+func (st *StagedSnapshot) Finish() error {
+	if st.done {
+		return nil
+	}
+	st.done = true
+	st.closed = true
+	if err := st.w.Close(); err != nil {
+		st.removeFile()
+		return fmt.Errorf("storage: finish snapshot: %w", err)
+	}
+	return nil
+}
+
+// Descriptor returns the descriptor the snapshot was staged for.
+func (st *StagedSnapshot) Descriptor() Descriptor { return st.desc }
+
+// Abort discards the staged snapshot.
+func (st *StagedSnapshot) Abort() {
+	if !st.closed {
+		st.closed = true
+		_ = st.w.Close()
+	}
+	st.done = true
+	st.removeFile()
+}
+
+func (st *StagedSnapshot) removeFile() { _ = st.s.cfg.FS.Remove(st.path) }
+
+// ApplySnapshot replaces the replica's state with the staged snapshot: data,
+// log (emptied), applied and truncated state at snap's index, its ConfState
+// and descriptor, and hs. Atomic and durable when it returns.
+func (l *Log) ApplySnapshot(st *StagedSnapshot, snap raftpb.Snapshot, hs raftpb.HardState) error {
+	if !st.done {
+		return fmt.Errorf("%w: not finished", ErrBadSnapshot)
+	}
+	defer st.removeFile()
+	desc, err := UnmarshalDescriptor(snap.Data)
+	if err != nil {
+		return err
+	}
+	if desc != st.desc {
+		return fmt.Errorf("%w: staged for %+v, raft snapshot for %+v", ErrBadSnapshot, st.desc, desc)
+	}
+	m := snap.Metadata
+	if hs.Commit < m.Index {
+		hs.Commit = m.Index
+	}
+	if hs.Term < m.Term {
+		hs.Term = m.Term
+	}
+	raftPath := st.path + ".raft"
+	w, err := l.s.newSSTWriter(raftPath)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = l.s.cfg.FS.Remove(raftPath) }()
+	start, end := raftSpan(l.shardID)
+	csBytes, _ := m.ConfState.Marshal()
+	next := Log{shardID: l.shardID, hs: hs, applied: m.Index, appliedTerm: m.Term}
+	// Keys in sorted order: c < d < h < t.
+	err = errors.Join(
+		w.DeleteRange(start, end),
+		w.Set(raftKey(l.shardID, raftConf), csBytes),
+		w.Set(raftKey(l.shardID, raftDesc), desc.Marshal()),
+		w.Set(raftKey(l.shardID, raftHard), next.appendState(nil)),
+		w.Set(raftKey(l.shardID, raftTrunc), encode2(m.Index, m.Term)),
+	)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("storage: snapshot raft state: %w", err)
+	}
+	if err := l.s.db.Ingest(context.Background(), []string{st.path, raftPath}); err != nil {
+		return fmt.Errorf("storage: ingest snapshot of shard %d: %w", l.shardID, err)
+	}
+	l.hs, l.cs, l.desc = hs, m.ConfState, &desc
+	l.applied, l.appliedTerm = m.Index, m.Term
+	l.truncIndex, l.truncTerm, l.last = m.Index, m.Term, m.Index
+	l.cache, l.cacheBytes, l.logBytes = nil, 0, 0
+	return nil
+}
