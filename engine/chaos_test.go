@@ -1,0 +1,354 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/internal/linearize"
+	"github.com/flotilla-db/flotilla/internal/testcluster"
+	"github.com/flotilla-db/flotilla/storage"
+	"github.com/flotilla-db/flotilla/transport/memtransport"
+)
+
+// chaosSeeds is the fixed set of seeds the linearizability test runs; set
+// FLOTILLA_SEEDS=a,b,c to run others (a failure prints its seed).
+func chaosSeeds(t *testing.T, def []uint64) []uint64 {
+	s := os.Getenv("FLOTILLA_SEEDS")
+	if s == "" {
+		return def
+	}
+	var out []uint64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			t.Fatalf("FLOTILLA_SEEDS: %v", err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// router is the tests' client-side routing: key -> shard by the ring of
+// descs, shard -> the leader it last heard of.
+type router struct {
+	c     *testcluster.Cluster
+	descs []storage.Descriptor
+	mu    sync.Mutex
+	lead  map[uint64]uint64
+}
+
+func (r *router) shardOf(key []byte) uint64 {
+	h := engine.DefaultConfig(1, 1, "x").PartitionRule.Hash(key)
+	for _, d := range r.descs {
+		if d.Contains(h) {
+			return d.ShardID
+		}
+	}
+	panic("ring gap")
+}
+
+// target returns the engine to send a request for shard to: the cached
+// leader if it runs, else a random running node.
+func (r *router) target(rng *rand.Rand, shard uint64) *engine.Engine {
+	r.mu.Lock()
+	l := r.lead[shard]
+	r.mu.Unlock()
+	if e := r.c.Engine(l); e != nil {
+		return e
+	}
+	ids := r.c.IDs()
+	for range ids {
+		if e := r.c.Engine(ids[rng.IntN(len(ids))]); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func (r *router) learn(shard uint64, err error) {
+	var nl *engine.NotLeaderError
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if errors.As(err, &nl) {
+		r.lead[shard] = nl.Leader
+	} else if err != nil {
+		r.lead[shard] = 0
+	}
+}
+
+func (r *router) success(shard, node uint64) {
+	r.mu.Lock()
+	r.lead[shard] = node
+	r.mu.Unlock()
+}
+
+// definiteFailure reports whether err means the command was certainly not
+// applied.
+func definiteFailure(err error) bool {
+	var nl *engine.NotLeaderError
+	return errors.As(err, &nl) || errors.Is(err, engine.ErrProposalDropped) ||
+		errors.Is(err, engine.ErrShardNotFound) || errors.Is(err, engine.ErrBadRequest)
+}
+
+// TestLinearizability runs concurrent clients against 3- and 5-node clusters
+// while a nemesis partitions, drops, duplicates, delays, transfers leaders and
+// crashes and restarts nodes; each history is checked per key with
+// porcupine.
+func TestLinearizability(t *testing.T) {
+	seeds := chaosSeeds(t, []uint64{1, 2, 3, 4, 5, 6})
+	for _, nodes := range []int{3, 5} {
+		for _, seed := range seeds {
+			t.Run(fmt.Sprintf("nodes=%d/seed=%d", nodes, seed), func(t *testing.T) {
+				runLinearizability(t, nodes, seed)
+			})
+		}
+	}
+}
+
+func runLinearizability(t *testing.T, nodes int, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	c := newCluster(t, testcluster.Config{Nodes: nodes, Seed: int64(seed)})
+	ctx := ctxT(t, 120*time.Second)
+	descs := testcluster.EvenDescriptors(1, 3)
+	if err := c.CreateShards(ctx, descs, c.IDs()); err != nil {
+		t.Fatal(err)
+	}
+	c.RunClock(time.Millisecond)
+	if err := c.WaitLeaders(ctx, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	rt := &router{c: c, descs: descs, lead: map[uint64]uint64{}}
+	rec := linearize.NewRecorder(linearize.Config{
+		VisualizationPath: filepath.Join(t.TempDir(), "history.html"),
+	})
+	keys := []string{"a", "b", "c", "d", "e", "f"}
+
+	// The run lasts runFor with the nemesis on. On a loaded machine (the
+	// race detector, CI packages in parallel) the faults can starve the
+	// clients, and a near-empty history proves nothing: then the nemesis
+	// keeps going for up to starveFor more, is stopped, and the clients go
+	// on against the healed cluster until minOK operations succeeded. A
+	// cluster that cannot reach minOK once healed fails the test.
+	const clients, maxOps, minOK = 6, 3000, 50
+	const runFor, starveFor = 1500 * time.Millisecond, 3 * time.Second
+	var okOps, failedOps, unknownOps atomicCounters
+	var wg sync.WaitGroup
+	var stopClients atomic.Bool
+	stopNemesis := make(chan struct{})
+	nemesisDone := make(chan struct{})
+	go func() {
+		defer close(nemesisDone)
+		nemesis(t, c, rng.Uint64(), stopNemesis)
+	}()
+	for cl := 0; cl < clients; cl++ {
+		wg.Add(1)
+		crng := rand.New(rand.NewPCG(seed, uint64(cl)))
+		go func() {
+			defer wg.Done()
+			for n := 0; n < maxOps && !stopClients.Load() && ctx.Err() == nil; n++ {
+				switch clientOp(ctx, rt, rec, crng, cl, n, keys) {
+				case outcomeOK:
+					okOps.add()
+				case outcomeFailed:
+					failedOps.add()
+				case outcomeUnknown:
+					unknownOps.add()
+				}
+			}
+		}()
+	}
+	allDone := make(chan struct{})
+	go func() { wg.Wait(); close(allDone) }()
+	start := time.Now()
+	poll := time.NewTicker(10 * time.Millisecond)
+	healed := false
+wait:
+	for {
+		select {
+		case <-allDone: // every client reached maxOps or ctx expired
+			break wait
+		case <-poll.C:
+		}
+		elapsed := time.Since(start)
+		if elapsed >= runFor && okOps.load() >= minOK {
+			break
+		}
+		if !healed && elapsed >= runFor+starveFor {
+			close(stopNemesis)
+			<-nemesisDone
+			healed = true
+			t.Logf("seed %d: %d operations succeeded under faults; nemesis stopped", seed, okOps.load())
+		}
+	}
+	poll.Stop()
+	stopClients.Store(true)
+	<-allDone
+	if !healed {
+		close(stopNemesis)
+		<-nemesisDone
+	}
+	t.Logf("seed %d: %d ok, %d failed, %d unknown operations", seed, okOps.load(), failedOps.load(), unknownOps.load())
+	if okOps.load() < minOK {
+		t.Errorf("seed %d: only %d operations succeeded", seed, okOps.load())
+	}
+	res, err := rec.Check(60 * time.Second)
+	if err != nil {
+		t.Fatalf("seed %d: check: %v", seed, err)
+	}
+	if res.Outcome != linearize.Ok {
+		t.Fatalf("seed %d (nodes %d): history is %s\n%s", seed, nodes, res.Outcome, res)
+	}
+}
+
+type outcome int
+
+const (
+	outcomeNone outcome = iota
+	outcomeOK
+	outcomeFailed
+	outcomeUnknown
+)
+
+type atomicCounters struct{ n atomic.Int64 }
+
+func (a *atomicCounters) add()        { a.n.Add(1) }
+func (a *atomicCounters) load() int64 { return a.n.Load() }
+
+func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, client, n int, keys []string) outcome {
+	key := keys[rng.IntN(len(keys))]
+	shard := rt.shardOf([]byte(key))
+	e := rt.target(rng, shard)
+	if e == nil {
+		return outcomeNone
+	}
+	octx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	value := fmt.Sprintf("c%d-%d", client, n)
+	switch p := rng.IntN(10); {
+	case p < 4: // get
+		pend := rec.Begin(client, linearize.Get(key))
+		res, err := e.Read(octx, shard, engine.GetQuery([]byte(key)))
+		rt.learn(shard, err)
+		if err != nil {
+			pend.Failed()
+			return outcomeFailed
+		}
+		rt.success(shard, e.NodeID())
+		v, found, _ := engine.DecodeGetResult(res)
+		pend.End(linearize.Result{Value: string(v), Found: found})
+		return outcomeOK
+	case p < 7: // put
+		pend := rec.Begin(client, linearize.Put(key, value))
+		_, err := e.Propose(octx, shard, engine.PutCommand([]byte(key), []byte(value)))
+		return finishWrite(rt, shard, e, pend, err, linearize.Result{})
+	case p < 9: // cas from what a local read says (often stale: fine)
+		cur, _ := e.ReadLocal(shard, engine.GetQuery([]byte(key)))
+		old, found, _ := engine.DecodeGetResult(cur)
+		var op linearize.Op
+		var cmd []byte
+		if found {
+			op = linearize.CompareAndSwap(key, string(old), value)
+			cmd = engine.CASCommand([]byte(key), old, []byte(value))
+		} else {
+			op = linearize.CompareAndSwapAbsent(key, value)
+			cmd = engine.CASCommand([]byte(key), nil, []byte(value))
+		}
+		pend := rec.Begin(client, op)
+		res, err := e.Propose(octx, shard, cmd)
+		swapped, _, _, _ := engine.DecodeCASResult(res)
+		return finishWrite(rt, shard, e, pend, err, linearize.Result{Swapped: swapped})
+	default:
+		pend := rec.Begin(client, linearize.Delete(key))
+		_, err := e.Propose(octx, shard, engine.DeleteCommand([]byte(key)))
+		return finishWrite(rt, shard, e, pend, err, linearize.Result{})
+	}
+}
+
+func finishWrite(rt *router, shard uint64, e *engine.Engine, pend *linearize.Pending, err error, ok linearize.Result) outcome {
+	rt.learn(shard, err)
+	switch {
+	case err == nil:
+		rt.success(shard, e.NodeID())
+		pend.End(ok)
+		return outcomeOK
+	case definiteFailure(err):
+		pend.Failed()
+		return outcomeFailed
+	default:
+		pend.Unknown()
+		return outcomeUnknown
+	}
+}
+
+// nemesis injects one fault at a time until stop: partitions, isolation,
+// drops and duplicates, delays, leader transfers, crashes. A crashed node
+// comes back at the next step; at most a minority is cut off at once.
+func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, stop chan struct{}) {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	ids := c.IDs()
+	minority := (len(ids) - 1) / 2
+	tick := time.NewTicker(15 * time.Millisecond)
+	defer tick.Stop()
+	var crashed []uint64
+	heal := func() {
+		c.Heal()
+		for _, id := range crashed {
+			if err := c.Start(id); err != nil {
+				t.Errorf("restart node %d: %v", id, err)
+			}
+		}
+		crashed = nil
+	}
+	defer heal()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		heal()
+		perm := rng.Perm(len(ids))
+		switch rng.IntN(7) {
+		case 0: // partition a minority away
+			var a, b []uint64
+			for i, p := range perm {
+				if i < 1+rng.IntN(minority) {
+					a = append(a, ids[p])
+				} else {
+					b = append(b, ids[p])
+				}
+			}
+			c.Partition(a, b)
+		case 1:
+			c.Isolate(ids[perm[0]])
+		case 2:
+			_ = c.SetFaults(memtransport.Faults{DropProb: 0.2, DupProb: 0.2})
+		case 3:
+			_ = c.SetFaults(memtransport.Faults{DelayMin: 0, DelayMax: 5 * time.Millisecond, ReorderProb: 0.3})
+		case 4, 5: // transfer the leadership of a shard somewhere
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			shard := uint64(1 + rng.IntN(3))
+			if l := c.Leader(ctx, shard); l != 0 {
+				_ = c.Engine(l).TransferLeader(ctx, shard, ids[perm[0]])
+			}
+			cancel()
+		case 6:
+			for i := 0; i < 1+rng.IntN(minority); i++ {
+				id := ids[perm[i]]
+				c.Crash(id)
+				crashed = append(crashed, id)
+			}
+		}
+	}
+}

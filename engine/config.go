@@ -1,0 +1,185 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/flotilla-db/flotilla/router"
+)
+
+// Config configures an Engine. New copies it; zero fields take the value of
+// DefaultConfig.
+type Config struct {
+	// NodeID is this node's ID, never reused in the cluster. Required.
+	NodeID uint64
+	// ClusterID is checked against the store's (and carried by transports).
+	// Required.
+	ClusterID uint64
+	// Dir is the directory of the node's Pebble store. Required.
+	Dir string
+	// FS is the file system of the store; default vfs.Default.
+	FS vfs.FS
+	// Workers is the number of worker goroutines; shards are assigned to
+	// workers by hash. Default: GOMAXPROCS.
+	Workers int
+	// TickInterval is the raft tick; default 100ms. Ignored when Ticks is set.
+	TickInterval time.Duration
+	// Ticks, when non-nil, replaces the ticker: every receive is one tick
+	// (tests drive a manual clock through it).
+	Ticks <-chan struct{}
+	// ElectionTicks (default 10) and HeartbeatTicks (default 1) are in ticks.
+	ElectionTicks  int
+	HeartbeatTicks int
+	// MaxProposalBytes bounds one command; default 1 MiB. Larger proposals
+	// fail with ErrProposalTooLarge.
+	MaxProposalBytes int
+	// MaxSizePerMsg bounds the entries of one append message; default 1 MiB.
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs bounds in-flight appends per follower; default 256.
+	MaxInflightMsgs int
+	// MaxUncommittedBytes bounds a leader's uncommitted proposals per shard;
+	// default 16 MiB.
+	MaxUncommittedBytes uint64
+	// LogTruncateBytes: a shard whose log above its truncation point exceeds
+	// this many bytes is truncated; default 4 MiB.
+	LogTruncateBytes uint64
+	// LogTruncateEntries: the same, in entries; default 10,000.
+	LogTruncateEntries uint64
+	// SnapshotChunkBytes is the size of one snapshot chunk; default 256 KiB.
+	SnapshotChunkBytes int
+	// MaxConcurrentSnapshots bounds outgoing snapshot streams; default 4.
+	MaxConcurrentSnapshots int
+	// StateMachine applies commands; default the built-in key-value store.
+	StateMachine StateMachine
+	// PartitionRule places user keys in the hash space (the router's rule);
+	// default: the whole key.
+	PartitionRule router.PartitionRule
+	// StoreCacheBytes is Pebble's block cache; default 64 MiB.
+	StoreCacheBytes int64
+	// MemTableBytes is the size of one Pebble memtable; default 32 MiB.
+	MemTableBytes uint64
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// DisableHeartbeatCoalescing sends every shard's heartbeats as messages
+	// of their own instead of one coalesced message per node pair per tick;
+	// it also disables quiescence. A baseline for benchmarks.
+	DisableHeartbeatCoalescing bool
+	// DisableQuiescence keeps idle shards ticking and heartbeating. A
+	// baseline for benchmarks.
+	DisableQuiescence bool
+	// SyncEachShard commits and syncs each shard's writes separately instead
+	// of once per worker pass: the baseline that benchmarks compare the
+	// batched path against. Never faster; leave it off.
+	SyncEachShard bool
+	// BeforeStoreClose, if set, is called by Close after every worker has
+	// stopped and before the store is closed: nothing the engine does is
+	// visible any more, and nothing unsynced has been synced. The in-process
+	// test cluster takes its crash image of the file system there.
+	BeforeStoreClose func()
+}
+
+// DefaultConfig returns the defaults for node nodeID of cluster clusterID
+// storing in dir.
+func DefaultConfig(clusterID, nodeID uint64, dir string) Config {
+	return Config{
+		NodeID:                 nodeID,
+		ClusterID:              clusterID,
+		Dir:                    dir,
+		FS:                     vfs.Default,
+		Workers:                runtime.GOMAXPROCS(0),
+		TickInterval:           100 * time.Millisecond,
+		ElectionTicks:          10,
+		HeartbeatTicks:         1,
+		MaxProposalBytes:       1 << 20,
+		MaxSizePerMsg:          1 << 20,
+		MaxInflightMsgs:        256,
+		MaxUncommittedBytes:    16 << 20,
+		LogTruncateBytes:       4 << 20,
+		LogTruncateEntries:     10000,
+		SnapshotChunkBytes:     256 << 10,
+		MaxConcurrentSnapshots: 4,
+		StoreCacheBytes:        64 << 20,
+	}
+}
+
+// withDefaults returns c with zero fields filled.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig(c.ClusterID, c.NodeID, c.Dir)
+	setIf := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	setIf64 := func(p *uint64, v uint64) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	if c.FS == nil {
+		c.FS = d.FS
+	}
+	setIf(&c.Workers, d.Workers)
+	if c.TickInterval == 0 {
+		c.TickInterval = d.TickInterval
+	}
+	setIf(&c.ElectionTicks, d.ElectionTicks)
+	setIf(&c.HeartbeatTicks, d.HeartbeatTicks)
+	setIf(&c.MaxProposalBytes, d.MaxProposalBytes)
+	setIf64(&c.MaxSizePerMsg, d.MaxSizePerMsg)
+	setIf(&c.MaxInflightMsgs, d.MaxInflightMsgs)
+	setIf64(&c.MaxUncommittedBytes, d.MaxUncommittedBytes)
+	setIf64(&c.LogTruncateBytes, d.LogTruncateBytes)
+	setIf64(&c.LogTruncateEntries, d.LogTruncateEntries)
+	setIf(&c.SnapshotChunkBytes, d.SnapshotChunkBytes)
+	setIf(&c.MaxConcurrentSnapshots, d.MaxConcurrentSnapshots)
+	if c.StoreCacheBytes == 0 {
+		c.StoreCacheBytes = d.StoreCacheBytes
+	}
+	if c.StateMachine == nil {
+		c.StateMachine = NewKV()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate checks c without changing it.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == 0 {
+		errs = append(errs, errors.New("NodeID is required"))
+	}
+	if c.ClusterID == 0 {
+		errs = append(errs, errors.New("ClusterID is required"))
+	}
+	if c.Dir == "" {
+		errs = append(errs, errors.New("Dir is required"))
+	}
+	for name, v := range map[string]int{
+		"Workers": c.Workers, "ElectionTicks": c.ElectionTicks, "HeartbeatTicks": c.HeartbeatTicks,
+		"MaxProposalBytes": c.MaxProposalBytes, "MaxInflightMsgs": c.MaxInflightMsgs,
+		"SnapshotChunkBytes": c.SnapshotChunkBytes, "MaxConcurrentSnapshots": c.MaxConcurrentSnapshots,
+	} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s %d < 0", name, v))
+		}
+	}
+	if c.Workers > 256 {
+		errs = append(errs, fmt.Errorf("Workers %d > 256", c.Workers))
+	}
+	if c.TickInterval < 0 {
+		errs = append(errs, fmt.Errorf("TickInterval %v < 0", c.TickInterval))
+	}
+	if c.ElectionTicks != 0 && c.HeartbeatTicks != 0 && c.ElectionTicks <= c.HeartbeatTicks {
+		errs = append(errs, fmt.Errorf("ElectionTicks %d must exceed HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("engine: invalid config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+// Package engine hosts the shards of one node: thousands of raft groups on a
+// fixed pool of worker goroutines, one shared Pebble store (package storage)
+// and one transport, batched across shards at every stage.
+//
+// # A shard's life
+//
+// Creation. CreateShard writes the replica's initial state (descriptor,
+// ConfState, HardState at storage.InitialIndex) with one synced write, on
+// every node of its initial configuration; one voter, chosen by shard ID,
+// campaigns at once. A node added later by ChangeReplicas gets its replica
+// from the leader: its first MsgApp or heartbeat creates an empty replica,
+// which the leader then catches up with a snapshot. A tombstoned shard (its
+// replica was removed here) is never recreated by a message.
+//
+// Workers. A shard belongs to the worker its ID hashes to, for its whole
+// life; only that worker touches its raft.RawNode (package group) and its
+// storage.Log. Everything else reaches the worker through its inbox: incoming
+// messages, proposals, reads, ticks and closures. A worker cycle takes the
+// whole inbox, steps it into the shards, then makes one pass over every shard
+// that has a Ready (ready.go):
+//
+//  1. snapshots accepted by raft are ingested (atomically with the shard's
+//     new raft state);
+//  2. log entries, HardStates, the state machine's writes for the committed
+//     entries and the applied indexes of all those shards go into ONE Pebble
+//     batch, committed with ONE sync if any shard needs it;
+//  3. messages go out, one Send per destination node (heartbeats into the
+//     node's coalescer instead, see package heartbeat);
+//  4. waiting proposals and reads complete, leader-change events publish;
+//  5. Advance. A shard with more work goes in the next pass, after the worker
+//     has taken its inbox again, so that it batches with what arrived.
+//
+// Durability. Messages leave only after the batch that holds what they
+// depend on is committed. Applying writes the data and the applied index in
+// the same batch as the log, so a restart neither re-applies nor skips an
+// entry; a follower whose commit index alone moved does not sync.
+//
+// Proposals carry an ID (package group) matched at apply; a proposal whose
+// index was taken by another leader's entry fails with ErrProposalDropped,
+// which is safe to retry. Reads use ReadIndex with a fresh context on every
+// attempt; once the read index is applied, the caller's goroutine answers
+// the query from the store.
+//
+// Idle shards (quiesce.go). A leader whose shard is idle quiesces it; its
+// followers follow; quiesced shards are not ticked and send nothing. The
+// per-tick coalesced heartbeat message between nodes doubles as liveness: the
+// quiesced shards of a leader not heard from wake up and elect.
+//
+// Removal. A conf change that removes this node's replica destroys it after
+// the pass: its keys are deleted, a tombstone is left, waiters fail with
+// ErrShardRemoved.
+//
+// # Concurrency
+//
+// Engine methods are safe for concurrent use. The transport calls Handler
+// methods concurrently; they only queue work. Close stops the tick loop and
+// the workers, fails every waiter with ErrClosed, waits for readers of the
+// store and closes it.
+package engine

@@ -1,0 +1,732 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/flotilla-db/flotilla/group"
+	"github.com/flotilla-db/flotilla/heartbeat"
+	"github.com/flotilla-db/flotilla/storage"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Engine hosts the shards of one node on a fixed pool of workers.
+type Engine struct {
+	cfg        Config
+	store      *storage.Store
+	transport  Transport
+	workers    []*worker
+	ids        atomic.Uint64 // proposal and read IDs, random start per run
+	closed     atomic.Bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	snapSem    chan struct{}
+	raftLog    raft.Logger
+	stats      engineStats
+	beats      *heartbeat.Coalescer
+	live       liveness
+	coalesce   bool // heartbeats travel coalesced
+	quiescence bool // idle shards quiesce
+
+	syncLatency  latencyHistogram // synced batch commits
+	applyLatency latencyHistogram // state machine time per shard per pass
+
+	// sent counts messages and bytes sent per peer node.
+	sent sync.Map // node ID -> *peerCounters
+	// users is held shared by every caller that reads the store outside the
+	// workers (ReadLocal, incoming snapshots); Close takes it exclusively
+	// before closing the store.
+	users sync.RWMutex
+
+	watchers struct {
+		sync.Mutex
+		set map[*LeaderWatch]struct{} // guarded
+	}
+	// ranges guards the hash ranges of the initialized shards on this node,
+	// so that no two overlap.
+	ranges struct {
+		sync.Mutex
+		byShard map[uint64]storage.Descriptor
+	}
+}
+
+type engineStats struct {
+	applied     atomic.Uint64 // commands applied by the state machine
+	syncs       atomic.Uint64 // synced batch commits
+	commits     atomic.Uint64 // batch commits
+	snapsSent   atomic.Uint64
+	snapsRecv   atomic.Uint64
+	quiesced    atomic.Uint64 // replicas quiesced now
+	leading     atomic.Uint64 // replicas leading now
+	passes      atomic.Uint64 // Ready passes
+	readies     atomic.Uint64 // shard Readies handled
+	commitNanos atomic.Uint64
+	passNanos   atomic.Uint64
+	cycles      atomic.Uint64
+	msgsIn      atomic.Uint64
+	propsIn     atomic.Uint64
+}
+
+// Stats are counters of an engine since it started.
+type Stats struct {
+	Applied             uint64 // commands applied by the state machine
+	Syncs               uint64 // synced batch commits (fsyncs)
+	Commits             uint64 // batch commits
+	SnapshotsSent       uint64
+	SnapshotsRecv       uint64
+	HeartbeatsCoalesced uint64 // heartbeats that travelled inside coalesced messages
+	ShardsQuiesced      uint64 // replicas quiesced now
+	ShardsLeading       uint64 // replicas leading now
+	MessagesSent        uint64 // messages handed to the transport, all peers
+	Passes              uint64 // worker passes over Readies
+	Readies             uint64 // shard Readies handled (Readies/Passes: shards batched per pass)
+	CommitNanos         uint64 // time spent committing batches (fsyncs included)
+	PassNanos           uint64 // time spent in Ready passes
+	Cycles              uint64 // worker cycles (inbox taken)
+	MessagesIn          uint64 // messages taken from inboxes
+	ProposalsIn         uint64 // proposals taken from inboxes
+	Shards              int
+}
+
+// New opens the node's store in cfg.Dir, reopens every shard found there and
+// starts the workers. The engine owns t from now on and closes it in Close.
+func New(cfg Config, t Transport) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	store, err := storage.Open(storage.Config{Dir: cfg.Dir, FS: cfg.FS, CacheBytes: cfg.StoreCacheBytes, MemTableBytes: cfg.MemTableBytes})
+	if err != nil {
+		return nil, err
+	}
+	if err := store.EnsureIdent(storage.Ident{ClusterID: cfg.ClusterID, NodeID: cfg.NodeID}); err != nil {
+		store.Close()
+		return nil, err
+	}
+	e := &Engine{
+		cfg:       cfg,
+		store:     store,
+		transport: t,
+		stop:      make(chan struct{}),
+		snapSem:   make(chan struct{}, cfg.MaxConcurrentSnapshots),
+		raftLog:   quietRaftLogger{},
+		beats:     heartbeat.NewCoalescer(),
+		coalesce:  !cfg.DisableHeartbeatCoalescing,
+	}
+	e.quiescence = e.coalesce && !cfg.DisableQuiescence
+	e.live.init()
+	e.ids.Store(rand.Uint64() >> 1)
+	e.watchers.set = make(map[*LeaderWatch]struct{})
+	e.ranges.byShard = make(map[uint64]storage.Descriptor)
+	for i := 0; i < cfg.Workers; i++ {
+		e.workers = append(e.workers, newWorker(e, i))
+	}
+	tombs, err := store.Tombstones()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	for _, id := range tombs {
+		e.workerFor(id).tombstones[id] = struct{}{}
+	}
+	ids, err := store.ShardIDs()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	for _, id := range ids {
+		if err := e.workerFor(id).load(id); err != nil {
+			store.Close()
+			return nil, fmt.Errorf("engine: reopen shard %d: %w", id, err)
+		}
+	}
+	if err := t.Start(e); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("engine: start transport: %w", err)
+	}
+	for _, w := range e.workers {
+		e.wg.Add(1)
+		go w.run()
+	}
+	e.wg.Add(1)
+	go e.tickLoop()
+	return e, nil
+}
+
+// NodeID returns this node's ID.
+func (e *Engine) NodeID() uint64 { return e.cfg.NodeID }
+
+// Store returns the node's store (read-only use: inspection, tests).
+func (e *Engine) Store() *storage.Store { return e.store }
+
+func (e *Engine) tickLoop() {
+	defer e.wg.Done()
+	ticks := e.cfg.Ticks
+	if ticks == nil {
+		t := time.NewTicker(e.cfg.TickInterval)
+		defer t.Stop()
+		ch := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case <-t.C:
+					select {
+					case ch <- struct{}{}:
+					case <-e.stop:
+						return
+					}
+				case <-e.stop:
+					return
+				}
+			}
+		}()
+		ticks = ch
+	}
+	var peers []uint64
+	for {
+		select {
+		case _, ok := <-ticks:
+			if !ok {
+				return
+			}
+			var down []uint64
+			peers, down = e.live.tick(uint64(e.cfg.ElectionTicks), peers)
+			if e.coalesce {
+				e.flushBeats(peers)
+			}
+			for _, node := range down {
+				e.peerDown(node)
+			}
+			for _, w := range e.workers {
+				w.enqueueTick()
+			}
+		case <-e.stop:
+			return
+		}
+	}
+}
+
+// notePeers records the nodes of a shard's configuration as peers.
+func (e *Engine) notePeers(cs raftpb.ConfState) {
+	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
+		for _, id := range ids {
+			if id != e.cfg.NodeID {
+				e.live.addPeers(id)
+			}
+		}
+	}
+}
+
+// peerDown wakes the quiesced shards that node led, so that they elect.
+func (e *Engine) peerDown(node uint64) {
+	for _, w := range e.workers {
+		w.enqueueFn(func() { w.leaderDown(node) })
+	}
+}
+
+type peerCounters struct{ msgs, bytes atomic.Uint64 }
+
+func (e *Engine) countSent(to, msgs, bytes uint64) {
+	c, ok := e.sent.Load(to)
+	if !ok {
+		c, _ = e.sent.LoadOrStore(to, &peerCounters{})
+	}
+	pc := c.(*peerCounters)
+	pc.msgs.Add(msgs)
+	pc.bytes.Add(bytes)
+}
+
+// PeerStats counts what this node sent one peer node.
+type PeerStats struct {
+	NodeID   uint64
+	Messages uint64 // messages handed to the transport (a coalesced heartbeat message counts one)
+	Bytes    uint64 // their encoded size
+}
+
+// PeerStats returns the per-peer send counters.
+func (e *Engine) PeerStats() []PeerStats {
+	var out []PeerStats
+	e.sent.Range(func(k, v any) bool {
+		pc := v.(*peerCounters)
+		out = append(out, PeerStats{NodeID: k.(uint64), Messages: pc.msgs.Load(), Bytes: pc.bytes.Load()})
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
+	return out
+}
+
+// Close stops the workers and the transport and closes the store. Waiting
+// callers get ErrClosed.
+func (e *Engine) Close() error {
+	if !e.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	close(e.stop)
+	terr := e.transport.Close()
+	e.wg.Wait()
+	for _, w := range e.workers {
+		w.shutdown()
+	}
+	e.watchers.Lock()
+	for w := range e.watchers.set {
+		w.close()
+	}
+	e.watchers.set = map[*LeaderWatch]struct{}{}
+	e.watchers.Unlock()
+	e.users.Lock() // no reader of the store is left
+	defer e.users.Unlock()
+	if e.cfg.BeforeStoreClose != nil {
+		e.cfg.BeforeStoreClose()
+	}
+	return errors.Join(terr, e.store.Close())
+}
+
+// acquire registers a user of the store; false once the engine is closed.
+func (e *Engine) acquire() bool {
+	e.users.RLock()
+	if e.closed.Load() {
+		e.users.RUnlock()
+		return false
+	}
+	return true
+}
+
+func (e *Engine) release() { e.users.RUnlock() }
+
+func (e *Engine) workerFor(shardID uint64) *worker {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(shardID >> (8 * i))
+	}
+	return e.workers[xxhash.Sum64(b[:])%uint64(len(e.workers))]
+}
+
+func (e *Engine) nextID() uint64 { return e.ids.Add(1) }
+
+// call runs fn on shardID's worker and waits for its result.
+func call[T any](ctx context.Context, e *Engine, shardID uint64, fn func(w *worker) (T, error)) (T, error) {
+	v, err := callWorker(ctx, e, e.workerFor(shardID), fn)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		err = fmt.Errorf("engine: shard %d: %w", shardID, err)
+	}
+	return v, err
+}
+
+// ShardSpec describes a shard to create: its descriptor and its initial
+// members (node IDs).
+type ShardSpec struct {
+	Desc     storage.Descriptor
+	Voters   []uint64
+	Learners []uint64
+}
+
+// CreateShard bootstraps this node's replica of a new shard. Every node in
+// spec's members must create it with the same spec; a node added later by
+// ChangeReplicas is instead created by the leader's messages and a snapshot.
+// It fails with ErrShardExists, ErrRangeOverlap or ErrTombstoned (a removed
+// replica comes back only through RecreateShard).
+func (e *Engine) CreateShard(ctx context.Context, spec ShardSpec) error {
+	if spec.Desc.ShardID == 0 || len(spec.Voters) == 0 || spec.Desc.Start > spec.Desc.Last {
+		return fmt.Errorf("%w: shard spec %+v", ErrBadRequest, spec)
+	}
+	if !contains(spec.Voters, e.cfg.NodeID) && !contains(spec.Learners, e.cfg.NodeID) {
+		return fmt.Errorf("%w: node %d is not a member of shard %d", ErrBadRequest, e.cfg.NodeID, spec.Desc.ShardID)
+	}
+	_, err := call(ctx, e, spec.Desc.ShardID, func(w *worker) (struct{}, error) {
+		return struct{}{}, w.create(spec)
+	})
+	return err
+}
+
+func contains(ids []uint64, id uint64) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// claimRange records desc as this node's, failing if it overlaps another
+// shard's range.
+func (e *Engine) claimRange(desc storage.Descriptor) error {
+	e.ranges.Lock()
+	defer e.ranges.Unlock()
+	for id, d := range e.ranges.byShard {
+		if id != desc.ShardID && d.Overlaps(desc) {
+			return fmt.Errorf("%w: shard %d [%016x, %016x] and shard %d [%016x, %016x]",
+				ErrRangeOverlap, desc.ShardID, desc.Start, desc.Last, id, d.Start, d.Last)
+		}
+	}
+	e.ranges.byShard[desc.ShardID] = desc
+	return nil
+}
+
+func (e *Engine) releaseRange(shardID uint64) {
+	e.ranges.Lock()
+	delete(e.ranges.byShard, shardID)
+	e.ranges.Unlock()
+}
+
+// RecreateShard clears the tombstone of a removed replica so that the shard
+// can be added to this node again (by CreateShard or by the leader's
+// messages after ChangeReplicas).
+func (e *Engine) RecreateShard(ctx context.Context, shardID uint64) error {
+	_, err := call(ctx, e, shardID, func(w *worker) (struct{}, error) {
+		if w.shards[shardID] != nil {
+			return struct{}{}, ErrShardExists
+		}
+		delete(w.tombstones, shardID)
+		return struct{}{}, e.store.ClearTombstone(shardID)
+	})
+	return err
+}
+
+// Propose replicates cmd through shardID's raft log and returns the state
+// machine's result once it is applied on this node (this node must lead the
+// shard: otherwise a *NotLeaderError with the leader it knows). Errors:
+// ErrShardNotFound, ErrProposalTooLarge, ErrProposalDropped (never applied,
+// retry), the state machine's rejection, ErrClosed, or ctx's error (the
+// command may or may not apply).
+func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
+	if e.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(cmd) > e.cfg.MaxProposalBytes {
+		return nil, fmt.Errorf("%w: %d bytes > %d", ErrProposalTooLarge, len(cmd), e.cfg.MaxProposalBytes)
+	}
+	if len(cmd) == 0 {
+		return nil, fmt.Errorf("%w: empty command", ErrBadRequest)
+	}
+	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
+	w := e.workerFor(shardID)
+	if !w.enqueueProposal(proposalReq{shardID: shardID, p: p, data: group.EncodeEntry(p.ID, cmd)}) {
+		return nil, ErrClosed
+	}
+	return e.wait(ctx, shardID, p.Done)
+}
+
+func (e *Engine) wait(ctx context.Context, shardID uint64, done chan group.Result) ([]byte, error) {
+	select {
+	case r := <-done:
+		return r.Value, r.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("engine: shard %d: %w", shardID, ctx.Err())
+	case <-e.stop:
+		return nil, ErrClosed
+	}
+}
+
+// Read answers query from shardID's state with linearizable semantics: it
+// reflects every write acknowledged before Read was called. This node must
+// lead the shard (otherwise a *NotLeaderError). Each ReadIndex attempt
+// carries a fresh context; an unanswered one is retried until ctx ends.
+func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte, error) {
+	for {
+		if e.closed.Load() {
+			return nil, ErrClosed
+		}
+		r := group.NewRead(e.nextID())
+		w := e.workerFor(shardID)
+		if !w.enqueueRead(readReq{shardID: shardID, r: r}) {
+			return nil, ErrClosed
+		}
+		_, err := e.wait(ctx, shardID, r.Done)
+		if errors.Is(err, group.ErrReadRetry) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return e.ReadLocal(shardID, query)
+	}
+}
+
+// ReadLocal answers query from this node's replica as it is, without any
+// coordination: possibly stale, never torn.
+func (e *Engine) ReadLocal(shardID uint64, query []byte) ([]byte, error) {
+	if !e.acquire() {
+		return nil, ErrClosed
+	}
+	defer e.release()
+	e.ranges.Lock()
+	desc, ok := e.ranges.byShard[shardID]
+	e.ranges.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
+	}
+	return e.cfg.StateMachine.Query(&QueryContext{Desc: desc, rule: e.cfg.PartitionRule, r: e.store.DB()}, query)
+}
+
+// TransferLeader asks shardID's leader on this node to hand leadership to
+// node target, and waits until this replica sees target lead.
+func (e *Engine) TransferLeader(ctx context.Context, shardID, target uint64) error {
+	watch := e.WatchLeaders()
+	defer watch.Close()
+	// start asks raft to transfer, unless this replica no longer leads (then
+	// the leader it knows is the answer) or a transfer is under way.
+	start := func() (done bool, err error) {
+		return call(ctx, e, shardID, func(w *worker) (bool, error) {
+			r := w.shards[shardID]
+			if r == nil {
+				return false, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
+			}
+			l, t := r.g.Leader()
+			if l == target {
+				return true, nil
+			}
+			if !r.g.IsLeader() {
+				if l == 0 {
+					return false, nil // an election is under way: wait for it
+				}
+				return false, &NotLeaderError{ShardID: shardID, Leader: l, Term: t}
+			}
+			if r.g.RN.BasicStatus().LeadTransferee == 0 {
+				w.wake(r)
+				r.g.RN.TransferLeader(target)
+				w.markDirty(r)
+			}
+			return false, nil
+		})
+	}
+	// raft abandons a transfer the target does not complete within an
+	// election timeout (for instance a new voter that has not applied its
+	// promotion yet): look again after about that long, and ask again.
+	recheck := time.Duration(e.cfg.ElectionTicks+1) * e.cfg.TickInterval
+	for {
+		done, err := start()
+		if err != nil || done {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, recheck)
+		_, err = watch.Next(wctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// ChangeType is one kind of membership change.
+type ChangeType int
+
+// Membership changes.
+const (
+	AddVoter   ChangeType = iota // add a voter, or promote a learner
+	AddLearner                   // add a learner, or demote a voter
+	Remove                       // remove a voter or learner
+)
+
+// ReplicaChange changes the membership of one node.
+type ReplicaChange struct {
+	Type   ChangeType
+	NodeID uint64
+}
+
+// ChangeReplicas changes shardID's membership on its leader (this node).
+// One change is simple; several go through joint consensus, left
+// automatically. New replicas are created on their nodes by the leader's
+// messages and caught up by a snapshot. It returns once the change applied
+// here.
+func (e *Engine) ChangeReplicas(ctx context.Context, shardID uint64, changes ...ReplicaChange) error {
+	if len(changes) == 0 {
+		return fmt.Errorf("%w: no change", ErrBadRequest)
+	}
+	cc := raftpb.ConfChangeV2{}
+	for _, c := range changes {
+		if c.NodeID == 0 {
+			return fmt.Errorf("%w: node 0", ErrBadRequest)
+		}
+		var t raftpb.ConfChangeType
+		switch c.Type {
+		case AddVoter:
+			t = raftpb.ConfChangeAddNode
+		case AddLearner:
+			t = raftpb.ConfChangeAddLearnerNode
+		case Remove:
+			t = raftpb.ConfChangeRemoveNode
+		default:
+			return fmt.Errorf("%w: change type %d", ErrBadRequest, c.Type)
+		}
+		cc.Changes = append(cc.Changes, raftpb.ConfChangeSingle{Type: t, NodeID: c.NodeID})
+	}
+	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
+	cc.Context = group.ConfChangeContext(p.ID)
+	w := e.workerFor(shardID)
+	if !w.enqueueProposal(proposalReq{shardID: shardID, p: p, cc: &cc}) {
+		return ErrClosed
+	}
+	_, err := e.wait(ctx, shardID, p.Done)
+	return err
+}
+
+// ShardStatus is a replica's view of its shard.
+type ShardStatus struct {
+	ShardID     uint64
+	NodeID      uint64
+	Leader      uint64
+	Term        uint64
+	State       string // Leader, Follower, Candidate, PreCandidate
+	Commit      uint64
+	Applied     uint64
+	FirstIndex  uint64
+	LastIndex   uint64
+	Voters      []uint64
+	Learners    []uint64
+	Outgoing    []uint64 // voters of the outgoing config while joint
+	Initialized bool
+	Quiesced    bool // not ticking: idle (see quiesce.go)
+	Desc        storage.Descriptor
+	// Progress of each replica, known on the leader only.
+	Progress []ReplicaProgress
+}
+
+// ReplicaProgress is what a leader knows of one replica's log.
+type ReplicaProgress struct {
+	NodeID  uint64
+	Match   uint64
+	Next    uint64
+	State   string // StateProbe, StateReplicate, StateSnapshot
+	Learner bool
+}
+
+// Status returns this node's view of shardID.
+func (e *Engine) Status(ctx context.Context, shardID uint64) (ShardStatus, error) {
+	return call(ctx, e, shardID, func(w *worker) (ShardStatus, error) {
+		r := w.shards[shardID]
+		if r == nil {
+			return ShardStatus{}, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
+		}
+		return r.status(e.cfg.NodeID), nil
+	})
+}
+
+// Statuses returns this node's view of every shard it hosts, one worker
+// round trip per worker.
+func (e *Engine) Statuses(ctx context.Context) ([]ShardStatus, error) {
+	var out []ShardStatus
+	for _, w := range e.workers {
+		sts, err := callWorker(ctx, e, w, func(w *worker) ([]ShardStatus, error) {
+			sts := make([]ShardStatus, 0, len(w.shards))
+			for _, r := range w.shards {
+				sts = append(sts, r.status(e.cfg.NodeID))
+			}
+			return sts, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sts...)
+	}
+	return out, nil
+}
+
+// Shards lists the shards with a replica on this node.
+func (e *Engine) Shards(ctx context.Context) ([]uint64, error) {
+	var out []uint64
+	for _, w := range e.workers {
+		ids, err := callWorker(ctx, e, w, func(w *worker) ([]uint64, error) {
+			ids := make([]uint64, 0, len(w.shards))
+			for id := range w.shards {
+				ids = append(ids, id)
+			}
+			return ids, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ids...)
+	}
+	return out, nil
+}
+
+// callWorker runs fn on worker w and waits for its result, ctx's end or
+// the engine's close.
+func callWorker[T any](ctx context.Context, e *Engine, w *worker, fn func(w *worker) (T, error)) (T, error) {
+	var zero T
+	if e.closed.Load() {
+		return zero, ErrClosed
+	}
+	type res struct {
+		v   T
+		err error
+	}
+	done := make(chan res, 1)
+	if !w.enqueueFn(func() { v, err := fn(w); done <- res{v, err} }) {
+		return zero, ErrClosed
+	}
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-e.stop:
+		return zero, ErrClosed
+	}
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats {
+	var sent uint64
+	for _, p := range e.PeerStats() {
+		sent += p.Messages
+	}
+	e.ranges.Lock()
+	n := len(e.ranges.byShard)
+	e.ranges.Unlock()
+	return Stats{
+		Applied:             e.stats.applied.Load(),
+		Syncs:               e.stats.syncs.Load(),
+		Commits:             e.stats.commits.Load(),
+		SnapshotsSent:       e.stats.snapsSent.Load(),
+		SnapshotsRecv:       e.stats.snapsRecv.Load(),
+		HeartbeatsCoalesced: e.beats.Added(),
+		ShardsQuiesced:      e.stats.quiesced.Load(),
+		ShardsLeading:       e.stats.leading.Load(),
+		MessagesSent:        sent,
+		Passes:              e.stats.passes.Load(),
+		Cycles:              e.stats.cycles.Load(),
+		MessagesIn:          e.stats.msgsIn.Load(),
+		ProposalsIn:         e.stats.propsIn.Load(),
+		Readies:             e.stats.readies.Load(),
+		CommitNanos:         e.stats.commitNanos.Load(),
+		PassNanos:           e.stats.passNanos.Load(),
+		Shards:              n,
+	}
+}
+
+// Flush makes every write of this node durable (one synced WAL record).
+func (e *Engine) Flush() error {
+	if !e.acquire() {
+		return ErrClosed
+	}
+	defer e.release()
+	return e.store.DB().LogData(nil, pebbleSync)
+}
+
+type quietRaftLogger struct{}
+
+func (quietRaftLogger) Debug(...interface{})            {}
+func (quietRaftLogger) Debugf(string, ...interface{})   {}
+func (quietRaftLogger) Error(...interface{})            {}
+func (quietRaftLogger) Errorf(string, ...interface{})   {}
+func (quietRaftLogger) Info(...interface{})             {}
+func (quietRaftLogger) Infof(string, ...interface{})    {}
+func (quietRaftLogger) Warning(...interface{})          {}
+func (quietRaftLogger) Warningf(string, ...interface{}) {}
+func (quietRaftLogger) Fatal(v ...interface{})          { panic(fmt.Sprint(v...)) }
+func (quietRaftLogger) Fatalf(f string, v ...interface{}) {
+	panic(fmt.Sprintf(f, v...))
+}
+func (quietRaftLogger) Panic(v ...interface{}) { panic(fmt.Sprint(v...)) }
+func (quietRaftLogger) Panicf(f string, v ...interface{}) {
+	panic(fmt.Sprintf(f, v...))
+}

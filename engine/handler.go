@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/flotilla-db/flotilla/heartbeat"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// HandleBatch implements Handler: it sorts the frame's messages into the
+// inboxes of their shards' workers, one lock per worker.
+func (e *Engine) HandleBatch(b *Batch) {
+	if e.closed.Load() || b.ClusterID != e.cfg.ClusterID || b.To != e.cfg.NodeID {
+		if !e.closed.Load() {
+			e.cfg.Logger.Warn("dropped frame", "cluster", b.ClusterID, "from", b.From, "to", b.To, "want_cluster", e.cfg.ClusterID)
+		}
+		return
+	}
+	if e.live.heardFrom(b.From) {
+		e.cfg.Logger.Debug("peer is back", "node", b.From)
+		for _, w := range e.workers {
+			w.enqueueFn(func() { w.wakeFollowedBy(b.From) })
+		}
+	}
+	b.Messages = e.expandBeats(b)
+	if len(b.Messages) == 0 {
+		return
+	}
+	if len(e.workers) == 1 {
+		w := e.workers[0]
+		if in := w.lockInbox(); in != nil {
+			in.msgs = append(in.msgs, b.Messages...)
+			w.unlockInbox()
+		}
+		return
+	}
+	// One lock per worker: each takes its messages in one sweep.
+	idx := idxPool.Get().(*[]uint8)
+	*idx = (*idx)[:0]
+	for i := range b.Messages {
+		*idx = append(*idx, uint8(e.workerFor(b.Messages[i].ShardID).id))
+	}
+	for wi, w := range e.workers {
+		in := w.lockInbox()
+		if in == nil {
+			continue
+		}
+		n := len(in.msgs)
+		for i, x := range *idx {
+			if int(x) == wi {
+				in.msgs = append(in.msgs, b.Messages[i])
+			}
+		}
+		if len(in.msgs) > n {
+			w.unlockInbox()
+		} else {
+			w.mu.Unlock()
+		}
+	}
+	idxPool.Put(idx)
+}
+
+var idxPool = sync.Pool{New: func() any { s := make([]uint8, 0, 256); return &s }}
+
+// PeerUnreachable implements Handler: every shard this node leads is told,
+// so that raft stops pipelining to the peer and probes instead, and the
+// quiesced shards the peer led wake up.
+func (e *Engine) PeerUnreachable(node uint64) {
+	for _, w := range e.workers {
+		w.enqueueFn(func() {
+			for _, r := range w.shards {
+				if r.g.IsLeader() {
+					r.g.RN.ReportUnreachable(node)
+				}
+			}
+			w.leaderDown(node)
+		})
+	}
+}
+
+// expandBeats takes the coalesced heartbeat messages (shard 0) out of b and
+// hands their Beats to the workers; it returns the other messages.
+func (e *Engine) expandBeats(b *Batch) []Message {
+	keep := b.Messages[:0]
+	var beats []heartbeat.Beat
+	for _, m := range b.Messages {
+		if m.ShardID != 0 {
+			keep = append(keep, m)
+			continue
+		}
+		if m.Msg.Type != raftpb.MsgHeartbeat || m.Msg.From != b.From {
+			e.cfg.Logger.Warn("dropped node-level message", "from", b.From, "type", m.Msg.Type)
+			continue
+		}
+		var err error
+		if beats, err = heartbeat.DecodeBatch(beats[:0], m.Msg.Context); err != nil {
+			e.cfg.Logger.Warn("dropped heartbeat batch", "from", b.From, "err", err)
+			continue
+		}
+		for wi, w := range e.workers {
+			in := w.lockInbox()
+			if in == nil {
+				continue
+			}
+			n := len(in.beats)
+			for _, beat := range beats {
+				if len(e.workers) == 1 || e.workerFor(beat.ShardID).id == wi {
+					in.beats = append(in.beats, beatIn{from: b.From, to: b.To, beat: beat})
+				}
+			}
+			if len(in.beats) > n {
+				w.unlockInbox()
+			} else {
+				w.mu.Unlock()
+			}
+		}
+	}
+	return keep
+}

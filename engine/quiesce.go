@@ -1,0 +1,269 @@
+package engine
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/flotilla-db/flotilla/heartbeat"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// Coalesced heartbeats and quiescence (see package heartbeat).
+//
+// Each tick the tick loop flushes the node's Coalescer: every peer node gets
+// one message (shard 0, MsgHeartbeat) carrying the Beats of all shards, even
+// none: that message is also the liveness signal between nodes. A peer not
+// heard from for an election timeout is suspected down, and the quiesced
+// shards it led wake up, tick, and elect a new leader.
+//
+// A leader quiesces its shard after quiesceTicks consecutive ticks in which
+// the shard was idle: nothing to persist or send, no proposal, read, transfer
+// or conf change pending, applied == commit == last index, and every live
+// follower in StateReplicate with Match == last index (a follower on a node
+// suspected down does not hold the shard awake; when its node is heard from
+// again, the quiesced shards this node leads for it wake up to catch it up). It sends a Beat with
+// Quiesce set and stops ticking the shard. A follower that receives it from
+// its leader, at its term, with its log ending at the leader's commit, stops
+// ticking too; a follower that is behind stays awake. Any proposal, read,
+// transfer, conf change or message other than a heartbeat response wakes a
+// shard. A woken follower resumes its election clock where it stopped (close
+// to zero, as it had just heard from the leader), so it does not campaign at
+// once.
+
+const quiesceTicks = 2
+
+// beatIn is an expanded incoming Beat.
+type beatIn struct {
+	from, to uint64
+	beat     heartbeat.Beat
+}
+
+// liveness tracks when each peer node was last heard from, in ticks.
+type liveness struct {
+	mu    sync.Mutex
+	now   uint64            // ticks since start
+	heard map[uint64]uint64 // peer -> tick last heard
+	down  map[uint64]bool   // peers suspected down
+}
+
+func (l *liveness) init() {
+	l.heard = make(map[uint64]uint64)
+	l.down = make(map[uint64]bool)
+}
+
+// addPeers makes nodes known peers (heard "now", so that they get an election
+// timeout of grace).
+func (l *liveness) addPeers(ids ...uint64) {
+	l.mu.Lock()
+	for _, id := range ids {
+		if _, ok := l.heard[id]; !ok {
+			l.heard[id] = l.now
+		}
+	}
+	l.mu.Unlock()
+}
+
+func (l *liveness) heardFrom(id uint64) (wasDown bool) {
+	l.mu.Lock()
+	if _, ok := l.heard[id]; ok {
+		l.heard[id] = l.now
+	}
+	wasDown = l.down[id]
+	delete(l.down, id)
+	l.mu.Unlock()
+	return wasDown
+}
+
+// tick advances the clock; it returns the peers and those newly suspected
+// down (silent for more than timeout ticks).
+func (l *liveness) tick(timeout uint64, peers []uint64) ([]uint64, []uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.now++
+	peers = peers[:0]
+	var newlyDown []uint64
+	for id, t := range l.heard {
+		peers = append(peers, id)
+		if l.now-t > timeout && !l.down[id] {
+			l.down[id] = true
+			newlyDown = append(newlyDown, id)
+		}
+	}
+	return peers, newlyDown
+}
+
+// markDown suspects id down now; false if it already was.
+func (l *liveness) markDown(id uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down[id] {
+		return false
+	}
+	l.down[id] = true
+	return true
+}
+
+func (l *liveness) isDown(id uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.down[id]
+}
+
+// suspect handles a node the transport cannot reach: the first time, as if
+// it had been silent for an election timeout (it is heard again as soon as
+// one of its messages arrives).
+func (e *Engine) suspect(node uint64) {
+	if e.live.markDown(node) {
+		e.peerDown(node)
+	}
+}
+
+// flushBeats sends each peer its coalesced Beats (tick loop).
+func (e *Engine) flushBeats(peers []uint64) {
+	e.beats.Flush(peers, func(to uint64, beats []heartbeat.Beat) {
+		if to == e.cfg.NodeID {
+			return
+		}
+		m := Message{Msg: raftpb.Message{
+			Type:    raftpb.MsgHeartbeat,
+			From:    e.cfg.NodeID,
+			To:      to,
+			Context: heartbeat.AppendBatch(nil, beats),
+		}}
+		if err := e.transport.Send(to, []Message{m}); err != nil && !errors.Is(err, ErrQueueFull) {
+			e.suspect(to) // lost beats: raft and liveness cope
+		}
+		e.countSent(to, 1, uint64(m.Msg.Size()))
+	})
+}
+
+// stepBeat steps one expanded Beat, quiescing or waking the shard.
+func (w *worker) stepBeat(b *beatIn) {
+	if b.to != w.e.cfg.NodeID {
+		return
+	}
+	msg := b.beat.Message(b.from, b.to)
+	r := w.shards[b.beat.ShardID]
+	if r == nil {
+		var err error
+		if r, err = w.createUninitialized(b.beat.ShardID, msg.Type); r == nil || err != nil {
+			return
+		}
+	}
+	_ = r.g.RN.Step(msg)
+	w.markDirty(r)
+	switch {
+	case b.beat.Resp:
+		// A response does not wake a quiesced leader.
+	case b.beat.Quiesce:
+		lead, term := r.g.Leader()
+		last, _ := r.log.LastIndex()
+		if lead == b.from && term == b.beat.Term && last == b.beat.Commit && !r.g.IsLeader() && r.g.Pending() == 0 {
+			w.quiesce(r)
+		} else {
+			w.wake(r)
+		}
+	default:
+		w.wake(r)
+	}
+}
+
+func (w *worker) quiesce(r *replica) {
+	if r.quiesced {
+		return
+	}
+	r.quiesced, r.idle = true, 0
+	delete(w.ticking, r.shardID)
+	r.log.ReleaseCache()
+	w.e.stats.quiesced.Add(1)
+}
+
+func (w *worker) wake(r *replica) {
+	r.idle = 0
+	if !r.quiesced {
+		return
+	}
+	r.quiesced = false
+	w.ticking[r.shardID] = r
+	w.e.stats.quiesced.Add(^uint64(0))
+}
+
+// tickReplica ticks a shard, or quiesces it if it is an idle leader.
+func (w *worker) tickReplica(r *replica) {
+	if w.e.quiescence && w.idleLeader(r) {
+		r.idle++
+		if r.idle >= quiesceTicks {
+			w.quiesceLeader(r)
+			return
+		}
+	} else {
+		r.idle = 0
+	}
+	r.g.Tick()
+	w.markDirty(r)
+}
+
+// idleLeader reports whether r leads and has nothing in flight.
+func (w *worker) idleLeader(r *replica) bool {
+	if !r.g.IsLeader() || r.g.Pending() > 0 || r.dirty || r.g.RN.HasReady() {
+		return false
+	}
+	bs := r.g.RN.BasicStatus()
+	last, _ := r.log.LastIndex()
+	applied, _ := r.log.Applied()
+	if bs.LeadTransferee != 0 || bs.Commit != last || applied != last || len(r.log.ConfState().VotersOutgoing) > 0 {
+		return false
+	}
+	ok := true
+	r.g.RN.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		if id != w.e.cfg.NodeID && !w.e.live.isDown(id) && (pr.Match != last || pr.State != tracker.StateReplicate) {
+			ok = false
+		}
+	})
+	return ok
+}
+
+// quiesceLeader sends the followers a quiescing Beat and stops ticking.
+func (w *worker) quiesceLeader(r *replica) {
+	bs := r.g.RN.BasicStatus()
+	r.g.RN.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+		// A follower on a node suspected down gets nothing: it may be behind,
+		// and when its node is heard again the shard wakes to catch it up.
+		if id != w.e.cfg.NodeID && !w.e.live.isDown(id) {
+			// As raft's own heartbeats: never a commit index beyond the
+			// follower's log.
+			w.e.beats.Add(id, heartbeat.Beat{ShardID: r.shardID, Term: bs.Term, Commit: min(pr.Match, bs.Commit), Quiesce: true})
+		}
+	})
+	w.quiesce(r)
+}
+
+// wakeFollowedBy wakes the quiesced shards led here that have a replica on
+// node (back after being suspected down), so that they catch it up.
+func (w *worker) wakeFollowedBy(node uint64) {
+	for _, r := range w.shards {
+		if r.quiesced && r.g.IsLeader() && isMember(ptr(r.log.ConfState()), node) {
+			w.wake(r)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// leaderDown handles node suspected down (silent for an election timeout,
+// or reported unreachable by the transport): the shards it led here wake up
+// if quiesced, and forget it as their leader, so that with PreVote and
+// CheckQuorum they grant a pre-vote to the first follower whose election
+// timer fires instead of waiting for their own: a shard elects within about
+// one election timeout of the leader's death.
+func (w *worker) leaderDown(node uint64) {
+	for _, r := range w.shards {
+		if lead, _ := r.g.Leader(); lead == node && !r.g.IsLeader() {
+			w.wake(r)
+			_ = r.g.RN.ForgetLeader()
+			w.markDirty(r)
+		}
+	}
+}

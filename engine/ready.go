@@ -1,0 +1,304 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flotilla-db/flotilla/group"
+	"github.com/flotilla-db/flotilla/heartbeat"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
+)
+
+// handleReady processes the Ready of every dirty shard, batched across
+// shards:
+//
+//  1. collect the Readies;
+//  2. one Pebble batch: snapshots (ingested first), log entries, HardStates,
+//     the state machine's writes for the committed entries and the applied
+//     indexes; committed with one sync if any shard needs it;
+//  3. messages, one Send per destination node;
+//  4. results to the waiting proposals and reads, leader events;
+//  5. Advance; shards with more work go round again.
+func (w *worker) handleReady() {
+	t0 := time.Now()
+	defer func() { w.e.stats.passNanos.Add(uint64(time.Since(t0))) }()
+	// One pass: shards that have more work after Advance stay dirty and go
+	// in the next pass, after the worker has taken its inbox again, so that
+	// the pass batches them with everything that arrived meanwhile.
+	w.rds = w.rds[:0]
+	if len(w.dirty) > 0 {
+		for _, r := range w.dirty {
+			r.dirty = false
+			if r.g.RN.HasReady() {
+				w.rds = append(w.rds, readyShard{r: r, rd: r.g.RN.Ready()})
+			}
+		}
+		clear(w.dirty)
+		w.dirty = w.dirty[:0]
+	}
+	if len(w.rds) > 0 {
+		w.e.stats.passes.Add(1)
+		w.e.stats.readies.Add(uint64(len(w.rds)))
+		w.persistAndApply()
+		w.send()
+		for _, c := range w.done {
+			c.p.Complete(c.res)
+		}
+		clear(w.done)
+		w.done = w.done[:0]
+		w.e.publishLeaders(w.leaderEvs)
+		w.leaderEvs = w.leaderEvs[:0]
+		for i := range w.rds {
+			rs := &w.rds[i]
+			if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
+				applied, _ := rs.r.log.Applied()
+				rs.r.g.Applied(applied)
+			}
+			rs.r.g.RN.Advance(rs.rd)
+			if rs.r.remove {
+				w.destroy(rs.r)
+				continue
+			}
+			if rs.r.g.RN.HasReady() {
+				w.markDirty(rs.r)
+			}
+			rs.rd = raft.Ready{}
+		}
+		clear(w.rds)
+		w.rds = w.rds[:0]
+	}
+	for _, r := range w.staged {
+		w.abortStaged(r)
+	}
+	clear(w.staged)
+	w.staged = w.staged[:0]
+}
+
+func (w *worker) persistAndApply() {
+	b := w.batch
+	for i := range w.rds {
+		rs := &w.rds[i]
+		r, rd := rs.r, &rs.rd
+		if ch := r.g.OnReady(rd); ch != nil {
+			w.leaderEvs = append(w.leaderEvs, LeaderEvent{ShardID: r.shardID, Leader: ch.Leader, Term: ch.Term})
+		}
+		if leading := r.g.IsLeader(); leading != r.leading {
+			r.leading = leading
+			if leading {
+				w.e.stats.leading.Add(1)
+			} else {
+				w.e.stats.leading.Add(^uint64(0))
+			}
+		}
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			w.applySnapshot(r, rd)
+		}
+		if err := r.log.Append(b, rd.Entries); err != nil {
+			panic(fmt.Sprintf("engine: node %d: %v", w.e.cfg.NodeID, err))
+		}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			r.log.SetHardState(b, rd.HardState)
+		}
+		if rd.MustSync {
+			b.MarkSync()
+		}
+		if len(rd.CommittedEntries) > 0 {
+			t0 := time.Now()
+			w.apply(r, rd.CommittedEntries)
+			w.e.applyLatency.observe(time.Since(t0))
+			w.maybeTruncate(r)
+		}
+		if w.e.cfg.SyncEachShard {
+			w.commit()
+		}
+	}
+	w.commit()
+}
+
+// commit writes the pass's batch (with the state machine's writes merged
+// in), synced if any shard needs it.
+func (w *worker) commit() {
+	b := w.batch
+	if !w.applyBatch.Empty() {
+		if err := b.Pebble().Apply(w.applyBatch, nil); err != nil {
+			panic(fmt.Sprintf("engine: merge apply batch: %v", err))
+		}
+		w.applyBatch.Reset()
+	}
+	if !b.Empty() {
+		if b.NeedsSync() {
+			w.e.stats.syncs.Add(1)
+		}
+		w.e.stats.commits.Add(1)
+		t0, synced := time.Now(), b.NeedsSync()
+		defer func() {
+			d := time.Since(t0)
+			w.e.stats.commitNanos.Add(uint64(d))
+			if synced {
+				w.e.syncLatency.observe(d)
+			}
+		}()
+		if err := b.Commit(false); err != nil {
+			panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+		}
+	}
+	b.Reset()
+}
+
+// apply hands the committed entries to the state machine (into the apply
+// batch) and applies conf changes, recording results for this node's
+// proposals.
+func (w *worker) apply(r *replica, ents []raftpb.Entry) {
+	desc, _ := r.log.Descriptor()
+	ctx := &w.actx
+	ctx.Desc, ctx.b = desc, w.applyBatch
+	sm := w.e.cfg.StateMachine
+	for i := range ents {
+		e := &ents[i]
+		switch e.Type {
+		case raftpb.EntryNormal:
+			id, cmd, err := group.DecodeEntry(e.Data)
+			if err == nil && cmd == nil {
+				continue // a new leader's empty entry
+			}
+			var res []byte
+			if err == nil {
+				ctx.Index = e.Index
+				res, err = sm.Apply(ctx, cmd)
+				w.e.stats.applied.Add(1)
+			}
+			if p := r.g.TakeProposal(id); p != nil {
+				w.done = append(w.done, completion{p: p, res: group.Result{Value: res, Err: err, Index: e.Index}})
+			}
+		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+			var (
+				cc raftpb.ConfChangeI
+				id uint64
+			)
+			if e.Type == raftpb.EntryConfChange {
+				var v1 raftpb.ConfChange
+				if err := v1.Unmarshal(e.Data); err != nil {
+					panic(fmt.Sprintf("engine: shard %d: conf change at %d: %v", r.shardID, e.Index, err))
+				}
+				cc, id = v1, group.ConfChangeID(v1.Context)
+			} else {
+				var v2 raftpb.ConfChangeV2
+				if err := v2.Unmarshal(e.Data); err != nil {
+					panic(fmt.Sprintf("engine: shard %d: conf change at %d: %v", r.shardID, e.Index, err))
+				}
+				cc, id = v2, group.ConfChangeID(v2.Context)
+			}
+			cs := r.g.RN.ApplyConfChange(cc)
+			r.log.SetConfState(w.batch, *cs)
+			w.e.notePeers(*cs)
+			if !isMember(cs, w.e.cfg.NodeID) {
+				r.remove = true
+			}
+			if p := r.g.TakeProposal(id); p != nil {
+				w.done = append(w.done, completion{p: p, res: group.Result{Index: e.Index}})
+			}
+		}
+	}
+	last := ents[len(ents)-1]
+	r.log.SetApplied(w.batch, last.Index, last.Term)
+}
+
+// maybeTruncate truncates a shard's log that grew past the configured size.
+// A leader keeps what its followers still need when that is not too far
+// behind; a follower too far behind gets a snapshot instead.
+func (w *worker) maybeTruncate(r *replica) {
+	first, _ := r.log.FirstIndex()
+	last, _ := r.log.LastIndex()
+	cfg := w.e.cfg
+	if r.log.LogBytes() <= cfg.LogTruncateBytes && last-first+1 <= cfg.LogTruncateEntries {
+		return
+	}
+	index, _ := r.log.Applied()
+	if r.g.IsLeader() {
+		min := index
+		r.g.RN.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
+			if pr.Match < min {
+				min = pr.Match
+			}
+		})
+		if index-min < cfg.LogTruncateEntries/2 {
+			index = min
+		}
+	}
+	if index < first {
+		return
+	}
+	if err := r.log.Truncate(w.batch, index); err != nil {
+		panic(fmt.Sprintf("engine: shard %d: truncate: %v", r.shardID, err))
+	}
+}
+
+// send hands every message of this pass to the transport, one Send per
+// destination node; snapshots go out on their own stream.
+func (w *worker) send() {
+	coalesce := w.e.coalesce
+	for i := range w.rds {
+		r, rd := w.rds[i].r, &w.rds[i].rd
+		for j := range rd.Messages {
+			m := &rd.Messages[j]
+			switch {
+			case m.Type == raftpb.MsgSnap:
+				w.sendSnapshot(r, *m)
+			case coalesce && heartbeat.IsCoalescable(m):
+				w.e.beats.Add(m.To, heartbeat.FromMessage(r.shardID, m))
+			default:
+				w.out[m.To] = append(w.out[m.To], Message{ShardID: r.shardID, Msg: *m})
+			}
+		}
+	}
+	for to, msgs := range w.out {
+		if len(msgs) == 0 {
+			continue
+		}
+		var bytes uint64
+		for i := range msgs {
+			bytes += uint64(msgs[i].Msg.Size())
+		}
+		w.e.countSent(to, uint64(len(msgs)), bytes)
+		if err := w.e.transport.Send(to, msgs); err != nil {
+			for _, m := range msgs {
+				if r := w.shards[m.ShardID]; r != nil {
+					r.g.RN.ReportUnreachable(to)
+				}
+			}
+			if !errors.Is(err, ErrQueueFull) {
+				w.e.suspect(to) // the transport cannot reach the node at all
+			}
+		}
+		clear(msgs) // drop references to entries; keep the capacity
+		w.out[to] = msgs[:0]
+	}
+}
+
+// destroy removes a replica that a conf change took off this node.
+func (w *worker) destroy(r *replica) {
+	w.wake(r) // keeps the quiesced count right
+	delete(w.shards, r.shardID)
+	delete(w.ticking, r.shardID)
+	if r.leading {
+		w.e.stats.leading.Add(^uint64(0))
+	}
+	r.g.FailAll(ErrShardRemoved)
+	w.abortStaged(r)
+	desc, ok := r.log.Descriptor()
+	var dp = &desc
+	if !ok {
+		dp = nil
+	}
+	if err := w.e.store.DestroyReplica(r.shardID, dp); err != nil {
+		panic(fmt.Sprintf("engine: destroy shard %d: %v", r.shardID, err))
+	}
+	w.tombstones[r.shardID] = struct{}{}
+	w.e.releaseRange(r.shardID)
+	w.leaderEvs = append(w.leaderEvs[:0], LeaderEvent{ShardID: r.shardID})
+	w.e.publishLeaders(w.leaderEvs)
+	w.leaderEvs = w.leaderEvs[:0]
+}

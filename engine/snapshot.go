@@ -1,0 +1,192 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/flotilla-db/flotilla/storage"
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Snapshots. raft asks for one (a MsgSnap in a Ready) when a follower needs
+// entries that were truncated. The engine describes the shard as applied at
+// the moment it sends (at least what raft asked for: applied entries are
+// committed), opens a Pebble snapshot right then on the worker, so that the
+// data matches the description exactly, and streams the shard's range on
+// its own goroutine. The receiver stages the stream in an sstable, then
+// steps the MsgSnap; when raft accepts it, the worker ingests the sstable
+// atomically with the shard's new raft state.
+
+const snapshotTimeout = 10 * time.Minute
+
+func (w *worker) sendSnapshot(r *replica, m raftpb.Message) {
+	to := m.To
+	fail := func() { r.g.RN.ReportSnapshot(to, raft.SnapshotFailure) }
+	snap, err := r.log.Snapshot()
+	if err != nil {
+		fail()
+		return
+	}
+	desc, _ := r.log.Descriptor()
+	select {
+	case w.e.snapSem <- struct{}{}:
+	default:
+		fail() // too many streams: raft retries later
+		return
+	}
+	src, err := w.e.store.NewSnapshotSource(desc, w.e.cfg.SnapshotChunkBytes)
+	if err != nil {
+		<-w.e.snapSem
+		fail()
+		return
+	}
+	m.Snapshot = &snap
+	h := SnapshotHeader{ClusterID: w.e.cfg.ClusterID, From: w.e.cfg.NodeID, To: to, ShardID: r.shardID, Msg: m}
+	shardID := r.shardID
+	w.e.wg.Add(1)
+	go func() {
+		defer w.e.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		go func() {
+			select {
+			case <-w.e.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := w.e.transport.SendSnapshot(ctx, h, src)
+		cancel()
+		_ = src.Close()
+		<-w.e.snapSem
+		status := raft.SnapshotFinish
+		if err != nil {
+			status = raft.SnapshotFailure
+			w.e.cfg.Logger.Debug("snapshot failed", "shard", shardID, "to", to, "err", err)
+		} else {
+			w.e.stats.snapsSent.Add(1)
+		}
+		w.enqueueFn(func() {
+			if r := w.shards[shardID]; r != nil {
+				r.g.RN.ReportSnapshot(to, status)
+				w.markDirty(r)
+			}
+		})
+	}()
+}
+
+// HandleSnapshot implements Handler: it stages the stream, then hands the
+// MsgSnap to the shard's worker.
+func (e *Engine) HandleSnapshot(ctx context.Context, h SnapshotHeader, body SnapshotBody) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if h.ClusterID != e.cfg.ClusterID || h.To != e.cfg.NodeID || h.Msg.Type != raftpb.MsgSnap ||
+		h.Msg.Snapshot == nil || h.Msg.To != e.cfg.NodeID {
+		return fmt.Errorf("%w: snapshot header for cluster %d node %d (type %v)", ErrBadRequest, h.ClusterID, h.To, h.Msg.Type)
+	}
+	desc, err := storage.UnmarshalDescriptor(h.Msg.Snapshot.Data)
+	if err != nil || desc.ShardID != h.ShardID {
+		return fmt.Errorf("%w: snapshot descriptor: %v", ErrBadRequest, err)
+	}
+	// Make sure the replica may exist here and claim its range.
+	if _, err := call(ctx, e, h.ShardID, func(w *worker) (struct{}, error) {
+		if _, ok := w.tombstones[h.ShardID]; ok {
+			return struct{}{}, fmt.Errorf("%w: shard %d", ErrTombstoned, h.ShardID)
+		}
+		if w.shards[h.ShardID] == nil {
+			if _, err := w.createUninitialized(h.ShardID, raftpb.MsgSnap); err != nil {
+				return struct{}{}, err
+			}
+		}
+		return struct{}{}, e.claimRange(desc)
+	}); err != nil {
+		return err
+	}
+	if !e.acquire() {
+		return ErrClosed
+	}
+	defer e.release()
+	st, err := e.store.StageSnapshot(desc)
+	if err != nil {
+		return err
+	}
+	for {
+		chunk, err := body.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil {
+			err = st.Write(chunk)
+		}
+		if err != nil {
+			st.Abort()
+			return fmt.Errorf("engine: receive snapshot of shard %d: %w", h.ShardID, err)
+		}
+	}
+	if err := st.Finish(); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	w := e.workerFor(h.ShardID)
+	if !w.enqueueSnapshot(snapReq{shardID: h.ShardID, msg: h.Msg, staged: st, done: done}) {
+		st.Abort()
+		return ErrClosed
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			e.stats.snapsRecv.Add(1)
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.stop:
+		return ErrClosed
+	}
+}
+
+func (w *worker) stepSnapshot(s snapReq) {
+	r := w.shards[s.shardID]
+	if r == nil {
+		s.staged.Abort()
+		s.done <- fmt.Errorf("%w: shard %d", ErrShardNotFound, s.shardID)
+		return
+	}
+	r.staged = append(r.staged, stagedSnap{index: s.msg.Snapshot.Metadata.Index, st: s.staged})
+	w.staged = append(w.staged, r)
+	_ = r.g.RN.Step(s.msg)
+	w.markDirty(r)
+	w.wake(r)
+	s.done <- nil
+}
+
+// applySnapshot installs the snapshot of rd, staged when it arrived.
+func (w *worker) applySnapshot(r *replica, rd *raft.Ready) {
+	idx := rd.Snapshot.Metadata.Index
+	for i, s := range r.staged {
+		if s.index != idx {
+			continue
+		}
+		r.staged = append(r.staged[:i], r.staged[i+1:]...)
+		hs := rd.HardState
+		if raft.IsEmptyHardState(hs) {
+			hs = r.log.HardState()
+		}
+		if err := r.log.ApplySnapshot(s.st, rd.Snapshot, hs); err != nil {
+			panic(fmt.Sprintf("engine: node %d shard %d: apply snapshot: %v", w.e.cfg.NodeID, r.shardID, err))
+		}
+		return
+	}
+	panic(fmt.Sprintf("engine: node %d shard %d: raft accepted snapshot %d that was not staged", w.e.cfg.NodeID, r.shardID, idx))
+}
+
+func (w *worker) abortStaged(r *replica) {
+	for _, s := range r.staged {
+		s.st.Abort()
+	}
+	r.staged = nil
+}

@@ -1,0 +1,182 @@
+package transport
+
+import (
+	"errors"
+	"testing"
+
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/transport/transportpb"
+)
+
+var fuzzIdentity = identity{clusterID: testCluster, nodeID: 1, isRemoved: func(id uint64) bool { return id == 9 }}
+
+// FuzzDecodeFrame feeds arbitrary bytes to the receiver's frame decoder: it
+// never panics, refuses with one of the documented errors, and what it
+// accepts honours every invariant the handler relies on.
+func FuzzDecodeFrame(f *testing.F) {
+	add := func(fr *transportpb.Frame) {
+		data, err := proto.Marshal(fr)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	add(wireFrame(f, testCluster, 3, 1, msgs(3, 1, 0, 3)))
+	add(wireFrame(f, testCluster+1, 3, 1, msgs(3, 1, 0, 1)))
+	add(wireFrame(f, testCluster, 9, 1, msgs(9, 1, 0, 1)))
+	bad := wireFrame(f, testCluster, 3, 1, msgs(3, 1, 0, 2))
+	bad.Messages[1].RaftMessage = []byte{0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}
+	add(bad)
+	add(&transportpb.Frame{ClusterId: testCluster, From: 3, To: 1})
+	f.Add([]byte{0x22, 0x03, 0x08, 0x07, 0x12})
+	f.Add([]byte("garbage"))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fr transportpb.Frame
+		if err := proto.Unmarshal(data, &fr); err != nil {
+			return
+		}
+		b, err := fuzzIdentity.decodeFrame(&fr)
+		if err != nil {
+			if !errors.Is(err, ErrClusterMismatch) && !errors.Is(err, ErrWrongNode) &&
+				!errors.Is(err, ErrRemovedNode) && !errors.Is(err, ErrBadMessage) {
+				t.Fatalf("undocumented refusal: %v", err)
+			}
+			return
+		}
+		checkBatch(t, b, len(fr.Messages))
+		// frameSize agrees with protobuf when nothing unknown was decoded.
+		if len(fr.ProtoReflect().GetUnknown()) == 0 && !hasUnknown(&fr) {
+			if got, want := frameSize(&fr), proto.Size(&fr); got != want {
+				t.Fatalf("frameSize %d, proto.Size %d", got, want)
+			}
+		}
+	})
+}
+
+func hasUnknown(fr *transportpb.Frame) bool {
+	for _, sm := range fr.Messages {
+		if len(sm.ProtoReflect().GetUnknown()) != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBatch checks what decodeFrame accepted.
+func checkBatch(t *testing.T, b *engine.Batch, n int) {
+	t.Helper()
+	if b.ClusterID != testCluster || b.To != 1 || b.From == 0 || b.From == 1 || b.From == 9 || len(b.Messages) != n {
+		t.Fatalf("accepted batch %d/%d/%d with %d of %d messages", b.ClusterID, b.From, b.To, len(b.Messages), n)
+	}
+	for _, m := range b.Messages {
+		if m.ShardID == 0 || m.Msg.To != 1 || m.Msg.From != b.From || m.Msg.Type == raftpb.MsgSnap {
+			t.Fatalf("accepted message %+v", m)
+		}
+		if _, ok := raftpb.MessageType_name[int32(m.Msg.Type)]; !ok {
+			t.Fatalf("accepted message type %d", m.Msg.Type)
+		}
+	}
+}
+
+// FuzzDecodeSnapshotHeader feeds arbitrary bytes to the receiver's snapshot
+// header decoder.
+func FuzzDecodeSnapshotHeader(f *testing.F) {
+	add := func(h engine.SnapshotHeader) {
+		p, err := encodeSnapshotHeader(&h)
+		if err != nil {
+			f.Fatal(err)
+		}
+		data, err := proto.Marshal(&transportpb.SnapshotRequest{Header: p})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	h := snapHeader(3, 1)
+	h.ClusterID, h.From = testCluster, 3
+	add(h)
+	h.ClusterID = 5
+	add(h)
+	h.ClusterID, h.Msg.Type = testCluster, raftpb.MsgApp
+	add(h)
+	f.Add([]byte{0x0a, 0x02, 0x08, 0x01})
+	f.Add([]byte{})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var req transportpb.SnapshotRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			return
+		}
+		h, err := fuzzIdentity.decodeSnapshotHeader(req.GetHeader())
+		if err != nil {
+			return
+		}
+		if h.ClusterID != testCluster || h.To != 1 || h.ShardID == 0 || h.From == 0 || h.From == 9 ||
+			h.Msg.Type != raftpb.MsgSnap || h.Msg.Snapshot == nil || h.Msg.To != 1 || h.Msg.From != h.From {
+			t.Fatalf("accepted header %+v", h)
+		}
+	})
+}
+
+// FuzzFrameRoundTrip encodes messages the way a sender does and decodes them
+// the way a receiver does: what comes out is what went in, and the sender's
+// size arithmetic is exact.
+func FuzzFrameRoundTrip(f *testing.F) {
+	f.Add(uint64(7), uint64(5), []byte("data"), 3)
+	f.Add(uint64(1<<63), uint64(0), []byte{}, 1)
+	f.Add(uint64(300), uint64(1<<40), make([]byte, 200), 20)
+	f.Fuzz(func(t *testing.T, shardID, term uint64, data []byte, n int) {
+		if shardID == 0 || n <= 0 || n > 64 {
+			return
+		}
+		ms := msgs(3, 1, term, n)
+		sizes := make([]int, n)
+		payload := 0
+		for i := range ms {
+			ms[i].ShardID = shardID + uint64(i)
+			if ms[i].ShardID == 0 {
+				ms[i].ShardID = 1
+			}
+			ms[i].Msg.Term = term
+			ms[i].Msg.Entries[0].Data = data
+			sizes[i] = ms[i].Msg.Size()
+			payload += sizes[i]
+		}
+		s := &sender{}
+		s.frame.ClusterId, s.frame.From, s.frame.To = testCluster, 3, 1
+		if err := s.encode(ms, sizes, payload); err != nil {
+			t.Fatal(err)
+		}
+		want := frameHeaderSize(testCluster, 3, 1)
+		for i := range ms {
+			want += frameEntrySize(ms[i].ShardID, sizes[i])
+		}
+		wire, err := proto.Marshal(&s.frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(wire) != want || frameSize(&s.frame) != want {
+			t.Fatalf("encoded %d bytes, computed %d", len(wire), want)
+		}
+		var fr transportpb.Frame
+		if err := proto.Unmarshal(wire, &fr); err != nil {
+			t.Fatal(err)
+		}
+		b, err := fuzzIdentity.decodeFrame(&fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkBatch(t, b, n)
+		for i := range ms {
+			got, want := b.Messages[i], ms[i]
+			if got.ShardID != want.ShardID || got.Msg.Term != want.Msg.Term || got.Msg.Index != want.Msg.Index ||
+				string(got.Msg.Entries[0].Data) != string(want.Msg.Entries[0].Data) {
+				t.Fatalf("message %d: got %+v, want %+v", i, got, want)
+			}
+		}
+	})
+}

@@ -1,0 +1,377 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/transport/transportpb"
+)
+
+// Send queues msgs for node to and returns at once; to's sender goroutine
+// writes them, with everything else queued for to, in as few frames as
+// Config.MaxFrameBytes allows. Send takes ownership of msgs (it copies the
+// slice, not the messages: their entries must not change afterwards). It
+// fails, queuing none of msgs, with:
+//   - engine.ErrTransportClosed after Close, ErrNotStarted before Start;
+//   - engine.ErrUnknownPeer if to has no address (AddPeer, Config.Resolver);
+//   - ErrPeerUnreachable while to's sender waits out a backoff;
+//   - engine.ErrQueueFull if msgs do not fit in to's queue (Config.QueueLen,
+//     Config.QueueBytes);
+//   - a *SizeError if one message cannot fit in a frame alone.
+func (t *Transport) Send(to uint64, msgs []engine.Message) error {
+	p, err := t.peerFor(to)
+	if err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return p.enqueue(msgs)
+}
+
+// peerFor returns the peer of node to, starting its sender on first use.
+func (t *Transport) peerFor(to uint64) (*peer, error) {
+	t.mu.RLock()
+	err := t.usableLocked()
+	p := t.mu.peers[to]
+	t.mu.RUnlock()
+	switch {
+	case err != nil:
+		return nil, err
+	case p != nil:
+		return p, nil
+	case to == 0 || to == t.cfg.NodeID:
+		return nil, fmt.Errorf("%w: node %d", engine.ErrUnknownPeer, to)
+	}
+	if _, err := t.resolve(to); err != nil {
+		return nil, err
+	}
+	c := t.countersFor(to)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.usableLocked(); err != nil {
+		return nil, err
+	}
+	if p = t.mu.peers[to]; p == nil {
+		p = &peer{t: t, nodeID: to, stats: c, notify: make(chan struct{}, 1)}
+		p.ctx, p.cancel = context.WithCancel(t.closeCtx)
+		t.mu.peers[to] = p
+		t.senders.Add(1)
+		go p.run()
+	}
+	return p, nil
+}
+
+// peer is the send side towards one node: its bounded queue and its sender
+// goroutine's handles.
+type peer struct {
+	t      *Transport
+	nodeID uint64
+	stats  *counters
+	ctx    context.Context // cancelled by RemovePeer and Close: stops the sender
+	cancel context.CancelFunc
+	notify chan struct{} // capacity 1: something was queued
+
+	// retryAt is the time (UnixNano) until which Send refuses messages with
+	// ErrPeerUnreachable after a failed connection; 0 once connected.
+	retryAt atomic.Int64
+	// redial asks the sender to reconnect before its next frame (the
+	// address changed).
+	redial atomic.Bool
+
+	mu struct {
+		sync.Mutex
+		msgs  []engine.Message // at most Config.QueueLen
+		sizes []int            // encoded size of each of msgs
+		bytes int64            // sum of sizes, at most Config.QueueBytes
+	}
+}
+
+// enqueue adds msgs to the queue, all or none.
+func (p *peer) enqueue(msgs []engine.Message) error {
+	if ra := p.retryAt.Load(); ra != 0 && time.Now().UnixNano() < ra {
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return ErrPeerUnreachable
+	}
+	cfg := &p.t.cfg
+	limit := maxMessageBytes(cfg.MaxFrameBytes)
+	p.mu.Lock()
+	if len(p.mu.msgs)+len(msgs) > cfg.QueueLen {
+		p.mu.Unlock()
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return engine.ErrQueueFull
+	}
+	n0 := len(p.mu.sizes)
+	var bytes int64
+	for i := range msgs {
+		size := msgs[i].Msg.Size()
+		if size > limit {
+			p.mu.sizes = p.mu.sizes[:n0]
+			p.mu.Unlock()
+			p.stats.dropped.Add(uint64(len(msgs)))
+			return &SizeError{What: "raft message", Size: size, Limit: limit}
+		}
+		bytes += int64(size)
+		p.mu.sizes = append(p.mu.sizes, size)
+	}
+	if p.mu.bytes+bytes > cfg.QueueBytes {
+		p.mu.sizes = p.mu.sizes[:n0]
+		p.mu.Unlock()
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return engine.ErrQueueFull
+	}
+	p.mu.msgs = append(p.mu.msgs, msgs...)
+	p.mu.bytes += bytes
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default: // the sender is already notified
+	}
+	return nil
+}
+
+// swap takes everything queued, leaving msgs and sizes (emptied) as the new
+// queue, so that the sender and the queue trade two buffers back and forth.
+func (p *peer) swap(msgs []engine.Message, sizes []int) ([]engine.Message, []int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	qm, qs := p.mu.msgs, p.mu.sizes
+	p.mu.msgs, p.mu.sizes, p.mu.bytes = msgs[:0], sizes[:0], 0
+	return qm, qs
+}
+
+// sender is the state of one peer's sender goroutine, owned by it.
+type sender struct {
+	p        *peer
+	cc       *grpc.ClientConn // nil when not connected
+	stream   grpc.ClientStreamingClient[transportpb.Frame, transportpb.StreamReply]
+	cancel   context.CancelFunc // ends stream
+	upSince  time.Time          // when stream was opened
+	failures int                // consecutive failures, for the backoff
+
+	// Buffers reused from frame to frame.
+	msgs    []engine.Message
+	sizes   []int
+	frame   transportpb.Frame
+	entries []*transportpb.ShardMessage
+	buf     []byte
+}
+
+// maxKeptBuffer is the largest encoding buffer a sender keeps between frames.
+const maxKeptBuffer = 4 << 20
+
+// run is the sender goroutine: on every wake-up it takes everything queued
+// and writes it as frames on the peer's stream, connecting first if needed.
+func (p *peer) run() {
+	defer p.t.senders.Done()
+	s := &sender{p: p}
+	defer s.disconnect()
+	for {
+		select {
+		case <-p.ctx.Done():
+			msgs, _ := p.swap(nil, nil)
+			p.stats.dropped.Add(uint64(len(msgs)))
+			return
+		case <-p.notify:
+			s.flush()
+		}
+	}
+}
+
+// flush sends everything queued, or drops it if the peer is in backoff.
+func (s *sender) flush() {
+	p := s.p
+	msgs, sizes := p.swap(s.msgs, s.sizes)
+	defer func() {
+		clear(msgs) // release the entries
+		s.msgs, s.sizes = msgs[:0], sizes[:0]
+	}()
+	if len(msgs) == 0 {
+		return
+	}
+	if ra := p.retryAt.Load(); ra != 0 && time.Now().UnixNano() < ra {
+		p.stats.dropped.Add(uint64(len(msgs))) // queued just before the failure
+		return
+	}
+	if p.redial.Swap(false) {
+		s.disconnect()
+	}
+	if s.stream == nil {
+		if err := s.connect(); err != nil {
+			s.fail(err, len(msgs))
+			return
+		}
+	}
+	if sent, err := s.send(msgs, sizes); err != nil {
+		s.fail(err, len(msgs)-sent)
+	}
+}
+
+// connect opens a stream to the peer.
+func (s *sender) connect() error {
+	p, t := s.p, s.p.t
+	addr, err := t.resolve(p.nodeID)
+	if err != nil {
+		return err
+	}
+	cc, err := t.dial(p.ctx, addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(p.ctx)
+	stream, err := transportpb.NewRaftClient(cc).Stream(ctx)
+	if err != nil {
+		cancel()
+		cc.Close()
+		return fmt.Errorf("transport: open stream to %s: %w", addr, err)
+	}
+	s.cc, s.stream, s.cancel, s.upSince = cc, stream, cancel, time.Now()
+	p.retryAt.Store(0)
+	return nil
+}
+
+// dial returns a connection to addr once it is ready, or once the first
+// attempt failed (a fail-fast RPC on it then reports why), within
+// Config.DialTimeout.
+func (t *Transport) dial(ctx context.Context, addr string) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, t.dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
+	defer cancel()
+	cc.Connect()
+	for st := cc.GetState(); st != connectivity.Ready && st != connectivity.TransientFailure; st = cc.GetState() {
+		if !cc.WaitForStateChange(dctx, st) {
+			cc.Close()
+			return nil, fmt.Errorf("transport: connect to %s: %w", addr, dctx.Err())
+		}
+	}
+	return cc, nil
+}
+
+// disconnect closes the stream and its connection, if any.
+func (s *sender) disconnect() {
+	if s.cc == nil {
+		return
+	}
+	s.cancel()
+	s.cc.Close()
+	s.cc, s.stream, s.cancel = nil, nil, nil
+}
+
+// send writes msgs as frames of at most Config.MaxFrameBytes, in order. It
+// returns how many messages were written before a failure.
+func (s *sender) send(msgs []engine.Message, sizes []int) (int, error) {
+	p, cfg := s.p, &s.p.t.cfg
+	header := frameHeaderSize(cfg.ClusterID, cfg.NodeID, p.nodeID)
+	s.frame.ClusterId, s.frame.From, s.frame.To = cfg.ClusterID, cfg.NodeID, p.nodeID
+	defer s.release()
+	for start := 0; start < len(msgs); {
+		size, payload, end := header, 0, start
+		for ; end < len(msgs); end++ {
+			n := frameEntrySize(msgs[end].ShardID, sizes[end])
+			if end > start && size+n > cfg.MaxFrameBytes {
+				break
+			}
+			size += n
+			payload += sizes[end]
+		}
+		if err := s.encode(msgs[start:end], sizes[start:end], payload); err != nil {
+			return start, err
+		}
+		if err := s.stream.Send(&s.frame); err != nil {
+			if errors.Is(err, io.EOF) { // the peer ended the stream: get its status
+				if _, err = s.stream.CloseAndRecv(); err == nil {
+					err = errors.New("transport: stream closed by the peer")
+				}
+			}
+			return start, err
+		}
+		p.stats.framesSent.Add(1)
+		p.stats.msgsSent.Add(uint64(end - start))
+		p.stats.bytesSent.Add(uint64(size))
+		start = end
+	}
+	return len(msgs), nil
+}
+
+// encode fills s.frame with msgs, encoded in s.buf (payload bytes).
+func (s *sender) encode(msgs []engine.Message, sizes []int, payload int) error {
+	if cap(s.buf) < payload {
+		s.buf = make([]byte, payload)
+	}
+	buf := s.buf[:payload]
+	for len(s.entries) < len(msgs) {
+		s.entries = append(s.entries, new(transportpb.ShardMessage))
+	}
+	off := 0
+	for i := range msgs {
+		n := sizes[i]
+		if _, err := msgs[i].Msg.MarshalToSizedBuffer(buf[off : off+n]); err != nil {
+			return fmt.Errorf("transport: encode raft message of shard %d: %w", msgs[i].ShardID, err)
+		}
+		e := s.entries[i]
+		e.ShardId, e.RaftMessage = msgs[i].ShardID, buf[off:off+n:off+n]
+		off += n
+	}
+	s.frame.Messages = s.entries[:len(msgs)]
+	return nil
+}
+
+// release drops the frame's references to the encoding buffer, and the
+// buffer itself if it grew large.
+func (s *sender) release() {
+	for _, e := range s.frame.Messages {
+		e.RaftMessage = nil
+	}
+	s.frame.Messages = nil
+	if cap(s.buf) > maxKeptBuffer {
+		s.buf = nil
+	}
+}
+
+// fail handles a failed connection or stream: it drops the lost messages and
+// everything queued, starts a backoff, logs and reports the peer unreachable.
+func (s *sender) fail(err error, lost int) {
+	p, t := s.p, s.p.t
+	healthy := s.stream != nil && time.Since(s.upSince) >= t.cfg.BackoffMax
+	s.disconnect()
+	queued, _ := p.swap(nil, nil)
+	p.stats.dropped.Add(uint64(lost + len(queued)))
+	if p.ctx.Err() != nil {
+		return // closing, not a failure of the peer
+	}
+	if healthy {
+		s.failures = 0
+	}
+	s.failures++
+	wait := backoffDelay(t.cfg.BackoffMin, t.cfg.BackoffMax, s.failures)
+	p.retryAt.Store(time.Now().Add(wait).UnixNano())
+	if ok, suppressed := t.dialFails.allow(p.nodeID); ok {
+		t.cfg.Logger.Warn("transport: peer unreachable", "node", t.cfg.NodeID, "peer", p.nodeID,
+			"err", err, "failures", s.failures, "retry_in", wait, "suppressed", suppressed)
+	}
+	t.handler.PeerUnreachable(p.nodeID)
+}
+
+// backoffDelay is the wait after the n-th consecutive failure (n >= 1): min
+// doubled n-1 times, at most max, with ±20% jitter.
+func backoffDelay(lo, hi time.Duration, n int) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}

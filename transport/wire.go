@@ -1,0 +1,161 @@
+package transport
+
+import (
+	"fmt"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/transport/transportpb"
+)
+
+// This file holds the pure code between engine types and the wire: frame size
+// arithmetic for the sender, and the validating decoders for the receiver.
+
+// frameHeaderSize is the encoded size of a Frame's scalar fields.
+func frameHeaderSize(clusterID, from, to uint64) int {
+	return uint64FieldSize(clusterID) + uint64FieldSize(from) + uint64FieldSize(to)
+}
+
+// frameEntrySize is what one ShardMessage with n bytes of raft message adds
+// to the encoded size of a Frame, those n bytes included.
+func frameEntrySize(shardID uint64, n int) int {
+	sm := uint64FieldSize(shardID)
+	if n > 0 {
+		sm += 1 + protowire.SizeBytes(n)
+	}
+	return 1 + protowire.SizeBytes(sm)
+}
+
+// frameSize is the encoded size of f.
+func frameSize(f *transportpb.Frame) int {
+	n := frameHeaderSize(f.GetClusterId(), f.GetFrom(), f.GetTo())
+	for _, sm := range f.GetMessages() {
+		n += frameEntrySize(sm.GetShardId(), len(sm.GetRaftMessage()))
+	}
+	return n
+}
+
+// uint64FieldSize is the encoded size of a proto3 uint64 field numbered
+// below 16 (omitted when zero).
+func uint64FieldSize(v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return 1 + protowire.SizeVarint(v)
+}
+
+// frameSlack bounds what a frame adds to its raft messages: at most 33
+// bytes of header (three tagged varints) and, per message, 33 bytes of tags,
+// lengths and shard ID.
+const frameSlack = 2 * 3 * (1 + 10)
+
+// maxMessageBytes is the largest raft message (encoded) that fits in a frame
+// of maxFrame bytes on its own.
+func maxMessageBytes(maxFrame int) int { return maxFrame - frameSlack }
+
+// identity is what a receiver checks the sender's claims against.
+type identity struct {
+	clusterID, nodeID uint64
+	isRemoved         func(nodeID uint64) bool // nil: no node is removed
+}
+
+// checkSender validates the identity fields of a frame or snapshot header.
+// Its errors wrap ErrClusterMismatch, ErrWrongNode or ErrRemovedNode, which
+// refuse the whole stream.
+func (id identity) checkSender(clusterID, from, to uint64) error {
+	switch {
+	case clusterID != id.clusterID:
+		return fmt.Errorf("%w: cluster %d from node %d, this is cluster %d", ErrClusterMismatch, clusterID, from, id.clusterID)
+	case to != id.nodeID:
+		return fmt.Errorf("%w: for node %d from node %d, this is node %d", ErrWrongNode, to, from, id.nodeID)
+	case from == 0 || from == id.nodeID:
+		return fmt.Errorf("%w: from node %d", ErrWrongNode, from)
+	case id.isRemoved != nil && id.isRemoved(from):
+		return fmt.Errorf("%w: node %d", ErrRemovedNode, from)
+	}
+	return nil
+}
+
+// decodeMessage decodes and validates one raft message of shard shardID sent
+// by node from to node to. Its errors wrap ErrBadMessage. Shard 0 carries
+// node-level messages: only the coalesced heartbeats (a MsgHeartbeat whose
+// Context the engine decodes with package heartbeat).
+func decodeMessage(shardID uint64, raw []byte, from, to uint64, m *raftpb.Message) error {
+	if err := m.Unmarshal(raw); err != nil {
+		return fmt.Errorf("%w: shard %d: %v", ErrBadMessage, shardID, err)
+	}
+	if shardID == 0 && m.Type != raftpb.MsgHeartbeat {
+		return fmt.Errorf("%w: shard ID 0 with %v", ErrBadMessage, m.Type)
+	}
+	if _, ok := raftpb.MessageType_name[int32(m.Type)]; !ok || raft.IsLocalMsg(m.Type) {
+		return fmt.Errorf("%w: shard %d: message type %d", ErrBadMessage, shardID, m.Type)
+	}
+	if m.To != to || m.From != from {
+		return fmt.Errorf("%w: shard %d: %v from %d to %d in a frame from node %d to node %d",
+			ErrBadMessage, shardID, m.Type, m.From, m.To, from, to)
+	}
+	return nil
+}
+
+// decodeFrame validates f and returns its messages as one Batch. An error
+// wrapping ErrBadMessage refuses this frame only; any other refuses the
+// sender (see checkSender). Frames carry no MsgSnap: snapshots have their
+// own stream.
+func (id identity) decodeFrame(f *transportpb.Frame) (*engine.Batch, error) {
+	if err := id.checkSender(f.GetClusterId(), f.GetFrom(), f.GetTo()); err != nil {
+		return nil, err
+	}
+	b := &engine.Batch{
+		ClusterID: f.ClusterId,
+		From:      f.From,
+		To:        f.To,
+		Messages:  make([]engine.Message, len(f.Messages)),
+	}
+	for i, sm := range f.Messages {
+		m := &b.Messages[i]
+		m.ShardID = sm.GetShardId()
+		if err := decodeMessage(m.ShardID, sm.GetRaftMessage(), f.From, f.To, &m.Msg); err != nil {
+			return nil, fmt.Errorf("message %d of %d: %w", i, len(f.Messages), err)
+		}
+		if m.Msg.Type == raftpb.MsgSnap {
+			return nil, fmt.Errorf("%w: shard %d: MsgSnap in a frame", ErrBadMessage, m.ShardID)
+		}
+	}
+	return b, nil
+}
+
+// encodeSnapshotHeader returns the wire form of h.
+func encodeSnapshotHeader(h *engine.SnapshotHeader) (*transportpb.SnapshotHeader, error) {
+	raw, err := h.Msg.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("transport: encode MsgSnap: %w", err)
+	}
+	return &transportpb.SnapshotHeader{
+		ClusterId: h.ClusterID, From: h.From, To: h.To, ShardId: h.ShardID, RaftMessage: raw,
+	}, nil
+}
+
+// decodeSnapshotHeader validates the wire header p (nil if the first request
+// of the stream had none) and returns it as an engine.SnapshotHeader. Errors
+// wrap the same sentinels as decodeFrame's; any of them refuses the stream.
+func (id identity) decodeSnapshotHeader(p *transportpb.SnapshotHeader) (engine.SnapshotHeader, error) {
+	var h engine.SnapshotHeader
+	if p == nil {
+		return h, fmt.Errorf("%w: snapshot stream without a header", ErrBadMessage)
+	}
+	if err := id.checkSender(p.GetClusterId(), p.GetFrom(), p.GetTo()); err != nil {
+		return h, err
+	}
+	h.ClusterID, h.From, h.To, h.ShardID = p.ClusterId, p.From, p.To, p.ShardId
+	if err := decodeMessage(h.ShardID, p.RaftMessage, h.From, h.To, &h.Msg); err != nil {
+		return h, err
+	}
+	if h.Msg.Type != raftpb.MsgSnap || h.Msg.Snapshot == nil {
+		return h, fmt.Errorf("%w: shard %d: snapshot header carries %v, not a MsgSnap with a snapshot",
+			ErrBadMessage, h.ShardID, h.Msg.Type)
+	}
+	return h, nil
+}
