@@ -1,0 +1,406 @@
+// Command bench is Flotilla's benchmark harness (DESIGN.md §9): it runs a
+// named scenario against an in-process cluster (N engines in this process,
+// stores on the real disk with real fsyncs, each node with its own ticker,
+// talking over the in-process memtransport or over gRPC on loopback),
+// prints one table row per configuration on stdout, and optionally writes
+// the same numbers as JSON (with the environment: Go version, GOMAXPROCS,
+// NumCPU, commit) and a chart.
+//
+//	go run ./bench SCENARIO [flags]
+//	go run ./bench            # usage
+//
+// Every optimisation is measured against its baseline in the same
+// invocation: a scenario has a list of named engine-config variants, the
+// first of which is the baseline, and for every point of the sweep the
+// variants run one after the other, each on a fresh cluster; the table's
+// "vs <baseline>" columns are the ratios. A new optimisation is one more
+// entry in the scenario's variant list (a name and the engine config field
+// that turns it on; see variant in scenario.go); one marked pending is
+// listed, not run, until the engine has that field.
+//
+// # Scenarios
+//
+// write: closed-loop replicated writes. Each client owns one key of one
+// shard (client i: shard i mod shards) and puts a --payload-byte value as
+// soon as its previous write is acknowledged. Sweeps --shards (default
+// 1,64,1000) x --payload (default 16,128,1024). Reports writes/s,
+// p50/p99/p99.9 latency, CPU time per write (process CPU from getrusage,
+// every node and the clients, divided by writes), allocations per write
+// (runtime.MemStats) and fsyncs per write (engine Stats().Syncs of all
+// nodes). Variants: sync-each-shard (baseline, Config.SyncEachShard: each
+// shard committed and synced on its own) and batched (one synced batch per
+// worker pass).
+//
+// read: linearizable reads (engine.Read: ReadIndex, then the local state)
+// of each client's key, preloaded; mixes "read" (reads only) and "9:1" (9
+// reads to 1 write). Sweeps --shards (default 1,64,1000) x --payload
+// (default 128) x mix. Reports ops/s, reads/s, writes/s, read latency
+// percentiles, CPU and allocations per operation.
+//
+// idle: creates --shards (default 1,000 and 10,000; --huge adds 100,000),
+// waits for leaders and --settle, then measures over --duration the CPU per
+// node (process CPU divided by the number of nodes: the nodes share the
+// process, so this is their average), the raft messages per second sent
+// between nodes (transport counters) and their bytes, and the share of
+// replicas quiesced. Variants: plain (baseline: Config.DisableHeartbeatCoalescing,
+// one heartbeat message per shard and follower, every shard ticking),
+// coalesced (Config.DisableQuiescence: one heartbeat message per node pair
+// per tick) and quiesced (the engine's defaults: idle shards stop ticking).
+//
+// scale: memory per shard replica (Go heap in use after GC, and resident
+// memory, grown by creating --shards (default 1,000 and 10,000) of
+// --replicas replicas each, divided by the replicas), the time to create
+// them and elect their leaders, and a restart of node 1: the time to reopen
+// its store and until every shard has a leader and node 1 knows them all.
+//
+// failover: clients write to every shard (default 1,000 shards); after a
+// third of --duration the node that leads the most shards is closed. Reports
+// the leaders lost, the time until every shard has a leader again on a
+// running node, the writes that failed after the kill (a failed write is
+// never counted as done), writes/s before the kill and after the recovery.
+//
+// router: router.Lookup throughput from --clients goroutines (default 4)
+// with 1,000 and 100,000 shards, keys at uniformly random ring positions:
+// lookups/s, wall ns per lookup per goroutine, CPU ns and allocations per
+// lookup. No cluster.
+//
+// Shards are spread evenly over the hash space; a shard's replicas are
+// --replicas consecutive nodes (all of them with the default 3 nodes). A
+// client sends to the leader it knows, follows NotLeader hints, and retries
+// what surely did not apply (a redirect, a dropped proposal) for up to
+// --op-timeout; any other error fails the operation: it is counted in the
+// "failed" column and never in the throughput or the latencies.
+//
+// # Flags
+//
+// Common to every scenario (a flag given as -x or --x):
+//
+//	--nodes N            nodes in the cluster (default 3)
+//	--replicas N         replicas per shard, at most --nodes (default 3); a shard's replicas are consecutive nodes
+//	--duration D         measured window of each run (default 5s)
+//	--warmup D           load before the window, not measured (default 500ms)
+//	--clients N          clients per run (write, read, failover: default max(64, shards); router: goroutines, default 4)
+//	--clients-per-shard K  clients = K x shards instead
+//	--shards LIST        shard counts to sweep, e.g. 1,64,1000 (default per scenario)
+//	--payload LIST       value sizes in bytes to sweep (write, read, failover)
+//	--variants LIST      variants to run (the baseline always runs), default all
+//	--json FILE          write the report as JSON
+//	--chart FILE         plot the sweep (.png or .svg): the first ratio metric (else the first column) against shards
+//	--dir DIR            where the stores go: a new directory under DIR (default: the temp dir), removed unless --keep
+//	--keep               keep each run's data
+//	--transport mem|grpc in-process transport, or gRPC on loopback (default mem)
+//	--gomaxprocs N       set GOMAXPROCS (default 0: leave it; the table header shows the value used)
+//	--workers N          engine workers per node (default 0: GOMAXPROCS)
+//	--tick D             raft tick of every node (default 100ms; election after 10 ticks)
+//	--op-timeout D       how long an operation retries while its shard has no leader, and the grace
+//	                     for operations in flight at the end of the window (default 10s)
+//	--settle D           idle, scale: wait after the leaders are elected (default 2s)
+//	--huge               idle: add 100,000 shards to the default sweep
+//	--quiet              no progress on stderr
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+)
+
+// options are the parsed flags of one invocation.
+type options struct {
+	scenario        string
+	nodes           int
+	replicas        int
+	duration        time.Duration
+	warmup          time.Duration
+	settle          time.Duration
+	clients         int
+	clientsPerShard int
+	shards          []int
+	payloads        []int
+	variants        []string
+	jsonPath        string
+	chartPath       string
+	dir             string
+	keep            bool
+	transport       string
+	gomaxprocs      int
+	workers         int
+	tick            time.Duration
+	opTimeout       time.Duration
+	huge            bool
+	quiet           bool
+	hooks           hooks
+}
+
+// hooks let tests look inside a run.
+type hooks struct {
+	run    func(v variant, p point)                             // before each run
+	engine func(*engine.Config)                                 // after the variant's
+	done   func(client int, seq uint64, kind opKind, err error) // after every measured operation
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs the invocation args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(stderr)
+		return 2
+	}
+	s := findScenario(args[0])
+	if s == nil {
+		fmt.Fprintf(stderr, "bench: unknown scenario %q\n\n", args[0])
+		printUsage(stderr)
+		return 2
+	}
+	o, err := parseFlags(s.Name, args[1:], stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	rep, err := runScenario(ctx, s, o)
+	if rep != nil && len(rep.Rows) > 0 {
+		if terr := writeTable(stdout, s, rep); terr != nil {
+			err = errors.Join(err, terr)
+		}
+		if o.jsonPath != "" {
+			err = errors.Join(err, writeJSON(o.jsonPath, rep))
+		}
+		if o.chartPath != "" {
+			err = errors.Join(err, writeChart(o.chartPath, s, rep))
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, "usage: go run ./bench SCENARIO [flags]\n\nscenarios:\n")
+	for _, s := range scenarios {
+		fmt.Fprintf(w, "  %-9s %s\n", s.Name, s.Summary)
+		for i, v := range s.Variants {
+			tag := ""
+			if i == 0 && len(s.Variants) > 1 {
+				tag = " (baseline)"
+			}
+			if v.Pending != "" {
+				tag += " (pending)"
+			}
+			fmt.Fprintf(w, "  %9s   variant %s%s: %s\n", "", v.Name, tag, v.Desc)
+		}
+	}
+	fmt.Fprintf(w, "\nflags:\n")
+	newFlagSet("SCENARIO", &options{}, w).PrintDefaults()
+	fmt.Fprintf(w, "\nexample: go run ./bench write --shards 1,64 --payload 16 --duration 3s --json write.json --chart write.png\n")
+}
+
+func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.IntVar(&o.nodes, "nodes", 3, "nodes in the cluster")
+	fs.IntVar(&o.replicas, "replicas", 3, "replicas per shard (at most --nodes)")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measured window of each run")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "load before the window, not measured")
+	fs.DurationVar(&o.settle, "settle", 2*time.Second, "idle, scale: wait after the leaders are elected")
+	fs.IntVar(&o.clients, "clients", 0, "clients per run (0: max(64, shards); router: goroutines, 0: 4)")
+	fs.IntVar(&o.clientsPerShard, "clients-per-shard", 0, "clients = this x shards (when --clients is 0)")
+	fs.Func("shards", "shard counts to sweep, comma-separated (default per scenario)", intList(&o.shards))
+	fs.Func("payload", "value sizes in bytes to sweep, comma-separated (default per scenario)", intList(&o.payloads))
+	fs.Func("variants", "variants to run, comma-separated (the baseline always runs)", func(s string) error {
+		o.variants = strings.Split(s, ",")
+		return nil
+	})
+	fs.StringVar(&o.jsonPath, "json", "", "write the report as JSON to this file")
+	fs.StringVar(&o.chartPath, "chart", "", "plot the sweep to this .png or .svg file")
+	fs.StringVar(&o.dir, "dir", "", "directory for the stores (default: a temp dir, removed after)")
+	fs.BoolVar(&o.keep, "keep", false, "keep each run's data")
+	fs.StringVar(&o.transport, "transport", "mem", "mem (in-process) or grpc (loopback)")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 0, "set GOMAXPROCS (0: leave it)")
+	fs.IntVar(&o.workers, "workers", 0, "engine workers per node (0: GOMAXPROCS)")
+	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick of every node")
+	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "how long an operation retries while its shard has no leader; also the grace for operations in flight at the end")
+	fs.BoolVar(&o.huge, "huge", false, "idle: add 100,000 shards to the default sweep")
+	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+	return fs
+}
+
+func intList(dst *[]int) func(string) error {
+	return func(s string) error {
+		*dst = nil
+		for _, f := range strings.Split(s, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("%q is not a positive integer", f)
+			}
+			*dst = append(*dst, n)
+		}
+		return nil
+	}
+}
+
+func parseFlags(scenario string, args []string, out io.Writer) (*options, error) {
+	o := &options{scenario: scenario}
+	fs := newFlagSet(scenario, o, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q (flags go after the scenario)", fs.Args())
+	}
+	return o, o.validate()
+}
+
+func (o *options) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(o.nodes >= 1, "--nodes %d < 1", o.nodes)
+	check(o.replicas >= 1, "--replicas %d < 1", o.replicas)
+	check(o.duration > 0, "--duration must be positive")
+	check(o.warmup >= 0 && o.settle >= 0, "--warmup and --settle must not be negative")
+	check(o.clients >= 0 && o.clientsPerShard >= 0, "--clients and --clients-per-shard must not be negative")
+	check(o.transport == "mem" || o.transport == "grpc", "--transport %q: mem or grpc", o.transport)
+	check(o.gomaxprocs >= 0 && o.workers >= 0, "--gomaxprocs and --workers must not be negative")
+	check(o.tick > 0 && o.opTimeout > 0, "--tick and --op-timeout must be positive")
+	return errors.Join(errs...)
+}
+
+func (o *options) shardList(def []int) []int {
+	if len(o.shards) > 0 {
+		return o.shards
+	}
+	return def
+}
+
+func (o *options) payloadList(def []int) []int {
+	if len(o.payloads) > 0 {
+		return o.payloads
+	}
+	return def
+}
+
+func (o *options) clusterConfig(v variant, dir string) clusterConfig {
+	return clusterConfig{
+		Nodes: o.nodes, Replicas: o.replicas, Dir: dir, Transport: o.transport, TickInterval: o.tick, Workers: o.workers,
+		Engine: []func(*engine.Config){v.Engine, o.hooks.engine},
+	}
+}
+
+// runScenario runs every point of s's sweep with every selected variant,
+// baseline first, and returns the report (with the rows of the runs done
+// so far if one fails).
+func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) {
+	if o.gomaxprocs > 0 {
+		runtime.GOMAXPROCS(o.gomaxprocs)
+	}
+	start := time.Now()
+	variants, pending, err := s.selectVariants(o.variants)
+	if err != nil {
+		return nil, err
+	}
+	points, err := s.Points(o)
+	if err != nil {
+		return nil, err
+	}
+	root, cleanup, err := dataDir(o.dir, o.keep)
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	rep := &Report{
+		Scenario: s.Name,
+		Env:      readEnv(start),
+		Settings: Settings{
+			Nodes: o.nodes, Replicas: min(o.replicas, o.nodes), Transport: o.transport, Duration: o.duration.Seconds(),
+			TickInterval: o.tick.Seconds(), Workers: o.workers, OpTimeout: o.opTimeout.Seconds(), DataDir: root,
+		},
+	}
+	expect := o.duration // of one run, set-up not included
+	if s.Warmup {
+		rep.Settings.Warmup = o.warmup.Seconds()
+		expect += o.warmup
+	}
+	if s.Settle {
+		rep.Settings.Settle = o.settle.Seconds()
+		expect += o.settle
+	}
+	if len(s.Variants) > 1 {
+		rep.Baseline = s.Variants[0].Name
+	}
+	for _, v := range pending {
+		rep.Pending = append(rep.Pending, PendingVariant{Name: v.Name, Desc: v.Desc, Reason: v.Pending})
+	}
+	prog := newProgress(o.quiet, len(points)*len(variants))
+	defer prog.finish()
+	for i, p := range points {
+		for j, v := range variants {
+			n := i*len(variants) + j
+			dir := filepath.Join(root, fmt.Sprintf("run%03d", n))
+			prog.begin(fmt.Sprintf("%s %s %s", s.Name, p, v.Name), expect)
+			if o.hooks.run != nil {
+				o.hooks.run(v, p)
+			}
+			row, err := s.Run(ctx, o, v, p, dir)
+			prog.end()
+			if !o.keep {
+				os.RemoveAll(dir)
+			}
+			if err == nil && ctx.Err() != nil { // cut short: its numbers mean nothing
+				err = fmt.Errorf("interrupted: %w", ctx.Err())
+			}
+			if err != nil {
+				fillRatios(s, rep.Rows)
+				return rep, fmt.Errorf("%s %s %s: %w", s.Name, p, v.Name, err)
+			}
+			row.Scenario, row.Variant, row.Point = s.Name, v.Name, p
+			row.finite()
+			rep.Rows = append(rep.Rows, row)
+		}
+	}
+	fillRatios(s, rep.Rows)
+	return rep, nil
+}
+
+// dataDir returns a new directory for the runs' stores, under dir if set
+// (created if need be) or else the system's temp dir; cleanup removes it
+// unless keep.
+func dataDir(dir string, keep bool) (root string, cleanup func(), err error) {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, err
+		}
+	}
+	root, err = os.MkdirTemp(dir, "flotilla-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	return root, func() {
+		if !keep {
+			os.RemoveAll(root)
+		}
+	}, nil
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/storage"
+	"golang.org/x/sync/errgroup"
+)
+
+var writeScenario = &scenario{
+	Name: "write",
+	Summary: "closed-loop replicated writes (Put), each client owning one key of one shard, " +
+		"swept over shards and payload",
+	Variants: []variant{
+		{Name: "sync-each-shard", Desc: "each shard's writes committed and fsynced separately",
+			Engine: func(c *engine.Config) { c.SyncEachShard = true }},
+		{Name: "batched", Desc: "one synced batch per worker pass for all its shards"},
+	},
+	Params: []string{"shards", "payload", "clients"},
+	Columns: []column{
+		{"writes_per_s", "writes/s", fmtCount},
+		{"p50_us", "p50", fmtMicros},
+		{"p99_us", "p99", fmtMicros},
+		{"p999_us", "p99.9", fmtMicros},
+		{"cpu_us_per_op", "cpu/write", fmtMicros},
+		{"allocs_per_op", "allocs/write", fmtFloat},
+		{"fsyncs_per_op", "fsyncs/write", fmtFloat},
+	},
+	Ratios: []string{"writes_per_s", "fsyncs_per_op"},
+	Timing: loadTiming,
+	Warmup: true,
+	Notes: []string{
+		"cpu/write and allocs/write: the whole process (every node and the clients) divided by acknowledged writes",
+		"fsyncs/write: synced batch commits of all nodes (engine Stats().Syncs) divided by acknowledged writes",
+	},
+	Points: func(o *options) ([]point, error) {
+		var ps []point
+		for _, s := range o.shardList([]int{1, 64, 1000}) {
+			for _, pl := range o.payloadList([]int{16, 128, 1024}) {
+				ps = append(ps, point{Shards: s, Payload: pl, Clients: o.clientsFor(s)})
+			}
+		}
+		return ps, nil
+	},
+	Run: runWrite,
+}
+
+var readScenario = &scenario{
+	Name:     "read",
+	Summary:  "linearizable reads (engine.Read, ReadIndex) of each client's key; mixes: reads only, and 9 reads to 1 write",
+	Variants: []variant{{Name: "default", Desc: "the engine's defaults"}},
+	Params:   []string{"shards", "payload", "clients", "mix"},
+	Columns: []column{
+		{"ops_per_s", "ops/s", fmtCount},
+		{"reads_per_s", "reads/s", fmtCount},
+		{"writes_per_s", "writes/s", fmtCount},
+		{"read_p50_us", "read p50", fmtMicros},
+		{"read_p99_us", "read p99", fmtMicros},
+		{"read_p999_us", "read p99.9", fmtMicros},
+		{"write_p99_us", "write p99", fmtMicros},
+		{"cpu_us_per_op", "cpu/op", fmtMicros},
+		{"allocs_per_op", "allocs/op", fmtFloat},
+		{"fsyncs_per_op", "fsyncs/op", fmtFloat},
+	},
+	Ratios: []string{"ops_per_s"},
+	Timing: loadTiming,
+	Warmup: true,
+	Notes:  []string{"cpu/op and allocs/op: the whole process divided by acknowledged operations"},
+	Points: func(o *options) ([]point, error) {
+		var ps []point
+		for _, s := range o.shardList([]int{1, 64, 1000}) {
+			for _, pl := range o.payloadList([]int{128}) {
+				for _, mix := range []string{"read", "9:1"} {
+					ps = append(ps, point{Shards: s, Payload: pl, Clients: o.clientsFor(s), Mix: mix})
+				}
+			}
+		}
+		return ps, nil
+	},
+	Run: runRead,
+}
+
+// startCluster starts o.nodes nodes configured for v with their stores in
+// dir, creates shards shards of o.replicas replicas and waits until each
+// has a leader.
+func startCluster(ctx context.Context, o *options, v variant, dir string, shards int) (*cluster, []storage.Descriptor, error) {
+	c, err := newCluster(o.clusterConfig(v, dir))
+	if err != nil {
+		return nil, nil, err
+	}
+	descs := descriptors(shards)
+	if err := c.createShards(ctx, descs); err != nil {
+		c.close()
+		return nil, nil, err
+	}
+	if err := c.waitLeaders(ctx, descs, pollInterval(shards)); err != nil {
+		c.close()
+		return nil, nil, err
+	}
+	return c, descs, nil
+}
+
+// writers returns the clients of a point: client i owns the (i/shards)-th
+// key of shard i%shards, as engine/bench_test.go does, and starts with the
+// shard's current leader.
+func writers(ctx context.Context, o *options, c *cluster, descs []storage.Descriptor, clients, payload int) []*writer {
+	leaders := c.leaders(ctx)
+	ws := make([]*writer, clients)
+	for i := range ws {
+		d := descs[i%len(descs)]
+		ws[i] = newWriter(c, d.ShardID, keyOf(d, i/len(descs)), max(payload, 1), o.opTimeout)
+		ws[i].leader = leaders[d.ShardID]
+	}
+	return ws
+}
+
+// measureLoad runs spec's warm-up (if o.warmup) and then spec measured:
+// the row has the counts, the rates and latencies of every kind, and the
+// process's CPU, allocations and the cluster's fsyncs per operation.
+func measureLoad(ctx context.Context, o *options, c *cluster, spec loadSpec) Row {
+	if o.warmup > 0 {
+		w := spec
+		w.duration, w.seqBase, w.done, w.acked = o.warmup, 1<<31, nil, nil
+		runLoad(ctx, w)
+	}
+	spec.duration = o.duration
+	syncs0 := c.syncs()
+	u0 := readUsage()
+	t := runLoad(ctx, spec)
+	u1 := readUsage()
+	syncs1 := c.syncs()
+	r := loadRow(t, u0, u1)
+	r.Metrics["fsyncs_per_op"] = perOp(float64(syncs1-syncs0), r.Ops)
+	return r
+}
+
+// loadRow is the row of a measured load.
+func loadRow(t *tally, u0, u1 usage) Row {
+	ops, secs := t.ops(), t.elapsed.Seconds()
+	r := Row{
+		Metrics: map[string]float64{},
+		Ops:     ops, Failed: t.failures(), Attempts: t.started, Seconds: secs, Errors: t.errors(),
+	}
+	m := r.Metrics
+	m["ops_per_s"] = rate(ops, secs)
+	latencyMetrics(m, "", append(append([]time.Duration(nil), t.lat[opWrite]...), t.lat[opRead]...))
+	for k, name := range map[opKind]string{opWrite: "write", opRead: "read"} {
+		if t.acked[k]+t.failed[k] > 0 { // the load has operations of this kind
+			m[name+"s_per_s"] = rate(t.acked[k], secs)
+			latencyMetrics(m, name+"_", t.lat[k])
+		}
+	}
+	m["cpu_us_per_op"] = perOp(us(u1.cpu-u0.cpu), ops)
+	m["allocs_per_op"] = perOp(float64(u1.mallocs-u0.mallocs), ops)
+	return r
+}
+
+func runWrite(ctx context.Context, o *options, v variant, p point, dir string) (Row, error) {
+	c, descs, err := startCluster(ctx, o, v, dir, p.Shards)
+	if err != nil {
+		return Row{}, err
+	}
+	defer c.close()
+	ws := writers(ctx, o, c, descs, p.Clients, p.Payload)
+	spec := loadSpec{
+		clients: len(ws), grace: o.opTimeout, done: o.hooks.done,
+		op: func(ctx context.Context, client int, seq uint64) (opKind, error) {
+			return opWrite, ws[client].write(ctx, client, seq)
+		},
+	}
+	return measureLoad(ctx, o, c, spec), nil
+}
+
+func runRead(ctx context.Context, o *options, v variant, p point, dir string) (Row, error) {
+	c, descs, err := startCluster(ctx, o, v, dir, p.Shards)
+	if err != nil {
+		return Row{}, err
+	}
+	defer c.close()
+	ws := writers(ctx, o, c, descs, p.Clients, p.Payload)
+	// Every key holds a value before the reads start.
+	var g errgroup.Group
+	g.SetLimit(64)
+	for i, w := range ws {
+		g.Go(func() error {
+			pctx, cancel := context.WithTimeout(ctx, o.opTimeout)
+			defer cancel()
+			return w.write(pctx, i, 1<<31-1)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return Row{}, fmt.Errorf("preload: %w", err)
+	}
+	writeEvery := uint64(0) // reads only
+	if p.Mix == "9:1" {
+		writeEvery = 10
+	}
+	spec := loadSpec{
+		clients: len(ws), grace: o.opTimeout, done: o.hooks.done,
+		op: func(ctx context.Context, client int, seq uint64) (opKind, error) {
+			// Clients are offset so that writes are spread over time.
+			if writeEvery > 0 && (seq+uint64(client))%writeEvery == 0 {
+				return opWrite, ws[client].write(ctx, client, seq)
+			}
+			return opRead, ws[client].read(ctx)
+		},
+	}
+	return measureLoad(ctx, o, c, spec), nil
+}

@@ -1,0 +1,217 @@
+package client
+
+import (
+	"context"
+
+	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/flotilla-db/flotilla/router"
+)
+
+// ReadOption changes how a read is served.
+type ReadOption uint8
+
+const (
+	// Stale reads the replica the request reaches as it is, without the
+	// leader's ReadIndex round: faster, possibly stale, never torn.
+	Stale ReadOption = iota + 1
+)
+
+func isStale(opts []ReadOption) bool {
+	for _, o := range opts {
+		if o == Stale {
+			return true
+		}
+	}
+	return false
+}
+
+// keyRoute returns a function that routes key with the cached ring.
+func (c *Client) keyRoute(key []byte) func() router.Route {
+	return func() router.Route {
+		rt, _ := c.router.Lookup(key) // key checked by the caller
+		return rt
+	}
+}
+
+// Put sets key to value. It is retried after an unknown outcome (writing the
+// same value again is harmless); if the call gives up after one, the error
+// is an *AmbiguousError.
+func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	if err := c.checkKey(key); err != nil {
+		return err
+	}
+	if err := c.checkValue(value); err != nil {
+		return err
+	}
+	req := &nodepb.PutRequest{Key: key, Value: value}
+	return c.do(ctx, "put", classWrite, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) error {
+		_, err := kv.Put(ctx, req)
+		return err
+	})
+}
+
+// Get returns key's value, and whether it exists. The read is linearizable
+// unless the Stale option is given.
+func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (value []byte, found bool, err error) {
+	if err := c.checkKey(key); err != nil {
+		return nil, false, err
+	}
+	req := &nodepb.GetRequest{Key: key, Stale: isStale(opts)}
+	var resp *nodepb.GetResponse
+	err = c.do(ctx, "get", classRead, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) (err error) {
+		resp, err = kv.Get(ctx, req)
+		return err
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	if !resp.GetFound() {
+		return nil, false, nil
+	}
+	return nonNil(resp.GetValue()), true, nil
+}
+
+// nonNil returns b, or an empty non-nil slice: a found value is never nil.
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// Delete deletes key and reports whether it existed. Retried like Put; after
+// a retry, existed reflects the last attempt.
+func (c *Client) Delete(ctx context.Context, key []byte) (existed bool, err error) {
+	if err := c.checkKey(key); err != nil {
+		return false, err
+	}
+	req := &nodepb.DeleteRequest{Key: key}
+	var resp *nodepb.DeleteResponse
+	err = c.do(ctx, "delete", classWrite, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) (err error) {
+		resp, err = kv.Delete(ctx, req)
+		return err
+	})
+	return resp.GetExisted(), err
+}
+
+// CASResult is the result of a compare-and-swap.
+type CASResult struct {
+	Swapped bool
+	// Current is the value found before the swap (nil if the key was absent,
+	// Found false).
+	Current []byte
+	Found   bool
+}
+
+// CompareAndSwap sets key to desired if its value is expected. A nil
+// expected expects the key absent (an empty non-nil one expects an empty
+// value); a nil desired deletes the key. It is never retried once an attempt
+// may have applied: such an outcome is an *AmbiguousError.
+func (c *Client) CompareAndSwap(ctx context.Context, key, expected, desired []byte) (CASResult, error) {
+	if err := c.checkKey(key); err != nil {
+		return CASResult{}, err
+	}
+	if err := c.checkValue(expected); err != nil {
+		return CASResult{}, err
+	}
+	if err := c.checkValue(desired); err != nil {
+		return CASResult{}, err
+	}
+	req := casRequest(key, expected, desired)
+	var resp *nodepb.CompareAndSwapResponse
+	err := c.do(ctx, "compare-and-swap", classCAS, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) (err error) {
+		resp, err = kv.CompareAndSwap(ctx, req)
+		return err
+	})
+	if err != nil {
+		return CASResult{}, err
+	}
+	return casResult(resp), nil
+}
+
+func casRequest(key, expected, desired []byte) *nodepb.CompareAndSwapRequest {
+	return &nodepb.CompareAndSwapRequest{
+		Key: key, Expected: expected, ExpectAbsent: expected == nil,
+		NewValue: desired, Delete: desired == nil,
+	}
+}
+
+func casResult(resp *nodepb.CompareAndSwapResponse) CASResult {
+	r := CASResult{Swapped: resp.GetSwapped(), Found: resp.GetFound()}
+	if r.Found {
+		r.Current = nonNil(resp.GetCurrent())
+	}
+	return r
+}
+
+// ScanRequest selects the keys of one shard to scan.
+type ScanRequest struct {
+	// The shard: ShardID, or the shard of Key. Exactly one is set.
+	ShardID uint64
+	Key     []byte
+	// Limit bounds the pairs returned (0: the server's default). The server
+	// may return fewer, with a Cursor to continue.
+	Limit int
+	// Cursor resumes a previous scan of the same shard (nil: from the start).
+	Cursor []byte
+	// Stale reads the replica as it is, as with the Stale read option.
+	Stale bool
+}
+
+// KeyValue is one pair of a scan.
+type KeyValue struct {
+	Key, Value []byte
+}
+
+// ScanResult is one page of a scan.
+type ScanResult struct {
+	ShardID uint64
+	// Pairs are in the shard's hash order.
+	Pairs []KeyValue
+	// Cursor continues the scan; nil when the shard is exhausted.
+	Cursor []byte
+}
+
+// Scan reads one page of a shard's keys, in hash order (the keys of one
+// partition are together). Scanning every shard of Shards() visits every
+// key.
+func (c *Client) Scan(ctx context.Context, req ScanRequest) (ScanResult, error) {
+	var route func() router.Route
+	switch {
+	case (req.ShardID != 0) == (len(req.Key) > 0):
+		return ScanResult{}, badRequest("scan needs exactly one of ShardID and Key")
+	case req.ShardID != 0:
+		route = func() router.Route {
+			rt, err := c.router.Route(req.ShardID)
+			if err != nil { // not in our ring: any node answers, NotFound if the shard is unknown
+				return router.Route{ShardID: req.ShardID}
+			}
+			return rt
+		}
+	default:
+		if err := c.checkKey(req.Key); err != nil {
+			return ScanResult{}, err
+		}
+		route = c.keyRoute(req.Key)
+	}
+	if req.Limit < 0 || req.Limit > 1<<31-1 {
+		return ScanResult{}, badRequest("scan limit out of range")
+	}
+	preq := &nodepb.ScanRequest{ShardId: req.ShardID, Key: req.Key, Limit: uint32(req.Limit), Cursor: req.Cursor, Stale: req.Stale}
+	var resp *nodepb.ScanResponse
+	err := c.do(ctx, "scan", classRead, route, func(ctx context.Context, kv nodepb.KVClient) (err error) {
+		resp, err = kv.Scan(ctx, preq)
+		return err
+	})
+	if err != nil {
+		return ScanResult{}, err
+	}
+	res := ScanResult{ShardID: resp.GetShardId(), Pairs: make([]KeyValue, len(resp.GetPairs()))}
+	for i, kv := range resp.GetPairs() {
+		res.Pairs[i] = KeyValue{Key: kv.GetKey(), Value: nonNil(kv.GetValue())}
+	}
+	if len(resp.GetCursor()) > 0 {
+		res.Cursor = resp.GetCursor()
+	}
+	return res, nil
+}

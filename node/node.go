@@ -1,0 +1,299 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/router"
+	"github.com/flotilla-db/flotilla/storage"
+	"github.com/flotilla-db/flotilla/transport"
+	"google.golang.org/grpc"
+)
+
+// Peer is one node of a cluster with static membership.
+type Peer struct {
+	NodeID     uint64
+	RaftAddr   string // the node's raft transport address
+	ClientAddr string // the node's client service address
+}
+
+// Config configures a Node. Start copies it.
+type Config struct {
+	NodeID    uint64
+	ClusterID uint64
+	// DataDir holds the node's store.
+	DataDir string
+	// RaftAddr and ClientAddr are the listen addresses of the raft transport
+	// and of the client service ("127.0.0.1:0" picks a free port).
+	RaftAddr   string
+	ClientAddr string
+	// Peers lists every node of the cluster, this one included: static
+	// membership (gossip discovery replaces it in cmd/flotilla later).
+	Peers []Peer
+	// InitialShards is the number of shards the hash space is split into
+	// when the cluster is bootstrapped; default 64.
+	InitialShards int
+	// Replication is the number of replicas of each initial shard (at most
+	// the number of peers); default 3.
+	Replication int
+	// HTTPAddr, if set, is the listen address of the metrics, health and
+	// pprof endpoint ("127.0.0.1:0" picks a free port).
+	HTTPAddr string
+	// Engine, if set, adjusts the engine's config.
+	Engine func(*engine.Config)
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate checks c without changing it.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == 0 || c.ClusterID == 0 {
+		errs = append(errs, errors.New("NodeID and ClusterID are required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("DataDir is required"))
+	}
+	seen := map[uint64]bool{}
+	self := false
+	for _, p := range c.Peers {
+		if p.NodeID == 0 || seen[p.NodeID] {
+			errs = append(errs, fmt.Errorf("peer node ID %d is zero or repeated", p.NodeID))
+		}
+		seen[p.NodeID] = true
+		self = self || p.NodeID == c.NodeID
+	}
+	if !self {
+		errs = append(errs, fmt.Errorf("node %d is not among the peers", c.NodeID))
+	}
+	if c.InitialShards < 0 || c.Replication < 0 {
+		errs = append(errs, errors.New("InitialShards and Replication must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node: invalid config: %w", err)
+	}
+	return nil
+}
+
+// Node is one Flotilla node assembled: engine, raft transport, router and
+// client service. Its methods are safe for concurrent use.
+type Node struct {
+	cfg       Config
+	Engine    *engine.Engine
+	Router    *router.Router
+	transport *transport.Transport
+	service   *ClientService
+	server    *grpc.Server
+	clientLis net.Listener
+	cancel    context.CancelFunc
+	served    chan struct{}
+	peers     map[uint64]Peer
+	stopHTTP  func() error
+	httpAddr  string
+}
+
+// Start opens the node's store, starts its transport and client service
+// and bootstraps the initial shards it hosts (a restart finds them).
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.InitialShards == 0 {
+		cfg.InitialShards = 64
+	}
+	if cfg.Replication == 0 {
+		cfg.Replication = 3
+	}
+	cfg.Replication = min(cfg.Replication, len(cfg.Peers))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{})}
+	for _, p := range cfg.Peers {
+		n.peers[p.NodeID] = p
+	}
+	tcfg := transport.DefaultConfig()
+	tcfg.NodeID, tcfg.ClusterID, tcfg.ListenAddr, tcfg.Logger = cfg.NodeID, cfg.ClusterID, cfg.RaftAddr, cfg.Logger
+	tcfg.Resolver = func(id uint64) (string, error) {
+		if p, ok := n.peers[id]; ok && p.RaftAddr != "" {
+			return p.RaftAddr, nil
+		}
+		return "", engine.ErrUnknownPeer
+	}
+	t, err := transport.New(tcfg)
+	if err != nil {
+		return nil, err
+	}
+	n.transport = t
+	ecfg := engine.DefaultConfig(cfg.ClusterID, cfg.NodeID, cfg.DataDir)
+	ecfg.Logger = cfg.Logger
+	if cfg.Engine != nil {
+		cfg.Engine(&ecfg)
+	}
+	if n.Engine, err = engine.New(ecfg, t); err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	rcfg := router.DefaultConfig()
+	rcfg.Rule = ecfg.PartitionRule
+	if n.Router, err = router.New(rcfg); err != nil {
+		n.Engine.Close()
+		return nil, err
+	}
+	if err := n.bootstrap(ctx); err != nil {
+		n.Engine.Close()
+		return nil, err
+	}
+	if n.service, err = NewClientService(DefaultClientServiceConfig(), n.Engine, n.Router, n.clientAddr); err != nil {
+		n.Engine.Close()
+		return nil, err
+	}
+	if n.clientLis, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+		n.Engine.Close()
+		return nil, fmt.Errorf("node: client address: %w", err)
+	}
+	n.server = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	n.service.Register(n.server)
+	var fctx context.Context
+	fctx, n.cancel = context.WithCancel(context.Background())
+	if err := n.service.StartLeaderFeed(fctx); err != nil {
+		n.cancel()
+		n.clientLis.Close()
+		n.Engine.Close()
+		return nil, err
+	}
+	go func() {
+		defer close(n.served)
+		_ = n.server.Serve(n.clientLis)
+	}()
+	if cfg.HTTPAddr != "" {
+		if n.stopHTTP, n.httpAddr, err = n.StartHTTP(cfg.HTTPAddr); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// HTTPAddr returns the address of the metrics, health and pprof endpoint,
+// "" when it is off.
+func (n *Node) HTTPAddr() string { return n.httpAddr }
+
+// clientAddr maps a node to its client address (for NotLeader hints).
+func (n *Node) clientAddr(id uint64) string {
+	if id == n.cfg.NodeID && n.clientLis != nil {
+		return n.clientLis.Addr().String()
+	}
+	return n.peers[id].ClientAddr
+}
+
+// ClientAddr returns the address the client service listens on.
+func (n *Node) ClientAddr() string { return n.clientLis.Addr().String() }
+
+// RaftAddr returns the address the raft transport listens on.
+func (n *Node) RaftAddr() string { return n.transport.Addr().String() }
+
+// InitialRing returns the ring of a cluster bootstrapped with shards
+// shards: the hash space split evenly, shard IDs 1..shards, generation 1.
+func InitialRing(shards int) (*router.Ring, error) {
+	ids := make([]uint64, shards)
+	for i := range ids {
+		ids[i] = uint64(i + 1)
+	}
+	return router.EvenRing(1, ids)
+}
+
+// Placement returns the nodes that host the initial shard at ring position
+// i: replication consecutive nodes of the sorted node IDs, starting at i.
+func Placement(nodeIDs []uint64, i, replication int) []uint64 {
+	ids := slices.Clone(nodeIDs)
+	slices.Sort(ids)
+	out := make([]uint64, 0, replication)
+	for k := 0; k < replication && k < len(ids); k++ {
+		out = append(out, ids[(i+k)%len(ids)])
+	}
+	slices.Sort(out)
+	return out
+}
+
+// bootstrap creates this node's replicas of the initial shards (existing
+// ones are kept: a restart resumes) and sets the router's ring.
+func (n *Node) bootstrap(ctx context.Context) error {
+	ring, err := InitialRing(n.cfg.InitialShards)
+	if err != nil {
+		return err
+	}
+	if err := n.Router.SetRing(ring); err != nil {
+		return err
+	}
+	var ids []uint64
+	for id := range n.peers {
+		ids = append(ids, id)
+	}
+	for i, rg := range ring.Ranges() {
+		voters := Placement(ids, i, n.cfg.Replication)
+		if err := n.Router.SetReplicas(rg.ShardID, voters); err != nil {
+			return err
+		}
+		if !slices.Contains(voters, n.cfg.NodeID) {
+			continue
+		}
+		desc := storage.Descriptor{ShardID: rg.ShardID, Start: rg.Start, Last: rg.Last, Generation: ring.Generation()}
+		err := n.Engine.CreateShard(ctx, engine.ShardSpec{Desc: desc, Voters: voters})
+		if err != nil && !errors.Is(err, engine.ErrShardExists) {
+			return fmt.Errorf("node: bootstrap shard %d: %w", rg.ShardID, err)
+		}
+	}
+	return nil
+}
+
+// WaitReady waits until every shard this node hosts has a leader.
+func (n *Node) WaitReady(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		sts, err := n.Engine.Statuses(ctx)
+		if err != nil {
+			return err
+		}
+		ready := true
+		for _, st := range sts {
+			if st.Leader == 0 {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %d: waiting for leaders: %w", n.cfg.NodeID, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Close stops the client service, then the engine and its transport.
+func (n *Node) Close() error {
+	if n.stopHTTP != nil {
+		_ = n.stopHTTP()
+	}
+	stopped := make(chan struct{})
+	go func() { n.server.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		n.server.Stop()
+	}
+	<-n.served
+	n.cancel()
+	n.service.Close()
+	return n.Engine.Close()
+}

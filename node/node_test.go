@@ -1,0 +1,105 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/flotilla-db/flotilla/client"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestNodesEndToEnd starts three assembled nodes on loopback, writes and
+// reads through the Go client, restarts a node from its data directory and
+// reads back.
+func TestNodesEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	var peers []Peer
+	for i := 1; i <= 3; i++ {
+		peers = append(peers, Peer{NodeID: uint64(i), RaftAddr: freeAddr(t), ClientAddr: freeAddr(t)})
+	}
+	cfgOf := func(p Peer) Config {
+		return Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
+			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 8}
+	}
+	nodes := make([]*Node, 3)
+	for i, p := range peers {
+		n, err := Start(ctx, cfgOf(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = n
+	}
+	defer func() {
+		for _, n := range nodes {
+			if n != nil {
+				n.Close()
+			}
+		}
+	}()
+	for _, n := range nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := client.New(ctx, client.Config{Endpoints: []string{peers[0].ClientAddr, peers[1].ClientAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 200; i++ {
+		if err := c.Put(ctx, []byte(fmt.Sprint("k", i)), []byte(fmt.Sprint("v", i))); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	// Restart node 2 from its data directory.
+	if err := nodes[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1] = nil
+	n2, err := Start(ctx, cfgOf(peers[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes[1] = n2
+	if err := n2.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		v, found, err := c.Get(ctx, []byte(fmt.Sprint("k", i)))
+		if err != nil || !found || string(v) != fmt.Sprint("v", i) {
+			t.Fatalf("get %d: %q %v %v", i, v, found, err)
+		}
+	}
+	// Draining node 1 leaves it leading nothing.
+	if err := nodes[0].Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sts, err := nodes[0].Engine.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		if st.Leader == 1 {
+			t.Fatalf("shard %d still led by the drained node", st.ShardID)
+		}
+	}
+	// Bad configs are refused.
+	if _, err := Start(ctx, Config{NodeID: 4, ClusterID: 9, DataDir: dir, Peers: peers}); err == nil {
+		t.Fatal("a node missing from its peers was accepted")
+	}
+}
