@@ -42,7 +42,7 @@ func (c *ApplyContext) dataKey(key []byte) ([]byte, error) {
 	if !c.Desc.Contains(h) {
 		return nil, &KeyNotInShardError{ShardID: c.Desc.ShardID, Hash: h, Generation: c.Desc.Generation}
 	}
-	c.key = storage.AppendDataKey(c.key[:0], h, key)
+	c.key = c.Desc.AppendDataKey(c.key[:0], h, key)
 	return c.key, nil
 }
 
@@ -105,14 +105,14 @@ func (c *QueryContext) Get(key []byte) (value []byte, found bool, err error) {
 	if !c.Desc.Contains(h) {
 		return nil, false, &KeyNotInShardError{ShardID: c.Desc.ShardID, Hash: h, Generation: c.Desc.Generation}
 	}
-	return getCopy(c.r, storage.DataKey(h, key))
+	return getCopy(c.r, c.Desc.DataKey(h, key))
 }
 
 // Scan calls fn for the shard's keys in hash order, starting after the
 // storage position after (nil: from the start), until fn returns false. It
 // returns the storage position of the last key visited, to resume from.
 func (c *QueryContext) Scan(after []byte, fn func(key, value []byte) bool) (last []byte, err error) {
-	start, end := storage.DataSpan(c.Desc.Start, c.Desc.Last)
+	start, end := c.Desc.DataSpan()
 	it, err := c.r.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
 	if err != nil {
 		return nil, err
@@ -126,7 +126,7 @@ func (c *QueryContext) Scan(after []byte, fn func(key, value []byte) bool) (last
 		}
 	}
 	for ; valid; valid = it.Next() {
-		_, key, ok := storage.DecodeDataKey(it.Key())
+		_, key, ok := c.Desc.DecodeDataKey(it.Key())
 		if !ok {
 			return last, fmt.Errorf("%w: %s", storage.ErrCorrupt, storage.DescribeKey(it.Key()))
 		}

@@ -46,8 +46,9 @@ var (
 	ErrRingUnsorted = errors.New("router: ring ranges not sorted by Start")
 	// ErrRingBadRange: a range has Start > Last.
 	ErrRingBadRange = errors.New("router: ring range with Start > Last")
-	// ErrRingZeroShard: a range has shard ID 0, which is reserved.
-	ErrRingZeroShard = errors.New("router: ring range with shard ID 0")
+	// ErrRingZeroShard: a range has a reserved shard ID: 0, or one of the
+	// system shards' (1<<63 and up).
+	ErrRingZeroShard = errors.New("router: ring range with a reserved shard ID")
 	// ErrRingDuplicateShard: a shard ID owns more than one range.
 	ErrRingDuplicateShard = errors.New("router: shard ID owns more than one ring range")
 )

@@ -61,6 +61,9 @@ func NewRing(generation uint64, ranges []Range) (*Ring, error) {
 		if r.ShardID == 0 {
 			return nil, bad(ErrRingZeroShard, "shard ID 0 is reserved")
 		}
+		if r.ShardID >= 1<<63 {
+			return nil, bad(ErrRingZeroShard, "shard IDs from 1<<63 up are reserved for system shards")
+		}
 		if j, dup := rg.pos[r.ShardID]; dup {
 			return nil, bad(ErrRingDuplicateShard, "shard %d also owns range %d", r.ShardID, j)
 		}

@@ -19,14 +19,21 @@ import (
 //	0x01 'r' <shardID u64> 'l' <idx u64> raft log entry
 //	0x01 'r' <shardID u64> 't'          truncated state (index, term)
 //	0x02 <hash u64> <key>               user data
+//	0x03 <shardID u64> <hash u64> <key> data of a system shard
 //
 // User data is ordered by the key's hash, not by shard: a shard owns the hash
 // range [Start, Last] of its descriptor, so its data is one contiguous range,
 // and a split whose replicas stay on the same nodes moves no data. Shards
 // hosted on one node therefore never have overlapping ranges.
+//
+// System shards (IDs from SystemShardBase up, such as the meta shard) are not
+// part of the ring: each keeps its data in a key space of its own, prefixed
+// by its shard ID, with the same hash-ordered layout inside, so that the
+// state machine, snapshots and replica removal treat them like any shard.
 const (
 	prefixLocal = 0x01
 	prefixData  = 0x02
+	prefixSys   = 0x03
 
 	localMeta  = 'm'
 	localRaft  = 'r'
@@ -122,6 +129,58 @@ func DataSpan(first, last uint64) (start, end []byte) {
 	return start, DataKey(last+1, nil)
 }
 
+// SystemShardBase is the first system shard ID; user shards (the ring's)
+// have IDs below it.
+const SystemShardBase uint64 = 1 << 63
+
+// IsSystemShard reports whether id is a system shard's.
+func IsSystemShard(id uint64) bool { return id >= SystemShardBase }
+
+// AppendDataKey appends the storage key of the data key of d's shard whose
+// hash is hash.
+func (d Descriptor) AppendDataKey(dst []byte, hash uint64, key []byte) []byte {
+	if !IsSystemShard(d.ShardID) {
+		return AppendDataKey(dst, hash, key)
+	}
+	dst = append(dst, prefixSys)
+	dst = binary.BigEndian.AppendUint64(dst, d.ShardID)
+	dst = binary.BigEndian.AppendUint64(dst, hash)
+	return append(dst, key...)
+}
+
+// DataKey returns d.AppendDataKey(nil, hash, key).
+func (d Descriptor) DataKey(hash uint64, key []byte) []byte {
+	return d.AppendDataKey(make([]byte, 0, 17+len(key)), hash, key)
+}
+
+// DecodeDataKey splits a storage data key of d's shard into hash and key.
+func (d Descriptor) DecodeDataKey(k []byte) (hash uint64, key []byte, ok bool) {
+	if !IsSystemShard(d.ShardID) {
+		return DecodeDataKey(k)
+	}
+	if len(k) < 17 || k[0] != prefixSys || binary.BigEndian.Uint64(k[1:9]) != d.ShardID {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(k[9:17]), k[17:], true
+}
+
+// DataSpan returns the storage span [start, end) of d's data.
+func (d Descriptor) DataSpan() (start, end []byte) {
+	if !IsSystemShard(d.ShardID) {
+		return DataSpan(d.Start, d.Last)
+	}
+	start = d.DataKey(d.Start, nil)
+	if d.Last == ^uint64(0) {
+		end = make([]byte, 0, 9)
+		end = append(end, prefixSys)
+		if d.ShardID == ^uint64(0) {
+			return start, []byte{prefixSys + 1}
+		}
+		return start, binary.BigEndian.AppendUint64(end, d.ShardID+1)
+	}
+	return start, d.DataKey(d.Last+1, nil)
+}
+
 // DescribeKey renders a storage key for humans (the admin tool's inspect
 // commands, error messages).
 func DescribeKey(k []byte) string {
@@ -148,6 +207,8 @@ func DescribeKey(k []byte) string {
 		}
 	case len(k) >= dataKeyMin && k[0] == prefixData:
 		return fmt.Sprintf("/data/%016x/%q", binary.BigEndian.Uint64(k[1:9]), k[9:])
+	case len(k) >= 17 && k[0] == prefixSys:
+		return fmt.Sprintf("/system/%d/%016x/%q", binary.BigEndian.Uint64(k[1:9]), binary.BigEndian.Uint64(k[9:17]), k[17:])
 	}
 	return fmt.Sprintf("/unknown/%x", k)
 }

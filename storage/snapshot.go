@@ -51,7 +51,7 @@ func (s *Store) NewSnapshotSource(desc Descriptor, chunkSize int) (*SnapshotSour
 		chunkSize = 256 << 10
 	}
 	snap := s.db.NewSnapshot()
-	start, end := DataSpan(desc.Start, desc.Last)
+	start, end := desc.DataSpan()
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
 	if err != nil {
 		snap.Close()
@@ -112,7 +112,7 @@ func (s *Store) StageSnapshot(desc Descriptor) (*StagedSnapshot, error) {
 		return nil, err
 	}
 	st := &StagedSnapshot{s: s, desc: desc, path: path, w: w}
-	st.start, st.end = DataSpan(desc.Start, desc.Last)
+	st.start, st.end = desc.DataSpan()
 	if err := w.DeleteRange(st.start, st.end); err != nil {
 		st.Abort()
 		return nil, err

@@ -269,8 +269,14 @@ type Descriptor struct {
 // Contains reports whether hash lies in d's range.
 func (d Descriptor) Contains(hash uint64) bool { return hash >= d.Start && hash <= d.Last }
 
-// Overlaps reports whether d and o share any hash.
-func (d Descriptor) Overlaps(o Descriptor) bool { return d.Start <= o.Last && o.Start <= d.Last }
+// Overlaps reports whether d and o share any stored data: hash ranges
+// overlap within one key space (a system shard has a space of its own).
+func (d Descriptor) Overlaps(o Descriptor) bool {
+	if (IsSystemShard(d.ShardID) || IsSystemShard(o.ShardID)) && d.ShardID != o.ShardID {
+		return false
+	}
+	return d.Start <= o.Last && o.Start <= d.Last
+}
 
 // Marshal encodes d in 32 bytes.
 func (d Descriptor) Marshal() []byte {
@@ -309,7 +315,7 @@ func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor) error {
 		return err
 	}
 	if desc != nil {
-		ds, de := DataSpan(desc.Start, desc.Last)
+		ds, de := desc.DataSpan()
 		if err := b.DeleteRange(ds, de, nil); err != nil {
 			return err
 		}
