@@ -61,10 +61,18 @@ func NewHTTPHandler(n *Node) http.Handler {
 			return
 		}
 		leaderless := 0
+		metaReady := n.cl == nil
 		for _, st := range sts {
 			if st.Leader == 0 {
 				leaderless++
 			}
+			if st.ShardID == MetaShardID && st.Initialized {
+				metaReady = true
+			}
+		}
+		if !metaReady || (n.cl != nil && n.Router.Ring() == nil) {
+			http.Error(w, "not ready: no local copy of the meta shard and its ring yet", http.StatusServiceUnavailable)
+			return
 		}
 		if leaderless > 0 {
 			http.Error(w, fmt.Sprintf("not ready: %d of %d shards have no leader", leaderless, len(sts)),
@@ -129,7 +137,7 @@ type engineCollector struct {
 	e *engine.Engine
 
 	applied, syncs, commits, passes, readies, commitSeconds *prometheus.Desc
-	beatsCoalesced, snapsSent, snapsRecv                    *prometheus.Desc
+	beatsCoalesced, snapsSent, snapsRecv, proposals         *prometheus.Desc
 	peerMessages, peerBytes                                 *prometheus.Desc
 	shards, shardsLeading, shardsQuiesced                   *prometheus.Desc
 	syncLatency, applyLatency                               *prometheus.Desc
@@ -153,6 +161,7 @@ func newEngineCollector(e *engine.Engine, t *transport.Transport) *engineCollect
 		readies:        d("readies_total", "Shard Readies handled (readies/passes: shards batched per pass)."),
 		commitSeconds:  d("commit_seconds_total", "Time spent committing batches, fsyncs included."),
 		beatsCoalesced: d("heartbeats_coalesced_total", "Heartbeats that travelled inside coalesced messages."),
+		proposals:      d("proposals_total", "Proposals (commands, reads and membership changes) taken by the engine's workers."),
 		snapsSent:      d("snapshots_sent_total", "Raft snapshots sent."),
 		snapsRecv:      d("snapshots_received_total", "Raft snapshots received."),
 		peerMessages:   d("messages_sent_total", "Messages handed to the transport, by peer node ID.", "peer"),
@@ -174,7 +183,7 @@ func newEngineCollector(e *engine.Engine, t *transport.Transport) *engineCollect
 func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.applied, c.syncs, c.commits, c.passes, c.readies, c.commitSeconds,
-		c.beatsCoalesced, c.snapsSent, c.snapsRecv, c.peerMessages, c.peerBytes,
+		c.beatsCoalesced, c.snapsSent, c.snapsRecv, c.proposals, c.peerMessages, c.peerBytes,
 		c.shards, c.shardsLeading, c.shardsQuiesced, c.syncLatency, c.applyLatency,
 		c.framesSent, c.transportMsgs, c.framesRecv, c.dropped, c.refused,
 	} {
@@ -198,6 +207,7 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.readies, float64(s.Readies))
 	counter(c.commitSeconds, float64(s.CommitNanos)/1e9)
 	counter(c.beatsCoalesced, float64(s.HeartbeatsCoalesced))
+	counter(c.proposals, float64(s.ProposalsIn))
 	counter(c.snapsSent, float64(s.SnapshotsSent))
 	counter(c.snapsRecv, float64(s.SnapshotsRecv))
 	for _, p := range c.e.PeerStats() {

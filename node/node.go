@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/router"
 	"github.com/flotilla-db/flotilla/storage"
 	"github.com/flotilla-db/flotilla/transport"
@@ -47,6 +49,11 @@ type Config struct {
 	HTTPAddr string
 	// Engine, if set, adjusts the engine's config.
 	Engine func(*engine.Config)
+	// TLS, if set, secures the raft transport (see transport.LoadMutualTLS).
+	TLS *tls.Config
+	// RaftListener and ClientListener, if set, are used instead of
+	// listening on RaftAddr and ClientAddr.
+	RaftListener, ClientListener net.Listener
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -69,7 +76,7 @@ func (c Config) Validate() error {
 		seen[p.NodeID] = true
 		self = self || p.NodeID == c.NodeID
 	}
-	if !self {
+	if !self && len(c.Peers) > 0 {
 		errs = append(errs, fmt.Errorf("node %d is not among the peers", c.NodeID))
 	}
 	if c.InitialShards < 0 || c.Replication < 0 {
@@ -96,11 +103,21 @@ type Node struct {
 	peers     map[uint64]Peer
 	stopHTTP  func() error
 	httpAddr  string
+	admin     *adminService
+	// cl is the gossip-discovered cluster state; nil with static Peers.
+	cl *clusterState
 }
 
 // Start opens the node's store, starts its transport and client service
 // and bootstraps the initial shards it hosts (a restart finds them).
 func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if len(cfg.Peers) == 0 {
+		return nil, fmt.Errorf("node: invalid config: Peers is required (or use StartCluster)")
+	}
+	return start(ctx, cfg, nil)
+}
+
+func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -114,17 +131,21 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{})}
+	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{}), cl: cl}
 	for _, p := range cfg.Peers {
 		n.peers[p.NodeID] = p
 	}
 	tcfg := transport.DefaultConfig()
 	tcfg.NodeID, tcfg.ClusterID, tcfg.ListenAddr, tcfg.Logger = cfg.NodeID, cfg.ClusterID, cfg.RaftAddr, cfg.Logger
+	tcfg.Listener, tcfg.TLS = cfg.RaftListener, cfg.TLS
 	tcfg.Resolver = func(id uint64) (string, error) {
-		if p, ok := n.peers[id]; ok && p.RaftAddr != "" {
+		if p, ok := n.peer(id); ok && p.RaftAddr != "" {
 			return p.RaftAddr, nil
 		}
 		return "", engine.ErrUnknownPeer
+	}
+	if cl != nil {
+		tcfg.IsRemoved = cl.isRemoved
 	}
 	t, err := transport.New(tcfg)
 	if err != nil {
@@ -146,20 +167,26 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Engine.Close()
 		return nil, err
 	}
-	if err := n.bootstrap(ctx); err != nil {
-		n.Engine.Close()
-		return nil, err
+	if cl == nil {
+		if err := n.bootstrap(ctx); err != nil {
+			n.Engine.Close()
+			return nil, err
+		}
 	}
 	if n.service, err = NewClientService(DefaultClientServiceConfig(), n.Engine, n.Router, n.clientAddr); err != nil {
 		n.Engine.Close()
 		return nil, err
 	}
-	if n.clientLis, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
-		n.Engine.Close()
-		return nil, fmt.Errorf("node: client address: %w", err)
+	if n.clientLis = cfg.ClientListener; n.clientLis == nil {
+		if n.clientLis, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+			n.Engine.Close()
+			return nil, fmt.Errorf("node: client address: %w", err)
+		}
 	}
 	n.server = grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
 	n.service.Register(n.server)
+	n.admin = newAdminService(n)
+	nodepb.RegisterAdminServer(n.server, n.admin)
 	var fctx context.Context
 	fctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.service.StartLeaderFeed(fctx); err != nil {
@@ -190,8 +217,25 @@ func (n *Node) clientAddr(id uint64) string {
 	if id == n.cfg.NodeID && n.clientLis != nil {
 		return n.clientLis.Addr().String()
 	}
-	return n.peers[id].ClientAddr
+	p, _ := n.peer(id)
+	return p.ClientAddr
 }
+
+// peer returns what this node knows of node id's addresses: the static
+// peers, or gossip and the meta shard.
+func (n *Node) peer(id uint64) (Peer, bool) {
+	if n.cl != nil {
+		return n.cl.peer(id)
+	}
+	p, ok := n.peers[id]
+	return p, ok
+}
+
+// NodeID returns the node's ID.
+func (n *Node) NodeID() uint64 { return n.cfg.NodeID }
+
+// ClusterID returns the node's cluster ID.
+func (n *Node) ClusterID() uint64 { return n.cfg.ClusterID }
 
 // ClientAddr returns the address the client service listens on.
 func (n *Node) ClientAddr() string { return n.clientLis.Addr().String() }
@@ -295,5 +339,9 @@ func (n *Node) Close() error {
 	<-n.served
 	n.cancel()
 	n.service.Close()
+	n.admin.close()
+	if n.cl != nil {
+		n.cl.stop()
+	}
 	return n.Engine.Close()
 }

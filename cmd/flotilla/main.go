@@ -1,7 +1,7 @@
 // Command flotilla runs Flotilla nodes.
 //
 //	flotilla demo   a local 3-node cluster on loopback in one process
-//	flotilla start  one node of a cluster whose members are listed by --peers
+//	flotilla start  one node of a cluster; nodes find each other by gossip
 //
 // Flags are read here and nowhere else; see `flotilla demo -h` and
 // `flotilla start -h`.
@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,12 +18,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/flotilla-db/flotilla/node"
+	"github.com/flotilla-db/flotilla/transport"
 )
 
 func main() {
@@ -55,7 +57,7 @@ func usage() {
 
 commands:
   demo    run a local 3-node cluster on loopback until Ctrl-C
-  start   run one node of a cluster listed by --peers
+  start   run one node of a cluster (--bootstrap-expect N to form one, --join to join)
 `)
 }
 
@@ -82,8 +84,10 @@ func demo(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ExitOnError)
 	dataDir := fs.String("data-dir", "", "data directory (default: a temporary one, removed at exit)")
 	shards := fs.Int("initial-shards", 64, "shards the hash space is split into")
-	clientBase := fs.Int("client-port", 7001, "client port of node 1 (nodes 2 and 3 take the next ones)")
-	raftBase := fs.Int("raft-port", 7101, "raft port of node 1 (nodes 2 and 3 take the next ones)")
+	clientBase := fs.Int("client-port", 7001, "client port of the first node (the others take the next ones)")
+	raftBase := fs.Int("raft-port", 7101, "raft port of the first node (the others take the next ones)")
+	gossipBase := fs.Int("gossip-port", 7201, "gossip port of the first node (the others take the next ones)")
+	httpBase := fs.Int("http-port", 7301, "metrics port of the first node (the others take the next ones; 0: off)")
 	level := fs.String("log-level", "error", "log level: debug, info, warn, error")
 	fs.Parse(args)
 	tuneRuntime()
@@ -97,43 +101,56 @@ func demo(args []string) error {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	var peers []node.Peer
-	for i := 0; i < 3; i++ {
-		peers = append(peers, node.Peer{
-			NodeID:     uint64(i + 1),
-			RaftAddr:   fmt.Sprintf("127.0.0.1:%d", *raftBase+i),
-			ClientAddr: fmt.Sprintf("127.0.0.1:%d", *clientBase+i),
-		})
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	fmt.Printf("Starting a 3-node Flotilla cluster with %d shards (data in %s)...\n", *shards, dir)
-	var nodes []*node.Node
+	const size = 3
+	nodes := make([]*node.Node, size)
+	errs := make([]error, size)
 	defer func() {
 		for _, n := range nodes {
-			if err := n.Close(); err != nil {
-				log.Warn("close", "err", err)
+			if n != nil {
+				if err := n.Close(); err != nil {
+					log.Warn("close", "err", err)
+				}
 			}
 		}
 	}()
-	for _, p := range peers {
-		n, err := node.Start(ctx, node.Config{
-			NodeID: p.NodeID, ClusterID: 1, DataDir: filepath.Join(dir, fmt.Sprintf("node%d", p.NodeID)),
-			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers,
-			InitialShards: *shards, Replication: 3, Logger: log,
-		})
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	seed := fmt.Sprintf("127.0.0.1:%d", *gossipBase)
+	var wg sync.WaitGroup
+	for i := range size {
+		cfg := node.ClusterConfig{
+			DataDir:         filepath.Join(dir, fmt.Sprintf("node%d", i+1)),
+			RaftAddr:        fmt.Sprintf("127.0.0.1:%d", *raftBase+i),
+			ClientAddr:      fmt.Sprintf("127.0.0.1:%d", *clientBase+i),
+			GossipAddr:      fmt.Sprintf("127.0.0.1:%d", *gossipBase+i),
+			BootstrapExpect: size, InitialShards: *shards, Replication: 3, Logger: log,
+		}
+		if *httpBase != 0 {
+			cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", *httpBase+i)
+		}
+		if i > 0 {
+			cfg.Join = []string{seed}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i], errs[i] = node.StartCluster(sctx, cfg)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
 		if err != nil {
 			if strings.Contains(err.Error(), "address already in use") {
-				return fmt.Errorf("node %d: %w (is another demo running? try --client-port and --raft-port)", p.NodeID, err)
+				return fmt.Errorf("node %d: %w (is another demo running? try --client-port, --raft-port, --gossip-port and --http-port)", i+1, err)
 			}
-			return fmt.Errorf("node %d: %w", p.NodeID, err)
+			return fmt.Errorf("node %d: %w", i+1, err)
 		}
-		nodes = append(nodes, n)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
 	for _, n := range nodes {
-		if err := n.WaitReady(wctx); err != nil {
+		if err := n.WaitReady(sctx); err != nil {
 			return err
 		}
 	}
@@ -141,70 +158,98 @@ func demo(args []string) error {
 	for _, n := range nodes {
 		endpoints = append(endpoints, n.ClientAddr())
 	}
-	fmt.Printf("Ready. Client endpoints: %s\n", strings.Join(endpoints, ","))
-	fmt.Printf("Try:\n  go run ./cmd/flotillactl --endpoints %s put hello world\n  go run ./cmd/flotillactl --endpoints %s get hello\n  go run ./cmd/flotillactl --endpoints %s shards\n", endpoints[0], endpoints[0], endpoints[0])
+	fmt.Printf("Ready. Cluster %016x.\n", nodes[0].ClusterID())
+	for i, n := range nodes {
+		fmt.Printf("  node %d (ID %d): client %s, raft %s, gossip %s, metrics %s\n", i+1, n.NodeID(), n.ClientAddr(), n.RaftAddr(), n.GossipAddr(), orOff(n.HTTPAddr()))
+	}
+	ep := strings.Join(endpoints, ",")
+	fmt.Printf("Try:\n  go run ./cmd/flotillactl --endpoints %s put hello world\n  go run ./cmd/flotillactl --endpoints %s get hello\n  go run ./cmd/flotillactl --endpoints %s status\n  go run ./cmd/flotillactl --endpoints %s shards\n", ep, ep, ep, ep)
 	fmt.Println("Press Ctrl-C to stop.")
 	<-ctx.Done()
 	fmt.Println("\nStopping...")
 	return nil
 }
 
-// parsePeers parses "1=raftaddr/clientaddr,2=...".
-func parsePeers(s string) ([]node.Peer, error) {
-	var out []node.Peer
+func orOff(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return s
+}
+
+func splitList(s string) []string {
+	var out []string
 	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
 		}
-		id, addrs, ok := strings.Cut(f, "=")
-		raft, client, ok2 := strings.Cut(addrs, "/")
-		n, err := strconv.ParseUint(id, 10, 64)
-		if !ok || !ok2 || err != nil || n == 0 || raft == "" || client == "" {
-			return nil, fmt.Errorf("bad peer %q: want ID=RAFTADDR/CLIENTADDR", f)
-		}
-		out = append(out, node.Peer{NodeID: n, RaftAddr: raft, ClientAddr: client})
 	}
-	if len(out) == 0 {
-		return nil, errors.New("--peers is required")
-	}
-	return out, nil
+	return out
 }
 
 func start(args []string) error {
 	fs := flag.NewFlagSet("start", flag.ExitOnError)
-	nodeID := fs.Uint64("node-id", 0, "this node's ID (required; never reused)")
-	clusterID := fs.Uint64("cluster-id", 1, "the cluster's ID")
-	dataDir := fs.String("data-dir", "", "data directory (required)")
-	raftAddr := fs.String("raft-addr", "127.0.0.1:7101", "raft listen address")
-	clientAddr := fs.String("client-addr", "127.0.0.1:7001", "client listen address")
-	peersFlag := fs.String("peers", "", "every node of the cluster: ID=RAFTADDR/CLIENTADDR,...")
-	shards := fs.Int("initial-shards", 64, "shards the hash space is split into at bootstrap")
-	replication := fs.Int("replication", 3, "replicas per shard")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	dataDir := fs.String("data-dir", "", "data directory (required); holds the node's identity and store")
+	nodeID := fs.Uint64("node-id", 0, "this node's ID (default: drawn once and kept in the data directory; IDs are never reused)")
+	raftAddr := fs.String("raft-addr", "127.0.0.1:7101", "raft listen address (also advertised to other nodes)")
+	clientAddr := fs.String("client-addr", "127.0.0.1:7001", "client listen address (also advertised)")
+	gossipAddr := fs.String("gossip-addr", "127.0.0.1:7201", "gossip listen address, TCP and UDP")
 	httpAddr := fs.String("http-addr", "", "metrics (/metrics), health (/healthz, /readyz) and pprof listen address (empty: off)")
+	join := fs.String("join", "", "gossip addresses of nodes to join, comma-separated")
+	expect := fs.Int("bootstrap-expect", 0, "bootstrap a new cluster once this many fresh nodes see each other (0: only join)")
+	shards := fs.Int("initial-shards", 64, "shards the hash space is split into at bootstrap")
+	replication := fs.Int("replication", 3, "replicas per shard at bootstrap")
+	tlsCert := fs.String("tls-cert", "", "node certificate (PEM) for mutual TLS on the raft transport")
+	tlsKey := fs.String("tls-key", "", "node private key (PEM)")
+	tlsCA := fs.String("tls-ca", "", "CA certificate (PEM) that signs every node's certificate")
+	gossipKey := fs.String("gossip-key", "", "gossip encryption key: base64 of 16, 24 or 32 bytes (default: FLOTILLA_GOSSIP_KEY; empty: plaintext)")
+	joinTimeout := fs.Duration("join-timeout", 2*time.Minute, "how long to wait for the cluster to form or answer")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM, time allowed to hand leaderships to other nodes")
 	fs.Parse(args)
-	if *nodeID == 0 || *dataDir == "" {
-		return errors.New("--node-id and --data-dir are required")
+	if fs.NArg() > 0 {
+		return fmt.Errorf("start: unexpected arguments %q", fs.Args())
 	}
-	peers, err := parsePeers(*peersFlag)
-	if err != nil {
-		return err
+	if *dataDir == "" {
+		return errors.New("start: --data-dir is required")
+	}
+	cfg := node.ClusterConfig{
+		DataDir: *dataDir, NodeID: *nodeID,
+		RaftAddr: *raftAddr, ClientAddr: *clientAddr, GossipAddr: *gossipAddr, HTTPAddr: *httpAddr,
+		Join: splitList(*join), BootstrapExpect: *expect, InitialShards: *shards, Replication: *replication,
+	}
+	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
+		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
+			return errors.New("start: --tls-cert, --tls-key and --tls-ca go together")
+		}
+		tc, err := transport.LoadMutualTLS(*tlsCert, *tlsKey, *tlsCA)
+		if err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+		cfg.TLS = tc
+	}
+	key := *gossipKey
+	if key == "" {
+		key = os.Getenv("FLOTILLA_GOSSIP_KEY")
+	}
+	if key != "" {
+		b, err := base64.StdEncoding.DecodeString(key)
+		if err != nil || (len(b) != 16 && len(b) != 24 && len(b) != 32) {
+			return errors.New("start: --gossip-key must be base64 of 16, 24 or 32 bytes")
+		}
+		cfg.GossipKey = b
 	}
 	tuneRuntime()
 	log := logger(*level)
+	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	n, err := node.Start(ctx, node.Config{
-		NodeID: *nodeID, ClusterID: *clusterID, DataDir: *dataDir,
-		RaftAddr: *raftAddr, ClientAddr: *clientAddr, Peers: peers,
-		InitialShards: *shards, Replication: *replication, Logger: log, HTTPAddr: *httpAddr,
-	})
+	sctx, cancel := context.WithTimeout(ctx, *joinTimeout)
+	n, err := node.StartCluster(sctx, cfg)
+	cancel()
 	if err != nil {
 		return err
 	}
-	log.Info("node started", "node", *nodeID, "raft", n.RaftAddr(), "client", n.ClientAddr(), "http", n.HTTPAddr())
 	<-ctx.Done()
 	// SIGTERM or Ctrl-C: hand leaderships away first, so that the stop costs
 	// the cluster no election timeout, then stop.

@@ -1,10 +1,47 @@
 // Command flotillactl is Flotilla's admin and client tool.
 //
-//	flotillactl [--endpoints ADDR,...] [--output table|json] put KEY VALUE
-//	flotillactl ... get KEY [--stale]
-//	flotillactl ... del KEY
-//	flotillactl ... shards
-//	flotillactl debug dump --data-dir DIR   (offline: a stopped node's store)
+//	flotillactl [--endpoints ADDR,...] [--output table|json] [--timeout D] COMMAND [ARGS]
+//
+// Cluster administration (the nodes' Admin gRPC service; the first endpoint
+// that answers serves the request, forwarding it where it must run):
+//
+//	flotillactl status                          the cluster ID, the meta shard's leader, and per node
+//	                                            its state (live/suspect/dead/removed/unknown),
+//	                                            addresses, replicas and leaderships
+//	flotillactl shards                          per shard: hash range, leader, term, commit and
+//	                                            applied index, replicas with their roles, quiesced;
+//	                                            then the nodes that did not answer
+//	flotillactl transfer-leader SHARD NODE      move SHARD's leadership to NODE (one of its voters)
+//	flotillactl add-replica SHARD NODE [--learner]
+//	                                            add a replica on NODE: a learner, promoted to voter
+//	                                            once caught up unless --learner is given
+//	flotillactl remove-replica SHARD NODE       remove NODE's replica of SHARD
+//
+// SHARD is a shard ID or "meta" (the meta shard, ID 9223372036854775808);
+// NODE is a node ID.
+//
+// Keys and values (through the client package, routed to the keys' leaders):
+//
+//	flotillactl put KEY VALUE
+//	flotillactl get KEY [--stale]               --stale reads any replica (possibly stale)
+//	flotillactl del KEY
+//
+// Offline inspection of a stopped node's store:
+//
+//	flotillactl debug dump --data-dir DIR       DIR is a node's data directory (as given to
+//	                                            flotilla start: its identity file is printed,
+//	                                            then DIR/store is dumped) or a store directory
+//
+// Flags may come before the command or anywhere after it:
+//
+//	--endpoints ADDR,...  client addresses of some nodes (default 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003)
+//	--output table|json   aligned columns, or one JSON document on stdout (default table)
+//	--timeout D           time allowed for the command (default 10s)
+//
+// "flotillactl help" (or --help) lists the commands; "flotillactl COMMAND
+// --help" shows one. Errors are reported on stderr as "flotillactl: ...";
+// the exit code is 1 when a command fails and 2 when it is used wrongly
+// (with a usage hint).
 package main
 
 import (
@@ -13,172 +50,197 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
+)
 
-	"github.com/flotilla-db/flotilla/client"
-	"github.com/flotilla-db/flotilla/storage"
+const defaultEndpoints = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintf(os.Stderr, "flotillactl: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) error {
-	fs := flag.NewFlagSet("flotillactl", flag.ContinueOnError)
-	endpoints := fs.String("endpoints", "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003", "client addresses of cluster nodes")
-	output := fs.String("output", "table", "output format: table or json")
-	timeout := fs.Duration("timeout", 10*time.Second, "time allowed for the command")
-	stale := fs.Bool("stale", false, "get: read the local replica (possibly stale)")
-	dataDir := fs.String("data-dir", "", "debug dump: the data directory of a stopped node")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: flotillactl [flags] put KEY VALUE | get KEY | del KEY | shards | debug dump --data-dir DIR")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *output != "table" && *output != "json" {
-		return fmt.Errorf("--output must be table or json, not %q", *output)
-	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fs.Usage()
-		return errors.New("no command given")
-	}
-	if rest[0] == "debug" {
-		return debug(rest[1:], *dataDir, *output)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	defer cancel()
-	c, err := client.New(ctx, client.Config{Endpoints: strings.Split(*endpoints, ",")})
-	if err != nil {
-		return fmt.Errorf("cannot reach the cluster at %s: %w", *endpoints, err)
-	}
-	defer c.Close()
-	emit := func(v map[string]any, table string) {
-		if *output == "json" {
-			b, _ := json.Marshal(v)
-			fmt.Println(string(b))
-		} else {
-			fmt.Println(table)
+// command is one subcommand of flotillactl.
+type command struct {
+	name  string
+	usage string // the arguments after the name
+	help  string
+	run   func(e *env, c *command, args []string) error
+}
+
+var commands = []*command{
+	{"status", "", "the cluster's nodes, their state and load", cmdStatus},
+	{"shards", "", "every shard: range, leader, raft state, replicas", cmdShards},
+	{"transfer-leader", "SHARD NODE", "move a shard's leadership to one of its voters", cmdTransferLeader},
+	{"add-replica", "SHARD NODE [--learner]", "add a replica of a shard on a node", cmdAddReplica},
+	{"remove-replica", "SHARD NODE", "remove a node's replica of a shard", cmdRemoveReplica},
+	{"put", "KEY VALUE", "set a key", cmdPut},
+	{"get", "KEY [--stale]", "read a key", cmdGet},
+	{"del", "KEY", "delete a key", cmdDel},
+	{"debug", "dump --data-dir DIR", "dump a stopped node's store (offline)", cmdDebug},
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
 		}
-	}
-	switch cmd := rest[0]; cmd {
-	case "put":
-		if len(rest) != 3 {
-			return errors.New("usage: put KEY VALUE")
-		}
-		if err := c.Put(ctx, []byte(rest[1]), []byte(rest[2])); err != nil {
-			return err
-		}
-		emit(map[string]any{"key": rest[1], "ok": true}, "OK")
-	case "get":
-		if len(rest) != 2 {
-			return errors.New("usage: get KEY")
-		}
-		var opts []client.ReadOption
-		if *stale {
-			opts = append(opts, client.Stale)
-		}
-		v, found, err := c.Get(ctx, []byte(rest[1]), opts...)
-		if err != nil {
-			return err
-		}
-		if !found {
-			emit(map[string]any{"key": rest[1], "found": false}, "(not found)")
-			return nil
-		}
-		emit(map[string]any{"key": rest[1], "found": true, "value": string(v)}, string(v))
-	case "del":
-		if len(rest) != 2 {
-			return errors.New("usage: del KEY")
-		}
-		existed, err := c.Delete(ctx, []byte(rest[1]))
-		if err != nil {
-			return err
-		}
-		table := "OK"
-		if !existed {
-			table = "OK (key did not exist)"
-		}
-		emit(map[string]any{"key": rest[1], "existed": existed}, table)
-	case "shards":
-		shards := c.Shards()
-		if *output == "json" {
-			b, _ := json.Marshal(map[string]any{"generation": c.Generation(), "shards": shards})
-			fmt.Println(string(b))
-			return nil
-		}
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "generation %d, %d shards\n", c.Generation(), len(shards))
-		fmt.Fprintln(w, "SHARD")
-		for _, s := range shards {
-			fmt.Fprintf(w, "%d\n", s)
-		}
-		return w.Flush()
-	default:
-		return fmt.Errorf("unknown command %q", cmd)
 	}
 	return nil
 }
 
-// debug runs the offline inspection commands on a node's store.
-func debug(args []string, dataDir, output string) error {
-	if len(args) == 0 || args[0] != "dump" {
-		return errors.New("usage: flotillactl debug dump --data-dir DIR")
+// synopsis is the one-line usage of c.
+func (c *command) synopsis() string {
+	return strings.TrimSpace("flotillactl [flags] " + c.name + " " + c.usage)
+}
+
+// env holds the global settings and the output streams of one run.
+type env struct {
+	stdout, stderr io.Writer
+	endpoints      string
+	output         string
+	timeout        time.Duration
+	stale          bool   // get: also accepted before the command
+	dataDir        string // debug dump: also accepted before the command
+}
+
+// run runs flotillactl with args (without the program name) and returns
+// the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr, endpoints: defaultEndpoints, output: "table", timeout: 10 * time.Second}
+	fs := flag.NewFlagSet("flotillactl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	e.globalFlags(fs)
+	fs.BoolVar(&e.stale, "stale", false, "get: read any replica (possibly stale)")
+	fs.StringVar(&e.dataDir, "data-dir", "", "debug dump: the data directory of a stopped node")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		e.usage(stdout)
+		return exitOK
+	case err != nil:
+		return e.fail(usageErrorf("", "%v", err))
+	case fs.NArg() == 0:
+		return e.fail(usageErrorf("", "no command given"))
 	}
-	fs := flag.NewFlagSet("debug dump", flag.ContinueOnError)
-	fs.StringVar(&dataDir, "data-dir", dataDir, "the data directory of a stopped node")
-	fs.StringVar(&output, "output", output, "output format: table or json")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+	if err := e.check(); err != nil {
+		return e.fail(err)
 	}
-	if dataDir == "" {
-		return errors.New("debug dump needs --data-dir (the data directory of a stopped node)")
+	name := fs.Arg(0)
+	if name == "help" {
+		e.usage(stdout)
+		return exitOK
 	}
-	s, err := storage.Open(storage.Config{Dir: dataDir, ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("cannot open the store in %s (is it a Flotilla data directory, and is its node stopped?): %w", dataDir, err)
+	c := findCommand(name)
+	if c == nil {
+		return e.fail(usageErrorf("", "unknown command %q", name))
 	}
-	defer s.Close()
-	ident, _, err := s.Ident()
-	if err != nil {
-		return err
+	err = c.run(e, c, fs.Args()[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(stdout, "usage: %s\n  %s\n", c.synopsis(), c.help)
+		return exitOK
 	}
-	dump, err := s.Dump()
-	if err != nil {
-		return err
+	return e.fail(err)
+}
+
+// globalFlags registers the flags that every command accepts, bound to e
+// (their defaults are e's current values).
+func (e *env) globalFlags(fs *flag.FlagSet) {
+	fs.StringVar(&e.endpoints, "endpoints", e.endpoints, "client addresses of cluster nodes, comma-separated")
+	fs.StringVar(&e.output, "output", e.output, "output format: table or json")
+	fs.DurationVar(&e.timeout, "timeout", e.timeout, "time allowed for the command")
+}
+
+// check validates the global flags.
+func (e *env) check() error {
+	if e.output != "table" && e.output != "json" {
+		return usageErrorf("", "--output must be table or json, not %q", e.output)
 	}
-	tombs, err := s.Tombstones()
-	if err != nil {
-		return err
+	if e.timeout <= 0 {
+		return usageErrorf("", "--timeout must be positive, not %v", e.timeout)
 	}
-	if output == "json" {
-		b, _ := json.MarshalIndent(map[string]any{"cluster_id": ident.ClusterID, "node_id": ident.NodeID, "shards": dump, "tombstones": tombs}, "", "  ")
-		fmt.Println(string(b))
-		return nil
+	if len(e.endpointList()) == 0 {
+		return usageErrorf("", "--endpoints names no address")
 	}
-	fmt.Printf("cluster %d, node %d, %d shards, %d tombstones %v\n", ident.ClusterID, ident.NodeID, len(dump), len(tombs), tombs)
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "SHARD\tRANGE\tTERM\tVOTE\tCOMMIT\tAPPLIED\tTRUNCATED\tLOG\tVOTERS\tLEARNERS\tOUTGOING")
-	for _, d := range dump {
-		rng := "(uninitialized)"
-		if d.Initialized {
-			rng = fmt.Sprintf("%016x-%016x g%d", d.Desc.Start, d.Desc.Last, d.Desc.Generation)
+	return nil
+}
+
+// endpointList returns the addresses of --endpoints, without blanks.
+func (e *env) endpointList() []string {
+	var eps []string
+	for _, a := range strings.Split(e.endpoints, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			eps = append(eps, a)
 		}
-		log := "empty"
-		if d.LastIndex >= d.FirstIndex {
-			log = fmt.Sprintf("%d..%d", d.FirstIndex, d.LastIndex)
-		}
-		fmt.Fprintf(w, "%d\t%s\t%d\t%d\t%d\t%d@%d\t%d@%d\t%s\t%v\t%v\t%v\n", d.ShardID, rng,
-			d.HardState.Term, d.HardState.Vote, d.HardState.Commit, d.Applied, d.AppliedTerm,
-			d.TruncatedIndex, d.TruncatedTerm, log, d.ConfState.Voters, d.ConfState.Learners, d.ConfState.VotersOutgoing)
 	}
-	return w.Flush()
+	return eps
+}
+
+// context returns the context of a command: it ends after --timeout.
+func (e *env) context() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), e.timeout)
+}
+
+// usage prints the list of commands.
+func (e *env) usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: flotillactl [--endpoints ADDR,...] [--output table|json] [--timeout D] COMMAND [ARGS]")
+	fmt.Fprintln(w, "\ncommands:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, c := range commands {
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.usage), c.help)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nSHARD is a shard ID or \"meta\"; NODE is a node ID.")
+	fmt.Fprintf(w, "flags (before the command or after it):\n")
+	fmt.Fprintf(w, "  --endpoints ADDR,...  client addresses of some nodes (default %s)\n", defaultEndpoints)
+	fmt.Fprintln(w, "  --output table|json   output format (default table)")
+	fmt.Fprintln(w, "  --timeout D           time allowed for the command (default 10s)")
+}
+
+// fail reports err (if any) on stderr and returns the exit code.
+func (e *env) fail(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(e.stderr, "flotillactl: %s\n", ue.msg)
+		if ue.synopsis != "" {
+			fmt.Fprintf(e.stderr, "usage: %s (flotillactl help lists the commands)\n", ue.synopsis)
+		} else {
+			fmt.Fprintln(e.stderr, "run flotillactl help for the commands and flags")
+		}
+		return exitUsage
+	}
+	fmt.Fprintf(e.stderr, "flotillactl: %s\n", e.describe(err))
+	return exitFailure
+}
+
+// emit writes v as one JSON document, or calls table with an aligning
+// writer, as --output asks.
+func (e *env) emit(v any, table func(w io.Writer)) error {
+	if e.output == "json" {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	table(tw)
+	return tw.Flush()
+}
+
+// emitText writes v as one JSON document, or text as it is (plus a
+// newline), as --output asks.
+func (e *env) emitText(v any, text string) error {
+	return e.emit(v, func(io.Writer) { fmt.Fprintln(e.stdout, text) })
 }

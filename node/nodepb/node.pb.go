@@ -65,6 +65,16 @@ const (
 	Reason_REASON_DEADLINE Reason = 12
 	// Anything else. Code Internal.
 	Reason_REASON_INTERNAL Reason = 13
+	// Admin: another node (another data directory) holds this node ID. Code
+	// AlreadyExists.
+	Reason_REASON_DUPLICATE_NODE Reason = 14
+	// Admin: the node ID was removed from the cluster and is never reused.
+	// Code FailedPrecondition.
+	Reason_REASON_NODE_REMOVED Reason = 15
+	// Admin: the request names another cluster. Code FailedPrecondition.
+	Reason_REASON_WRONG_CLUSTER Reason = 16
+	// Admin: the node named is not a member of the cluster. Code NotFound.
+	Reason_REASON_NODE_NOT_FOUND Reason = 17
 )
 
 // Enum value maps for Reason.
@@ -84,6 +94,10 @@ var (
 		11: "REASON_NO_RING",
 		12: "REASON_DEADLINE",
 		13: "REASON_INTERNAL",
+		14: "REASON_DUPLICATE_NODE",
+		15: "REASON_NODE_REMOVED",
+		16: "REASON_WRONG_CLUSTER",
+		17: "REASON_NODE_NOT_FOUND",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":      0,
@@ -100,6 +114,10 @@ var (
 		"REASON_NO_RING":          11,
 		"REASON_DEADLINE":         12,
 		"REASON_INTERNAL":         13,
+		"REASON_DUPLICATE_NODE":   14,
+		"REASON_NODE_REMOVED":     15,
+		"REASON_WRONG_CLUSTER":    16,
+		"REASON_NODE_NOT_FOUND":   17,
 	}
 )
 
@@ -128,6 +146,55 @@ func (x Reason) Number() protoreflect.EnumNumber {
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{0}
+}
+
+type ReplicaOp int32
+
+const (
+	ReplicaOp_REPLICA_OP_UNSPECIFIED ReplicaOp = 0
+	ReplicaOp_REPLICA_OP_ADD         ReplicaOp = 1
+	ReplicaOp_REPLICA_OP_REMOVE      ReplicaOp = 2
+)
+
+// Enum value maps for ReplicaOp.
+var (
+	ReplicaOp_name = map[int32]string{
+		0: "REPLICA_OP_UNSPECIFIED",
+		1: "REPLICA_OP_ADD",
+		2: "REPLICA_OP_REMOVE",
+	}
+	ReplicaOp_value = map[string]int32{
+		"REPLICA_OP_UNSPECIFIED": 0,
+		"REPLICA_OP_ADD":         1,
+		"REPLICA_OP_REMOVE":      2,
+	}
+)
+
+func (x ReplicaOp) Enum() *ReplicaOp {
+	p := new(ReplicaOp)
+	*p = x
+	return p
+}
+
+func (x ReplicaOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReplicaOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_node_proto_enumTypes[1].Descriptor()
+}
+
+func (ReplicaOp) Type() protoreflect.EnumType {
+	return &file_node_proto_enumTypes[1]
+}
+
+func (x ReplicaOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReplicaOp.Descriptor instead.
+func (ReplicaOp) EnumDescriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{1}
 }
 
 type PutRequest struct {
@@ -1637,6 +1704,1150 @@ func (x *Error) GetNotApplied() bool {
 	return false
 }
 
+type PrepareReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareReplicaRequest) Reset() {
+	*x = PrepareReplicaRequest{}
+	mi := &file_node_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareReplicaRequest) ProtoMessage() {}
+
+func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
+func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PrepareReplicaRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+type PrepareReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareReplicaResponse) Reset() {
+	*x = PrepareReplicaResponse{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareReplicaResponse) ProtoMessage() {}
+
+func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
+func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
+type SetShardReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Voters        []uint64               `protobuf:"varint,2,rep,packed,name=voters,proto3" json:"voters,omitempty"`
+	Learners      []uint64               `protobuf:"varint,3,rep,packed,name=learners,proto3" json:"learners,omitempty"`
+	Hops          uint32                 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetShardReplicasRequest) Reset() {
+	*x = SetShardReplicasRequest{}
+	mi := &file_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetShardReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetShardReplicasRequest) ProtoMessage() {}
+
+func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetShardReplicasRequest.ProtoReflect.Descriptor instead.
+func (*SetShardReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SetShardReplicasRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *SetShardReplicasRequest) GetVoters() []uint64 {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *SetShardReplicasRequest) GetLearners() []uint64 {
+	if x != nil {
+		return x.Learners
+	}
+	return nil
+}
+
+func (x *SetShardReplicasRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type SetShardReplicasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetShardReplicasResponse) Reset() {
+	*x = SetShardReplicasResponse{}
+	mi := &file_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetShardReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetShardReplicasResponse) ProtoMessage() {}
+
+func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetShardReplicasResponse.ProtoReflect.Descriptor instead.
+func (*SetShardReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{25}
+}
+
+type NodeRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Instance      uint64                 `protobuf:"varint,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,3,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	ClientAddr    string                 `protobuf:"bytes,4,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	GossipAddr    string                 `protobuf:"bytes,5,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	HttpAddr      string                 `protobuf:"bytes,6,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeRecord) Reset() {
+	*x = NodeRecord{}
+	mi := &file_node_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeRecord) ProtoMessage() {}
+
+func (x *NodeRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
+func (*NodeRecord) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *NodeRecord) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetInstance() uint64 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
+}
+
+func (x *NodeRecord) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
+}
+
+func (x *NodeRecord) GetHttpAddr() string {
+	if x != nil {
+		return x.HttpAddr
+	}
+	return ""
+}
+
+type JoinRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Node      *NodeRecord            `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// How many forwarding hops the request has made (at most 3).
+	Hops          uint32 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_node_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *JoinRequest) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetNode() *NodeRecord {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *JoinRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_node_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *JoinResponse) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_node_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{29}
+}
+
+type NodeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *NodeRecord            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// live, suspect, dead (by gossip), removed (by the meta shard), or
+	// unknown (not seen by gossip).
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Replicas      uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Leaders       uint32 `protobuf:"varint,4,opt,name=leaders,proto3" json:"leaders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeStatus) Reset() {
+	*x = NodeStatus{}
+	mi := &file_node_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeStatus) ProtoMessage() {}
+
+func (x *NodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
+func (*NodeStatus) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *NodeStatus) GetNode() *NodeRecord {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetLeaders() uint32 {
+	if x != nil {
+		return x.Leaders
+	}
+	return 0
+}
+
+type StatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	AnsweredBy    uint64                 `protobuf:"varint,2,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	Nodes         []*NodeStatus          `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	MetaLeader    uint64                 `protobuf:"varint,4,opt,name=meta_leader,json=metaLeader,proto3" json:"meta_leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_node_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *StatusResponse) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetAnsweredBy() uint64 {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNodes() []*NodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetMetaLeader() uint64 {
+	if x != nil {
+		return x.MetaLeader
+	}
+	return 0
+}
+
+type ShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardsRequest) Reset() {
+	*x = ShardsRequest{}
+	mi := &file_node_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardsRequest) ProtoMessage() {}
+
+func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
+func (*ShardsRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{32}
+}
+
+type Replica struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// voter, learner, or demoting/promoting voter in a joint configuration.
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Match         uint64 `protobuf:"varint,3,opt,name=match,proto3" json:"match,omitempty"` // the leader's view of the replica's log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_node_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Replica) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *Replica) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Replica) GetMatch() uint64 {
+	if x != nil {
+		return x.Match
+	}
+	return 0
+}
+
+type ShardInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ShardId    uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Start      uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	Last       uint64                 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	Generation uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	Leader     uint64                 `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Term       uint64                 `protobuf:"varint,6,opt,name=term,proto3" json:"term,omitempty"`
+	Commit     uint64                 `protobuf:"varint,7,opt,name=commit,proto3" json:"commit,omitempty"`
+	Applied    uint64                 `protobuf:"varint,8,opt,name=applied,proto3" json:"applied,omitempty"`
+	Replicas   []*Replica             `protobuf:"bytes,9,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// Which node reported term, commit, applied and roles (the leader, if
+	// reachable); 0 when no replica answered.
+	ReportedBy    uint64 `protobuf:"varint,10,opt,name=reported_by,json=reportedBy,proto3" json:"reported_by,omitempty"`
+	Quiesced      bool   `protobuf:"varint,11,opt,name=quiesced,proto3" json:"quiesced,omitempty"`
+	System        bool   `protobuf:"varint,12,opt,name=system,proto3" json:"system,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardInfo) Reset() {
+	*x = ShardInfo{}
+	mi := &file_node_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardInfo) ProtoMessage() {}
+
+func (x *ShardInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
+func (*ShardInfo) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ShardInfo) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetLeader() uint64 {
+	if x != nil {
+		return x.Leader
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetCommit() uint64 {
+	if x != nil {
+		return x.Commit
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *ShardInfo) GetReportedBy() uint64 {
+	if x != nil {
+		return x.ReportedBy
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetQuiesced() bool {
+	if x != nil {
+		return x.Quiesced
+	}
+	return false
+}
+
+func (x *ShardInfo) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
+}
+
+type ShardsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Shards []*ShardInfo           `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"`
+	// Nodes that did not answer.
+	Unreachable   []uint64 `protobuf:"varint,2,rep,packed,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardsResponse) Reset() {
+	*x = ShardsResponse{}
+	mi := &file_node_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardsResponse) ProtoMessage() {}
+
+func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
+func (*ShardsResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ShardsResponse) GetShards() []*ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *ShardsResponse) GetUnreachable() []uint64 {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+type LocalShardsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalShardsRequest) Reset() {
+	*x = LocalShardsRequest{}
+	mi := &file_node_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalShardsRequest) ProtoMessage() {}
+
+func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
+func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{36}
+}
+
+type LocalShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Shards        []*ShardInfo           `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalShardsResponse) Reset() {
+	*x = LocalShardsResponse{}
+	mi := &file_node_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalShardsResponse) ProtoMessage() {}
+
+func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
+func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LocalShardsResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *LocalShardsResponse) GetShards() []*ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+type TransferLeaderRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	NodeId        uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Hops          uint32                 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderRequest) Reset() {
+	*x = TransferLeaderRequest{}
+	mi := &file_node_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderRequest) ProtoMessage() {}
+
+func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *TransferLeaderRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *TransferLeaderRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *TransferLeaderRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type TransferLeaderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leader        uint64                 `protobuf:"varint,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderResponse) Reset() {
+	*x = TransferLeaderResponse{}
+	mi := &file_node_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderResponse) ProtoMessage() {}
+
+func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TransferLeaderResponse) GetLeader() uint64 {
+	if x != nil {
+		return x.Leader
+	}
+	return 0
+}
+
+type ChangeReplicaRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	NodeId  uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Op      ReplicaOp              `protobuf:"varint,3,opt,name=op,proto3,enum=flotilla.node.v1.ReplicaOp" json:"op,omitempty"`
+	// ADD: stop at learner.
+	Learner       bool   `protobuf:"varint,4,opt,name=learner,proto3" json:"learner,omitempty"`
+	Hops          uint32 `protobuf:"varint,5,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicaRequest) Reset() {
+	*x = ChangeReplicaRequest{}
+	mi := &file_node_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicaRequest) ProtoMessage() {}
+
+func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
+func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ChangeReplicaRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ChangeReplicaRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ChangeReplicaRequest) GetOp() ReplicaOp {
+	if x != nil {
+		return x.Op
+	}
+	return ReplicaOp_REPLICA_OP_UNSPECIFIED
+}
+
+func (x *ChangeReplicaRequest) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *ChangeReplicaRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type ChangeReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replicas      []*Replica             `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicaResponse) Reset() {
+	*x = ChangeReplicaResponse{}
+	mi := &file_node_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicaResponse) ProtoMessage() {}
+
+func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
+func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -1750,7 +2961,92 @@ const file_node_proto_rawDesc = "" +
 	"\x04size\x18\n" +
 	" \x01(\x04R\x04size\x12\x1f\n" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
-	"notApplied*\xd8\x02\n" +
+	"notApplied\"2\n" +
+	"\x15PrepareReplicaRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\x18\n" +
+	"\x16PrepareReplicaResponse\"|\n" +
+	"\x17SetShardReplicasRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x16\n" +
+	"\x06voters\x18\x02 \x03(\x04R\x06voters\x12\x1a\n" +
+	"\blearners\x18\x03 \x03(\x04R\blearners\x12\x12\n" +
+	"\x04hops\x18\x04 \x01(\rR\x04hops\"\x1a\n" +
+	"\x18SetShardReplicasResponse\"\xbd\x01\n" +
+	"\n" +
+	"NodeRecord\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1a\n" +
+	"\binstance\x18\x02 \x01(\x04R\binstance\x12\x1b\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\x12\x1f\n" +
+	"\vclient_addr\x18\x04 \x01(\tR\n" +
+	"clientAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\x05 \x01(\tR\n" +
+	"gossipAddr\x12\x1b\n" +
+	"\thttp_addr\x18\x06 \x01(\tR\bhttpAddr\"r\n" +
+	"\vJoinRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x120\n" +
+	"\x04node\x18\x02 \x01(\v2\x1c.flotilla.node.v1.NodeRecordR\x04node\x12\x12\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\"-\n" +
+	"\fJoinResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\"\x0f\n" +
+	"\rStatusRequest\"\x8a\x01\n" +
+	"\n" +
+	"NodeStatus\x120\n" +
+	"\x04node\x18\x01 \x01(\v2\x1c.flotilla.node.v1.NodeRecordR\x04node\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
+	"\breplicas\x18\x03 \x01(\rR\breplicas\x12\x18\n" +
+	"\aleaders\x18\x04 \x01(\rR\aleaders\"\xa5\x01\n" +
+	"\x0eStatusResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x1f\n" +
+	"\vanswered_by\x18\x02 \x01(\x04R\n" +
+	"answeredBy\x122\n" +
+	"\x05nodes\x18\x03 \x03(\v2\x1c.flotilla.node.v1.NodeStatusR\x05nodes\x12\x1f\n" +
+	"\vmeta_leader\x18\x04 \x01(\x04R\n" +
+	"metaLeader\"\x0f\n" +
+	"\rShardsRequest\"L\n" +
+	"\aReplica\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05match\x18\x03 \x01(\x04R\x05match\"\xda\x02\n" +
+	"\tShardInfo\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\x04R\x04last\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\x04R\x06leader\x12\x12\n" +
+	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x16\n" +
+	"\x06commit\x18\a \x01(\x04R\x06commit\x12\x18\n" +
+	"\aapplied\x18\b \x01(\x04R\aapplied\x125\n" +
+	"\breplicas\x18\t \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas\x12\x1f\n" +
+	"\vreported_by\x18\n" +
+	" \x01(\x04R\n" +
+	"reportedBy\x12\x1a\n" +
+	"\bquiesced\x18\v \x01(\bR\bquiesced\x12\x16\n" +
+	"\x06system\x18\f \x01(\bR\x06system\"g\n" +
+	"\x0eShardsResponse\x123\n" +
+	"\x06shards\x18\x01 \x03(\v2\x1b.flotilla.node.v1.ShardInfoR\x06shards\x12 \n" +
+	"\vunreachable\x18\x02 \x03(\x04R\vunreachable\"\x14\n" +
+	"\x12LocalShardsRequest\"c\n" +
+	"\x13LocalShardsResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x123\n" +
+	"\x06shards\x18\x02 \x03(\v2\x1b.flotilla.node.v1.ShardInfoR\x06shards\"_\n" +
+	"\x15TransferLeaderRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x12\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\"0\n" +
+	"\x16TransferLeaderResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\x04R\x06leader\"\xa5\x01\n" +
+	"\x14ChangeReplicaRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12+\n" +
+	"\x02op\x18\x03 \x01(\x0e2\x1b.flotilla.node.v1.ReplicaOpR\x02op\x12\x18\n" +
+	"\alearner\x18\x04 \x01(\bR\alearner\x12\x12\n" +
+	"\x04hops\x18\x05 \x01(\rR\x04hops\"N\n" +
+	"\x15ChangeReplicaResponse\x125\n" +
+	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xc1\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -1766,7 +3062,15 @@ const file_node_proto_rawDesc = "" +
 	"\x12\x12\n" +
 	"\x0eREASON_NO_RING\x10\v\x12\x13\n" +
 	"\x0fREASON_DEADLINE\x10\f\x12\x13\n" +
-	"\x0fREASON_INTERNAL\x10\r2\x9c\x04\n" +
+	"\x0fREASON_INTERNAL\x10\r\x12\x19\n" +
+	"\x15REASON_DUPLICATE_NODE\x10\x0e\x12\x17\n" +
+	"\x13REASON_NODE_REMOVED\x10\x0f\x12\x18\n" +
+	"\x14REASON_WRONG_CLUSTER\x10\x10\x12\x19\n" +
+	"\x15REASON_NODE_NOT_FOUND\x10\x11*R\n" +
+	"\tReplicaOp\x12\x1a\n" +
+	"\x16REPLICA_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eREPLICA_OP_ADD\x10\x01\x12\x15\n" +
+	"\x11REPLICA_OP_REMOVE\x10\x022\x9c\x04\n" +
 	"\x02KV\x12B\n" +
 	"\x03Put\x12\x1c.flotilla.node.v1.PutRequest\x1a\x1d.flotilla.node.v1.PutResponse\x12B\n" +
 	"\x03Get\x12\x1c.flotilla.node.v1.GetRequest\x1a\x1d.flotilla.node.v1.GetResponse\x12K\n" +
@@ -1774,7 +3078,16 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xdb\x05\n" +
+	"\x05Admin\x12E\n" +
+	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
+	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
+	"\x06Shards\x12\x1f.flotilla.node.v1.ShardsRequest\x1a .flotilla.node.v1.ShardsResponse\x12Z\n" +
+	"\vLocalShards\x12$.flotilla.node.v1.LocalShardsRequest\x1a%.flotilla.node.v1.LocalShardsResponse\x12c\n" +
+	"\x0eTransferLeader\x12'.flotilla.node.v1.TransferLeaderRequest\x1a(.flotilla.node.v1.TransferLeaderResponse\x12`\n" +
+	"\rChangeReplica\x12&.flotilla.node.v1.ChangeReplicaRequest\x1a'.flotilla.node.v1.ChangeReplicaResponse\x12i\n" +
+	"\x10SetShardReplicas\x12).flotilla.node.v1.SetShardReplicasRequest\x1a*.flotilla.node.v1.SetShardReplicasResponse\x12c\n" +
+	"\x0ePrepareReplica\x12'.flotilla.node.v1.PrepareReplicaRequest\x1a(.flotilla.node.v1.PrepareReplicaResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -1788,70 +3101,115 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_node_proto_goTypes = []any{
-	(Reason)(0),                    // 0: flotilla.node.v1.Reason
-	(*PutRequest)(nil),             // 1: flotilla.node.v1.PutRequest
-	(*PutResponse)(nil),            // 2: flotilla.node.v1.PutResponse
-	(*GetRequest)(nil),             // 3: flotilla.node.v1.GetRequest
-	(*GetResponse)(nil),            // 4: flotilla.node.v1.GetResponse
-	(*DeleteRequest)(nil),          // 5: flotilla.node.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 6: flotilla.node.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),  // 7: flotilla.node.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil), // 8: flotilla.node.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),            // 9: flotilla.node.v1.ScanRequest
-	(*KeyValue)(nil),               // 10: flotilla.node.v1.KeyValue
-	(*ScanResponse)(nil),           // 11: flotilla.node.v1.ScanResponse
-	(*Op)(nil),                     // 12: flotilla.node.v1.Op
-	(*OpResult)(nil),               // 13: flotilla.node.v1.OpResult
-	(*BatchRequest)(nil),           // 14: flotilla.node.v1.BatchRequest
-	(*BatchResponse)(nil),          // 15: flotilla.node.v1.BatchResponse
-	(*RoutesRequest)(nil),          // 16: flotilla.node.v1.RoutesRequest
-	(*RoutesResponse)(nil),         // 17: flotilla.node.v1.RoutesResponse
-	(*ShardRoute)(nil),             // 18: flotilla.node.v1.ShardRoute
-	(*NodeAddress)(nil),            // 19: flotilla.node.v1.NodeAddress
-	(*PartitionRule)(nil),          // 20: flotilla.node.v1.PartitionRule
-	(*Limits)(nil),                 // 21: flotilla.node.v1.Limits
-	(*Error)(nil),                  // 22: flotilla.node.v1.Error
+	(Reason)(0),                      // 0: flotilla.node.v1.Reason
+	(ReplicaOp)(0),                   // 1: flotilla.node.v1.ReplicaOp
+	(*PutRequest)(nil),               // 2: flotilla.node.v1.PutRequest
+	(*PutResponse)(nil),              // 3: flotilla.node.v1.PutResponse
+	(*GetRequest)(nil),               // 4: flotilla.node.v1.GetRequest
+	(*GetResponse)(nil),              // 5: flotilla.node.v1.GetResponse
+	(*DeleteRequest)(nil),            // 6: flotilla.node.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 7: flotilla.node.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),    // 8: flotilla.node.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),   // 9: flotilla.node.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),              // 10: flotilla.node.v1.ScanRequest
+	(*KeyValue)(nil),                 // 11: flotilla.node.v1.KeyValue
+	(*ScanResponse)(nil),             // 12: flotilla.node.v1.ScanResponse
+	(*Op)(nil),                       // 13: flotilla.node.v1.Op
+	(*OpResult)(nil),                 // 14: flotilla.node.v1.OpResult
+	(*BatchRequest)(nil),             // 15: flotilla.node.v1.BatchRequest
+	(*BatchResponse)(nil),            // 16: flotilla.node.v1.BatchResponse
+	(*RoutesRequest)(nil),            // 17: flotilla.node.v1.RoutesRequest
+	(*RoutesResponse)(nil),           // 18: flotilla.node.v1.RoutesResponse
+	(*ShardRoute)(nil),               // 19: flotilla.node.v1.ShardRoute
+	(*NodeAddress)(nil),              // 20: flotilla.node.v1.NodeAddress
+	(*PartitionRule)(nil),            // 21: flotilla.node.v1.PartitionRule
+	(*Limits)(nil),                   // 22: flotilla.node.v1.Limits
+	(*Error)(nil),                    // 23: flotilla.node.v1.Error
+	(*PrepareReplicaRequest)(nil),    // 24: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),   // 25: flotilla.node.v1.PrepareReplicaResponse
+	(*SetShardReplicasRequest)(nil),  // 26: flotilla.node.v1.SetShardReplicasRequest
+	(*SetShardReplicasResponse)(nil), // 27: flotilla.node.v1.SetShardReplicasResponse
+	(*NodeRecord)(nil),               // 28: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),              // 29: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),             // 30: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),            // 31: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),               // 32: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),           // 33: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),            // 34: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                  // 35: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),                // 36: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),           // 37: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),       // 38: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),      // 39: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),    // 40: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 41: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),     // 42: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),    // 43: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
-	10, // 0: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
-	1,  // 1: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
-	3,  // 2: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
-	5,  // 3: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
-	7,  // 4: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
-	2,  // 5: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
-	4,  // 6: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
-	6,  // 7: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
-	8,  // 8: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
-	22, // 9: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
-	12, // 10: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
-	13, // 11: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
-	18, // 12: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
-	19, // 13: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
-	20, // 14: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
-	21, // 15: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
+	11, // 0: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
+	2,  // 1: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
+	4,  // 2: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
+	6,  // 3: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
+	8,  // 4: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
+	3,  // 5: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
+	5,  // 6: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
+	7,  // 7: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
+	9,  // 8: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
+	23, // 9: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
+	13, // 10: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
+	14, // 11: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
+	19, // 12: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
+	20, // 13: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
+	21, // 14: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
+	22, // 15: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 16: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	1,  // 17: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	3,  // 18: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	5,  // 19: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	7,  // 20: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	9,  // 21: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	14, // 22: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	16, // 23: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	2,  // 24: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	4,  // 25: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	6,  // 26: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	8,  // 27: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	11, // 28: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	15, // 29: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	17, // 30: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	28, // 17: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	28, // 18: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	32, // 19: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	35, // 20: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	36, // 21: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	36, // 22: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	1,  // 23: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	35, // 24: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	2,  // 25: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	4,  // 26: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	6,  // 27: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	8,  // 28: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	10, // 29: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	15, // 30: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	17, // 31: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	29, // 32: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	31, // 33: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	34, // 34: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	38, // 35: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	40, // 36: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	42, // 37: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	26, // 38: flotilla.node.v1.Admin.SetShardReplicas:input_type -> flotilla.node.v1.SetShardReplicasRequest
+	24, // 39: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	3,  // 40: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	5,  // 41: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	7,  // 42: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	9,  // 43: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	12, // 44: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	16, // 45: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	18, // 46: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	30, // 47: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	33, // 48: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	37, // 49: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	39, // 50: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	41, // 51: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	43, // 52: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	27, // 53: flotilla.node.v1.Admin.SetShardReplicas:output_type -> flotilla.node.v1.SetShardReplicasResponse
+	25, // 54: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	40, // [40:55] is the sub-list for method output_type
+	25, // [25:40] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -1877,10 +3235,10 @@ func file_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   22,
+			NumEnums:      2,
+			NumMessages:   42,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_node_proto_goTypes,
 		DependencyIndexes: file_node_proto_depIdxs,

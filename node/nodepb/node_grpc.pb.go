@@ -390,3 +390,409 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "node.proto",
 }
+
+const (
+	Admin_Join_FullMethodName             = "/flotilla.node.v1.Admin/Join"
+	Admin_Status_FullMethodName           = "/flotilla.node.v1.Admin/Status"
+	Admin_Shards_FullMethodName           = "/flotilla.node.v1.Admin/Shards"
+	Admin_LocalShards_FullMethodName      = "/flotilla.node.v1.Admin/LocalShards"
+	Admin_TransferLeader_FullMethodName   = "/flotilla.node.v1.Admin/TransferLeader"
+	Admin_ChangeReplica_FullMethodName    = "/flotilla.node.v1.Admin/ChangeReplica"
+	Admin_SetShardReplicas_FullMethodName = "/flotilla.node.v1.Admin/SetShardReplicas"
+	Admin_PrepareReplica_FullMethodName   = "/flotilla.node.v1.Admin/PrepareReplica"
+)
+
+// AdminClient is the client API for Admin service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Admin is the operators' service (flotillactl) and the nodes' own: joining
+// a cluster, cluster status, shard placement and leadership. A request that
+// must run on a shard's leader is forwarded there by the node that gets it.
+type AdminClient interface {
+	// Join registers a node in the meta shard (its ID must be new, or its
+	// own) and adds it as a learner of the meta shard.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// Status lists the cluster's nodes with their liveness and load.
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Shards lists every shard with its range, leader, replicas, term and
+	// applied index, as the shards' leaders report them.
+	Shards(ctx context.Context, in *ShardsRequest, opts ...grpc.CallOption) (*ShardsResponse, error)
+	// LocalShards lists the replicas this node hosts.
+	LocalShards(ctx context.Context, in *LocalShardsRequest, opts ...grpc.CallOption) (*LocalShardsResponse, error)
+	// TransferLeader moves a shard's leadership to one of its voters.
+	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
+	// ChangeReplica adds (as a learner, then promoted unless learner is set)
+	// or removes a replica of a shard.
+	ChangeReplica(ctx context.Context, in *ChangeReplicaRequest, opts ...grpc.CallOption) (*ChangeReplicaResponse, error)
+	// SetShardReplicas records a shard's replicas in the meta shard's ring
+	// record (sent by the shard's leader after a change; forwarded to the
+	// meta shard's leader).
+	SetShardReplicas(ctx context.Context, in *SetShardReplicasRequest, opts ...grpc.CallOption) (*SetShardReplicasResponse, error)
+	// PrepareReplica readies this node to receive a replica of a shard that
+	// was removed from it before: it clears the replica's tombstone (sent by
+	// the shard's leader before it adds the node back).
+	PrepareReplica(ctx context.Context, in *PrepareReplicaRequest, opts ...grpc.CallOption) (*PrepareReplicaResponse, error)
+}
+
+type adminClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAdminClient(cc grpc.ClientConnInterface) AdminClient {
+	return &adminClient{cc}
+}
+
+func (c *adminClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, Admin_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, Admin_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Shards(ctx context.Context, in *ShardsRequest, opts ...grpc.CallOption) (*ShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardsResponse)
+	err := c.cc.Invoke(ctx, Admin_Shards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) LocalShards(ctx context.Context, in *LocalShardsRequest, opts ...grpc.CallOption) (*LocalShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalShardsResponse)
+	err := c.cc.Invoke(ctx, Admin_LocalShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeaderResponse)
+	err := c.cc.Invoke(ctx, Admin_TransferLeader_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ChangeReplica(ctx context.Context, in *ChangeReplicaRequest, opts ...grpc.CallOption) (*ChangeReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReplicaResponse)
+	err := c.cc.Invoke(ctx, Admin_ChangeReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetShardReplicas(ctx context.Context, in *SetShardReplicasRequest, opts ...grpc.CallOption) (*SetShardReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetShardReplicasResponse)
+	err := c.cc.Invoke(ctx, Admin_SetShardReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PrepareReplica(ctx context.Context, in *PrepareReplicaRequest, opts ...grpc.CallOption) (*PrepareReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrepareReplicaResponse)
+	err := c.cc.Invoke(ctx, Admin_PrepareReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AdminServer is the server API for Admin service.
+// All implementations must embed UnimplementedAdminServer
+// for forward compatibility.
+//
+// Admin is the operators' service (flotillactl) and the nodes' own: joining
+// a cluster, cluster status, shard placement and leadership. A request that
+// must run on a shard's leader is forwarded there by the node that gets it.
+type AdminServer interface {
+	// Join registers a node in the meta shard (its ID must be new, or its
+	// own) and adds it as a learner of the meta shard.
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// Status lists the cluster's nodes with their liveness and load.
+	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Shards lists every shard with its range, leader, replicas, term and
+	// applied index, as the shards' leaders report them.
+	Shards(context.Context, *ShardsRequest) (*ShardsResponse, error)
+	// LocalShards lists the replicas this node hosts.
+	LocalShards(context.Context, *LocalShardsRequest) (*LocalShardsResponse, error)
+	// TransferLeader moves a shard's leadership to one of its voters.
+	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
+	// ChangeReplica adds (as a learner, then promoted unless learner is set)
+	// or removes a replica of a shard.
+	ChangeReplica(context.Context, *ChangeReplicaRequest) (*ChangeReplicaResponse, error)
+	// SetShardReplicas records a shard's replicas in the meta shard's ring
+	// record (sent by the shard's leader after a change; forwarded to the
+	// meta shard's leader).
+	SetShardReplicas(context.Context, *SetShardReplicasRequest) (*SetShardReplicasResponse, error)
+	// PrepareReplica readies this node to receive a replica of a shard that
+	// was removed from it before: it clears the replica's tombstone (sent by
+	// the shard's leader before it adds the node back).
+	PrepareReplica(context.Context, *PrepareReplicaRequest) (*PrepareReplicaResponse, error)
+	mustEmbedUnimplementedAdminServer()
+}
+
+// UnimplementedAdminServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAdminServer struct{}
+
+func (UnimplementedAdminServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedAdminServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedAdminServer) Shards(context.Context, *ShardsRequest) (*ShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Shards not implemented")
+}
+func (UnimplementedAdminServer) LocalShards(context.Context, *LocalShardsRequest) (*LocalShardsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocalShards not implemented")
+}
+func (UnimplementedAdminServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
+}
+func (UnimplementedAdminServer) ChangeReplica(context.Context, *ChangeReplicaRequest) (*ChangeReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeReplica not implemented")
+}
+func (UnimplementedAdminServer) SetShardReplicas(context.Context, *SetShardReplicasRequest) (*SetShardReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetShardReplicas not implemented")
+}
+func (UnimplementedAdminServer) PrepareReplica(context.Context, *PrepareReplicaRequest) (*PrepareReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareReplica not implemented")
+}
+func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
+func (UnimplementedAdminServer) testEmbeddedByValue()               {}
+
+// UnsafeAdminServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AdminServer will
+// result in compilation errors.
+type UnsafeAdminServer interface {
+	mustEmbedUnimplementedAdminServer()
+}
+
+func RegisterAdminServer(s grpc.ServiceRegistrar, srv AdminServer) {
+	// If the following call panics, it indicates UnimplementedAdminServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Admin_ServiceDesc, srv)
+}
+
+func _Admin_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Shards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Shards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Shards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Shards(ctx, req.(*ShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_LocalShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).LocalShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_LocalShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).LocalShards(ctx, req.(*LocalShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_TransferLeader_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).TransferLeader(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_TransferLeader_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).TransferLeader(ctx, req.(*TransferLeaderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ChangeReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ChangeReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ChangeReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ChangeReplica(ctx, req.(*ChangeReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetShardReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetShardReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetShardReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetShardReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetShardReplicas(ctx, req.(*SetShardReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PrepareReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PrepareReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PrepareReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PrepareReplica(ctx, req.(*PrepareReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Admin_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "flotilla.node.v1.Admin",
+	HandlerType: (*AdminServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Join",
+			Handler:    _Admin_Join_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Admin_Status_Handler,
+		},
+		{
+			MethodName: "Shards",
+			Handler:    _Admin_Shards_Handler,
+		},
+		{
+			MethodName: "LocalShards",
+			Handler:    _Admin_LocalShards_Handler,
+		},
+		{
+			MethodName: "TransferLeader",
+			Handler:    _Admin_TransferLeader_Handler,
+		},
+		{
+			MethodName: "ChangeReplica",
+			Handler:    _Admin_ChangeReplica_Handler,
+		},
+		{
+			MethodName: "SetShardReplicas",
+			Handler:    _Admin_SetShardReplicas_Handler,
+		},
+		{
+			MethodName: "PrepareReplica",
+			Handler:    _Admin_PrepareReplica_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "node.proto",
+}

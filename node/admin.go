@@ -1,0 +1,589 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/node/gossip"
+	"github.com/flotilla-db/flotilla/node/nodepb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// adminService implements nodepb.AdminServer. A request that must run on a
+// shard's leader (the meta shard's, for Join) is forwarded there, at most
+// maxHops times, so any node answers any request.
+type adminService struct {
+	nodepb.UnimplementedAdminServer
+	n *Node
+	d dialer
+}
+
+const maxHops = 3
+
+func newAdminService(n *Node) *adminService { return &adminService{n: n} }
+
+func (a *adminService) close() { a.d.close() }
+
+func adminError(code codes.Code, reason nodepb.Reason, shardID uint64, format string, args ...any) error {
+	return StatusError(&nodepb.Error{Reason: reason, Code: uint32(code), ShardId: shardID, Message: fmt.Sprintf(format, args...)})
+}
+
+// adminErrorOf returns the Error detail of a gRPC status error, or nil.
+func adminErrorOf(err error) *nodepb.Error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if e, ok := d.(*nodepb.Error); ok {
+			return e
+		}
+	}
+	return nil
+}
+
+// engineAdminError maps an engine error on shardID.
+func (a *adminService) engineAdminError(err error, shardID uint64) error {
+	if _, ok := status.FromError(err); ok && adminErrorOf(err) != nil {
+		return err
+	}
+	return StatusError(a.n.service.engineError(err, shardID, true))
+}
+
+// leaderOf returns the node this node believes leads shardID: its own
+// replica's view, else the router's.
+func (a *adminService) leaderOf(ctx context.Context, shardID uint64) (uint64, bool) {
+	if st, err := a.n.Engine.Status(ctx, shardID); err == nil {
+		if st.Leader != 0 {
+			return st.Leader, true
+		}
+		return 0, true
+	}
+	if rt, err := a.n.Router.Route(shardID); err == nil && rt.Leader != 0 {
+		return rt.Leader, false
+	}
+	return 0, false
+}
+
+// forwardTarget returns the client address of the node a request about
+// shardID should go to, or "" if this node is the leader.
+func (a *adminService) forwardTarget(ctx context.Context, shardID uint64, hops uint32) (string, error) {
+	self := a.n.cfg.NodeID
+	leader, local := a.leaderOf(ctx, shardID)
+	if leader == self {
+		return "", nil
+	}
+	if hops >= maxHops {
+		return "", adminError(codes.Unavailable, nodepb.Reason_REASON_NOT_LEADER, shardID, "node %d: shard %d: no leader found after %d hops; retry", self, shardID, hops)
+	}
+	if leader == 0 && !local && shardID != MetaShardID {
+		if _, err := a.n.Router.Route(shardID); err != nil {
+			return "", adminError(codes.NotFound, nodepb.Reason_REASON_SHARD_NOT_FOUND, shardID, "shard %d does not exist (see flotillactl shards)", shardID)
+		}
+	}
+	if leader == 0 {
+		if !local && shardID == MetaShardID {
+			// No replica of the meta shard here (a joining node): ask a
+			// live node that has one.
+			if addr := a.anyMetaHolder(); addr != "" {
+				return addr, nil
+			}
+		}
+		return "", adminError(codes.Unavailable, nodepb.Reason_REASON_NOT_LEADER, shardID, "node %d: shard %d has no known leader; retry", self, shardID)
+	}
+	p, ok := a.n.peer(leader)
+	if !ok || p.ClientAddr == "" {
+		return "", adminError(codes.Unavailable, nodepb.Reason_REASON_NOT_LEADER, shardID, "node %d: the address of node %d, leader of shard %d, is unknown; retry", self, leader, shardID)
+	}
+	return p.ClientAddr, nil
+}
+
+// anyMetaHolder returns the client address of a live node of this cluster
+// other than this one.
+func (a *adminService) anyMetaHolder() string {
+	if a.n.cl == nil {
+		return ""
+	}
+	for _, m := range a.n.cl.g.Members() {
+		if m.State == gossip.Alive && m.Meta.NodeID != a.n.cfg.NodeID && m.Meta.ClusterID == a.n.cfg.ClusterID && m.Meta.ClientAddr != "" {
+			return m.Meta.ClientAddr
+		}
+	}
+	return ""
+}
+
+// Join implements nodepb.AdminServer.
+func (a *adminService) Join(ctx context.Context, req *nodepb.JoinRequest) (*nodepb.JoinResponse, error) {
+	rec := req.GetNode()
+	if rec.GetNodeId() == 0 || rec.GetInstance() == 0 || rec.GetRaftAddr() == "" || rec.GetClientAddr() == "" {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: join: node ID, instance, raft and client addresses are required")
+	}
+	if req.GetClusterId() != a.n.cfg.ClusterID {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_WRONG_CLUSTER, 0,
+			"node: join: node %d belongs to cluster %016x, this is cluster %016x", rec.GetNodeId(), req.GetClusterId(), a.n.cfg.ClusterID)
+	}
+	addr, err := a.forwardTarget(ctx, MetaShardID, req.GetHops())
+	if err != nil {
+		return nil, err
+	}
+	if addr != "" {
+		c, err := a.d.admin(addr)
+		if err != nil {
+			return nil, err
+		}
+		return c.Join(ctx, &nodepb.JoinRequest{ClusterId: req.GetClusterId(), Node: req.GetNode(), Hops: req.GetHops() + 1})
+	}
+	m := meta{a.n.Engine}
+	err = update(ctx, m, nodeKey(rec.GetNodeId()), func(r *NodeRecord, found bool) (bool, error) {
+		if found && r.Removed {
+			return false, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_NODE_REMOVED, 0,
+				"node %d was removed from the cluster and its ID is never reused: start with an empty data directory and no --node-id", r.NodeID)
+		}
+		if found && r.Instance != rec.GetInstance() {
+			return false, adminError(codes.AlreadyExists, nodepb.Reason_REASON_DUPLICATE_NODE, 0,
+				"node ID %d is already held by another node (another data directory, last at raft %s, client %s): pick another --node-id or none",
+				r.NodeID, r.RaftAddr, r.ClientAddr)
+		}
+		next := NodeRecord{
+			NodeID: rec.GetNodeId(), Instance: rec.GetInstance(), RaftAddr: rec.GetRaftAddr(), ClientAddr: rec.GetClientAddr(),
+			GossipAddr: rec.GetGossipAddr(), HTTPAddr: rec.GetHttpAddr(), Joined: r.Joined,
+		}
+		if !found {
+			next.Joined = time.Now().UTC()
+		}
+		if found && next == *r {
+			return false, nil
+		}
+		*r = next
+		return true, nil
+	})
+	if err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	st, err := a.n.Engine.Status(ctx, MetaShardID)
+	if err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	id := rec.GetNodeId()
+	if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) && !slices.Contains(st.Outgoing, id) {
+		if err := a.n.Engine.ChangeReplicas(ctx, MetaShardID, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
+			return nil, a.engineAdminError(err, MetaShardID)
+		}
+		a.n.cfg.Logger.Info("node joined: meta shard learner added", "joined", id)
+	}
+	return &nodepb.JoinResponse{ClusterId: a.n.cfg.ClusterID}, nil
+}
+
+// Status implements nodepb.AdminServer.
+func (a *adminService) Status(ctx context.Context, _ *nodepb.StatusRequest) (*nodepb.StatusResponse, error) {
+	resp := &nodepb.StatusResponse{ClusterId: a.n.cfg.ClusterID, AnsweredBy: a.n.cfg.NodeID}
+	if st, err := a.n.Engine.Status(ctx, MetaShardID); err == nil {
+		resp.MetaLeader = st.Leader
+	}
+	if a.n.cl == nil {
+		for _, p := range a.n.cfg.Peers {
+			resp.Nodes = append(resp.Nodes, &nodepb.NodeStatus{
+				Node:  &nodepb.NodeRecord{NodeId: p.NodeID, RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr},
+				State: "unknown",
+			})
+		}
+		return resp, nil
+	}
+	cs := a.n.cl
+	cs.syncMeta()
+	for _, r := range cs.records() {
+		ns := &nodepb.NodeStatus{Node: &nodepb.NodeRecord{
+			NodeId: r.NodeID, Instance: r.Instance, RaftAddr: r.RaftAddr, ClientAddr: r.ClientAddr,
+			GossipAddr: r.GossipAddr, HttpAddr: r.HTTPAddr,
+		}, State: "unknown"}
+		if r.Removed {
+			ns.State = "removed"
+		} else if m, ok := cs.member(r.NodeID, r.Instance); ok {
+			ns.State = m.State.String()
+			ns.Replicas, ns.Leaders = m.Meta.Replicas, m.Meta.Leaders
+		}
+		resp.Nodes = append(resp.Nodes, ns)
+	}
+	return resp, nil
+}
+
+// LocalShards implements nodepb.AdminServer.
+func (a *adminService) LocalShards(ctx context.Context, _ *nodepb.LocalShardsRequest) (*nodepb.LocalShardsResponse, error) {
+	sts, err := a.n.Engine.Statuses(ctx)
+	if err != nil {
+		return nil, a.engineAdminError(err, 0)
+	}
+	resp := &nodepb.LocalShardsResponse{NodeId: a.n.cfg.NodeID}
+	for _, st := range sts {
+		resp.Shards = append(resp.Shards, shardInfo(st))
+	}
+	return resp, nil
+}
+
+func shardInfo(st engine.ShardStatus) *nodepb.ShardInfo {
+	si := &nodepb.ShardInfo{
+		ShardId: st.ShardID, Start: st.Desc.Start, Last: st.Desc.Last, Generation: st.Desc.Generation,
+		Leader: st.Leader, Term: st.Term, Commit: st.Commit, Applied: st.Applied,
+		ReportedBy: st.NodeID, Quiesced: st.Quiesced, System: st.ShardID >= MetaShardID,
+	}
+	match := map[uint64]uint64{}
+	for _, p := range st.Progress {
+		match[p.NodeID] = p.Match
+	}
+	add := func(id uint64, role string) {
+		si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, Role: role, Match: match[id]})
+	}
+	for _, v := range st.Voters {
+		role := "voter"
+		if len(st.Outgoing) > 0 && !slices.Contains(st.Outgoing, v) {
+			role = "voter (incoming)"
+		}
+		add(v, role)
+	}
+	for _, v := range st.Outgoing {
+		if !slices.Contains(st.Voters, v) {
+			add(v, "voter (outgoing)")
+		}
+	}
+	for _, l := range st.Learners {
+		add(l, "learner")
+	}
+	slices.SortFunc(si.Replicas, func(x, y *nodepb.Replica) int { return cmpU64(x.NodeId, y.NodeId) })
+	return si
+}
+
+// Shards implements nodepb.AdminServer: every live node reports its
+// replicas; each shard is described by its leader's report when there is
+// one, else by the report with the highest term.
+func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*nodepb.ShardsResponse, error) {
+	type report struct {
+		node   uint64
+		shards []*nodepb.ShardInfo
+		err    error
+	}
+	var targets []struct {
+		id   uint64
+		addr string
+	}
+	self := a.n.cfg.NodeID
+	if a.n.cl != nil {
+		a.n.cl.syncMeta()
+		for _, r := range a.n.cl.records() {
+			if r.NodeID == self || r.Removed {
+				continue
+			}
+			if p, ok := a.n.peer(r.NodeID); ok && p.ClientAddr != "" {
+				if m, ok := a.n.cl.member(r.NodeID, r.Instance); ok && m.State == gossip.Dead {
+					targets = append(targets, struct {
+						id   uint64
+						addr string
+					}{r.NodeID, ""})
+					continue
+				}
+				targets = append(targets, struct {
+					id   uint64
+					addr string
+				}{r.NodeID, p.ClientAddr})
+			}
+		}
+	} else {
+		for _, p := range a.n.cfg.Peers {
+			if p.NodeID != self {
+				targets = append(targets, struct {
+					id   uint64
+					addr string
+				}{p.NodeID, p.ClientAddr})
+			}
+		}
+	}
+	reports := make([]report, len(targets)+1)
+	var wg sync.WaitGroup
+	local, err := a.LocalShards(ctx, nil)
+	reports[0] = report{node: self, err: err}
+	if err == nil {
+		reports[0].shards = local.Shards
+	}
+	for i, t := range targets {
+		reports[i+1].node = t.id
+		if t.addr == "" {
+			reports[i+1].err = errors.New("dead")
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := a.d.admin(t.addr)
+			if err != nil {
+				reports[i+1].err = err
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			r, err := c.LocalShards(cctx, &nodepb.LocalShardsRequest{})
+			if err != nil {
+				reports[i+1].err = err
+				return
+			}
+			reports[i+1].shards = r.Shards
+		}()
+	}
+	wg.Wait()
+	best := map[uint64]*nodepb.ShardInfo{}
+	resp := &nodepb.ShardsResponse{}
+	for _, r := range reports {
+		if r.err != nil {
+			resp.Unreachable = append(resp.Unreachable, r.node)
+			continue
+		}
+		for _, si := range r.shards {
+			b := best[si.ShardId]
+			isLeader := si.Leader == si.ReportedBy
+			if b == nil || (isLeader && b.Leader != b.ReportedBy) || (!isLeader && b.Leader != b.ReportedBy && si.Term > b.Term) {
+				best[si.ShardId] = si
+			}
+		}
+	}
+	// The ring's shards that no live node reported still appear, with what
+	// the router knows.
+	ring := a.n.Router.Ring()
+	for _, rt := range a.n.Router.Routes() {
+		if best[rt.ShardID] != nil || ring == nil {
+			continue
+		}
+		rg, _ := ring.Range(rt.ShardID)
+		si := &nodepb.ShardInfo{ShardId: rt.ShardID, Start: rg.Start, Last: rg.Last, Generation: rt.Generation, Leader: rt.Leader, Term: rt.Term}
+		for _, id := range rt.Replicas {
+			si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, Role: "unknown"})
+		}
+		best[rt.ShardID] = si
+	}
+	for _, si := range best {
+		resp.Shards = append(resp.Shards, si)
+	}
+	slices.SortFunc(resp.Shards, func(x, y *nodepb.ShardInfo) int { return cmpU64(x.ShardId, y.ShardId) })
+	slices.Sort(resp.Unreachable)
+	return resp, nil
+}
+
+// forward runs call against the shard's leader if that is another node.
+func forward[Req any, Resp any](ctx context.Context, a *adminService, shardID uint64, hops uint32, call func(nodepb.AdminClient) (Resp, error)) (resp Resp, forwarded bool, err error) {
+	addr, err := a.forwardTarget(ctx, shardID, hops)
+	if err != nil || addr == "" {
+		return resp, false, err
+	}
+	c, err := a.d.admin(addr)
+	if err != nil {
+		return resp, true, err
+	}
+	resp, err = call(c)
+	return resp, true, err
+}
+
+// TransferLeader implements nodepb.AdminServer.
+func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferLeaderRequest) (*nodepb.TransferLeaderResponse, error) {
+	shard, target := req.GetShardId(), req.GetNodeId()
+	if shard == 0 || target == 0 {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: transfer-leader needs a shard ID and a node ID")
+	}
+	resp, fw, err := forward[*nodepb.TransferLeaderRequest](ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.TransferLeaderResponse, error) {
+		next := &nodepb.TransferLeaderRequest{ShardId: shard, NodeId: target, Hops: req.GetHops() + 1}
+		return c.TransferLeader(ctx, next)
+	})
+	if fw || err != nil {
+		return resp, err
+	}
+	st, err := a.n.Engine.Status(ctx, shard)
+	if err != nil {
+		return nil, a.engineAdminError(err, shard)
+	}
+	if !slices.Contains(st.Voters, target) {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "node %d is not a voter of shard %d (voters %v)", target, shard, st.Voters)
+	}
+	if err := a.n.Engine.TransferLeader(ctx, shard, target); err != nil {
+		return nil, a.engineAdminError(err, shard)
+	}
+	return &nodepb.TransferLeaderResponse{Leader: target}, nil
+}
+
+// ChangeReplica implements nodepb.AdminServer. Adding a replica adds a
+// learner, waits until it has caught up with the leader's commit index,
+// then promotes it; the ring record follows.
+func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplicaRequest) (*nodepb.ChangeReplicaResponse, error) {
+	shard, id := req.GetShardId(), req.GetNodeId()
+	if shard == 0 || id == 0 || (req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_ADD && req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_REMOVE) {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: change-replica needs a shard ID, a node ID and an operation (add or remove)")
+	}
+	resp, fw, err := forward[*nodepb.ChangeReplicaRequest](ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.ChangeReplicaResponse, error) {
+		next := &nodepb.ChangeReplicaRequest{ShardId: shard, NodeId: id, Op: req.GetOp(), Learner: req.GetLearner(), Hops: req.GetHops() + 1}
+		return c.ChangeReplica(ctx, next)
+	})
+	if fw || err != nil {
+		return resp, err
+	}
+	e := a.n.Engine
+	st, err := e.Status(ctx, shard)
+	if err != nil {
+		return nil, a.engineAdminError(err, shard)
+	}
+	if a.n.cl != nil && req.GetOp() == nodepb.ReplicaOp_REPLICA_OP_ADD {
+		a.n.cl.syncMeta()
+		a.n.cl.mu.Lock()
+		r, ok := a.n.cl.mu.records[id]
+		a.n.cl.mu.Unlock()
+		if !ok || r.Removed {
+			return nil, adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "node %d is not a member of the cluster (see flotillactl status)", id)
+		}
+	}
+	switch req.GetOp() {
+	case nodepb.ReplicaOp_REPLICA_OP_ADD:
+		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
+			if err := a.prepareRemote(ctx, shard, id); err != nil {
+				return nil, err
+			}
+			if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
+				return nil, a.engineAdminError(err, shard)
+			}
+		}
+		if !req.GetLearner() && !slices.Contains(st.Voters, id) {
+			if err := a.waitCaughtUp(ctx, shard, id); err != nil {
+				return nil, err
+			}
+			if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddVoter, NodeID: id}); err != nil {
+				return nil, a.engineAdminError(err, shard)
+			}
+		}
+	case nodepb.ReplicaOp_REPLICA_OP_REMOVE:
+		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
+			return nil, adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "node %d holds no replica of shard %d", id, shard)
+		}
+		if slices.Contains(st.Voters, id) && len(st.Voters) == 1 {
+			return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, shard, "node %d is the last voter of shard %d: add another first", id, shard)
+		}
+		if id == a.n.cfg.NodeID && slices.Contains(st.Voters, id) {
+			// A leader does not remove itself: hand the leadership over first.
+			for _, v := range st.Voters {
+				if v != id {
+					if err := e.TransferLeader(ctx, shard, v); err != nil {
+						return nil, a.engineAdminError(err, shard)
+					}
+					return a.ChangeReplica(ctx, &nodepb.ChangeReplicaRequest{ShardId: shard, NodeId: id, Op: req.GetOp(), Hops: req.GetHops() + 1})
+				}
+			}
+		}
+		if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
+			return nil, a.engineAdminError(err, shard)
+		}
+	}
+	st, err = e.Status(ctx, shard)
+	if err != nil {
+		return nil, a.engineAdminError(err, shard)
+	}
+	if shard != MetaShardID && a.n.cl != nil {
+		_, err := a.SetShardReplicas(ctx, &nodepb.SetShardReplicasRequest{ShardId: shard, Voters: st.Voters, Learners: st.Learners})
+		if err != nil {
+			return nil, fmt.Errorf("node: the replicas of shard %d changed, but the ring record was not updated: %w", shard, err)
+		}
+	}
+	return &nodepb.ChangeReplicaResponse{Replicas: shardInfo(st).Replicas}, nil
+}
+
+// waitCaughtUp waits until node id's replica of shard has the leader's
+// commit index.
+func (a *adminService) waitCaughtUp(ctx context.Context, shard, id uint64) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		st, err := a.n.Engine.Status(ctx, shard)
+		if err != nil {
+			return a.engineAdminError(err, shard)
+		}
+		for _, p := range st.Progress {
+			if p.NodeID == id && p.Match >= st.Commit {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return adminError(codes.DeadlineExceeded, nodepb.Reason_REASON_DEADLINE, shard, "node %d's replica of shard %d has not caught up; it stays a learner: %v", id, shard, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// SetShardReplicas implements nodepb.AdminServer.
+func (a *adminService) SetShardReplicas(ctx context.Context, req *nodepb.SetShardReplicasRequest) (*nodepb.SetShardReplicasResponse, error) {
+	shard := req.GetShardId()
+	if shard == 0 || shard >= MetaShardID || len(req.GetVoters()) == 0 {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: set-shard-replicas needs a user shard and its voters")
+	}
+	resp, fw, err := forward[*nodepb.SetShardReplicasRequest](ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.SetShardReplicasResponse, error) {
+		next := &nodepb.SetShardReplicasRequest{ShardId: shard, Voters: req.GetVoters(), Learners: req.GetLearners(), Hops: req.GetHops() + 1}
+		return c.SetShardReplicas(ctx, next)
+	})
+	if fw || err != nil {
+		return resp, err
+	}
+	found := false
+	err = update(ctx, meta{a.n.Engine}, metaKeyRing, func(r *RingRecord, exists bool) (bool, error) {
+		if !exists {
+			return false, nil
+		}
+		for i := range r.Shards {
+			if r.Shards[i].ShardID == shard {
+				found = true
+				r.Shards[i].Voters, r.Shards[i].Learners = slices.Clone(req.GetVoters()), slices.Clone(req.GetLearners())
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	if !found {
+		return nil, adminError(codes.NotFound, nodepb.Reason_REASON_SHARD_NOT_FOUND, shard, "shard %d is not in the ring record", shard)
+	}
+	return &nodepb.SetShardReplicasResponse{}, nil
+}
+
+// prepareRemote asks node id to clear a tombstone of shard left by an
+// earlier removal, so that the leader's messages can create the replica.
+func (a *adminService) prepareRemote(ctx context.Context, shard, id uint64) error {
+	if id == a.n.cfg.NodeID {
+		_, err := a.PrepareReplica(ctx, &nodepb.PrepareReplicaRequest{ShardId: shard})
+		return err
+	}
+	p, ok := a.n.peer(id)
+	if !ok || p.ClientAddr == "" {
+		return adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "the address of node %d is unknown", id)
+	}
+	c, err := a.d.admin(p.ClientAddr)
+	if err != nil {
+		return err
+	}
+	if _, err := c.PrepareReplica(ctx, &nodepb.PrepareReplicaRequest{ShardId: shard}); err != nil {
+		return fmt.Errorf("node %d cannot take a replica of shard %d: %w", id, shard, err)
+	}
+	return nil
+}
+
+// PrepareReplica implements nodepb.AdminServer.
+func (a *adminService) PrepareReplica(ctx context.Context, req *nodepb.PrepareReplicaRequest) (*nodepb.PrepareReplicaResponse, error) {
+	shard := req.GetShardId()
+	if shard == 0 {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: prepare-replica needs a shard ID")
+	}
+	if _, err := a.n.Engine.Status(ctx, shard); err == nil {
+		return &nodepb.PrepareReplicaResponse{}, nil // a replica is here already
+	}
+	if err := a.n.Engine.RecreateShard(ctx, shard); err != nil && !errors.Is(err, engine.ErrShardNotFound) {
+		return nil, a.engineAdminError(err, shard)
+	}
+	return &nodepb.PrepareReplicaResponse{}, nil
+}

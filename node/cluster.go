@@ -1,0 +1,706 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/node/gossip"
+	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/flotilla-db/flotilla/router"
+	"github.com/flotilla-db/flotilla/storage"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// ClusterConfig configures a node that finds its cluster by gossip
+// (StartCluster): the flotilla daemon's `start`.
+type ClusterConfig struct {
+	// DataDir holds the node's identity file and its store (DataDir/store).
+	DataDir string
+	// NodeID: 0 takes the data directory's, or draws one on first start.
+	NodeID uint64
+	// Listen addresses ("host:port"; port 0 picks a free one). HTTPAddr ""
+	// serves no metrics.
+	RaftAddr, ClientAddr, GossipAddr, HTTPAddr string
+	// Join lists gossip addresses of nodes to join.
+	Join []string
+	// BootstrapExpect: when this many fresh nodes see each other, the one
+	// with the lowest node ID bootstraps the cluster with them. 0: join only.
+	BootstrapExpect int
+	// InitialShards (default 64) and Replication (default 3) of a cluster
+	// this node bootstraps.
+	InitialShards, Replication int
+	// GossipKey, if set, encrypts gossip (16, 24 or 32 bytes).
+	GossipKey []byte
+	// TLS, if set, secures the raft transport.
+	TLS *tls.Config
+	// BootstrapStable is how long the view of the bootstrap members must
+	// hold still before the lowest node bootstraps (default 1 s).
+	BootstrapStable time.Duration
+	// Engine, if set, adjusts the engine's config.
+	Engine func(*engine.Config)
+	// Gossip, if set, adjusts the gossip config (tests shorten timers).
+	Gossip func(*gossip.Config)
+	Logger *slog.Logger
+}
+
+// clusterState is what a gossip-discovered node knows of its cluster: the
+// gossip view, the local copy of the meta shard's node records, and the
+// background loops that keep the router and the meta shard current.
+type clusterState struct {
+	cfg    ClusterConfig
+	id     Identity
+	g      *gossip.Gossip
+	log    *slog.Logger
+	n      *Node // set once started
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		records map[uint64]NodeRecord
+		ringRaw []byte
+		dead    map[uint64]bool
+	}
+	changed chan struct{}
+}
+
+// peer returns node id's addresses: its meta record, else what gossip says
+// (a node that is joining is not in the meta shard yet).
+func (cs *clusterState) peer(id uint64) (Peer, bool) {
+	cs.mu.Lock()
+	rec, ok := cs.mu.records[id]
+	cs.mu.Unlock()
+	if m, found := cs.member(id, rec.Instance); found && m.Meta.RaftAddr != "" {
+		return Peer{NodeID: id, RaftAddr: m.Meta.RaftAddr, ClientAddr: m.Meta.ClientAddr}, true
+	}
+	if ok {
+		return Peer{NodeID: id, RaftAddr: rec.RaftAddr, ClientAddr: rec.ClientAddr}, true
+	}
+	return Peer{}, false
+}
+
+// member returns the gossip member with node ID id, preferring the one with
+// the given instance (0: any) and live ones.
+func (cs *clusterState) member(id, instance uint64) (gossip.Member, bool) {
+	var best gossip.Member
+	found := false
+	for _, m := range cs.g.Members() {
+		if m.Meta.NodeID != id || (instance != 0 && m.Meta.Instance != instance) {
+			continue
+		}
+		if !found || (best.State != gossip.Alive && m.State == gossip.Alive) {
+			best, found = m, true
+		}
+	}
+	return best, found
+}
+
+func (cs *clusterState) isRemoved(id uint64) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.mu.records[id].Removed
+}
+
+func (cs *clusterState) records() []NodeRecord {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	out := make([]NodeRecord, 0, len(cs.mu.records))
+	for _, r := range cs.mu.records {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b NodeRecord) int { return cmpU64(a.NodeID, b.NodeID) })
+	return out
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (cs *clusterState) stop() {
+	if cs.cancel != nil {
+		cs.cancel()
+	}
+	cs.wg.Wait()
+	_ = cs.g.Leave(2 * time.Second)
+	_ = cs.g.Close()
+}
+
+// Gossip returns the node's gossip layer (nil with static peers).
+func (n *Node) Gossip() *gossip.Gossip {
+	if n.cl == nil {
+		return nil
+	}
+	return n.cl.g
+}
+
+// GossipAddr returns the gossip address ("" with static peers).
+func (n *Node) GossipAddr() string {
+	if n.cl == nil {
+		return ""
+	}
+	return n.cl.g.LocalAddr()
+}
+
+// StartCluster starts a node that finds its cluster by gossip. A fresh node
+// either joins the cluster its --join seeds belong to, or, with
+// BootstrapExpect, waits until that many fresh nodes see each other; the one
+// with the lowest node ID then bootstraps the cluster (a random cluster ID,
+// the meta shard and the initial shards placed evenly over the bootstrap
+// members) and the others follow its lead. A node whose data directory
+// already belongs to a cluster resumes. It returns once the node is
+// registered in the meta shard; a node ID held by another data directory
+// (ErrDuplicateNodeID), removed from the cluster (ErrNodeRemoved), or a data
+// directory of another cluster (ErrWrongCluster) is refused.
+func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: invalid config: DataDir is required")
+	}
+	if cfg.BootstrapExpect < 0 || cfg.InitialShards < 0 || cfg.Replication < 0 {
+		return nil, errors.New("node: invalid config: BootstrapExpect, InitialShards and Replication must not be negative")
+	}
+	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 {
+		return nil, errors.New("node: invalid config: give --join seeds, --bootstrap-expect, or both")
+	}
+	if cfg.InitialShards == 0 {
+		cfg.InitialShards = 64
+	}
+	if cfg.Replication == 0 {
+		cfg.Replication = 3
+	}
+	if cfg.BootstrapStable == 0 {
+		cfg.BootstrapStable = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	id, err := loadIdentity(cfg.DataDir, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("node", id.NodeID)
+	cs := &clusterState{cfg: cfg, id: id, log: log, changed: make(chan struct{}, 1)}
+	cs.mu.records = map[uint64]NodeRecord{}
+	cs.mu.dead = map[uint64]bool{}
+	gcfg := gossip.Config{
+		BindAddr:  cfg.GossipAddr,
+		SecretKey: cfg.GossipKey,
+		Meta: gossip.Meta{
+			NodeID: id.NodeID, ClusterID: id.ClusterID, Instance: id.Instance,
+			BootstrapExpect: cfg.BootstrapExpect, InitialShards: cfg.InitialShards, Replication: cfg.Replication,
+		},
+		Logger:   log,
+		OnChange: cs.notifyChange,
+	}
+	var leaders leaderSink
+	gcfg.OnLeaders = leaders.deliver
+	if cfg.Gossip != nil {
+		cfg.Gossip(&gcfg)
+	}
+	if cs.g, err = gossip.New(gcfg); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Node, error) {
+		_ = cs.g.Close()
+		return nil, err
+	}
+	if err := cs.g.Join(ctx, cfg.Join); err != nil {
+		return fail(fmt.Errorf("node: join %v: %w", cfg.Join, err))
+	}
+	cr, member, err := cs.discover(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if cs.id.ClusterID == 0 {
+		cs.id.ClusterID = cr.ClusterID
+		if member {
+			cs.id.Cluster = &cr
+		}
+		if err := saveIdentity(cfg.DataDir, cs.id); err != nil {
+			return fail(err)
+		}
+	} else if cs.id.Cluster != nil {
+		cr, member = *cs.id.Cluster, true // a bootstrap member resuming
+	}
+	// Bind the listeners first, so that gossip advertises real addresses.
+	raftLis, err := net.Listen("tcp", orDefault(cfg.RaftAddr, "127.0.0.1:0"))
+	if err != nil {
+		return fail(fmt.Errorf("node: raft address: %w", err))
+	}
+	clientLis, err := net.Listen("tcp", orDefault(cfg.ClientAddr, "127.0.0.1:0"))
+	if err != nil {
+		raftLis.Close()
+		return fail(fmt.Errorf("node: client address: %w", err))
+	}
+	n, err := start(ctx, Config{
+		NodeID: id.NodeID, ClusterID: cs.id.ClusterID,
+		DataDir:        filepath.Join(cfg.DataDir, "store"),
+		RaftListener:   raftLis,
+		ClientListener: clientLis,
+		HTTPAddr:       cfg.HTTPAddr,
+		InitialShards:  cfg.InitialShards, Replication: cfg.Replication,
+		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS,
+	}, cs)
+	if err != nil {
+		raftLis.Close()
+		clientLis.Close()
+		if errors.Is(err, storage.ErrIdentMismatch) {
+			err = fmt.Errorf("%w: %s/store: %v", ErrWrongCluster, cfg.DataDir, err)
+		}
+		return fail(err)
+	}
+	cs.n = n
+	leaders.set(n.Router)
+	m := cs.g.Meta()
+	m.RaftAddr, m.ClientAddr, m.HTTPAddr = n.RaftAddr(), n.ClientAddr(), n.HTTPAddr()
+	if err := cs.g.SetMeta(m); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if member && !cs.id.Bootstrapped {
+		if err := cs.createInitialReplicas(ctx, cr); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	cs.cancel = cancel
+	cs.syncMeta() // what the local copy of the meta shard holds already
+	cs.wg.Add(3)
+	go cs.metaLoop(lctx)
+	go cs.leaderLoop(lctx)
+	go cs.loadLoop(lctx)
+	if member && !cs.id.RecordsWritten {
+		cs.wg.Add(1)
+		go cs.writeBootstrapRecords(lctx, cr)
+	}
+	if err := cs.register(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	log.Info("node started", "cluster", fmt.Sprintf("%016x", cs.id.ClusterID), "raft", n.RaftAddr(),
+		"client", n.ClientAddr(), "gossip", cs.g.LocalAddr(), "http", n.HTTPAddr())
+	return n, nil
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func (cs *clusterState) notifyChange() {
+	select {
+	case cs.changed <- struct{}{}:
+	default:
+	}
+}
+
+// discover finds the cluster this node belongs to. It returns the cluster's
+// bootstrap parameters as its bootstrapper advertises them (ClusterID only,
+// for a node that resumes or joins a running cluster), and whether this node
+// is a bootstrap member.
+func (cs *clusterState) discover(ctx context.Context) (ClusterRecord, bool, error) {
+	self := cs.g.Meta()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	var stableSince time.Time
+	var lastView []uint64
+	for {
+		if slices.Contains(cs.g.Conflicts(), self.NodeID) {
+			return ClusterRecord{}, false, fmt.Errorf("%w: node %d already runs with another data directory; pick another --node-id or none", ErrDuplicateNodeID, self.NodeID)
+		}
+		var fresh []uint64
+		for _, m := range cs.g.Members() {
+			if m.State != gossip.Alive {
+				continue
+			}
+			mm := m.Meta
+			if mm.NodeID == self.NodeID && mm.Instance != self.Instance {
+				return ClusterRecord{}, false, fmt.Errorf("%w: node %d runs at %s (another data directory); pick another --node-id or none", ErrDuplicateNodeID, mm.NodeID, m.Addr)
+			}
+			if mm.ClusterID != 0 && cs.id.ClusterID != 0 && mm.ClusterID != cs.id.ClusterID {
+				return ClusterRecord{}, false, fmt.Errorf("%w: %s belongs to cluster %016x, but node %d at %s is in cluster %016x; use that cluster's data directory or an empty one",
+					ErrWrongCluster, cs.cfg.DataDir, cs.id.ClusterID, mm.NodeID, m.Addr, mm.ClusterID)
+			}
+			if mm.ClusterID != 0 && cs.id.ClusterID == 0 {
+				cr := ClusterRecord{ClusterID: mm.ClusterID, Bootstrap: mm.Bootstrap, InitialShards: mm.InitialShards, Replication: mm.Replication}
+				return cr, slices.Contains(mm.Bootstrap, self.NodeID), nil
+			}
+			if mm.ClusterID == 0 && mm.BootstrapExpect > 0 {
+				fresh = append(fresh, mm.NodeID)
+			}
+		}
+		if cs.id.ClusterID != 0 {
+			// Resuming: a bootstrap member that has not created its
+			// replicas yet recomputes the layout from its own record.
+			return ClusterRecord{ClusterID: cs.id.ClusterID}, false, nil
+		}
+		slices.Sort(fresh)
+		if !slices.Equal(fresh, lastView) {
+			lastView, stableSince = fresh, time.Now()
+		}
+		want := cs.cfg.BootstrapExpect
+		if want > 0 && len(fresh) >= want && fresh[0] == self.NodeID && time.Since(stableSince) >= cs.cfg.BootstrapStable {
+			cr := ClusterRecord{
+				ClusterID: randomID(), Bootstrap: slices.Clone(fresh[:want]),
+				InitialShards: cs.cfg.InitialShards, Replication: cs.cfg.Replication, Created: time.Now().UTC(),
+			}
+			self.ClusterID, self.Bootstrap = cr.ClusterID, cr.Bootstrap
+			if err := cs.g.SetMeta(self); err != nil {
+				return ClusterRecord{}, false, err
+			}
+			cs.log.Info("bootstrapping cluster", "cluster", fmt.Sprintf("%016x", cr.ClusterID), "members", cr.Bootstrap,
+				"shards", cr.InitialShards, "replication", cr.Replication)
+			return cr, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			if want > 0 {
+				return ClusterRecord{}, false, fmt.Errorf("node: waiting for %d nodes to bootstrap (seeing %d: %v) or for a cluster to join: %w", want, len(fresh), fresh, ctx.Err())
+			}
+			return ClusterRecord{}, false, fmt.Errorf("node: no node of a cluster answered at %v: %w", cs.cfg.Join, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// createInitialReplicas creates this bootstrap member's replicas of the
+// initial layout: the meta shard and its initial shards.
+func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRecord) error {
+	ring, metaVoters, metaLearners, err := Layout(cr)
+	if err != nil {
+		return err
+	}
+	e, self := cs.n.Engine, cs.id.NodeID
+	create := func(spec engine.ShardSpec) error {
+		err := e.CreateShard(ctx, spec)
+		if err != nil && !errors.Is(err, engine.ErrShardExists) {
+			return fmt.Errorf("node: bootstrap shard %d: %w", spec.Desc.ShardID, err)
+		}
+		return nil
+	}
+	if slices.Contains(metaVoters, self) || slices.Contains(metaLearners, self) {
+		if err := create(engine.ShardSpec{Desc: MetaDescriptor(), Voters: metaVoters, Learners: metaLearners}); err != nil {
+			return err
+		}
+	}
+	for _, s := range ring.Shards {
+		if slices.Contains(s.Voters, self) {
+			if err := create(engine.ShardSpec{Desc: s.Descriptor(), Voters: s.Voters}); err != nil {
+				return err
+			}
+		}
+	}
+	cs.id.Bootstrapped = true
+	return saveIdentity(cs.cfg.DataDir, cs.id)
+}
+
+// writeBootstrapRecords writes the cluster and ring records of a cluster
+// this node helped bootstrap. Every bootstrap member runs it; the one that
+// leads the meta shard writes (compare-and-swap on absent records, so a
+// second writer changes nothing), and each stops once its local copy holds
+// the ring record.
+func (cs *clusterState) writeBootstrapRecords(ctx context.Context, cr ClusterRecord) {
+	defer cs.wg.Done()
+	ring, _, _, err := Layout(cr)
+	if err != nil {
+		cs.log.Error("bootstrap layout", "err", err)
+		return
+	}
+	m := meta{cs.n.Engine}
+	err = retry(ctx, cs.log, "write bootstrap records", func(ctx context.Context) error {
+		if _, found, err := m.get(ctx, metaKeyRing, false); err == nil && found {
+			return nil
+		}
+		if st, err := cs.n.Engine.Status(ctx, MetaShardID); err != nil || st.Leader != cs.id.NodeID {
+			return fmt.Errorf("waiting for the records (meta shard leader %d)", st.Leader)
+		}
+		if err := createIfAbsent(ctx, m, metaKeyCluster, cr); err != nil {
+			return err
+		}
+		if err := createIfAbsent(ctx, m, metaKeyRing, ring); err != nil {
+			return err
+		}
+		return errors.New("written; waiting for the local copy")
+	})
+	if err != nil {
+		return
+	}
+	cs.notifyChange()
+	cs.id.RecordsWritten = true
+	if err := saveIdentity(cs.cfg.DataDir, cs.id); err != nil {
+		cs.log.Error("save identity", "err", err)
+	}
+}
+
+// retry runs fn until it succeeds or ctx ends, with capped backoff.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(ctx context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Debug("retrying", "what", what, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// register records this node in the meta shard through some node's Admin
+// service (its own if it has a meta replica), retrying until it is done or
+// refused.
+func (cs *clusterState) register(ctx context.Context) error {
+	n := cs.n
+	req := &nodepb.JoinRequest{ClusterId: cs.id.ClusterID, Node: &nodepb.NodeRecord{
+		NodeId: cs.id.NodeID, Instance: cs.id.Instance, RaftAddr: n.RaftAddr(), ClientAddr: n.ClientAddr(),
+		GossipAddr: cs.g.LocalAddr(), HttpAddr: n.HTTPAddr(),
+	}}
+	var refused error
+	err := retry(ctx, cs.log, "register in the meta shard", func(ctx context.Context) error {
+		_, err := n.admin.Join(ctx, req)
+		if err == nil {
+			return nil
+		}
+		if e := adminErrorOf(err); e != nil {
+			switch e.Reason {
+			case nodepb.Reason_REASON_DUPLICATE_NODE, nodepb.Reason_REASON_NODE_REMOVED, nodepb.Reason_REASON_WRONG_CLUSTER:
+				refused = err
+				return nil
+			}
+		}
+		return err
+	})
+	if refused != nil {
+		return refused
+	}
+	if err != nil {
+		return fmt.Errorf("node: register node %d in the meta shard: %w", cs.id.NodeID, err)
+	}
+	return nil
+}
+
+// metaLoop keeps the router's ring and replicas and the node records in
+// step with the local copy of the meta shard, and tells the engine of nodes
+// that gossip declares dead.
+func (cs *clusterState) metaLoop(ctx context.Context) {
+	defer cs.wg.Done()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-cs.changed:
+		}
+		cs.syncMeta()
+		cs.syncLiveness()
+	}
+}
+
+// syncMeta reads the local copy of the meta shard.
+func (cs *clusterState) syncMeta() {
+	m := meta{cs.n.Engine}
+	if recs, err := m.nodes(); err == nil {
+		cs.mu.Lock()
+		for _, r := range recs {
+			cs.mu.records[r.NodeID] = r
+		}
+		cs.mu.Unlock()
+	}
+	raw, found, err := m.get(context.Background(), metaKeyRing, false)
+	if err != nil || !found {
+		return
+	}
+	cs.mu.Lock()
+	same := bytes.Equal(raw, cs.mu.ringRaw)
+	cs.mu.Unlock()
+	if same {
+		return
+	}
+	var ring RingRecord
+	if err := json.Unmarshal(raw, &ring); err != nil {
+		cs.log.Error("meta ring record", "err", err)
+		return
+	}
+	if err := cs.applyRing(ring); err != nil {
+		cs.log.Error("apply ring record", "err", err)
+		return
+	}
+	cs.mu.Lock()
+	cs.mu.ringRaw = raw
+	cs.mu.Unlock()
+}
+
+func (cs *clusterState) applyRing(ring RingRecord) error {
+	r := cs.n.Router
+	if cur := r.Ring(); cur == nil || cur.Generation() != ring.Generation {
+		ranges := make([]router.Range, len(ring.Shards))
+		for i, s := range ring.Shards {
+			ranges[i] = router.Range{ShardID: s.ShardID, Start: s.Start, Last: s.Last}
+		}
+		rg, err := router.NewRing(ring.Generation, ranges)
+		if err != nil {
+			return err
+		}
+		if err := r.SetRing(rg); err != nil {
+			return err
+		}
+	}
+	for _, s := range ring.Shards {
+		if err := r.SetReplicas(s.ShardID, append(slices.Clone(s.Voters), s.Learners...)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncLiveness tells the engine once of each node gossip declares dead, so
+// that the quiesced shards it led wake and elect.
+func (cs *clusterState) syncLiveness() {
+	for _, m := range cs.g.Members() {
+		id := m.Meta.NodeID
+		if id == cs.id.NodeID {
+			continue
+		}
+		dead := m.State == gossip.Dead || m.State == gossip.Left
+		cs.mu.Lock()
+		was := cs.mu.dead[id]
+		cs.mu.dead[id] = dead
+		cs.mu.Unlock()
+		if dead && !was {
+			cs.log.Info("peer is down (gossip)", "peer", id)
+			cs.n.Engine.PeerUnreachable(id)
+		}
+	}
+}
+
+// leaderLoop spreads this node's leader changes by gossip, batched.
+func (cs *clusterState) leaderLoop(ctx context.Context) {
+	defer cs.wg.Done()
+	w := cs.n.Engine.WatchLeaders()
+	defer w.Close()
+	var batch []gossip.LeaderUpdate
+	for {
+		evs, err := w.Next(ctx)
+		if err != nil {
+			return
+		}
+		batch = batch[:0]
+		for _, ev := range evs {
+			if ev.Leader != 0 {
+				batch = append(batch, gossip.LeaderUpdate{ShardID: ev.ShardID, Leader: ev.Leader, Term: ev.Term})
+			}
+		}
+		if len(batch) > 0 {
+			cs.g.BroadcastLeaders(batch)
+		}
+	}
+}
+
+// loadLoop advertises this node's replica and leader counts every second.
+func (cs *clusterState) loadLoop(ctx context.Context) {
+	defer cs.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := cs.n.Engine.Stats()
+		m := cs.g.Meta()
+		if m.Replicas == uint32(st.Shards) && m.Leaders == uint32(st.ShardsLeading) {
+			continue
+		}
+		m.Replicas, m.Leaders = uint32(st.Shards), uint32(st.ShardsLeading)
+		if err := cs.g.SetMeta(m); err != nil {
+			cs.log.Debug("advertise load", "err", err)
+		}
+	}
+}
+
+// leaderSink hands gossiped leader updates to the router once it exists.
+type leaderSink struct {
+	mu sync.Mutex
+	r  *router.Router
+}
+
+func (l *leaderSink) set(r *router.Router) {
+	l.mu.Lock()
+	l.r = r
+	l.mu.Unlock()
+}
+
+func (l *leaderSink) deliver(us []gossip.LeaderUpdate) {
+	l.mu.Lock()
+	r := l.r
+	l.mu.Unlock()
+	if r == nil {
+		return
+	}
+	for _, u := range us {
+		r.UpdateLeader(u.ShardID, u.Leader, u.Term)
+	}
+}
+
+// dialer caches gRPC client connections to other nodes' client addresses.
+type dialer struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func (d *dialer) admin(addr string) (nodepb.AdminClient, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conns == nil {
+		d.conns = map[string]*grpc.ClientConn{}
+	}
+	c, ok := d.conns[addr]
+	if !ok {
+		var err error
+		if c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			return nil, err
+		}
+		d.conns[addr] = c
+	}
+	return nodepb.NewAdminClient(c), nil
+}
+
+func (d *dialer) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+	d.conns = nil
+}
