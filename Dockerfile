@@ -4,6 +4,6 @@
 FROM scratch
 COPY dist/flotilla /flotilla
 COPY dist/flotillactl /flotillactl
-EXPOSE 7001 7101
+EXPOSE 7001 7101 7201 7201/udp 7301
 ENTRYPOINT ["/flotilla"]
 CMD ["demo"]

@@ -33,6 +33,10 @@ type ClusterConfig struct {
 	// Listen addresses ("host:port"; port 0 picks a free one). HTTPAddr ""
 	// serves no metrics.
 	RaftAddr, ClientAddr, GossipAddr, HTTPAddr string
+	// AdvertiseHost is the host (name or IP) other nodes and clients reach
+	// this node at, with the listeners' ports. Default: the listen host, or,
+	// where that is unspecified (0.0.0.0), the IP gossip advertises.
+	AdvertiseHost string
 	// Join lists gossip addresses of nodes to join.
 	Join []string
 	// BootstrapExpect: when this many fresh nodes see each other, the one
@@ -59,13 +63,15 @@ type ClusterConfig struct {
 // gossip view, the local copy of the meta shard's node records, and the
 // background loops that keep the router and the meta shard current.
 type clusterState struct {
-	cfg    ClusterConfig
-	id     Identity
-	g      *gossip.Gossip
-	log    *slog.Logger
-	n      *Node // set once started
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg ClusterConfig
+	id  Identity
+	// raftAddr and clientAddr are the addresses this node advertises.
+	raftAddr, clientAddr string
+	g                    *gossip.Gossip
+	log                  *slog.Logger
+	n                    *Node // set once started
+	cancel               context.CancelFunc
+	wg                   sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -206,7 +212,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 			NodeID: id.NodeID, ClusterID: id.ClusterID, Instance: id.Instance,
 			BootstrapExpect: cfg.BootstrapExpect, InitialShards: cfg.InitialShards, Replication: cfg.Replication,
 		},
-		Logger:   log,
+		Logger:   cfg.Logger,
 		OnChange: cs.notifyChange,
 	}
 	var leaders leaderSink
@@ -249,6 +255,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		raftLis.Close()
 		return fail(fmt.Errorf("node: client address: %w", err))
 	}
+	host := cfg.AdvertiseHost
+	if host == "" {
+		host, _, _ = net.SplitHostPort(cs.g.LocalAddr())
+	}
+	cs.raftAddr = advertised(raftLis.Addr(), host, cfg.AdvertiseHost != "")
+	cs.clientAddr = advertised(clientLis.Addr(), host, cfg.AdvertiseHost != "")
 	n, err := start(ctx, Config{
 		NodeID: id.NodeID, ClusterID: cs.id.ClusterID,
 		DataDir:        filepath.Join(cfg.DataDir, "store"),
@@ -269,7 +281,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	cs.n = n
 	leaders.set(n.Router)
 	m := cs.g.Meta()
-	m.RaftAddr, m.ClientAddr, m.HTTPAddr = n.RaftAddr(), n.ClientAddr(), n.HTTPAddr()
+	m.RaftAddr, m.ClientAddr, m.HTTPAddr = cs.raftAddr, cs.clientAddr, advertisedString(n.HTTPAddr(), host, cfg.AdvertiseHost != "")
 	if err := cs.g.SetMeta(m); err != nil {
 		n.Close()
 		return nil, err
@@ -295,9 +307,33 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	log.Info("node started", "cluster", fmt.Sprintf("%016x", cs.id.ClusterID), "raft", n.RaftAddr(),
-		"client", n.ClientAddr(), "gossip", cs.g.LocalAddr(), "http", n.HTTPAddr())
+	log.Info("node started", "cluster", fmt.Sprintf("%016x", cs.id.ClusterID), "raft", cs.raftAddr,
+		"client", cs.clientAddr, "gossip", cs.g.LocalAddr(), "http", n.HTTPAddr())
 	return n, nil
+}
+
+// advertised returns the address others reach a listener at: host with the
+// listener's port when force is set or the listener's host is unspecified.
+func advertised(lis net.Addr, host string, force bool) string {
+	h, port, err := net.SplitHostPort(lis.String())
+	if err != nil {
+		return lis.String()
+	}
+	if ip := net.ParseIP(h); force || (ip != nil && ip.IsUnspecified()) {
+		h = host
+	}
+	return net.JoinHostPort(h, port)
+}
+
+func advertisedString(addr, host string, force bool) string {
+	if addr == "" {
+		return ""
+	}
+	a, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		return addr
+	}
+	return advertised(a, host, force)
 }
 
 func orDefault(s, d string) string {
@@ -480,8 +516,8 @@ func retry(ctx context.Context, log *slog.Logger, what string, fn func(ctx conte
 func (cs *clusterState) register(ctx context.Context) error {
 	n := cs.n
 	req := &nodepb.JoinRequest{ClusterId: cs.id.ClusterID, Node: &nodepb.NodeRecord{
-		NodeId: cs.id.NodeID, Instance: cs.id.Instance, RaftAddr: n.RaftAddr(), ClientAddr: n.ClientAddr(),
-		GossipAddr: cs.g.LocalAddr(), HttpAddr: n.HTTPAddr(),
+		NodeId: cs.id.NodeID, Instance: cs.id.Instance, RaftAddr: cs.raftAddr, ClientAddr: cs.clientAddr,
+		GossipAddr: cs.g.LocalAddr(), HttpAddr: cs.g.Meta().HTTPAddr,
 	}}
 	var refused error
 	err := retry(ctx, cs.log, "register in the meta shard", func(ctx context.Context) error {
@@ -580,6 +616,10 @@ func (cs *clusterState) applyRing(ring RingRecord) error {
 			return err
 		}
 	}
+	// Leader updates that arrived before the ring named their shards.
+	for _, u := range cs.g.Leaders() {
+		r.UpdateLeader(u.ShardID, u.Leader, u.Term)
+	}
 	return nil
 }
 
@@ -609,6 +649,15 @@ func (cs *clusterState) leaderLoop(ctx context.Context) {
 	w := cs.n.Engine.WatchLeaders()
 	defer w.Close()
 	var batch []gossip.LeaderUpdate
+	// The leaders elected before the watch began.
+	if sts, err := cs.n.Engine.Statuses(ctx); err == nil {
+		for _, st := range sts {
+			if st.Leader == cs.id.NodeID {
+				batch = append(batch, gossip.LeaderUpdate{ShardID: st.ShardID, Leader: st.Leader, Term: st.Term})
+			}
+		}
+		cs.g.BroadcastLeaders(batch)
+	}
 	for {
 		evs, err := w.Next(ctx)
 		if err != nil {

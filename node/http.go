@@ -55,31 +55,11 @@ func NewHTTPHandler(n *Node) http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 		defer cancel()
-		sts, err := n.Engine.Statuses(ctx)
-		if err != nil {
+		if err := n.Ready(ctx); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		leaderless := 0
-		metaReady := n.cl == nil
-		for _, st := range sts {
-			if st.Leader == 0 {
-				leaderless++
-			}
-			if st.ShardID == MetaShardID && st.Initialized {
-				metaReady = true
-			}
-		}
-		if !metaReady || (n.cl != nil && n.Router.Ring() == nil) {
-			http.Error(w, "not ready: no local copy of the meta shard and its ring yet", http.StatusServiceUnavailable)
-			return
-		}
-		if leaderless > 0 {
-			http.Error(w, fmt.Sprintf("not ready: %d of %d shards have no leader", leaderless, len(sts)),
-				http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintf(w, "ready: %d shards\n", len(sts))
+		fmt.Fprintf(w, "ready: %d shards\n", n.Engine.Stats().Shards)
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

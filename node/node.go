@@ -214,6 +214,9 @@ func (n *Node) HTTPAddr() string { return n.httpAddr }
 
 // clientAddr maps a node to its client address (for NotLeader hints).
 func (n *Node) clientAddr(id uint64) string {
+	if id == n.cfg.NodeID && n.cl != nil && n.cl.clientAddr != "" {
+		return n.cl.clientAddr
+	}
 	if id == n.cfg.NodeID && n.clientLis != nil {
 		return n.clientLis.Addr().String()
 	}
@@ -297,31 +300,48 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	return nil
 }
 
-// WaitReady waits until every shard this node hosts has a leader.
+// WaitReady waits until the node is ready (see Ready).
 func (n *Node) WaitReady(ctx context.Context) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		sts, err := n.Engine.Statuses(ctx)
-		if err != nil {
-			return err
-		}
-		ready := true
-		for _, st := range sts {
-			if st.Leader == 0 {
-				ready = false
-				break
-			}
-		}
-		if ready {
+		err := n.Ready(ctx)
+		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node %d: waiting for leaders: %w", n.cfg.NodeID, ctx.Err())
+			return fmt.Errorf("node %d: waiting until ready: %w (%v)", n.cfg.NodeID, ctx.Err(), err)
 		case <-t.C:
 		}
 	}
+}
+
+// Ready returns nil when every shard this node hosts has a leader and, in a
+// gossip-discovered cluster, the node holds an initialized copy of the meta
+// shard and the ring it describes; else an error that says what is missing.
+func (n *Node) Ready(ctx context.Context) error {
+	sts, err := n.Engine.Statuses(ctx)
+	if err != nil {
+		return err
+	}
+	leaderless := 0
+	metaReady := n.cl == nil
+	for _, st := range sts {
+		if st.Leader == 0 {
+			leaderless++
+		}
+		if st.ShardID == MetaShardID && st.Initialized {
+			metaReady = true
+		}
+	}
+	if !metaReady || (n.cl != nil && n.Router.Ring() == nil) {
+		return errors.New("no local copy of the meta shard and its ring yet")
+	}
+	if leaderless > 0 {
+		return fmt.Errorf("%d of %d shards have no leader", leaderless, len(sts))
+	}
+	return nil
 }
 
 // Close stops the client service, then the engine and its transport.

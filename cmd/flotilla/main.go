@@ -195,6 +195,7 @@ func start(args []string) error {
 	clientAddr := fs.String("client-addr", "127.0.0.1:7001", "client listen address (also advertised)")
 	gossipAddr := fs.String("gossip-addr", "127.0.0.1:7201", "gossip listen address, TCP and UDP")
 	httpAddr := fs.String("http-addr", "", "metrics (/metrics), health (/healthz, /readyz) and pprof listen address (empty: off)")
+	advertise := fs.String("advertise-host", "", "host other nodes and clients reach this node at (default: the listen host, or the gossip IP when listening on 0.0.0.0)")
 	join := fs.String("join", "", "gossip addresses of nodes to join, comma-separated")
 	expect := fs.Int("bootstrap-expect", 0, "bootstrap a new cluster once this many fresh nodes see each other (0: only join)")
 	shards := fs.Int("initial-shards", 64, "shards the hash space is split into at bootstrap")
@@ -216,7 +217,7 @@ func start(args []string) error {
 	cfg := node.ClusterConfig{
 		DataDir: *dataDir, NodeID: *nodeID,
 		RaftAddr: *raftAddr, ClientAddr: *clientAddr, GossipAddr: *gossipAddr, HTTPAddr: *httpAddr,
-		Join: splitList(*join), BootstrapExpect: *expect, InitialShards: *shards, Replication: *replication,
+		AdvertiseHost: *advertise, Join: splitList(*join), BootstrapExpect: *expect, InitialShards: *shards, Replication: *replication,
 	}
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
 		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {

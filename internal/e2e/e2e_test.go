@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -458,6 +459,17 @@ func TestCluster(t *testing.T) {
 	}
 	defer c4.Close()
 	checkKeys(ctx, t, c4, 11000)
+
+	// SIGTERM: the node hands its leaderships away, leaves, exits 0.
+	if err := ps[1].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := ps[1].waitExit(30 * time.Second); err != nil {
+		t.Fatalf("SIGTERM: exit %v\n%s", err, ps[1].output())
+	}
+	if out := ps[1].output(); !strings.Contains(out, "draining leaderships") || strings.Contains(out, "drain incomplete") {
+		t.Fatalf("SIGTERM: no complete drain:\n%s", out)
+	}
 }
 
 func checkKeys(ctx context.Context, t *testing.T, c *client.Client, n int) {

@@ -264,6 +264,12 @@ func (g *Gossip) receiveLeaders(b []byte) {
 		return
 	}
 	g.stats.leaderMessagesReceived.Add(1)
+	g.accept(us, true)
+}
+
+// accept takes updates from another node: the ones new to this node go to
+// OnLeaders and, with regossip, to the pending set for re-gossip.
+func (g *Gossip) accept(us []LeaderUpdate, regossip bool) {
 	var fresh, dup uint64
 	g.lmu.Lock()
 	for _, u := range us {
@@ -273,7 +279,7 @@ func (g *Gossip) receiveLeaders(b []byte) {
 		}
 		fresh++
 		g.seen[u.ShardID] = u
-		if p, ok := g.pending[u.ShardID]; !ok || u.Term >= p.Term {
+		if p, ok := g.pending[u.ShardID]; regossip && (!ok || u.Term >= p.Term) {
 			g.pending[u.ShardID] = u
 		}
 		if g.cfg.OnLeaders != nil {
@@ -284,9 +290,47 @@ func (g *Gossip) receiveLeaders(b []byte) {
 	g.stats.leaderUpdatesReceived.Add(fresh)
 	g.stats.leaderUpdatesDuplicate.Add(dup)
 	if fresh > 0 {
-		kick(g.flushKick)
+		if regossip {
+			kick(g.flushKick)
+		}
 		kick(g.deliverKick)
 	}
+}
+
+// Leaders returns the newest leader this node knows of each shard, from its
+// own updates and other nodes'.
+func (g *Gossip) Leaders() []LeaderUpdate {
+	g.lmu.Lock()
+	defer g.lmu.Unlock()
+	return slices.SortedFunc(maps.Values(g.seen), func(a, b LeaderUpdate) int {
+		return cmp.Compare(a.ShardID, b.ShardID)
+	})
+}
+
+// leaderState encodes every leader this node knows, for memberlist's
+// push/pull exchange: a node that joins, or was away while leaders changed,
+// learns them all at its next exchange (at once on join).
+func (g *Gossip) leaderState() []byte {
+	us := g.Leaders()
+	if len(us) == 0 {
+		return nil
+	}
+	msg, _ := packLeaders(us, 1<<30)
+	return msg
+}
+
+// mergeLeaderState takes another node's leaderState.
+func (g *Gossip) mergeLeaderState(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	us, err := decodeLeaders(nil, b)
+	if err != nil {
+		g.stats.leaderMessagesInvalid.Add(1)
+		g.log.Debug("gossip: dropping malformed push/pull state", "bytes", len(b), "err", err)
+		return
+	}
+	g.accept(us, false)
 }
 
 // deliverLoop calls OnLeaders with the updates received since its last

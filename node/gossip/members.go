@@ -66,11 +66,11 @@ func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return d.bq.GetBroadcasts(overhead, limit)
 }
 
-// LocalState: no push/pull state.
-func (d *delegate) LocalState(join bool) []byte { return nil }
+// LocalState: the leader table, for push/pull (see leaderState).
+func (d *delegate) LocalState(join bool) []byte { return (*Gossip)(d).leaderState() }
 
-// MergeRemoteState: no push/pull state.
-func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
+// MergeRemoteState takes another node's leader table.
+func (d *delegate) MergeRemoteState(buf []byte, join bool) { (*Gossip)(d).mergeLeaderState(buf) }
 
 // NotifyJoin: a node joined, or came back after being declared dead.
 func (d *delegate) NotifyJoin(n *memberlist.Node) { (*Gossip)(d).nodeAlive(n, "join") }

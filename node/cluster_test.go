@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flotilla-db/flotilla/node/gossip"
+)
+
+// startClusterNodes starts size gossip-discovered nodes in one process, the
+// first `expect` of them bootstrapping the cluster together, the rest
+// joining it.
+func startClusterNodes(t *testing.T, ctx context.Context, dir string, size, expect int) []*Node {
+	t.Helper()
+	nodes := make([]*Node, size)
+	errs := make([]error, size)
+	seed := freeAddr(t)
+	var wg sync.WaitGroup
+	for i := range size {
+		cfg := ClusterConfig{
+			DataDir: filepath.Join(dir, fmt.Sprint(i)), RaftAddr: "127.0.0.1:0", ClientAddr: "127.0.0.1:0",
+			GossipAddr: "127.0.0.1:0", InitialShards: 8, Replication: 3, BootstrapStable: 200 * time.Millisecond,
+			Join: []string{seed},
+		}
+		if i == 0 {
+			cfg.GossipAddr, cfg.Join = seed, nil
+		}
+		if i < expect {
+			cfg.BootstrapExpect = expect
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i], errs[i] = StartCluster(ctx, cfg)
+		}()
+		if i == expect-1 {
+			wg.Wait() // the joiners come after the cluster exists
+		}
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			if n != nil {
+				n.Close()
+			}
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	return nodes
+}
+
+// TestLeaderChangesReachEveryRouter: a leader change of a shard reaches,
+// by gossip, the router of a node that hosts no replica of it, and the
+// updates travel packed, many to a message.
+func TestLeaderChangesReachEveryRouter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 4, 3)
+	for _, n := range nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	joiner := nodes[3]
+	if st, _ := joiner.Engine.Statuses(ctx); len(st) != 1 {
+		t.Fatalf("the joiner hosts %d replicas, want only the meta shard's learner", len(st))
+	}
+	// Every shard's leader reaches the joiner's router.
+	waitFor(t, ctx, "the joiner's router knows every leader", func() error {
+		for _, rt := range joiner.Router.Routes() {
+			if rt.Leader == 0 {
+				return fmt.Errorf("shard %d: no leader known", rt.ShardID)
+			}
+		}
+		if len(joiner.Router.Routes()) != 8 {
+			return fmt.Errorf("%d routes", len(joiner.Router.Routes()))
+		}
+		return nil
+	})
+	// Move every leadership of node 0 away; the joiner sees each move.
+	moved := map[uint64]uint64{}
+	sts, err := nodes[0].Engine.Statuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		if st.Leader != nodes[0].NodeID() || st.ShardID == MetaShardID {
+			continue
+		}
+		target := st.Voters[0]
+		if target == nodes[0].NodeID() {
+			target = st.Voters[1]
+		}
+		if err := nodes[0].Engine.TransferLeader(ctx, st.ShardID, target); err != nil {
+			t.Fatal(err)
+		}
+		moved[st.ShardID] = target
+	}
+	if len(moved) == 0 {
+		t.Fatal("node 0 leads no shard")
+	}
+	waitFor(t, ctx, "the joiner's router follows the transfers", func() error {
+		for shard, leader := range moved {
+			rt, err := joiner.Router.Route(shard)
+			if err != nil {
+				return err
+			}
+			if rt.Leader != leader {
+				return fmt.Errorf("shard %d: leader %d, want %d", shard, rt.Leader, leader)
+			}
+		}
+		return nil
+	})
+	var sent, msgs uint64
+	for _, n := range nodes {
+		s := n.Gossip().Stats()
+		sent, msgs = sent+s.LeaderUpdatesSent, msgs+s.LeaderMessagesSent
+	}
+	t.Logf("%d leader updates gossiped in %d messages", sent, msgs)
+	if msgs == 0 || msgs >= sent {
+		t.Fatalf("%d leader updates in %d messages: not batched", sent, msgs)
+	}
+	// Status sees four live nodes; the joiner is registered.
+	resp, err := joiner.admin.Status(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var live []uint64
+	for _, ns := range resp.Nodes {
+		if ns.State == gossip.Alive.String() {
+			live = append(live, ns.Node.NodeId)
+		}
+	}
+	if len(live) != 4 || !slices.Contains(live, joiner.NodeID()) {
+		t.Fatalf("live nodes %v", live)
+	}
+}
+
+func waitFor(t *testing.T, ctx context.Context, what string, fn func() error) {
+	t.Helper()
+	tk := time.NewTicker(20 * time.Millisecond)
+	defer tk.Stop()
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, err)
+		case <-tk.C:
+		}
+	}
+}
