@@ -88,9 +88,10 @@ func (a *adminService) forwardTarget(ctx context.Context, shardID uint64, hops u
 		}
 	}
 	if leader == 0 {
-		if !local && shardID == MetaShardID {
-			// No replica of the meta shard here (a joining node): ask a
-			// live node that has one.
+		if shardID == MetaShardID {
+			// No replica of the meta shard here (a joining node), or one
+			// that knows no leader (a node that was away): ask another
+			// live node.
 			if addr := a.anyMetaHolder(); addr != "" {
 				return addr, nil
 			}
@@ -586,4 +587,73 @@ func (a *adminService) PrepareReplica(ctx context.Context, req *nodepb.PrepareRe
 		return nil, a.engineAdminError(err, shard)
 	}
 	return &nodepb.PrepareReplicaResponse{}, nil
+}
+
+// RemoveNode implements nodepb.AdminServer.
+func (a *adminService) RemoveNode(ctx context.Context, req *nodepb.RemoveNodeRequest) (*nodepb.RemoveNodeResponse, error) {
+	id := req.GetNodeId()
+	if id == 0 {
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: remove-node needs a node ID")
+	}
+	if a.n.cl == nil {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: this cluster has static membership")
+	}
+	resp, fw, err := forward[*nodepb.RemoveNodeRequest](ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.RemoveNodeResponse, error) {
+		return c.RemoveNode(ctx, &nodepb.RemoveNodeRequest{NodeId: id, Hops: req.GetHops() + 1})
+	})
+	if fw || err != nil {
+		return resp, err
+	}
+	m := meta{a.n.Engine}
+	var rec NodeRecord
+	if _, found, err := m.getJSON(ctx, nodeKey(id), true, &rec); err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	} else if !found {
+		return nil, adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, 0, "node %d is not a member of the cluster", id)
+	}
+	if rec.Removed {
+		return &nodepb.RemoveNodeResponse{}, nil
+	}
+	if mb, ok := a.n.cl.member(id, rec.Instance); ok && !mb.State.Gone() {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node %d is %s: stop it first", id, mb.State)
+	}
+	var ring RingRecord
+	if _, _, err := m.getJSON(ctx, metaKeyRing, true, &ring); err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	var held []uint64
+	for _, s := range ring.Shards {
+		if slices.Contains(s.Voters, id) || slices.Contains(s.Learners, id) {
+			held = append(held, s.ShardID)
+		}
+	}
+	if len(held) > 0 {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0,
+			"node %d still holds replicas of shards %v: move them first (add-replica elsewhere, remove-replica there)", id, held)
+	}
+	st, err := a.n.Engine.Status(ctx, MetaShardID)
+	if err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	if slices.Contains(st.Voters, id) && len(st.Voters) <= 3 {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, MetaShardID,
+			"node %d is one of the %d voters of the meta shard: add another voter first (add-replica meta NODE)", id, len(st.Voters))
+	}
+	if slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) {
+		if err := a.n.Engine.ChangeReplicas(ctx, MetaShardID, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
+			return nil, a.engineAdminError(err, MetaShardID)
+		}
+	}
+	err = update(ctx, m, nodeKey(id), func(r *NodeRecord, found bool) (bool, error) {
+		if !found || r.Removed {
+			return false, nil
+		}
+		r.Removed = true
+		return true, nil
+	})
+	if err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	a.n.cfg.Logger.Info("node removed from the cluster", "removed", id)
+	return &nodepb.RemoveNodeResponse{}, nil
 }

@@ -527,8 +527,14 @@ func (cs *clusterState) register(ctx context.Context) error {
 		}
 		if e := adminErrorOf(err); e != nil {
 			switch e.Reason {
-			case nodepb.Reason_REASON_DUPLICATE_NODE, nodepb.Reason_REASON_NODE_REMOVED, nodepb.Reason_REASON_WRONG_CLUSTER:
-				refused = err
+			case nodepb.Reason_REASON_DUPLICATE_NODE:
+				refused = fmt.Errorf("%w: %s", ErrDuplicateNodeID, e.Message)
+			case nodepb.Reason_REASON_NODE_REMOVED:
+				refused = fmt.Errorf("%w: %s", ErrNodeRemoved, e.Message)
+			case nodepb.Reason_REASON_WRONG_CLUSTER:
+				refused = fmt.Errorf("%w: %s", ErrWrongCluster, e.Message)
+			}
+			if refused != nil {
 				return nil
 			}
 		}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/node/gossip"
+	"github.com/flotilla-db/flotilla/node/nodepb"
 )
 
 // startClusterNodes starts size gossip-discovered nodes in one process, the
@@ -142,6 +144,33 @@ func TestLeaderChangesReachEveryRouter(t *testing.T) {
 	}
 	if len(live) != 4 || !slices.Contains(live, joiner.NodeID()) {
 		t.Fatalf("live nodes %v", live)
+	}
+
+	// A node removed from the cluster keeps its record, marked removed; its
+	// ID is refused for good.
+	if _, err := nodes[0].admin.RemoveNode(ctx, &nodepb.RemoveNodeRequest{NodeId: joiner.NodeID()}); err == nil {
+		t.Fatal("a live node was removed")
+	}
+	jdir, jid := joiner.cl.cfg.DataDir, joiner.NodeID()
+	joiner.Close()
+	nodes[3] = nil
+	waitFor(t, ctx, "the joiner gone and removed", func() error {
+		_, err := nodes[1].admin.RemoveNode(ctx, &nodepb.RemoveNodeRequest{NodeId: jid})
+		return err
+	})
+	_, err = StartCluster(ctx, ClusterConfig{DataDir: jdir, Join: []string{nodes[0].GossipAddr()}, GossipAddr: "127.0.0.1:0"})
+	if !errors.Is(err, ErrNodeRemoved) {
+		t.Fatalf("restart of a removed node: %v", err)
+	}
+	t.Logf("restart of a removed node: %v", err)
+	resp, err = nodes[2].admin.Status(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range resp.Nodes {
+		if ns.Node.NodeId == jid && ns.State != "removed" {
+			t.Fatalf("removed node's state %q", ns.State)
+		}
 	}
 }
 

@@ -197,6 +197,27 @@ func cmdTransferLeader(e *env, c *command, args []string) error {
 	})
 }
 
+func cmdRemoveNode(e *env, c *command, args []string) error {
+	pos, err := e.parse(c, e.flags(c), args, "NODE")
+	if err != nil {
+		return err
+	}
+	node, err := parseNode(pos[0])
+	if err != nil {
+		return usageErrorf(c.synopsis(), "%v", err)
+	}
+	ctx, cancel := e.context()
+	defer cancel()
+	if _, err := adminCall(ctx, e, false, func(ctx context.Context, a nodepb.AdminClient) (*nodepb.RemoveNodeResponse, error) {
+		return a.RemoveNode(ctx, &nodepb.RemoveNodeRequest{NodeId: node})
+	}); err != nil {
+		return changeError(err)
+	}
+	return e.emit(map[string]any{"removed": node}, func(w io.Writer) {
+		fmt.Fprintf(w, "node %s removed from the cluster; its ID will not be used again\n", nodeName(node))
+	})
+}
+
 func cmdAddReplica(e *env, c *command, args []string) error {
 	fs := e.flags(c)
 	learner := fs.Bool("learner", false, "stop at learner (do not promote to voter)")

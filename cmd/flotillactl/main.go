@@ -16,6 +16,8 @@
 //	                                            add a replica on NODE: a learner, promoted to voter
 //	                                            once caught up unless --learner is given
 //	flotillactl remove-replica SHARD NODE       remove NODE's replica of SHARD
+//	flotillactl remove-node NODE                remove a stopped node that holds no replica from
+//	                                            the cluster; its ID is never used again
 //
 // SHARD is a shard ID or "meta" (the meta shard, ID 9223372036854775808);
 // NODE is a node ID.
@@ -84,6 +86,7 @@ var commands = []*command{
 	{"transfer-leader", "SHARD NODE", "move a shard's leadership to one of its voters", cmdTransferLeader},
 	{"add-replica", "SHARD NODE [--learner]", "add a replica of a shard on a node", cmdAddReplica},
 	{"remove-replica", "SHARD NODE", "remove a node's replica of a shard", cmdRemoveReplica},
+	{"remove-node", "NODE", "remove a stopped node that holds no replica (its ID is never reused)", cmdRemoveNode},
 	{"put", "KEY VALUE", "set a key", cmdPut},
 	{"get", "KEY [--stale]", "read a key", cmdGet},
 	{"del", "KEY", "delete a key", cmdDel},

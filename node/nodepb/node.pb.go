@@ -1704,6 +1704,94 @@ func (x *Error) GetNotApplied() bool {
 	return false
 }
 
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_node_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *RemoveNodeRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
 type PrepareReplicaRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1713,7 +1801,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1813,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1826,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{22}
+	return file_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -1756,7 +1844,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1856,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1869,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{25}
 }
 
 type SetShardReplicasRequest struct {
@@ -1796,7 +1884,7 @@ type SetShardReplicasRequest struct {
 
 func (x *SetShardReplicasRequest) Reset() {
 	*x = SetShardReplicasRequest{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1808,7 +1896,7 @@ func (x *SetShardReplicasRequest) String() string {
 func (*SetShardReplicasRequest) ProtoMessage() {}
 
 func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1821,7 +1909,7 @@ func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardReplicasRequest.ProtoReflect.Descriptor instead.
 func (*SetShardReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetShardReplicasRequest) GetShardId() uint64 {
@@ -1860,7 +1948,7 @@ type SetShardReplicasResponse struct {
 
 func (x *SetShardReplicasResponse) Reset() {
 	*x = SetShardReplicasResponse{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1960,7 @@ func (x *SetShardReplicasResponse) String() string {
 func (*SetShardReplicasResponse) ProtoMessage() {}
 
 func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1973,7 @@ func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardReplicasResponse.ProtoReflect.Descriptor instead.
 func (*SetShardReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 type NodeRecord struct {
@@ -1902,7 +1990,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2002,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2015,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -1984,7 +2072,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2084,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2097,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -2042,7 +2130,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2142,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2155,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -2085,7 +2173,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2185,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2198,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 type NodeStatus struct {
@@ -2127,7 +2215,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2227,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2240,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -2195,7 +2283,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +2295,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +2308,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -2259,7 +2347,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2359,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2372,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 type Replica struct {
@@ -2299,7 +2387,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2399,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2412,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -2370,7 +2458,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2470,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2483,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -2493,7 +2581,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2593,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2606,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -2543,7 +2631,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +2643,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +2656,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 type LocalShardsResponse struct {
@@ -2581,7 +2669,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2681,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2694,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -2634,7 +2722,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2646,7 +2734,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2659,7 +2747,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -2692,7 +2780,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2792,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2805,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -2741,7 +2829,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +2841,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +2854,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -2813,7 +2901,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +2913,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +2926,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -2961,7 +3049,11 @@ const file_node_proto_rawDesc = "" +
 	"\x04size\x18\n" +
 	" \x01(\x04R\x04size\x12\x1f\n" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
-	"notApplied\"2\n" +
+	"notApplied\"@\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x14\n" +
+	"\x12RemoveNodeResponse\"2\n" +
 	"\x15PrepareReplicaRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\x18\n" +
 	"\x16PrepareReplicaResponse\"|\n" +
@@ -3078,7 +3170,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xdb\x05\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xb4\x06\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -3087,7 +3179,9 @@ const file_node_proto_rawDesc = "" +
 	"\x0eTransferLeader\x12'.flotilla.node.v1.TransferLeaderRequest\x1a(.flotilla.node.v1.TransferLeaderResponse\x12`\n" +
 	"\rChangeReplica\x12&.flotilla.node.v1.ChangeReplicaRequest\x1a'.flotilla.node.v1.ChangeReplicaResponse\x12i\n" +
 	"\x10SetShardReplicas\x12).flotilla.node.v1.SetShardReplicasRequest\x1a*.flotilla.node.v1.SetShardReplicasResponse\x12c\n" +
-	"\x0ePrepareReplica\x12'.flotilla.node.v1.PrepareReplicaRequest\x1a(.flotilla.node.v1.PrepareReplicaResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"\x0ePrepareReplica\x12'.flotilla.node.v1.PrepareReplicaRequest\x1a(.flotilla.node.v1.PrepareReplicaResponse\x12W\n" +
+	"\n" +
+	"RemoveNode\x12#.flotilla.node.v1.RemoveNodeRequest\x1a$.flotilla.node.v1.RemoveNodeResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -3102,7 +3196,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                      // 0: flotilla.node.v1.Reason
 	(ReplicaOp)(0),                   // 1: flotilla.node.v1.ReplicaOp
@@ -3128,26 +3222,28 @@ var file_node_proto_goTypes = []any{
 	(*PartitionRule)(nil),            // 21: flotilla.node.v1.PartitionRule
 	(*Limits)(nil),                   // 22: flotilla.node.v1.Limits
 	(*Error)(nil),                    // 23: flotilla.node.v1.Error
-	(*PrepareReplicaRequest)(nil),    // 24: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),   // 25: flotilla.node.v1.PrepareReplicaResponse
-	(*SetShardReplicasRequest)(nil),  // 26: flotilla.node.v1.SetShardReplicasRequest
-	(*SetShardReplicasResponse)(nil), // 27: flotilla.node.v1.SetShardReplicasResponse
-	(*NodeRecord)(nil),               // 28: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),              // 29: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),             // 30: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),            // 31: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),               // 32: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),           // 33: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),            // 34: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                  // 35: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),                // 36: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),           // 37: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),       // 38: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),      // 39: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),    // 40: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 41: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),     // 42: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),    // 43: flotilla.node.v1.ChangeReplicaResponse
+	(*RemoveNodeRequest)(nil),        // 24: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 25: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),    // 26: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),   // 27: flotilla.node.v1.PrepareReplicaResponse
+	(*SetShardReplicasRequest)(nil),  // 28: flotilla.node.v1.SetShardReplicasRequest
+	(*SetShardReplicasResponse)(nil), // 29: flotilla.node.v1.SetShardReplicasResponse
+	(*NodeRecord)(nil),               // 30: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),              // 31: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),             // 32: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),            // 33: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),               // 34: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),           // 35: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),            // 36: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                  // 37: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),                // 38: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),           // 39: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),       // 40: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),      // 41: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),    // 42: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 43: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),     // 44: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),    // 45: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
 	11, // 0: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
@@ -3167,14 +3263,14 @@ var file_node_proto_depIdxs = []int32{
 	21, // 14: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
 	22, // 15: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 16: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	28, // 17: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	28, // 18: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	32, // 19: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	35, // 20: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	36, // 21: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	36, // 22: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	30, // 17: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	30, // 18: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	34, // 19: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	37, // 20: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	38, // 21: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	38, // 22: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
 	1,  // 23: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	35, // 24: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	37, // 24: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
 	2,  // 25: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
 	4,  // 26: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
 	6,  // 27: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
@@ -3182,31 +3278,33 @@ var file_node_proto_depIdxs = []int32{
 	10, // 29: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
 	15, // 30: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
 	17, // 31: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	29, // 32: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	31, // 33: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	34, // 34: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	38, // 35: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	40, // 36: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	42, // 37: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	26, // 38: flotilla.node.v1.Admin.SetShardReplicas:input_type -> flotilla.node.v1.SetShardReplicasRequest
-	24, // 39: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	3,  // 40: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	5,  // 41: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	7,  // 42: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	9,  // 43: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	12, // 44: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	16, // 45: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	18, // 46: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	30, // 47: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	33, // 48: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	37, // 49: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	39, // 50: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	41, // 51: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	43, // 52: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	27, // 53: flotilla.node.v1.Admin.SetShardReplicas:output_type -> flotilla.node.v1.SetShardReplicasResponse
-	25, // 54: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	40, // [40:55] is the sub-list for method output_type
-	25, // [25:40] is the sub-list for method input_type
+	31, // 32: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	33, // 33: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	36, // 34: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	40, // 35: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	42, // 36: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	44, // 37: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	28, // 38: flotilla.node.v1.Admin.SetShardReplicas:input_type -> flotilla.node.v1.SetShardReplicasRequest
+	26, // 39: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	24, // 40: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	3,  // 41: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	5,  // 42: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	7,  // 43: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	9,  // 44: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	12, // 45: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	16, // 46: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	18, // 47: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	32, // 48: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	35, // 49: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	39, // 50: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	41, // 51: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	43, // 52: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	45, // 53: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	29, // 54: flotilla.node.v1.Admin.SetShardReplicas:output_type -> flotilla.node.v1.SetShardReplicasResponse
+	27, // 55: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	25, // 56: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	41, // [41:57] is the sub-list for method output_type
+	25, // [25:41] is the sub-list for method input_type
 	25, // [25:25] is the sub-list for extension type_name
 	25, // [25:25] is the sub-list for extension extendee
 	0,  // [0:25] is the sub-list for field type_name
@@ -3236,7 +3334,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

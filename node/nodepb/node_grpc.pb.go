@@ -400,6 +400,7 @@ const (
 	Admin_ChangeReplica_FullMethodName    = "/flotilla.node.v1.Admin/ChangeReplica"
 	Admin_SetShardReplicas_FullMethodName = "/flotilla.node.v1.Admin/SetShardReplicas"
 	Admin_PrepareReplica_FullMethodName   = "/flotilla.node.v1.Admin/PrepareReplica"
+	Admin_RemoveNode_FullMethodName       = "/flotilla.node.v1.Admin/RemoveNode"
 )
 
 // AdminClient is the client API for Admin service.
@@ -433,6 +434,10 @@ type AdminClient interface {
 	// was removed from it before: it clears the replica's tombstone (sent by
 	// the shard's leader before it adds the node back).
 	PrepareReplica(ctx context.Context, in *PrepareReplicaRequest, opts ...grpc.CallOption) (*PrepareReplicaResponse, error)
+	// RemoveNode removes a stopped node that holds no replica (but its meta
+	// shard learner) from the cluster: its record is kept, marked removed,
+	// so that its ID is never used again.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 }
 
 type adminClient struct {
@@ -523,6 +528,16 @@ func (c *adminClient) PrepareReplica(ctx context.Context, in *PrepareReplicaRequ
 	return out, nil
 }
 
+func (c *adminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -554,6 +569,10 @@ type AdminServer interface {
 	// was removed from it before: it clears the replica's tombstone (sent by
 	// the shard's leader before it adds the node back).
 	PrepareReplica(context.Context, *PrepareReplicaRequest) (*PrepareReplicaResponse, error)
+	// RemoveNode removes a stopped node that holds no replica (but its meta
+	// shard learner) from the cluster: its record is kept, marked removed,
+	// so that its ID is never used again.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -587,6 +606,9 @@ func (UnimplementedAdminServer) SetShardReplicas(context.Context, *SetShardRepli
 }
 func (UnimplementedAdminServer) PrepareReplica(context.Context, *PrepareReplicaRequest) (*PrepareReplicaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PrepareReplica not implemented")
+}
+func (UnimplementedAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -753,6 +775,24 @@ func _Admin_PrepareReplica_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -791,6 +831,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PrepareReplica",
 			Handler:    _Admin_PrepareReplica_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _Admin_RemoveNode_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
