@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/flotilla-db/flotilla/heartbeat"
@@ -201,6 +202,13 @@ func (w *worker) tickReplica(r *replica) {
 	} else {
 		r.idle = 0
 	}
+	if r.campaignIn > 0 {
+		if r.campaignIn--; r.campaignIn == 0 {
+			if lead, _ := r.g.Leader(); lead == 0 && !r.g.IsLeader() {
+				_ = r.g.RN.Campaign()
+			}
+		}
+	}
 	r.g.Tick()
 	w.markDirty(r)
 }
@@ -263,7 +271,59 @@ func (w *worker) leaderDown(node uint64) {
 		if lead, _ := r.g.Leader(); lead == node && !r.g.IsLeader() {
 			w.wake(r)
 			_ = r.g.RN.ForgetLeader()
+			if w.successor(r, node) == w.e.cfg.NodeID {
+				r.campaignIn = successorDelayTicks
+			}
 			w.markDirty(r)
 		}
 	}
+}
+
+// rejectedCampaign handles r's rejection of another voter's pre-vote. A
+// follower that knows no leader rejects a pre-vote because the candidate's
+// log is behind its own (a follower that knows one would only be counting
+// the leader's lease): the shard's best candidate is then this replica, and
+// it campaigns at the next tick, rather than leave the shard leaderless for
+// an election timeout while the stale candidate waits for votes it cannot
+// get (the successor of a dead leader may be the follower that received
+// fewer entries).
+func (w *worker) rejectedCampaign(r *replica) {
+	if lead, _ := r.g.Leader(); lead == 0 && !r.g.IsLeader() && r.campaignIn == 0 && r.g.RN.Status().RaftState == raft.StateFollower {
+		r.campaignIn = 1
+		w.wake(r)
+	}
+}
+
+// successorDelayTicks is how long the successor waits before it campaigns:
+// the other voters learn that the leader is down at about the same time, but
+// not at the same instant (a tick apart), and a voter that still counts the
+// leader's lease rejects the campaign, which would then wait for a whole
+// election timeout.
+const successorDelayTicks = 2
+
+// successor names the voter of r's shard that campaigns at once when the
+// shard's leader, node, is suspected down: the voters not suspected down,
+// sorted, picked by shard ID so that the new leaderships spread. Every
+// replica computes the same one; the others wait for their election timeout
+// as usual, so one campaign runs instead of a split vote, and the shard is
+// led again after about one round trip rather than one to two election
+// timeouts. (Safety is raft's: a campaign that cannot win, because the
+// successor is behind or the others still hear the leader, ends in the
+// ordinary election.) 0 while the configuration is joint.
+func (w *worker) successor(r *replica, node uint64) uint64 {
+	cs := r.log.ConfState()
+	if len(cs.VotersOutgoing) > 0 {
+		return 0
+	}
+	var live []uint64
+	for _, v := range cs.Voters {
+		if v != node && (v == w.e.cfg.NodeID || !w.e.live.isDown(v)) {
+			live = append(live, v)
+		}
+	}
+	if len(live) == 0 {
+		return 0
+	}
+	slices.Sort(live)
+	return live[r.shardID%uint64(len(live))]
 }

@@ -244,6 +244,9 @@ func (w *worker) send() {
 		r, rd := w.rds[i].r, &w.rds[i].rd
 		for j := range rd.Messages {
 			m := &rd.Messages[j]
+			if m.Type == raftpb.MsgPreVoteResp && m.Reject {
+				w.rejectedCampaign(r)
+			}
 			switch {
 			case m.Type == raftpb.MsgSnap:
 				w.sendSnapshot(r, *m)

@@ -110,6 +110,9 @@ type replica struct {
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
 	leading  bool // this replica leads (for Stats)
+	// campaignIn counts down the ticks until this replica, the successor of
+	// a leader suspected down, campaigns (0: none due).
+	campaignIn uint8
 }
 
 func newWorker(e *Engine, id int) *worker {

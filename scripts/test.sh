@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 go mod download
 go test -race -count=1 -timeout 20m ./...
 go test -race -count=1 -timeout 20m ./engine/ \
-  -run 'TestLinearizability|TestCrashSafety|TestThousandShards|TestRestartReappliesNothing|TestMembershipSnapshotTransfer|TestQuiescence|TestBasicPutGet' \
+  -run 'TestLinearizability|TestCrashSafety|TestThousandShards|TestRestartReappliesNothing|TestMembershipSnapshotTransfer|TestQuiescence|TestBasicPutGet|TestFailoverWithinElectionTimeout' \
   -args -grpc
 # The 100 MB snapshot's memory bound, measured without the race detector.
 go test -count=1 -timeout 10m ./engine/ -run TestBigSnapshotOverGRPC
