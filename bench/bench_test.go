@@ -6,8 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +22,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	flnode "github.com/flotilla-db/flotilla/node"
 	"go.uber.org/goleak"
 )
 
@@ -66,6 +71,12 @@ type runRecord struct {
 
 func newRecorder(o *options) *recorder {
 	r := &recorder{runs: map[string]*runRecord{}}
+	r.attach(o)
+	return r
+}
+
+// attach sets o's hooks to record the runs in r.
+func (r *recorder) attach(o *options) {
 	o.hooks.run = func(v variant, p point) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -86,13 +97,22 @@ func newRecorder(o *options) *recorder {
 	o.hooks.engine = func(c *engine.Config) {
 		c.StateMachine = &recordingKV{KV: engine.NewKV(), r: r}
 	}
-	return r
 }
 
 func (r *recorder) run(row Row) *runRecord {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.runs[row.Point.String()+" "+row.Variant]
+}
+
+// snapshot returns a copy of the record of row's run: the replicas of a
+// real cluster, which keeps running, may still be applying.
+func (r *recorder) snapshot(row Row) *runRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec := *r.runs[row.Point.String()+" "+row.Variant]
+	rec.applied = maps.Clone(rec.applied)
+	return &rec
 }
 
 // recordingKV is the key-value state machine that also records the stamp
@@ -107,7 +127,9 @@ func (k *recordingKV) Apply(s *engine.ApplyContext, cmd []byte) ([]byte, error) 
 		if n, w := binary.Uvarint(cmd[1:]); w > 0 && len(cmd) >= 1+w+int(n)+8 {
 			stamp := binary.BigEndian.Uint64(cmd[1+w+int(n):])
 			k.r.mu.Lock()
-			k.r.runs[k.r.cur].applied[stamp] = true
+			if rec := k.r.runs[k.r.cur]; rec != nil { // a real cluster may apply before the first run
+				rec.applied[stamp] = true
+			}
 			k.r.mu.Unlock()
 		}
 	}
@@ -442,10 +464,25 @@ func TestCLI(t *testing.T) {
 			t.Errorf("usage does not list %s:\n%s", s.Name, errOut.String())
 		}
 	}
-	for _, args := range [][]string{{"nope"}, {"write", "--transport", "carrier-pigeon"}, {"write", "--shards", "0"}, {"write", "extra"}} {
+	for _, args := range [][]string{{"nope"}, {"write", "--transport", "carrier-pigeon"}, {"write", "--shards", "0"}, {"write", "extra"},
+		{"write", "--rate", "-1"}, {"write", "--rate", "100", "--rate-of-peak", "0.5"}, {"router", "--rate", "100"},
+		{"failover", "--rate-of-peak", "0.5"}, {"write", "--endpoints", "127.0.0.1:1", "--variants", "batched"},
+		{"write", "--endpoints", "127.0.0.1:1,"}} {
 		if code := run(ctx, args, io.Discard, io.Discard); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
+	}
+	for _, sc := range []string{"idle", "scale", "failover"} {
+		errOut.Reset()
+		if code := run(ctx, []string{sc, "--endpoints", "127.0.0.1:1"}, io.Discard, &errOut); code != 2 ||
+			!strings.Contains(errOut.String(), "scenario "+sc+" needs the in-process cluster; --endpoints supports write and read") {
+			t.Errorf("%s --endpoints: exit %d, %q", sc, code, errOut.String())
+		}
+	}
+	errOut.Reset()
+	if run(ctx, nil, io.Discard, &errOut); !strings.Contains(errOut.String(), "-endpoints") ||
+		!strings.Contains(errOut.String(), "-rate-of-peak") || !strings.Contains(errOut.String(), "-rate float") {
+		t.Errorf("usage does not describe the new flags:\n%s", errOut.String())
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0)) // --gomaxprocs sets it for the process
 	dir := t.TempDir()
@@ -464,4 +501,311 @@ func TestCLI(t *testing.T) {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
+}
+
+// TestOpenLoad drives the open loop with a fake operation that takes a
+// little time and fails every fifth time: every operation due in the
+// window is started or missed, every one started is acknowledged or
+// failed, none starts before it is due, and latencies count from the due
+// time.
+func TestOpenLoad(t *testing.T) {
+	var mu sync.Mutex
+	acked, failed := 0, 0
+	boom := errors.New("boom")
+	const rate, clients, window = 400.0, 4, 300 * time.Millisecond
+	var early []string
+	tl := runLoad(context.Background(), loadSpec{
+		clients: clients, duration: window, rate: rate, grace: time.Second,
+		op: func(ctx context.Context, client int, seq uint64) (opKind, error) {
+			time.Sleep(500 * time.Microsecond)
+			if seq%5 == 4 {
+				return opWrite, boom
+			}
+			return opWrite, nil
+		},
+		done: func(client int, seq uint64, kind opKind, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+			} else {
+				acked++
+			}
+		},
+		timed: func(client int, seq uint64, due, began time.Time, lat time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			if began.Before(due) || lat < began.Sub(due)+500*time.Microsecond {
+				early = append(early, fmt.Sprintf("client %d seq %d: began %v after due, latency %v", client, seq, began.Sub(due), lat))
+			}
+		},
+	})
+	if tl.ops() != uint64(acked) || tl.failures() != uint64(failed) || tl.started != tl.ops()+tl.failures() {
+		t.Fatalf("tally %d acked %d failed of %d started; ops saw %d and %d", tl.ops(), tl.failures(), tl.started, acked, failed)
+	}
+	// The operations due at j/rate for j = 0, 1, ... before the window's end.
+	if want := uint64(math.Ceil(window.Seconds() * rate)); tl.scheduled() != want {
+		t.Errorf("%d operations scheduled (%d started, %d missed), want %d", tl.scheduled(), tl.started, tl.missed, want)
+	}
+	if tl.started == 0 || tl.failures() == 0 || uint64(len(tl.lat[opWrite])) != tl.ops() {
+		t.Errorf("%d started, %d failed, %d latencies for %d acknowledged", tl.started, tl.failures(), len(tl.lat[opWrite]), tl.ops())
+	}
+	if len(early) > 0 {
+		t.Errorf("latencies not counted from the due time:\n%s", strings.Join(early, "\n"))
+	}
+	if tl.late > tl.started {
+		t.Errorf("%d late of %d started", tl.late, tl.started)
+	}
+}
+
+// TestOpenLoadStall stalls one operation of client 0 on a channel: the
+// operations of client 0 due during the stall start late, once it ends,
+// and their latencies include the wait; client 1 keeps its schedule.
+func TestOpenLoadStall(t *testing.T) {
+	const stall = 150 * time.Millisecond
+	const stalledSeq = 3
+	stalled, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		<-stalled
+		time.Sleep(stall)
+		close(release)
+	}()
+	type op struct {
+		due, began time.Time
+		lat        time.Duration
+	}
+	var mu sync.Mutex
+	ops := map[uint64]op{} // of client 0, by seq
+	tl := runLoad(context.Background(), loadSpec{
+		clients: 2, duration: 400 * time.Millisecond, rate: 200, grace: time.Second, // each client every 10ms
+		op: func(ctx context.Context, client int, seq uint64) (opKind, error) {
+			if client == 0 && seq == stalledSeq {
+				close(stalled)
+				<-release
+			}
+			return opWrite, nil
+		},
+		timed: func(client int, seq uint64, due, began time.Time, lat time.Duration) {
+			if client == 0 {
+				mu.Lock()
+				ops[seq] = op{due, began, lat}
+				mu.Unlock()
+			}
+		},
+	})
+	if tl.started != tl.ops() || tl.failures() != 0 || tl.scheduled() != 80 {
+		t.Fatalf("%d started, %d acknowledged, %d failed, %d scheduled (want 80)", tl.started, tl.ops(), tl.failures(), tl.scheduled())
+	}
+	s := ops[stalledSeq]
+	if s.lat < stall {
+		t.Errorf("the stalled operation's latency %v < the stall %v", s.lat, stall)
+	}
+	end := s.due.Add(s.lat) // when the stall ended
+	late := 0
+	for seq := uint64(stalledSeq + 1); ; seq++ {
+		o, ok := ops[seq]
+		if !ok || !o.due.Before(end) {
+			break
+		}
+		// Due during the stall: started once it ended, latency from due;
+		// late unless due within lateAfter of its end.
+		if end.Sub(o.due) > lateAfter {
+			late++
+		}
+		if o.began.Before(end) || o.lat < end.Sub(o.due) {
+			t.Errorf("seq %d due %v before the stall's end: began %v before it, latency %v",
+				seq, end.Sub(o.due), end.Sub(o.began), o.lat)
+		}
+	}
+	if late < 10 || tl.late < uint64(late) || tl.lateBehind < uint64(late) || tl.lateBehind > tl.late {
+		t.Errorf("%d operations due during the %v stall, the tally counts %d late, %d behind", late, stall, tl.late, tl.lateBehind)
+	}
+	if ps := percentiles(tl.lat[opWrite], 1); ps[0] < stall {
+		t.Errorf("max latency %v < the stall %v", ps[0], stall)
+	}
+}
+
+// TestRateOfPeak runs every variant closed, then open at half its peak.
+func TestRateOfPeak(t *testing.T) {
+	o := shortOptions(t, "write", "--shards", "2", "--payload", "16", "--clients", "4", "--duration", "300ms", "--warmup", "0s",
+		"--rate-of-peak", "0.5")
+	rec := newRecorder(o)
+	rep, err := runScenario(testCtx(t), writeScenario, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 4 {
+		t.Fatalf("%d rows, want closed and open for each of 2 variants", len(rep.Rows))
+	}
+	for i := 0; i < len(rep.Rows); i += 2 {
+		closed, open := rep.Rows[i], rep.Rows[i+1]
+		for _, row := range []Row{closed, open} {
+			r := rec.run(row)
+			checkCounts(t, row, r)
+			checkApplied(t, row, r, row.Failed == 0)
+		}
+		peak := closed.Metrics["ops_per_s"]
+		if closed.Open != nil || closed.Point.Rate != 0 || open.Variant != closed.Variant || open.Open == nil {
+			t.Fatalf("rows %d, %d: %s %+v then %s %+v", i, i+1, closed.Variant, closed.Open, open.Variant, open.Open)
+		}
+		ol := open.Open
+		if open.Point.Rate != math.Round(peak/2) || ol.TargetRate != open.Point.Rate || ol.OfPeak != 0.5 || ol.PeakRate != peak {
+			t.Errorf("%s: open at %v/s (%+v), closed peak %v/s", open.Variant, open.Point.Rate, ol, peak)
+		}
+		if ol.Scheduled != open.Attempts+ol.Missed || ol.AchievedRate != open.Metrics["ops_per_s"] || ol.Late > open.Attempts {
+			t.Errorf("%s: open loop %+v, %d attempts", open.Variant, ol, open.Attempts)
+		}
+		if want := open.Metrics["p99_us"] / closed.Metrics["p99_us"]; ol.P99VsClosed != want {
+			t.Errorf("%s: p99 vs closed %v, want %v", open.Variant, ol.P99VsClosed, want)
+		}
+	}
+	var out bytes.Buffer
+	if err := writeTable(&out, writeScenario, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"p99 vs closed", "open 0.5x", "closed", "target/s", "late", "missed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if rep.Settings.RateOfPeak != 0.5 || rep.Settings.LateAfter <= 0 {
+		t.Errorf("settings %+v", rep.Settings)
+	}
+	checkJSON(t, rep)
+}
+
+// startNodes starts three nodes of package node on loopback with static
+// peers, as node/node_test.go does, each with a state machine that
+// records what it applies; it returns their client addresses.
+func startNodes(t *testing.T, ctx context.Context, shards int, r *recorder) []string {
+	t.Helper()
+	freeAddr := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		return l.Addr().String()
+	}
+	dir := t.TempDir()
+	var peers []flnode.Peer
+	for i := 1; i <= 3; i++ {
+		peers = append(peers, flnode.Peer{NodeID: uint64(i), RaftAddr: freeAddr(), ClientAddr: freeAddr()})
+	}
+	var addrs []string
+	for _, p := range peers {
+		n, err := flnode.Start(ctx, flnode.Config{
+			NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
+			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: shards,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Engine: func(c *engine.Config) {
+				c.TickInterval = 20 * time.Millisecond
+				c.StateMachine = &recordingKV{KV: engine.NewKV(), r: r}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		addrs = append(addrs, n.ClientAddr())
+	}
+	return addrs
+}
+
+// TestEndpoints runs write (closed) and read (open) against a cluster of
+// package node through the client.
+func TestEndpoints(t *testing.T) {
+	ctx := testCtx(t)
+	r := &recorder{runs: map[string]*runRecord{}}
+	addrs := startNodes(t, ctx, 4, r)
+	// Clients spread over the cluster's shards.
+	rc, err := dialRemote(ctx, addrs, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.shards) != 4 || rc.nodes != 3 || rc.replicas != 3 {
+		t.Errorf("cluster of %d shards, %d nodes, %d replicas", len(rc.shards), rc.nodes, rc.replicas)
+	}
+	ws, err := remoteWriters(&options{opTimeout: time.Second}, rc, 6, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range ws {
+		if s, err := rc.client.ShardOf(w.key); err != nil || s != rc.shards[i%4] {
+			t.Errorf("client %d: key %q of shard %d (%v), want %d", i, w.key, s, err, rc.shards[i%4])
+		}
+	}
+	rc.close()
+
+	// Write, closed: --shards does not apply (a note says so).
+	o := shortOptions(t, "write", "--endpoints", strings.Join(addrs[:2], ","), "--shards", "100", "--payload", "16",
+		"--clients", "6", "--duration", "1s", "--warmup", "200ms")
+	r.attach(o)
+	o.hooks.engine = nil // the nodes have their state machines
+	rep, err := runScenario(ctx, writeScenario, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rep.Rows))
+	}
+	row := rep.Rows[0]
+	rr := r.snapshot(row)
+	checkCounts(t, row, rr)
+	if row.Failed != 0 {
+		t.Errorf("%d writes failed: %v", row.Failed, row.Errors)
+	}
+	checkApplied(t, row, rr, row.Failed == 0)
+	if row.Variant != "cluster" || row.Point.Shards != 4 || row.Point.Clients != 6 || row.Open != nil || row.Baseline != "" {
+		t.Errorf("row %s %+v open %v baseline %q", row.Variant, row.Point, row.Open, row.Baseline)
+	}
+	if math.Round(row.Metrics["writes_per_s"]*row.Seconds) != float64(rr.kinds[opWrite]) || rr.kinds[opRead] != 0 {
+		t.Errorf("writes/s %v over %vs, %d writes acknowledged", row.Metrics["writes_per_s"], row.Seconds, rr.kinds[opWrite])
+	}
+	if _, ok := row.Metrics["fsyncs_per_op"]; ok || row.Metrics["client_cpu_us_per_op"] <= 0 {
+		t.Errorf("metrics %v: no fsyncs from a real cluster, the clients' CPU", row.Metrics)
+	}
+	st := rep.Settings
+	if !reflect.DeepEqual(st.Endpoints, addrs[:2]) || st.Nodes != 3 || st.Replicas != 3 || st.DataDir != "" {
+		t.Errorf("settings %+v", st)
+	}
+	var out bytes.Buffer
+	if err := writeTable(&out, writeScenario, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"cluster at " + strings.Join(addrs[:2], ","), "3 nodes, 3 replicas per shard",
+		"--shards does not apply with --endpoints: the cluster has 4 shards", " cluster "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "fsyncs/write") || strings.Contains(out.String(), " vs ") {
+		t.Errorf("table has columns a real cluster does not measure:\n%s", out.String())
+	}
+	checkJSON(t, rep)
+
+	// Read, open loop: 9 reads to 1 write, and reads only.
+	o = shortOptions(t, "read", "--endpoints", addrs[2], "--clients", "4", "--rate", "200", "--duration", "500ms", "--warmup", "0s")
+	r.attach(o)
+	o.hooks.engine = nil
+	if rep, err = runScenario(ctx, readScenario, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 2 {
+		t.Fatalf("%d rows, want 2", len(rep.Rows))
+	}
+	for _, row := range rep.Rows {
+		rr := r.snapshot(row)
+		checkCounts(t, row, rr)
+		checkApplied(t, row, rr, false) // the preload's writes are not measured
+		ol := row.Open
+		if row.Failed != 0 || ol == nil || ol.TargetRate != 200 || row.Point.Rate != 200 || ol.Scheduled != 100 ||
+			ol.Scheduled != row.Attempts+ol.Missed {
+			t.Errorf("%s: %d failed (%v), open loop %+v, %d attempts", row.Point.Mix, row.Failed, row.Errors, ol, row.Attempts)
+		}
+		if rr.kinds[opRead] == 0 || (row.Point.Mix == "9:1") != (rr.kinds[opWrite] > 0) {
+			t.Errorf("%s: %d reads, %d writes", row.Point.Mix, rr.kinds[opRead], rr.kinds[opWrite])
+		}
+	}
+	checkJSON(t, rep)
 }

@@ -29,13 +29,32 @@ const (
 // if it failed (then it is never counted as done).
 type opFunc func(ctx context.Context, client int, seq uint64) (opKind, error)
 
-// loadSpec is a closed load: clients goroutines, each running its next
-// operation as soon as the previous one returned, until the deadline. An
-// operation in flight at the deadline is waited for, never cancelled, so
-// that every operation started is either acknowledged or failed.
+// loadSpec is a load of clients goroutines until the deadline, closed or
+// open.
+//
+// Closed (rate 0): each client runs its next operation as soon as the
+// previous one returned; the latency of an operation is its own duration.
+//
+// Open (rate > 0): operations are due on a fixed schedule, rate per second
+// over all clients, spread evenly: the k-th operation of client i is due
+// (k*clients + i)/rate seconds after the start. A client runs one
+// operation at a time (so at most clients are in flight): it waits until
+// its next operation is due, or starts it at once if that time has passed
+// (its previous operation was slow). The latency counts from the due time,
+// so that the wait behind a slow operation counts (no coordinated
+// omission); an operation that starts more than lateAfter after its due
+// time is late. Operations due in the window that a client could not start
+// before its end are missed (never started, never counted as done).
+//
+// Either way an operation in flight at the deadline is waited for, never
+// cancelled, so that every operation started is either acknowledged or
+// failed.
 type loadSpec struct {
 	clients  int
 	duration time.Duration
+	// rate is the operations due per second over all clients (open load);
+	// 0 for a closed load.
+	rate float64
 	// grace bounds how long the operations in flight at the deadline may
 	// take: then their context ends. (An operation bounds its own retries:
 	// a context per operation would cost the allocations it measures.)
@@ -47,7 +66,15 @@ type loadSpec struct {
 	acked *atomic.Uint64
 	// done, if set, is called after every operation (tests record them).
 	done func(client int, seq uint64, kind opKind, err error)
+	// timed, if set, is called after every operation with when it was due
+	// (when it started, in a closed load), when it started, and the latency
+	// counted (tests check the schedule).
+	timed func(client int, seq uint64, due, began time.Time, lat time.Duration)
 }
+
+// lateAfter is how long after its due time an operation of an open load
+// may start without counting as late: timer wake-ups take some.
+const lateAfter = time.Millisecond
 
 // tally is what a load did.
 type tally struct {
@@ -58,6 +85,11 @@ type tally struct {
 	errs    map[string]uint64         // failures by message (at most maxErrs)
 	failAt  []time.Time               // when each failure happened
 	elapsed time.Duration             // start to the last operation's end
+	// Open loads only.
+	late       uint64        // operations started more than lateAfter after due
+	lateBehind uint64        // of them, those due while their client's previous operation was in flight
+	missed     uint64        // due in the window, not started before its end
+	maxLag     time.Duration // the largest delay of a start after its due time
 }
 
 const maxErrs = 8
@@ -65,9 +97,17 @@ const maxErrs = 8
 func (t *tally) ops() uint64      { return t.acked[opWrite] + t.acked[opRead] }
 func (t *tally) failures() uint64 { return t.failed[opWrite] + t.failed[opRead] }
 
+// scheduled returns the operations due in an open load's window: those
+// started and those missed.
+func (t *tally) scheduled() uint64 { return t.started + t.missed }
+
 // merge adds o to t.
 func (t *tally) merge(o *tally) {
 	t.started += o.started
+	t.late += o.late
+	t.lateBehind += o.lateBehind
+	t.missed += o.missed
+	t.maxLag = max(t.maxLag, o.maxLag)
 	for k := range numKinds {
 		t.acked[k] += o.acked[k]
 		t.failed[k] += o.failed[k]
@@ -130,31 +170,10 @@ func runLoad(ctx context.Context, spec loadSpec) *tally {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t := tallies[i]
-			for seq := spec.seqBase; ctx.Err() == nil && time.Now().Before(deadline); seq++ {
-				t.started++
-				t0 := time.Now()
-				kind, err := spec.op(ctx, i, seq)
-				d := time.Since(t0)
-				if spec.done != nil {
-					spec.done(i, seq, kind, err)
-				}
-				if err != nil {
-					t.failed[kind]++
-					t.failAt = append(t.failAt, time.Now())
-					if t.errs == nil {
-						t.errs = map[string]uint64{}
-					}
-					if _, ok := t.errs[err.Error()]; ok || len(t.errs) < maxErrs {
-						t.errs[err.Error()]++
-					}
-					continue
-				}
-				t.acked[kind]++
-				t.lat[kind] = append(t.lat[kind], d)
-				if spec.acked != nil {
-					spec.acked.Add(1)
-				}
+			if spec.rate > 0 {
+				spec.runOpen(ctx, i, start, deadline, tallies[i])
+			} else {
+				spec.runClosed(ctx, i, deadline, tallies[i])
 			}
 		}()
 	}
@@ -164,6 +183,86 @@ func runLoad(ctx context.Context, spec loadSpec) *tally {
 		total.merge(t)
 	}
 	return total
+}
+
+// runClosed runs client's operations back to back until the deadline.
+func (spec *loadSpec) runClosed(ctx context.Context, client int, deadline time.Time, t *tally) {
+	for seq := spec.seqBase; ctx.Err() == nil && time.Now().Before(deadline); seq++ {
+		t.started++
+		t0 := time.Now()
+		kind, err := spec.op(ctx, client, seq)
+		d := time.Since(t0)
+		spec.record(t, client, seq, kind, err, t0, t0, d)
+	}
+}
+
+// runOpen runs client's operations on its schedule (see loadSpec) until
+// the deadline.
+func (spec *loadSpec) runOpen(ctx context.Context, client int, start, deadline time.Time, t *tally) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	perSecond := float64(time.Second) / spec.rate
+	seq := spec.seqBase
+	var prevEnd time.Time // of the client's previous operation
+	for k := uint64(0); ; k++ {
+		due := start.Add(time.Duration(float64(k*uint64(spec.clients)+uint64(client)) * perSecond))
+		if !due.Before(deadline) {
+			return
+		}
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			t.missed++ // the window is over before it could start
+			continue
+		}
+		if wait := time.Until(due); wait > 0 {
+			timer.Reset(wait)
+			select {
+			case <-ctx.Done():
+				t.missed++
+				continue
+			case <-timer.C:
+			}
+		}
+		began := time.Now()
+		if lag := began.Sub(due); lag > lateAfter {
+			t.late++
+			if prevEnd.After(due) {
+				t.lateBehind++
+			}
+			t.maxLag = max(t.maxLag, lag)
+		}
+		t.started++
+		kind, err := spec.op(ctx, client, seq)
+		prevEnd = time.Now()
+		spec.record(t, client, seq, kind, err, due, began, prevEnd.Sub(due))
+		seq++
+	}
+}
+
+// record counts one finished operation in t.
+func (spec *loadSpec) record(t *tally, client int, seq uint64, kind opKind, err error, due, began time.Time, lat time.Duration) {
+	if spec.done != nil {
+		spec.done(client, seq, kind, err)
+	}
+	if spec.timed != nil {
+		spec.timed(client, seq, due, began, lat)
+	}
+	if err != nil {
+		t.failed[kind]++
+		t.failAt = append(t.failAt, time.Now())
+		if t.errs == nil {
+			t.errs = map[string]uint64{}
+		}
+		if _, ok := t.errs[err.Error()]; ok || len(t.errs) < maxErrs {
+			t.errs[err.Error()]++
+		}
+		return
+	}
+	t.acked[kind]++
+	t.lat[kind] = append(t.lat[kind], lat)
+	if spec.acked != nil {
+		spec.acked.Add(1)
+	}
 }
 
 // percentiles returns the p-quantiles (nearest rank) of lat, which it sorts;
@@ -350,6 +449,8 @@ func (o *options) clientsFor(shards int) int {
 		return o.clients
 	case o.clientsPerShard > 0:
 		return o.clientsPerShard * shards
+	case o.remote != nil:
+		return remoteClients
 	}
 	return max(64, shards)
 }

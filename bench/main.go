@@ -64,6 +64,44 @@
 // lookups/s, wall ns per lookup per goroutine, CPU ns and allocations per
 // lookup. No cluster.
 //
+// # Open loop (--rate, --rate-of-peak)
+//
+// write and read run a closed loop by default: each client starts its next
+// operation when the previous one returns. --rate N runs an open loop
+// instead: operations are due on a fixed schedule, N per second over all
+// clients spread evenly (client i's k-th operation is due (k*clients+i)/N
+// seconds after the start), each client runs one at a time (at most
+// --clients in flight), and the latency counts from the due time, so that
+// an operation waiting behind a slow one carries the wait (no coordinated
+// omission). If the system cannot keep up, the table shows it: writes/s
+// (ops/s) is the achieved rate, "late" counts the operations that started
+// more than 1ms after they were due, "missed" those due in the window that
+// could not start before its end. --rate-of-peak F runs each point and
+// variant closed first, then open at F x the closed run's ops/s (each on a
+// fresh in-process cluster), and shows both rows and the open run's p99
+// over the closed run's ("p99 vs closed"): e.g. --rate-of-peak 0.5 for the
+// target "p99 at most 20ms at half the peak rate". The JSON carries the
+// settings (rate_per_s, rate_of_peak, late_after_s) and, per open row,
+// open_loop: the target and achieved rates, the operations scheduled, late
+// and missed, the largest start delay and the p99 ratio.
+//
+// # A real cluster (--endpoints)
+//
+// --endpoints ADDR,... runs write and read against a running cluster
+// (flotilla start, flotilla demo) through the Go client (package client)
+// instead of the in-process cluster. The cluster's shards are used, however
+// many it has (the --shards sweep does not apply; the table's shards column
+// is the cluster's count); --clients defaults to 64, and client i writes
+// (and reads) one key of shard i mod shards, found with client.ShardOf.
+// Every operation is bounded by --op-timeout; the client's own retries
+// happen within it; an operation that fails is counted in "failed", never
+// as done. The engine variants (sync-each-shard, the idle variants) need to
+// configure the engine: against a real cluster the one variant is
+// "cluster", its own configuration, and idle, scale and failover refuse
+// --endpoints. The nodes' CPU, allocations and fsyncs are not measured; the
+// number of nodes and replicas comes from the Admin service (Status,
+// Shards) when it answers.
+//
 // Shards are spread evenly over the hash space; a shard's replicas are
 // --replicas consecutive nodes (all of them with the default 3 nodes). A
 // client sends to the leader it knows, follows NotLeader hints, and retries
@@ -79,7 +117,7 @@
 //	--replicas N         replicas per shard, at most --nodes (default 3); a shard's replicas are consecutive nodes
 //	--duration D         measured window of each run (default 5s)
 //	--warmup D           load before the window, not measured (default 500ms)
-//	--clients N          clients per run (write, read, failover: default max(64, shards); router: goroutines, default 4)
+//	--clients N          clients per run (write, read, failover: default max(64, shards), 64 with --endpoints; router: goroutines, default 4)
 //	--clients-per-shard K  clients = K x shards instead
 //	--shards LIST        shard counts to sweep, e.g. 1,64,1000 (default per scenario)
 //	--payload LIST       value sizes in bytes to sweep (write, read, failover)
@@ -97,6 +135,9 @@
 //	--settle D           idle, scale: wait after the leaders are elected (default 2s)
 //	--huge               idle: add 100,000 shards to the default sweep
 //	--quiet              no progress on stderr
+//	--endpoints LIST     write, read: client addresses (host:port,...) of a running cluster, loaded through the Go client
+//	--rate N             write, read: open loop, N operations per second over all clients (default 0: closed loop)
+//	--rate-of-peak F     write, read: each point closed, then open at F x its ops/s (e.g. 0.5); excludes --rate
 package main
 
 import (
@@ -105,10 +146,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,6 +183,11 @@ type options struct {
 	opTimeout       time.Duration
 	huge            bool
 	quiet           bool
+	endpoints       []string
+	rate            float64
+	rateOfPeak      float64
+	set             map[string]bool // the flags given
+	remote          *remoteCluster  // set by runScenario with --endpoints
 	hooks           hooks
 }
 
@@ -212,7 +260,11 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nflags:\n")
 	newFlagSet("SCENARIO", &options{}, w).PrintDefaults()
-	fmt.Fprintf(w, "\nexample: go run ./bench write --shards 1,64 --payload 16 --duration 3s --json write.json --chart write.png\n")
+	fmt.Fprintf(w, "\nexamples:\n")
+	fmt.Fprintf(w, "  go run ./bench write --shards 1,64 --payload 16 --duration 3s --json write.json --chart write.png\n")
+	fmt.Fprintf(w, "  go run ./bench write --shards 64 --payload 128 --rate-of-peak 0.5   # p99 at half the peak rate\n")
+	fmt.Fprintf(w, "  go run ./bench write --rate 5000 --shards 64 --payload 128           # open loop at 5,000 writes/s\n")
+	fmt.Fprintf(w, "  go run ./bench write --endpoints 127.0.0.1:7001,127.0.0.1:7002 --payload 128   # a running cluster\n")
 }
 
 func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
@@ -223,7 +275,7 @@ func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measured window of each run")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "load before the window, not measured")
 	fs.DurationVar(&o.settle, "settle", 2*time.Second, "idle, scale: wait after the leaders are elected")
-	fs.IntVar(&o.clients, "clients", 0, "clients per run (0: max(64, shards); router: goroutines, 0: 4)")
+	fs.IntVar(&o.clients, "clients", 0, "clients per run (0: max(64, shards), 64 with --endpoints; router: goroutines, 0: 4)")
 	fs.IntVar(&o.clientsPerShard, "clients-per-shard", 0, "clients = this x shards (when --clients is 0)")
 	fs.Func("shards", "shard counts to sweep, comma-separated (default per scenario)", intList(&o.shards))
 	fs.Func("payload", "value sizes in bytes to sweep, comma-separated (default per scenario)", intList(&o.payloads))
@@ -242,6 +294,16 @@ func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "how long an operation retries while its shard has no leader; also the grace for operations in flight at the end")
 	fs.BoolVar(&o.huge, "huge", false, "idle: add 100,000 shards to the default sweep")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
+	fs.Func("endpoints", "write, read: client addresses (host:port,...) of a running cluster to load through the Go client,"+
+		" instead of the in-process cluster", func(s string) error {
+		o.endpoints = nil
+		for _, f := range strings.Split(s, ",") {
+			o.endpoints = append(o.endpoints, strings.TrimSpace(f))
+		}
+		return checkEndpoints(o.endpoints)
+	})
+	fs.Float64Var(&o.rate, "rate", 0, "write, read: open loop at this many operations per second over all clients (0: closed loop)")
+	fs.Float64Var(&o.rateOfPeak, "rate-of-peak", 0, "write, read: run each point closed-loop, then open-loop at this fraction of its ops/s (e.g. 0.5)")
 	return fs
 }
 
@@ -268,7 +330,13 @@ func parseFlags(scenario string, args []string, out io.Writer) (*options, error)
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (flags go after the scenario)", fs.Args())
 	}
-	return o, o.validate()
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
+	err := o.validate()
+	if s := findScenario(scenario); s != nil {
+		err = errors.Join(err, o.checkScenario(s))
+	}
+	return o, err
 }
 
 func (o *options) validate() error {
@@ -286,10 +354,36 @@ func (o *options) validate() error {
 	check(o.transport == "mem" || o.transport == "grpc", "--transport %q: mem or grpc", o.transport)
 	check(o.gomaxprocs >= 0 && o.workers >= 0, "--gomaxprocs and --workers must not be negative")
 	check(o.tick > 0 && o.opTimeout > 0, "--tick and --op-timeout must be positive")
+	check(o.rate >= 0 && !math.IsInf(o.rate, 0), "--rate %v: want a number of operations per second, 0 for a closed loop", o.rate)
+	check(o.rateOfPeak >= 0 && !math.IsInf(o.rateOfPeak, 0), "--rate-of-peak %v: want a fraction of the peak, e.g. 0.5", o.rateOfPeak)
+	check(o.rate == 0 || o.rateOfPeak == 0, "--rate and --rate-of-peak exclude each other")
+	return errors.Join(errs...)
+}
+
+// checkScenario refuses the flags that s does not support.
+func (o *options) checkScenario(s *scenario) error {
+	var errs []error
+	switch {
+	case len(o.endpoints) == 0 || s.Endpoints:
+	case s.Timing == nil:
+		errs = append(errs, fmt.Errorf("scenario %s runs no cluster; --endpoints supports write and read", s.Name))
+	default:
+		errs = append(errs, fmt.Errorf("scenario %s needs the in-process cluster; --endpoints supports write and read", s.Name))
+	}
+	if (o.rate > 0 || o.rateOfPeak > 0) && !s.OpenLoop {
+		errs = append(errs, fmt.Errorf("scenario %s has no open-loop mode; --rate and --rate-of-peak support write and read", s.Name))
+	}
+	if len(o.endpoints) > 0 && len(o.variants) > 0 && !slices.Equal(o.variants, []string{clusterVariant.Name}) {
+		errs = append(errs, fmt.Errorf("--variants %s: with --endpoints the only variant is %q (%s); the engine variants need the in-process cluster",
+			strings.Join(o.variants, ","), clusterVariant.Name, clusterVariant.Desc))
+	}
 	return errors.Join(errs...)
 }
 
 func (o *options) shardList(def []int) []int {
+	if o.remote != nil { // the cluster's shards, whatever --shards says
+		return []int{len(o.remote.shards)}
+	}
 	if len(o.shards) > 0 {
 		return o.shards
 	}
@@ -312,13 +406,32 @@ func (o *options) clusterConfig(v variant, dir string) clusterConfig {
 
 // runScenario runs every point of s's sweep with every selected variant,
 // baseline first, and returns the report (with the rows of the runs done
-// so far if one fails).
+// so far if one fails). With --rate-of-peak, every (point, variant) runs
+// twice: closed, then open at the fraction of the closed run's ops/s.
 func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) {
+	if err := o.checkScenario(s); err != nil {
+		return nil, err
+	}
 	if o.gomaxprocs > 0 {
 		runtime.GOMAXPROCS(o.gomaxprocs)
 	}
 	start := time.Now()
 	variants, pending, err := s.selectVariants(o.variants)
+	var notes []string
+	if len(o.endpoints) > 0 {
+		variants, pending, err = []variant{clusterVariant}, nil, nil
+		rc, err := dialRemote(ctx, o.endpoints, o.opTimeout)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.close()
+		o.remote = rc
+		defer func() { o.remote = nil }()
+		notes = remoteNotes(o, rc)
+		if o.set["shards"] && !o.quiet {
+			fmt.Fprintf(os.Stderr, "bench: note: --shards does not apply with --endpoints: the cluster has %d shards\n", len(rc.shards))
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -326,9 +439,11 @@ func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) 
 	if err != nil {
 		return nil, err
 	}
-	root, cleanup, err := dataDir(o.dir, o.keep)
-	if err != nil {
-		return nil, err
+	root, cleanup := "", func() {}
+	if o.remote == nil {
+		if root, cleanup, err = dataDir(o.dir, o.keep); err != nil {
+			return nil, err
+		}
 	}
 	defer cleanup()
 	rep := &Report{
@@ -337,7 +452,17 @@ func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) 
 		Settings: Settings{
 			Nodes: o.nodes, Replicas: min(o.replicas, o.nodes), Transport: o.transport, Duration: o.duration.Seconds(),
 			TickInterval: o.tick.Seconds(), Workers: o.workers, OpTimeout: o.opTimeout.Seconds(), DataDir: root,
+			Rate: o.rate, RateOfPeak: o.rateOfPeak,
 		},
+		Notes: notes,
+	}
+	if o.remote != nil {
+		st := &rep.Settings
+		st.Endpoints, st.Nodes, st.Replicas = o.endpoints, o.remote.nodes, o.remote.replicas
+		st.Transport, st.TickInterval, st.Workers = "client", 0, 0
+	}
+	if o.rate > 0 || o.rateOfPeak > 0 {
+		rep.Settings.LateAfter = lateAfter.Seconds()
 	}
 	expect := o.duration // of one run, set-up not included
 	if s.Warmup {
@@ -348,40 +473,86 @@ func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) 
 		rep.Settings.Settle = o.settle.Seconds()
 		expect += o.settle
 	}
-	if len(s.Variants) > 1 {
+	if len(s.Variants) > 1 && o.remote == nil {
 		rep.Baseline = s.Variants[0].Name
 	}
 	for _, v := range pending {
 		rep.Pending = append(rep.Pending, PendingVariant{Name: v.Name, Desc: v.Desc, Reason: v.Pending})
 	}
-	prog := newProgress(o.quiet, len(points)*len(variants))
+	runs := len(points) * len(variants)
+	if o.rateOfPeak > 0 {
+		runs *= 2
+	}
+	prog := newProgress(o.quiet, runs)
 	defer prog.finish()
-	for i, p := range points {
-		for j, v := range variants {
-			n := i*len(variants) + j
-			dir := filepath.Join(root, fmt.Sprintf("run%03d", n))
-			prog.begin(fmt.Sprintf("%s %s %s", s.Name, p, v.Name), expect)
-			if o.hooks.run != nil {
-				o.hooks.run(v, p)
-			}
-			row, err := s.Run(ctx, o, v, p, dir)
-			prog.end()
-			if !o.keep {
-				os.RemoveAll(dir)
-			}
-			if err == nil && ctx.Err() != nil { // cut short: its numbers mean nothing
-				err = fmt.Errorf("interrupted: %w", ctx.Err())
-			}
-			if err != nil {
-				fillRatios(s, rep.Rows)
-				return rep, fmt.Errorf("%s %s %s: %w", s.Name, p, v.Name, err)
-			}
-			row.Scenario, row.Variant, row.Point = s.Name, v.Name, p
-			row.finite()
-			rep.Rows = append(rep.Rows, row)
+	n := 0
+	// runOne runs v at p and adds its row to the report; it returns the
+	// row's index.
+	runOne := func(v variant, p point) (int, error) {
+		dir := ""
+		if root != "" {
+			dir = filepath.Join(root, fmt.Sprintf("run%03d", n))
+		}
+		n++
+		prog.begin(fmt.Sprintf("%s %s %s", s.Name, p, v.Name), expect)
+		if o.hooks.run != nil {
+			o.hooks.run(v, p)
+		}
+		row, err := s.Run(ctx, o, v, p, dir)
+		prog.end()
+		if dir != "" && !o.keep {
+			os.RemoveAll(dir)
+		}
+		if err == nil && ctx.Err() != nil { // cut short: its numbers mean nothing
+			err = fmt.Errorf("interrupted: %w", ctx.Err())
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%s %s %s: %w", s.Name, p, v.Name, err)
+		}
+		row.Scenario, row.Variant, row.Point = s.Name, v.Name, p
+		row.finite()
+		rep.Rows = append(rep.Rows, row)
+		return len(rep.Rows) - 1, nil
+	}
+	finish := func() {
+		if rep.Baseline != "" {
+			fillRatios(s, rep.Rows)
 		}
 	}
-	fillRatios(s, rep.Rows)
+	for _, p := range points {
+		p.Rate = o.rate
+		for _, v := range variants {
+			closed, err := runOne(v, p)
+			if err != nil {
+				finish()
+				return rep, err
+			}
+			if o.rateOfPeak <= 0 {
+				continue
+			}
+			peak, p99 := rep.Rows[closed].Metrics["ops_per_s"], rep.Rows[closed].Metrics["p99_us"]
+			if peak <= 0 {
+				finish()
+				return rep, fmt.Errorf("%s %s %s: no operation acknowledged, no peak for --rate-of-peak", s.Name, p, v.Name)
+			}
+			op := p
+			op.Rate = max(1, math.Round(o.rateOfPeak*peak))
+			i, err := runOne(v, op)
+			if err != nil {
+				finish()
+				return rep, err
+			}
+			open := &rep.Rows[i]
+			if open.Open == nil {
+				open.Open = &OpenLoop{TargetRate: op.Rate}
+			}
+			open.Open.OfPeak, open.Open.PeakRate = o.rateOfPeak, peak
+			if p99 > 0 {
+				open.Open.P99VsClosed = open.Metrics["p99_us"] / p99
+			}
+		}
+	}
+	finish()
 	return rep, nil
 }
 

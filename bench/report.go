@@ -47,6 +47,17 @@ type Settings struct {
 	Workers      int     `json:"workers,omitempty"` // 0: GOMAXPROCS
 	OpTimeout    float64 `json:"op_timeout_s"`
 	DataDir      string  `json:"data_dir"`
+	// Endpoints: the run was against the real cluster at these addresses
+	// (--endpoints); Nodes and Replicas are then the cluster's (0 if its
+	// Admin service did not say) and Transport is "client".
+	Endpoints []string `json:"endpoints,omitempty"`
+	// Rate (--rate) is the operations due per second of the open loads;
+	// RateOfPeak (--rate-of-peak) the fraction of each closed load's ops/s
+	// its open load ran at; LateAfter the delay of a start that counts as
+	// late.
+	Rate       float64 `json:"rate_per_s,omitempty"`
+	RateOfPeak float64 `json:"rate_of_peak,omitempty"`
+	LateAfter  float64 `json:"late_after_s,omitempty"`
 }
 
 // PendingVariant is a variant the scenario lists but cannot run yet.
@@ -63,6 +74,7 @@ type Report struct {
 	Settings Settings         `json:"settings"`
 	Baseline string           `json:"baseline,omitempty"`
 	Pending  []PendingVariant `json:"pending_variants,omitempty"`
+	Notes    []string         `json:"notes,omitempty"` // of this invocation (--endpoints)
 	Rows     []Row            `json:"rows"`
 }
 
@@ -105,17 +117,43 @@ func shortCommit(c string) string {
 func writeTable(w io.Writer, s *scenario, rep *Report) error {
 	e, st := rep.Env, rep.Settings
 	fmt.Fprintf(w, "# %s: %s\n", s.Name, s.Summary)
+	remote := len(st.Endpoints) > 0
 	cl := fmt.Sprintf("%d nodes, %d replicas per shard, transport %s, ", st.Nodes, st.Replicas, st.Transport)
-	if s.Timing == nil {
+	switch {
+	case s.Timing == nil:
 		cl = "no cluster, "
+	case remote:
+		cl = fmt.Sprintf("cluster at %s (%s), ", strings.Join(st.Endpoints, ","), remoteShape(st))
 	}
 	fmt.Fprintf(w, "# %sGOMAXPROCS %d (NumCPU %d), %s, commit %s, %s/%s\n",
 		cl, e.GOMAXPROCS, e.NumCPU, e.GoVersion, or(shortCommit(e.Commit), "unknown"), e.GOOS, e.GOARCH)
-	if s.Timing != nil {
+	switch {
+	case s.Timing == nil:
+	case remote:
+		fmt.Fprintf(w, "# %s, through the Go client over gRPC, op timeout %v\n", s.Timing(st), secs(st.OpTimeout))
+	default:
 		fmt.Fprintf(w, "# %s, tick %v, stores on disk with fsync under %s\n", s.Timing(st), secs(st.TickInterval), st.DataDir)
 	}
 	for _, n := range s.Notes {
+		if !remote || !strings.Contains(n, "fsyncs") && !strings.HasPrefix(n, "cpu/") {
+			fmt.Fprintf(w, "# %s\n", n)
+		}
+	}
+	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "# %s\n", n)
+	}
+	open := slices.ContainsFunc(rep.Rows, func(r Row) bool { return r.Open != nil })
+	if open {
+		switch {
+		case st.RateOfPeak > 0:
+			fmt.Fprintf(w, "# each point runs closed-loop, then open-loop at %.3g x the closed loop's ops/s (--rate-of-peak)\n", st.RateOfPeak)
+		case st.Rate > 0:
+			fmt.Fprintf(w, "# open loop at %s ops/s (--rate)\n", fmtCount(st.Rate))
+		}
+		fmt.Fprintf(w, "# open loop: operations due on a fixed schedule (target/s over all clients, spread evenly), one in flight per"+
+			" client; latencies count from the due time (waiting included); late: started over %v after due (the JSON's"+
+			" late_behind: of them, due while the client's previous operation was in flight; the others, the load generator"+
+			" woke up late); missed: due in the window, not started before its end\n", secs(st.LateAfter))
 	}
 	for _, p := range rep.Pending {
 		fmt.Fprintf(w, "# variant %s (%s): pending: %s\n", p.Name, p.Desc, p.Reason)
@@ -123,14 +161,26 @@ func writeTable(w io.Writer, s *scenario, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	var head []string
 	head = append(head, s.Params...)
+	if open {
+		head = append(head, "load")
+	}
 	head = append(head, "variant")
 	for _, c := range s.Columns {
+		if remote && !slices.ContainsFunc(rep.Rows, func(r Row) bool { _, ok := r.Metrics[c.Key]; return ok }) {
+			continue // not measured against a real cluster
+		}
 		head = append(head, c.Header)
 	}
-	ratios := len(s.Variants) > 1 && len(s.Ratios) > 0
+	if open {
+		head = append(head, "target/s", "late", "missed")
+		if st.RateOfPeak > 0 {
+			head = append(head, "p99 vs closed")
+		}
+	}
+	ratios := rep.Baseline != "" && len(s.Ratios) > 0
 	if ratios {
 		for _, m := range s.Ratios {
-			head = append(head, header(s, m)+" vs "+s.Variants[0].Name)
+			head = append(head, header(s, m)+" vs "+rep.Baseline)
 		}
 	}
 	load := slices.ContainsFunc(rep.Rows, func(r Row) bool { return r.Attempts > 0 })
@@ -143,10 +193,29 @@ func writeTable(w io.Writer, s *scenario, rep *Report) error {
 		for _, p := range s.Params {
 			cells = append(cells, paramCell(r.Point, p))
 		}
+		if open {
+			cells = append(cells, loadCell(r))
+		}
 		cells = append(cells, r.Variant)
 		for _, c := range s.Columns {
+			if remote && !slices.ContainsFunc(rep.Rows, func(r Row) bool { _, ok := r.Metrics[c.Key]; return ok }) {
+				continue
+			}
 			v, ok := r.Metrics[c.Key]
 			cells = append(cells, cell(ok, v, c.Format))
+		}
+		if open {
+			if o := r.Open; o != nil {
+				cells = append(cells, fmtCount(o.TargetRate), fmt.Sprint(o.Late), fmt.Sprint(o.Missed))
+				if st.RateOfPeak > 0 {
+					cells = append(cells, cell(o.P99VsClosed > 0, o.P99VsClosed, fmtRatio))
+				}
+			} else {
+				cells = append(cells, "-", "-", "-")
+				if st.RateOfPeak > 0 {
+					cells = append(cells, "-")
+				}
+			}
 		}
 		if ratios {
 			for _, m := range s.Ratios {
@@ -168,6 +237,18 @@ func writeTable(w io.Writer, s *scenario, rep *Report) error {
 		}
 	}
 	return nil
+}
+
+// loadCell says whether r's load was closed or open (and at which share
+// of the peak).
+func loadCell(r Row) string {
+	switch {
+	case r.Open == nil:
+		return "closed"
+	case r.Open.OfPeak > 0:
+		return fmt.Sprintf("open %.3gx", r.Open.OfPeak)
+	}
+	return "open"
 }
 
 func cell(ok bool, v float64, f func(float64) string) string {
@@ -253,6 +334,9 @@ func writeChart(path string, s *scenario, rep *Report) error {
 		}
 		if r.Point.Mix != "" {
 			name += " " + r.Point.Mix
+		}
+		if r.Open != nil {
+			name += " " + loadCell(r)
 		}
 		if _, ok := series[name]; !ok {
 			names = append(names, name)

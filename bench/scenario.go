@@ -31,6 +31,9 @@ type point struct {
 	Payload int    `json:"payload_bytes,omitempty"`
 	Clients int    `json:"clients,omitempty"`
 	Mix     string `json:"mix,omitempty"` // read: "read" or "9:1"
+	// Rate is the operations due per second of an open load (--rate,
+	// --rate-of-peak), over all clients; 0 for a closed load.
+	Rate float64 `json:"rate_per_s,omitempty"`
 }
 
 func (p point) String() string {
@@ -43,6 +46,9 @@ func (p point) String() string {
 	}
 	if p.Mix != "" {
 		parts = append(parts, "mix="+p.Mix)
+	}
+	if p.Rate > 0 {
+		parts = append(parts, fmt.Sprintf("rate=%s/s", fmtCount(p.Rate)))
 	}
 	return strings.Join(parts, " ")
 }
@@ -73,8 +79,12 @@ type scenario struct {
 	Timing func(st Settings) string
 	// Warmup and Settle say whether a run uses --warmup and --settle.
 	Warmup, Settle bool
-	Points         func(o *options) ([]point, error)
-	Run            func(ctx context.Context, o *options, v variant, p point, dir string) (Row, error)
+	// Endpoints says that the scenario runs against a real cluster with
+	// --endpoints (Run then finds o.remote set); OpenLoop that it runs
+	// open loads with --rate and --rate-of-peak (Run then finds p.Rate).
+	Endpoints, OpenLoop bool
+	Points              func(o *options) ([]point, error)
+	Run                 func(ctx context.Context, o *options, v variant, p point, dir string) (Row, error)
 }
 
 // Row is the result of one (point, variant) run.
@@ -93,6 +103,35 @@ type Row struct {
 	Attempts uint64   `json:"attempts"`
 	Seconds  float64  `json:"seconds"` // the measured window
 	Errors   []string `json:"errors,omitempty"`
+	// Open is set for an open load (Point.Rate > 0).
+	Open *OpenLoop `json:"open_loop,omitempty"`
+}
+
+// OpenLoop is what an open load was asked to do and what it did.
+type OpenLoop struct {
+	// TargetRate is the operations due per second over all clients
+	// (Point.Rate); with --rate-of-peak it is OfPeak x PeakRate, the ops/s
+	// of the closed load of the same variant and point run just before.
+	TargetRate float64 `json:"target_rate_per_s"`
+	OfPeak     float64 `json:"of_peak,omitempty"`
+	PeakRate   float64 `json:"peak_rate_per_s,omitempty"`
+	// AchievedRate is the acknowledged operations per second (ops/s).
+	AchievedRate float64 `json:"achieved_rate_per_s"`
+	// Scheduled are the operations due in the window: Attempts (started)
+	// plus Missed (due, but not started before the window's end); Late
+	// started more than LateAfter after they were due, LateBehind of them
+	// because their client's previous operation was still in flight (the
+	// others: the load generator woke up late, e.g. short of CPU); MaxLag
+	// is the largest delay of a start.
+	Scheduled  uint64  `json:"scheduled"`
+	Late       uint64  `json:"late"`
+	LateBehind uint64  `json:"late_behind"`
+	Missed     uint64  `json:"missed"`
+	LateAfter  float64 `json:"late_after_s"`
+	MaxLag     float64 `json:"max_start_lag_s"`
+	// P99VsClosed is the p99 latency (every kind) of this load over the
+	// closed load's (--rate-of-peak only).
+	P99VsClosed float64 `json:"p99_vs_closed,omitempty"`
 }
 
 var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, routerScenario}

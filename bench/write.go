@@ -29,9 +29,11 @@ var writeScenario = &scenario{
 		{"allocs_per_op", "allocs/write", fmtFloat},
 		{"fsyncs_per_op", "fsyncs/write", fmtFloat},
 	},
-	Ratios: []string{"writes_per_s", "fsyncs_per_op"},
-	Timing: loadTiming,
-	Warmup: true,
+	Ratios:    []string{"writes_per_s", "fsyncs_per_op"},
+	Timing:    loadTiming,
+	Warmup:    true,
+	Endpoints: true,
+	OpenLoop:  true,
 	Notes: []string{
 		"cpu/write and allocs/write: the whole process (every node and the clients) divided by acknowledged writes",
 		"fsyncs/write: synced batch commits of all nodes (engine Stats().Syncs) divided by acknowledged writes",
@@ -65,10 +67,12 @@ var readScenario = &scenario{
 		{"allocs_per_op", "allocs/op", fmtFloat},
 		{"fsyncs_per_op", "fsyncs/op", fmtFloat},
 	},
-	Ratios: []string{"ops_per_s"},
-	Timing: loadTiming,
-	Warmup: true,
-	Notes:  []string{"cpu/op and allocs/op: the whole process divided by acknowledged operations"},
+	Ratios:    []string{"ops_per_s"},
+	Timing:    loadTiming,
+	Warmup:    true,
+	Endpoints: true,
+	OpenLoop:  true,
+	Notes:     []string{"cpu/op and allocs/op: the whole process divided by acknowledged operations"},
 	Points: func(o *options) ([]point, error) {
 		var ps []point
 		for _, s := range o.shardList([]int{1, 64, 1000}) {
@@ -117,23 +121,39 @@ func writers(ctx context.Context, o *options, c *cluster, descs []storage.Descri
 	return ws
 }
 
-// measureLoad runs spec's warm-up (if o.warmup) and then spec measured:
-// the row has the counts, the rates and latencies of every kind, and the
-// process's CPU, allocations and the cluster's fsyncs per operation.
-func measureLoad(ctx context.Context, o *options, c *cluster, spec loadSpec) Row {
+// measureLoad runs spec's warm-up (if o.warmup, the same load: closed, or
+// open at the same rate) and then spec measured: the row has the counts,
+// the rates and latencies of every kind, the process's CPU and allocations
+// per operation, the fsyncs per operation if syncs (a cluster's counter)
+// is set, and for an open load what it was asked and did.
+func measureLoad(ctx context.Context, o *options, syncs func() uint64, spec loadSpec) Row {
 	if o.warmup > 0 {
 		w := spec
-		w.duration, w.seqBase, w.done, w.acked = o.warmup, 1<<31, nil, nil
+		w.duration, w.seqBase, w.done, w.timed, w.acked = o.warmup, 1<<31, nil, nil, nil
 		runLoad(ctx, w)
 	}
 	spec.duration = o.duration
-	syncs0 := c.syncs()
+	var syncs0, syncs1 uint64
+	if syncs != nil {
+		syncs0 = syncs()
+	}
 	u0 := readUsage()
 	t := runLoad(ctx, spec)
 	u1 := readUsage()
-	syncs1 := c.syncs()
+	if syncs != nil {
+		syncs1 = syncs()
+	}
 	r := loadRow(t, u0, u1)
-	r.Metrics["fsyncs_per_op"] = perOp(float64(syncs1-syncs0), r.Ops)
+	if syncs != nil {
+		r.Metrics["fsyncs_per_op"] = perOp(float64(syncs1-syncs0), r.Ops)
+	}
+	if spec.rate > 0 {
+		r.Open = &OpenLoop{
+			TargetRate: spec.rate, AchievedRate: r.Metrics["ops_per_s"],
+			Scheduled: t.scheduled(), Late: t.late, LateBehind: t.lateBehind, Missed: t.missed,
+			LateAfter: lateAfter.Seconds(), MaxLag: t.maxLag.Seconds(),
+		}
+	}
 	return r
 }
 
@@ -159,6 +179,9 @@ func loadRow(t *tally, u0, u1 usage) Row {
 }
 
 func runWrite(ctx context.Context, o *options, v variant, p point, dir string) (Row, error) {
+	if o.remote != nil {
+		return runRemote(ctx, o, p)
+	}
 	c, descs, err := startCluster(ctx, o, v, dir, p.Shards)
 	if err != nil {
 		return Row{}, err
@@ -166,15 +189,18 @@ func runWrite(ctx context.Context, o *options, v variant, p point, dir string) (
 	defer c.close()
 	ws := writers(ctx, o, c, descs, p.Clients, p.Payload)
 	spec := loadSpec{
-		clients: len(ws), grace: o.opTimeout, done: o.hooks.done,
+		clients: len(ws), rate: p.Rate, grace: o.opTimeout, done: o.hooks.done,
 		op: func(ctx context.Context, client int, seq uint64) (opKind, error) {
 			return opWrite, ws[client].write(ctx, client, seq)
 		},
 	}
-	return measureLoad(ctx, o, c, spec), nil
+	return measureLoad(ctx, o, c.syncs, spec), nil
 }
 
 func runRead(ctx context.Context, o *options, v variant, p point, dir string) (Row, error) {
+	if o.remote != nil {
+		return runRemote(ctx, o, p)
+	}
 	c, descs, err := startCluster(ctx, o, v, dir, p.Shards)
 	if err != nil {
 		return Row{}, err
@@ -199,7 +225,7 @@ func runRead(ctx context.Context, o *options, v variant, p point, dir string) (R
 		writeEvery = 10
 	}
 	spec := loadSpec{
-		clients: len(ws), grace: o.opTimeout, done: o.hooks.done,
+		clients: len(ws), rate: p.Rate, grace: o.opTimeout, done: o.hooks.done,
 		op: func(ctx context.Context, client int, seq uint64) (opKind, error) {
 			// Clients are offset so that writes are spread over time.
 			if writeEvery > 0 && (seq+uint64(client))%writeEvery == 0 {
@@ -208,5 +234,5 @@ func runRead(ctx context.Context, o *options, v variant, p point, dir string) (R
 			return opRead, ws[client].read(ctx)
 		},
 	}
-	return measureLoad(ctx, o, c, spec), nil
+	return measureLoad(ctx, o, c.syncs, spec), nil
 }
