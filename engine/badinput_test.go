@@ -54,6 +54,12 @@ func TestBadInput(t *testing.T) {
 		{"overlapping shard", func() error {
 			return e.CreateShard(ctx, engine.ShardSpec{Desc: storage.Descriptor{ShardID: 50, Start: 5, Last: 10}, Voters: []uint64{leader}})
 		}, engine.ErrRangeOverlap},
+		{"shard overlapping the next one", func() error {
+			return e.CreateShard(ctx, engine.ShardSpec{Desc: storage.Descriptor{ShardID: 51, Start: descs[0].Last - 5, Last: descs[1].Start + 5}, Voters: []uint64{leader}})
+		}, engine.ErrRangeOverlap},
+		{"shard covering both", func() error {
+			return e.CreateShard(ctx, engine.ShardSpec{Desc: storage.Descriptor{ShardID: 52, Start: 0, Last: ^uint64(0)}, Voters: []uint64{leader}})
+		}, engine.ErrRangeOverlap},
 		{"existing shard", func() error {
 			return e.CreateShard(ctx, engine.ShardSpec{Desc: descs[0], Voters: c.IDs()})
 		}, engine.ErrShardExists},

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -52,10 +54,15 @@ type Engine struct {
 	}
 	// ranges guards the hash ranges of the initialized shards on this node,
 	// so that no two overlap.
-	ranges struct {
-		sync.Mutex
-		byShard map[uint64]storage.Descriptor
-	}
+	ranges shardRanges
+}
+
+// shardRanges are the ranges of a node's shards, by shard and (user shards)
+// sorted by start.
+type shardRanges struct {
+	sync.Mutex
+	byShard map[uint64]storage.Descriptor
+	sorted  []storage.Descriptor
 }
 
 type engineStats struct {
@@ -356,15 +363,29 @@ func contains(ids []uint64, id uint64) bool {
 }
 
 // claimRange records desc as this node's, failing if it overlaps another
-// shard's range.
+// shard's range. The user shards' ranges are kept sorted by start too, so
+// that the check looks at the two neighbours only: reopening a node with
+// 100,000 shards must not compare every pair.
 func (e *Engine) claimRange(desc storage.Descriptor) error {
 	e.ranges.Lock()
 	defer e.ranges.Unlock()
-	for id, d := range e.ranges.byShard {
-		if id != desc.ShardID && d.Overlaps(desc) {
-			return fmt.Errorf("%w: shard %d [%016x, %016x] and shard %d [%016x, %016x]",
-				ErrRangeOverlap, desc.ShardID, desc.Start, desc.Last, id, d.Start, d.Last)
+	if old, ok := e.ranges.byShard[desc.ShardID]; ok {
+		e.ranges.removeSortedLocked(old)
+	}
+	if !storage.IsSystemShard(desc.ShardID) {
+		sorted := e.ranges.sorted
+		i, _ := slices.BinarySearchFunc(sorted, desc.Start, func(d storage.Descriptor, start uint64) int { return cmp.Compare(d.Start, start) })
+		for _, j := range []int{i - 1, i} {
+			if j >= 0 && j < len(sorted) && sorted[j].Overlaps(desc) {
+				d := sorted[j]
+				if old, ok := e.ranges.byShard[desc.ShardID]; ok {
+					e.ranges.insertSortedLocked(old) // put back what was removed
+				}
+				return fmt.Errorf("%w: shard %d [%016x, %016x] and shard %d [%016x, %016x]",
+					ErrRangeOverlap, desc.ShardID, desc.Start, desc.Last, d.ShardID, d.Start, d.Last)
+			}
 		}
+		e.ranges.sorted = slices.Insert(sorted, i, desc)
 	}
 	e.ranges.byShard[desc.ShardID] = desc
 	return nil
@@ -372,8 +393,31 @@ func (e *Engine) claimRange(desc storage.Descriptor) error {
 
 func (e *Engine) releaseRange(shardID uint64) {
 	e.ranges.Lock()
-	delete(e.ranges.byShard, shardID)
+	if old, ok := e.ranges.byShard[shardID]; ok {
+		e.ranges.removeSortedLocked(old)
+		delete(e.ranges.byShard, shardID)
+	}
 	e.ranges.Unlock()
+}
+
+// removeSortedLocked drops d from the sorted ranges.
+func (r *shardRanges) removeSortedLocked(d storage.Descriptor) {
+	if storage.IsSystemShard(d.ShardID) {
+		return
+	}
+	i, found := slices.BinarySearchFunc(r.sorted, d.Start, func(x storage.Descriptor, start uint64) int { return cmp.Compare(x.Start, start) })
+	if found && r.sorted[i].ShardID == d.ShardID {
+		r.sorted = slices.Delete(r.sorted, i, i+1)
+	}
+}
+
+// insertSortedLocked puts d back into the sorted ranges.
+func (r *shardRanges) insertSortedLocked(d storage.Descriptor) {
+	if storage.IsSystemShard(d.ShardID) {
+		return
+	}
+	i, _ := slices.BinarySearchFunc(r.sorted, d.Start, func(x storage.Descriptor, start uint64) int { return cmp.Compare(x.Start, start) })
+	r.sorted = slices.Insert(r.sorted, i, d)
 }
 
 // RecreateShard clears the tombstone of a removed replica so that the shard
