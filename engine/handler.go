@@ -16,7 +16,12 @@ func (e *Engine) HandleBatch(b *Batch) {
 		}
 		return
 	}
-	if e.live.heardFrom(b.From) {
+	wasDown, stale := e.live.heardFrom(b.From)
+	if stale {
+		e.cfg.Logger.Debug("dropped a frame of a node just suspected down", "from", b.From)
+		return
+	}
+	if wasDown {
 		e.cfg.Logger.Debug("peer is back", "node", b.From)
 		for _, w := range e.workers {
 			w.enqueueFn(func() { w.wakeFollowedBy(b.From) })

@@ -46,12 +46,18 @@ type liveness struct {
 	mu    sync.Mutex
 	now   uint64            // ticks since start
 	heard map[uint64]uint64 // peer -> tick last heard
-	down  map[uint64]bool   // peers suspected down
+	down  map[uint64]uint64 // peers suspected down -> tick suspected
 }
+
+// staleTicks is how long after a peer is suspected down its frames are
+// dropped: they were sent before it went away (still in flight, or queued
+// behind its last writes), and would make its followers take it for their
+// leader again just after they forgot it.
+const staleTicks = 2
 
 func (l *liveness) init() {
 	l.heard = make(map[uint64]uint64)
-	l.down = make(map[uint64]bool)
+	l.down = make(map[uint64]uint64)
 }
 
 // addPeers makes nodes known peers (heard "now", so that they get an election
@@ -66,15 +72,21 @@ func (l *liveness) addPeers(ids ...uint64) {
 	l.mu.Unlock()
 }
 
-func (l *liveness) heardFrom(id uint64) (wasDown bool) {
+// heardFrom records a frame from id. stale: id was suspected down less than
+// staleTicks ago, and the frame is to be dropped; wasDown: it was
+// suspected down before, and is not any more.
+func (l *liveness) heardFrom(id uint64) (wasDown, stale bool) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, down := l.down[id]
+	if down && l.now-at < staleTicks {
+		return false, true
+	}
 	if _, ok := l.heard[id]; ok {
 		l.heard[id] = l.now
 	}
-	wasDown = l.down[id]
 	delete(l.down, id)
-	l.mu.Unlock()
-	return wasDown
+	return down, false
 }
 
 // tick advances the clock; it returns the peers and those newly suspected
@@ -87,8 +99,8 @@ func (l *liveness) tick(timeout uint64, peers []uint64) ([]uint64, []uint64) {
 	var newlyDown []uint64
 	for id, t := range l.heard {
 		peers = append(peers, id)
-		if l.now-t > timeout && !l.down[id] {
-			l.down[id] = true
+		if _, down := l.down[id]; l.now-t > timeout && !down {
+			l.down[id] = l.now
 			newlyDown = append(newlyDown, id)
 		}
 	}
@@ -99,17 +111,18 @@ func (l *liveness) tick(timeout uint64, peers []uint64) ([]uint64, []uint64) {
 func (l *liveness) markDown(id uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.down[id] {
+	if _, down := l.down[id]; down {
 		return false
 	}
-	l.down[id] = true
+	l.down[id] = l.now
 	return true
 }
 
 func (l *liveness) isDown(id uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.down[id]
+	_, down := l.down[id]
+	return down
 }
 
 // suspect handles a node the transport cannot reach: the first time, as if
@@ -203,10 +216,17 @@ func (w *worker) tickReplica(r *replica) {
 		r.idle = 0
 	}
 	if r.campaignIn > 0 {
-		if r.campaignIn--; r.campaignIn == 0 {
-			if lead, _ := r.g.Leader(); lead == 0 && !r.g.IsLeader() {
-				_ = r.g.RN.Campaign()
-			}
+		r.campaignIn--
+		// Messages the dead leader sent before it died, queued behind the
+		// news of its death, may have made it this replica's leader again:
+		// forget it again while it is still suspected down.
+		lead, _ := r.g.Leader()
+		if lead != 0 && lead == r.downLeader && w.e.live.isDown(lead) {
+			_ = r.g.RN.ForgetLeader()
+			lead = 0
+		}
+		if r.campaignIn == 0 && r.successor && lead == 0 && !r.g.IsLeader() {
+			_ = r.g.RN.Campaign()
 		}
 	}
 	r.g.Tick()
@@ -271,9 +291,8 @@ func (w *worker) leaderDown(node uint64) {
 		if lead, _ := r.g.Leader(); lead == node && !r.g.IsLeader() {
 			w.wake(r)
 			_ = r.g.RN.ForgetLeader()
-			if w.successor(r, node) == w.e.cfg.NodeID {
-				r.campaignIn = successorDelayTicks
-			}
+			r.downLeader, r.campaignIn = node, successorDelayTicks
+			r.successor = w.successor(r, node) == w.e.cfg.NodeID
 			w.markDirty(r)
 		}
 	}
@@ -298,7 +317,8 @@ func (w *worker) rejectedCampaign(r *replica) {
 // the other voters learn that the leader is down at about the same time, but
 // not at the same instant (a tick apart), and a voter that still counts the
 // leader's lease rejects the campaign, which would then wait for a whole
-// election timeout.
+// election timeout. Meanwhile every follower of the dead leader forgets it
+// again at each tick if messages sent before its death revived it.
 const successorDelayTicks = 2
 
 // successor names the voter of r's shard that campaigns at once when the

@@ -110,9 +110,11 @@ type replica struct {
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
 	leading  bool // this replica leads (for Stats)
-	// campaignIn counts down the ticks until this replica, the successor of
-	// a leader suspected down, campaigns (0: none due).
+	// campaignIn counts down the ticks after the leader, downLeader, was
+	// suspected down; at 0 the successor campaigns (see leaderDown).
 	campaignIn uint8
+	successor  bool
+	downLeader uint64
 }
 
 func newWorker(e *Engine, id int) *worker {
