@@ -200,8 +200,8 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 2 || rep.Rows[0].Variant != "sync-each-shard" || rep.Rows[1].Variant != "batched" {
-		t.Fatalf("rows %+v, want the baseline then batched", rep.Rows)
+	if len(rep.Rows) != 3 || rep.Rows[0].Variant != "sync-each-shard" || rep.Rows[1].Variant != "send-after-sync" || rep.Rows[2].Variant != "batched" {
+		t.Fatalf("rows %+v, want the baseline, send-after-sync, then batched", rep.Rows)
 	}
 	for _, row := range rep.Rows {
 		r := rec.run(row)
@@ -628,7 +628,7 @@ func TestOpenLoadStall(t *testing.T) {
 // TestRateOfPeak runs every variant closed, then open at half its peak.
 func TestRateOfPeak(t *testing.T) {
 	o := shortOptions(t, "write", "--shards", "2", "--payload", "16", "--clients", "4", "--duration", "300ms", "--warmup", "0s",
-		"--rate-of-peak", "0.5")
+		"--rate-of-peak", "0.5", "--variants", "batched")
 	rec := newRecorder(o)
 	rep, err := runScenario(testCtx(t), writeScenario, o)
 	if err != nil {

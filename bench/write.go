@@ -17,7 +17,9 @@ var writeScenario = &scenario{
 	Variants: []variant{
 		{Name: "sync-each-shard", Desc: "each shard's writes committed and fsynced separately",
 			Engine: func(c *engine.Config) { c.SyncEachShard = true }},
-		{Name: "batched", Desc: "one synced batch per worker pass for all its shards"},
+		{Name: "send-after-sync", Desc: "batched, but a leader sends its appends only after its own sync (baseline of early appends)",
+			Engine: func(c *engine.Config) { c.SendAfterSync = true }},
+		{Name: "batched", Desc: "one synced batch per worker pass for all its shards; leaders send appends before their sync"},
 	},
 	Params: []string{"shards", "payload", "clients"},
 	Columns: []column{

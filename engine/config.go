@@ -75,6 +75,11 @@ type Config struct {
 	// of once per worker pass: the baseline that benchmarks compare the
 	// batched path against. Never faster; leave it off.
 	SyncEachShard bool
+	// SendAfterSync holds a leader's MsgApps until its own append is synced
+	// (the order raft's Ready contract asks for everything else): the
+	// baseline of sending them first, so that followers write in parallel
+	// with the leader. Leave it off.
+	SendAfterSync bool
 	// BeforeStoreClose, if set, is called by Close after every worker has
 	// stopped and before the store is closed: nothing the engine does is
 	// visible any more, and nothing unsynced has been synced. The in-process

@@ -42,6 +42,9 @@ func (w *worker) handleReady() {
 	if len(w.rds) > 0 {
 		w.e.stats.passes.Add(1)
 		w.e.stats.readies.Add(uint64(len(w.rds)))
+		if !w.e.cfg.SendAfterSync {
+			w.sendAppendsEarly()
+		}
 		w.persistAndApply()
 		w.send()
 		for _, c := range w.done {
@@ -257,6 +260,47 @@ func (w *worker) send() {
 			}
 		}
 	}
+	w.flushOut()
+}
+
+// sendAppendsEarly sends the MsgApps of the shards this node led before this
+// Ready, and still leads, before the pass's batch is written and synced:
+// the followers then append and sync in parallel with the leader instead of
+// after it. Raft allows it (messages may go out while the entries of the
+// same Ready are being persisted; etcd raft's README), and nothing here
+// can count a follower's acknowledgement before the leader's own append is
+// durable: the acknowledgements are stepped in a later cycle of this
+// worker, after this pass's commit. A Ready whose HardState changes the
+// term keeps all its messages for after the sync.
+func (w *worker) sendAppendsEarly() {
+	sent := false
+	for i := range w.rds {
+		r, rd := w.rds[i].r, &w.rds[i].rd
+		if !r.g.IsLeader() || (rd.SoftState != nil && rd.SoftState.RaftState != raft.StateLeader) {
+			continue
+		}
+		if _, term := r.g.Leader(); !raft.IsEmptyHardState(rd.HardState) && rd.HardState.Term != term {
+			continue
+		}
+		keep := rd.Messages[:0]
+		for _, m := range rd.Messages {
+			if m.Type == raftpb.MsgApp {
+				w.out[m.To] = append(w.out[m.To], Message{ShardID: r.shardID, Msg: m})
+				sent = true
+			} else {
+				keep = append(keep, m)
+			}
+		}
+		rd.Messages = keep
+	}
+	if sent {
+		w.flushOut()
+	}
+}
+
+// flushOut hands the messages gathered in w.out to the transport, one Send
+// per destination node.
+func (w *worker) flushOut() {
 	for to, msgs := range w.out {
 		if len(msgs) == 0 {
 			continue
