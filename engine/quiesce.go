@@ -307,7 +307,7 @@ func (w *worker) leaderDown(node uint64) {
 // get (the successor of a dead leader may be the follower that received
 // fewer entries).
 func (w *worker) rejectedCampaign(r *replica) {
-	if lead, _ := r.g.Leader(); lead == 0 && !r.g.IsLeader() && r.campaignIn == 0 && r.g.RN.Status().RaftState == raft.StateFollower {
+	if lead, _ := r.g.Leader(); lead == 0 && !r.g.IsLeader() && r.campaignIn == 0 && r.g.RN.BasicStatus().RaftState == raft.StateFollower {
 		r.campaignIn = 1
 		w.wake(r)
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -255,7 +256,7 @@ func shardInfo(st engine.ShardStatus) *nodepb.ShardInfo {
 	for _, l := range st.Learners {
 		add(l, "learner")
 	}
-	slices.SortFunc(si.Replicas, func(x, y *nodepb.Replica) int { return cmpU64(x.NodeId, y.NodeId) })
+	slices.SortFunc(si.Replicas, func(x, y *nodepb.Replica) int { return cmp.Compare(x.NodeId, y.NodeId) })
 	return si
 }
 
@@ -268,10 +269,9 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 		shards []*nodepb.ShardInfo
 		err    error
 	}
-	var targets []struct {
-		id   uint64
-		addr string
-	}
+	// The other nodes to ask; a node gossip declares dead is reported
+	// unreachable without a call (an empty client address).
+	var targets []Peer
 	self := a.n.cfg.NodeID
 	if a.n.cl != nil {
 		a.n.cl.syncMeta()
@@ -281,25 +281,15 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 			}
 			if p, ok := a.n.peer(r.NodeID); ok && p.ClientAddr != "" {
 				if m, ok := a.n.cl.member(r.NodeID, r.Instance); ok && m.State == gossip.Dead {
-					targets = append(targets, struct {
-						id   uint64
-						addr string
-					}{r.NodeID, ""})
-					continue
+					p.ClientAddr = ""
 				}
-				targets = append(targets, struct {
-					id   uint64
-					addr string
-				}{r.NodeID, p.ClientAddr})
+				targets = append(targets, p)
 			}
 		}
 	} else {
 		for _, p := range a.n.cfg.Peers {
 			if p.NodeID != self {
-				targets = append(targets, struct {
-					id   uint64
-					addr string
-				}{p.NodeID, p.ClientAddr})
+				targets = append(targets, p)
 			}
 		}
 	}
@@ -311,15 +301,15 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 		reports[0].shards = local.Shards
 	}
 	for i, t := range targets {
-		reports[i+1].node = t.id
-		if t.addr == "" {
+		reports[i+1].node = t.NodeID
+		if t.ClientAddr == "" {
 			reports[i+1].err = errors.New("dead")
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := a.d.admin(t.addr)
+			c, err := a.d.admin(t.ClientAddr)
 			if err != nil {
 				reports[i+1].err = err
 				return
@@ -367,13 +357,13 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 	for _, si := range best {
 		resp.Shards = append(resp.Shards, si)
 	}
-	slices.SortFunc(resp.Shards, func(x, y *nodepb.ShardInfo) int { return cmpU64(x.ShardId, y.ShardId) })
+	slices.SortFunc(resp.Shards, func(x, y *nodepb.ShardInfo) int { return cmp.Compare(x.ShardId, y.ShardId) })
 	slices.Sort(resp.Unreachable)
 	return resp, nil
 }
 
 // forward runs call against the shard's leader if that is another node.
-func forward[Req any, Resp any](ctx context.Context, a *adminService, shardID uint64, hops uint32, call func(nodepb.AdminClient) (Resp, error)) (resp Resp, forwarded bool, err error) {
+func forward[Resp any](ctx context.Context, a *adminService, shardID uint64, hops uint32, call func(nodepb.AdminClient) (Resp, error)) (resp Resp, forwarded bool, err error) {
 	addr, err := a.forwardTarget(ctx, shardID, hops)
 	if err != nil || addr == "" {
 		return resp, false, err
@@ -392,7 +382,7 @@ func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferL
 	if shard == 0 || target == 0 {
 		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: transfer-leader needs a shard ID and a node ID")
 	}
-	resp, fw, err := forward[*nodepb.TransferLeaderRequest](ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.TransferLeaderResponse, error) {
+	resp, fw, err := forward(ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.TransferLeaderResponse, error) {
 		next := &nodepb.TransferLeaderRequest{ShardId: shard, NodeId: target, Hops: req.GetHops() + 1}
 		return c.TransferLeader(ctx, next)
 	})
@@ -420,7 +410,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 	if shard == 0 || id == 0 || (req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_ADD && req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_REMOVE) {
 		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: change-replica needs a shard ID, a node ID and an operation (add or remove)")
 	}
-	resp, fw, err := forward[*nodepb.ChangeReplicaRequest](ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.ChangeReplicaResponse, error) {
+	resp, fw, err := forward(ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.ChangeReplicaResponse, error) {
 		next := &nodepb.ChangeReplicaRequest{ShardId: shard, NodeId: id, Op: req.GetOp(), Learner: req.GetLearner(), Hops: req.GetHops() + 1}
 		return c.ChangeReplica(ctx, next)
 	})
@@ -523,7 +513,7 @@ func (a *adminService) SetShardReplicas(ctx context.Context, req *nodepb.SetShar
 	if shard == 0 || shard >= MetaShardID || len(req.GetVoters()) == 0 {
 		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: set-shard-replicas needs a user shard and its voters")
 	}
-	resp, fw, err := forward[*nodepb.SetShardReplicasRequest](ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.SetShardReplicasResponse, error) {
+	resp, fw, err := forward(ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.SetShardReplicasResponse, error) {
 		next := &nodepb.SetShardReplicasRequest{ShardId: shard, Voters: req.GetVoters(), Learners: req.GetLearners(), Hops: req.GetHops() + 1}
 		return c.SetShardReplicas(ctx, next)
 	})
@@ -598,7 +588,7 @@ func (a *adminService) RemoveNode(ctx context.Context, req *nodepb.RemoveNodeReq
 	if a.n.cl == nil {
 		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: this cluster has static membership")
 	}
-	resp, fw, err := forward[*nodepb.RemoveNodeRequest](ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.RemoveNodeResponse, error) {
+	resp, fw, err := forward(ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.RemoveNodeResponse, error) {
 		return c.RemoveNode(ctx, &nodepb.RemoveNodeRequest{NodeId: id, Hops: req.GetHops() + 1})
 	})
 	if fw || err != nil {

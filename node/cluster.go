@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -126,18 +127,8 @@ func (cs *clusterState) records() []NodeRecord {
 	for _, r := range cs.mu.records {
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b NodeRecord) int { return cmpU64(a.NodeID, b.NodeID) })
+	slices.SortFunc(out, func(a, b NodeRecord) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (cs *clusterState) stop() {

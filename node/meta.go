@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -217,15 +218,7 @@ func (m meta) nodes() ([]NodeRecord, error) {
 		}
 		after = sr.Next
 	}
-	slices.SortFunc(out, func(a, b NodeRecord) int {
-		switch {
-		case a.NodeID < b.NodeID:
-			return -1
-		case a.NodeID > b.NodeID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b NodeRecord) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out, nil
 }
 
