@@ -11,11 +11,14 @@ import (
 // range:
 //
 //	0x01 'm' 'i'                        node identity (cluster ID, node ID)
-//	0x01 'm' 'x' <shardID u64>          tombstone of a removed replica
+//	0x01 'm' 'v'                        store format version (u64)
+//	0x01 'm' 'x' <shardID u64>          tombstone of removed replicas: the
+//	                                    lowest replica ID allowed here again
 //	0x01 'r' <shardID u64> 'c'          ConfState as of the applied index
 //	0x01 'r' <shardID u64> 'd'          shard descriptor (hash range, generation)
 //	0x01 'r' <shardID u64> 'h'          raft state: HardState (term, vote,
 //	                                    commit) and applied (index, term)
+//	0x01 'r' <shardID u64> 'i'          this replica's ID in the shard
 //	0x01 'r' <shardID u64> 'l' <idx u64> raft log entry
 //	0x01 'r' <shardID u64> 't'          truncated state (index, term)
 //	0x02 <hash u64> <key>               user data
@@ -35,22 +38,27 @@ const (
 	prefixData  = 0x02
 	prefixSys   = 0x03
 
-	localMeta  = 'm'
-	localRaft  = 'r'
-	metaIdent  = 'i'
-	metaTomb   = 'x'
-	raftConf   = 'c'
-	raftDesc   = 'd'
-	raftHard   = 'h'
-	raftLog    = 'l'
-	raftTrunc  = 't'
-	raftKeyLen = 2 + 8 + 1
-	logKeyLen  = raftKeyLen + 8
-	dataKeyMin = 1 + 8
+	localMeta     = 'm'
+	localRaft     = 'r'
+	metaIdent     = 'i'
+	metaTomb      = 'x'
+	raftConf      = 'c'
+	raftDesc      = 'd'
+	raftHard      = 'h'
+	raftReplicaID = 'i'
+	metaVersion   = 'v'
+	raftLog       = 'l'
+	raftTrunc     = 't'
+	raftKeyLen    = 2 + 8 + 1
+	logKeyLen     = raftKeyLen + 8
+	dataKeyMin    = 1 + 8
 )
 
-// identKey is the node identity key.
-var identKey = []byte{prefixLocal, localMeta, metaIdent}
+// identKey is the node identity key; versionKey the store format version's.
+var (
+	identKey   = []byte{prefixLocal, localMeta, metaIdent}
+	versionKey = []byte{prefixLocal, localMeta, metaVersion}
+)
 
 func tombstoneKey(shardID uint64) []byte {
 	k := make([]byte, 3+8)
@@ -187,6 +195,8 @@ func DescribeKey(k []byte) string {
 	switch {
 	case len(k) >= 3 && k[0] == prefixLocal && k[1] == localMeta && k[2] == metaIdent:
 		return "/meta/ident"
+	case len(k) == 3 && k[0] == prefixLocal && k[1] == localMeta && k[2] == metaVersion:
+		return "/meta/version"
 	case len(k) == 11 && k[0] == prefixLocal && k[1] == localMeta && k[2] == metaTomb:
 		return fmt.Sprintf("/meta/tombstone/%d", binary.BigEndian.Uint64(k[3:]))
 	case len(k) >= raftKeyLen && k[0] == prefixLocal && k[1] == localRaft:
@@ -198,6 +208,8 @@ func DescribeKey(k []byte) string {
 			return fmt.Sprintf("/shard/%d/descriptor", shard)
 		case raftHard:
 			return fmt.Sprintf("/shard/%d/state", shard)
+		case raftReplicaID:
+			return fmt.Sprintf("/shard/%d/replica-id", shard)
 		case raftTrunc:
 			return fmt.Sprintf("/shard/%d/truncated", shard)
 		case raftLog:

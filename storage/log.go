@@ -27,8 +27,9 @@ const (
 // changes when a write is added to a Batch, not when the Batch commits; a
 // failed commit is a fatal storage error for the node.
 type Log struct {
-	s       *Store
-	shardID uint64
+	s         *Store
+	shardID   uint64
+	replicaID uint64
 
 	hs   raftpb.HardState
 	cs   raftpb.ConfState
@@ -54,6 +55,7 @@ func (l *Log) ShardID() uint64 { return l.shardID }
 func (l *Log) Initialized() bool { return l.desc != nil }
 
 // Descriptor returns the shard's descriptor, or false if uninitialized.
+// The descriptor's Replicas are shared: callers must not modify them.
 func (l *Log) Descriptor() (Descriptor, bool) {
 	if l.desc == nil {
 		return Descriptor{}, false
@@ -74,23 +76,33 @@ func (l *Log) HardState() raftpb.HardState { return l.hs }
 // point. It starts from zero when the store is opened.
 func (l *Log) LogBytes() uint64 { return l.logBytes }
 
-// CreateShard bootstraps a new replica of desc.ShardID with the given voters
-// and learners (node IDs) at InitialIndex. It fails with ErrShardExists if the
-// shard has state here and ErrTombstoned if a replica of it was removed.
+// CreateShard bootstraps replica replicaID of a new shard described by desc
+// (its first configuration: desc.Replicas) at InitialIndex. It fails with
+// ErrShardExists if the shard has state here and ErrTombstoned if the
+// shard's tombstone forbids replicaID (a replica with that ID was removed).
 // Synced.
 //
 // A replica that exists but is uninitialized (created by a message from a
 // leader before the local request to create the shard arrived) is
-// bootstrapped in place, keeping its term and vote.
-func (s *Store) CreateShard(desc Descriptor, voters, learners []uint64) (*Log, error) {
+// bootstrapped in place, keeping its term and vote, if it has the same
+// replica ID.
+func (s *Store) CreateShard(desc Descriptor, replicaID uint64) (*Log, error) {
 	if desc.Start > desc.Last {
 		return nil, fmt.Errorf("storage: shard %d: empty range [%d, %d]", desc.ShardID, desc.Start, desc.Last)
+	}
+	if _, ok := desc.Replica(replicaID); !ok || replicaID == 0 {
+		return nil, fmt.Errorf("storage: shard %d: replica %d is not in the descriptor", desc.ShardID, replicaID)
+	}
+	if next, ok, err := s.Tombstone(desc.ShardID); err != nil {
+		return nil, err
+	} else if ok && replicaID < next {
+		return nil, fmt.Errorf("%w: shard %d: replica %d (tombstone: IDs below %d)", ErrTombstoned, desc.ShardID, replicaID, next)
 	}
 	old, err := s.OpenLog(desc.ShardID)
 	if err != nil {
 		return nil, err
 	}
-	if old.Initialized() || old.last > 0 {
+	if old.Initialized() || old.last > 0 || (old.replicaID != 0 && old.replicaID != replicaID) {
 		return nil, fmt.Errorf("%w: shard %d", ErrShardExists, desc.ShardID)
 	}
 	hs := raftpb.HardState{Term: InitialTerm, Commit: InitialIndex}
@@ -98,11 +110,11 @@ func (s *Store) CreateShard(desc Descriptor, voters, learners []uint64) (*Log, e
 		hs.Term, hs.Vote = old.hs.Term, old.hs.Vote
 	}
 	l := &Log{s: s, shardID: desc.ShardID}
-	cs := raftpb.ConfState{Voters: voters, Learners: learners}
 	b := s.NewBatch()
 	defer b.Close()
+	l.SetReplicaID(b, replicaID)
 	l.SetDescriptor(b, desc)
-	l.SetConfState(b, cs)
+	l.SetConfState(b, desc.ConfState())
 	l.SetApplied(b, InitialIndex, InitialTerm)
 	l.SetHardState(b, hs)
 	b.set(raftKey(desc.ShardID, raftTrunc), encode2(InitialIndex, InitialTerm))
@@ -114,15 +126,18 @@ func (s *Store) CreateShard(desc Descriptor, voters, learners []uint64) (*Log, e
 }
 
 // OpenLog loads shardID's raft state. A shard with no state yields an empty,
-// uninitialized Log (a replica that waits for a snapshot); OpenLog refuses a
-// tombstoned shard (ErrTombstoned).
+// uninitialized Log with no replica ID: the caller checks the shard's
+// tombstone and sets the ID (SetReplicaID) before it uses the log.
 func (s *Store) OpenLog(shardID uint64) (*Log, error) {
-	if t, err := s.Tombstoned(shardID); err != nil {
-		return nil, err
-	} else if t {
-		return nil, fmt.Errorf("%w: shard %d", ErrTombstoned, shardID)
-	}
 	l := &Log{s: s, shardID: shardID}
+	if v, err := s.get(raftKey(shardID, raftReplicaID)); err != nil {
+		return nil, err
+	} else if v != nil {
+		if len(v) != 8 {
+			return nil, fmt.Errorf("%w: replica ID of shard %d has %d bytes", ErrCorrupt, shardID, len(v))
+		}
+		l.replicaID = binary.BigEndian.Uint64(v)
+	}
 	if v, err := s.get(raftKey(shardID, raftHard)); err != nil {
 		return nil, err
 	} else if v != nil {
@@ -165,6 +180,17 @@ func (s *Store) OpenLog(shardID uint64) (*Log, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// ReplicaID returns this replica's ID in its shard (0 for a log that has
+// none yet).
+func (l *Log) ReplicaID() uint64 { return l.replicaID }
+
+// SetReplicaID records this replica's ID. It is written before (or with)
+// anything raft persists for the replica.
+func (l *Log) SetReplicaID(b *Batch, id uint64) {
+	b.set(raftKey(l.shardID, raftReplicaID), binary.BigEndian.AppendUint64(nil, id))
+	l.replicaID = id
 }
 
 func (s *Store) get2(k []byte) (a, b uint64, err error) {
@@ -517,6 +543,7 @@ func (l *Log) SetConfState(b *Batch, cs raftpb.ConfState) {
 
 // SetDescriptor records the shard's descriptor.
 func (l *Log) SetDescriptor(b *Batch, d Descriptor) {
+	d = d.Clone()
 	b.set(raftKey(l.shardID, raftDesc), d.Marshal())
 	l.desc = &d
 }

@@ -210,7 +210,7 @@ func (l *Log) ApplySnapshot(st *StagedSnapshot, snap raftpb.Snapshot, hs raftpb.
 	if err != nil {
 		return err
 	}
-	if desc != st.desc {
+	if !desc.Equal(st.desc) {
 		return fmt.Errorf("%w: staged for %+v, raft snapshot for %+v", ErrBadSnapshot, st.desc, desc)
 	}
 	m := snap.Metadata
@@ -229,12 +229,16 @@ func (l *Log) ApplySnapshot(st *StagedSnapshot, snap raftpb.Snapshot, hs raftpb.
 	start, end := raftSpan(l.shardID)
 	csBytes, _ := m.ConfState.Marshal()
 	next := Log{shardID: l.shardID, hs: hs, applied: m.Index, appliedTerm: m.Term}
-	// Keys in sorted order: c < d < h < t.
+	if l.replicaID == 0 {
+		return fmt.Errorf("%w: shard %d has no replica ID", ErrBadSnapshot, l.shardID)
+	}
+	// Keys in sorted order: c < d < h < i < t.
 	err = errors.Join(
 		w.DeleteRange(start, end),
 		w.Set(raftKey(l.shardID, raftConf), csBytes),
 		w.Set(raftKey(l.shardID, raftDesc), desc.Marshal()),
 		w.Set(raftKey(l.shardID, raftHard), next.appendState(nil)),
+		w.Set(raftKey(l.shardID, raftReplicaID), binary.BigEndian.AppendUint64(nil, l.replicaID)),
 		w.Set(raftKey(l.shardID, raftTrunc), encode2(m.Index, m.Term)),
 	)
 	if cerr := w.Close(); err == nil {

@@ -17,6 +17,9 @@ var (
 	ErrTombstoned    = errors.New("storage: replica was removed from this node")
 	ErrShardExists   = errors.New("storage: shard already has state on this node")
 	ErrIdentMismatch = errors.New("storage: store belongs to another cluster or node")
+	// ErrStoreVersion: the store was written by a version of Flotilla whose
+	// format this one does not read.
+	ErrStoreVersion = errors.New("storage: unsupported store format version")
 )
 
 // Config configures a Store. The zero value of each field means its default.
@@ -120,6 +123,10 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
 	s := &Store{cfg: cfg, db: db}
+	if err := s.checkVersion(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if cfg.ReadOnly {
 		return s, nil
 	}
@@ -134,6 +141,45 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// FormatVersion is the store format this package reads and writes. Version
+// 2: replica IDs distinct from node IDs (descriptors with replicas, a
+// replica ID record per shard, tombstones holding the next replica ID).
+// Stores of version 1 (no version record) are refused: there is no
+// deployed data to migrate.
+const FormatVersion = 2
+
+// checkVersion refuses a store of another format version, and stamps a new
+// store with FormatVersion.
+func (s *Store) checkVersion() error {
+	v, err := s.get(versionKey)
+	if err != nil {
+		return err
+	}
+	if v != nil {
+		if len(v) != 8 || binary.BigEndian.Uint64(v) != FormatVersion {
+			return fmt.Errorf("%w: %s holds format %x, this build reads format %d; start with an empty data directory",
+				ErrStoreVersion, s.cfg.Dir, v, FormatVersion)
+		}
+		return nil
+	}
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	empty := !it.First()
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return err
+	}
+	if !empty {
+		return fmt.Errorf("%w: %s was written by an older Flotilla (format 1), this build reads format %d; start with an empty data directory",
+			ErrStoreVersion, s.cfg.Dir, FormatVersion)
+	}
+	if s.cfg.ReadOnly {
+		return nil
+	}
+	return s.db.Set(versionKey, binary.BigEndian.AppendUint64(nil, FormatVersion), pebble.Sync)
 }
 
 type quietLogger struct{}
@@ -208,23 +254,35 @@ func (s *Store) get(k []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Tombstoned reports whether a replica of shardID was removed from this node.
-func (s *Store) Tombstoned(shardID uint64) (bool, error) {
+// Tombstone returns the tombstone of shardID's removed replicas on this
+// node: the lowest replica ID a new replica of the shard may have here (ok is
+// false when no replica of it was removed from this node).
+func (s *Store) Tombstone(shardID uint64) (nextReplicaID uint64, ok bool, err error) {
 	v, err := s.get(tombstoneKey(shardID))
-	return v != nil, err
+	if err != nil || v == nil {
+		return 0, false, err
+	}
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("%w: tombstone of shard %d has %d bytes", ErrCorrupt, shardID, len(v))
+	}
+	return binary.BigEndian.Uint64(v), true, nil
 }
 
-// Tombstones lists the shards whose replicas were removed from this node.
-func (s *Store) Tombstones() ([]uint64, error) {
+// Tombstones returns every tombstone: shard ID -> the lowest replica ID a
+// new replica of the shard may have on this node.
+func (s *Store) Tombstones() (map[uint64]uint64, error) {
 	p := tombstonePrefix()
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: []byte{prefixLocal, localMeta, metaTomb + 1}})
 	if err != nil {
 		return nil, err
 	}
 	defer it.Close()
-	var out []uint64
+	out := map[uint64]uint64{}
 	for it.First(); it.Valid(); it.Next() {
-		out = append(out, binary.BigEndian.Uint64(it.Key()[3:]))
+		if len(it.Key()) != 11 || len(it.Value()) != 8 {
+			return nil, fmt.Errorf("%w: tombstone %s", ErrCorrupt, DescribeKey(it.Key()))
+		}
+		out[binary.BigEndian.Uint64(it.Key()[3:])] = binary.BigEndian.Uint64(it.Value())
 	}
 	return out, it.Error()
 }
@@ -256,58 +314,12 @@ func (s *Store) ShardIDs() ([]uint64, error) {
 	return out, it.Error()
 }
 
-// Descriptor is what a shard's replica knows of the shard outside raft: the
-// hash range [Start, Last] of the user data it owns and the generation of
-// that range (bumped by splits and merges).
-type Descriptor struct {
-	ShardID    uint64
-	Start      uint64
-	Last       uint64
-	Generation uint64
-}
-
-// Contains reports whether hash lies in d's range.
-func (d Descriptor) Contains(hash uint64) bool { return hash >= d.Start && hash <= d.Last }
-
-// Overlaps reports whether d and o share any stored data: hash ranges
-// overlap within one key space (a system shard has a space of its own).
-func (d Descriptor) Overlaps(o Descriptor) bool {
-	if (IsSystemShard(d.ShardID) || IsSystemShard(o.ShardID)) && d.ShardID != o.ShardID {
-		return false
-	}
-	return d.Start <= o.Last && o.Start <= d.Last
-}
-
-// Marshal encodes d in 32 bytes.
-func (d Descriptor) Marshal() []byte {
-	b := make([]byte, 0, 32)
-	b = binary.BigEndian.AppendUint64(b, d.ShardID)
-	b = binary.BigEndian.AppendUint64(b, d.Start)
-	b = binary.BigEndian.AppendUint64(b, d.Last)
-	return binary.BigEndian.AppendUint64(b, d.Generation)
-}
-
-// UnmarshalDescriptor decodes what Marshal encoded.
-func UnmarshalDescriptor(b []byte) (Descriptor, error) {
-	if len(b) != 32 {
-		return Descriptor{}, fmt.Errorf("%w: descriptor of %d bytes", ErrCorrupt, len(b))
-	}
-	d := Descriptor{
-		ShardID:    binary.BigEndian.Uint64(b),
-		Start:      binary.BigEndian.Uint64(b[8:]),
-		Last:       binary.BigEndian.Uint64(b[16:]),
-		Generation: binary.BigEndian.Uint64(b[24:]),
-	}
-	if d.Start > d.Last {
-		return Descriptor{}, fmt.Errorf("%w: descriptor range [%d, %d]", ErrCorrupt, d.Start, d.Last)
-	}
-	return d, nil
-}
-
 // DestroyReplica deletes every key of shardID's replica on this node (raft
-// state and, when desc is non-nil, its user data) and leaves a tombstone so
-// that a stale message cannot recreate it. Synced.
-func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor) error {
+// state and, when desc is non-nil, its user data) and leaves a tombstone:
+// no replica of the shard with an ID below nextReplicaID may exist here
+// again, so that a stale message cannot recreate a removed replica, while a
+// replica added back later under a fresh ID can be. Synced.
+func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor, nextReplicaID uint64) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	start, end := raftSpan(shardID)
@@ -320,14 +332,13 @@ func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor) error {
 			return err
 		}
 	}
-	if err := b.Set(tombstoneKey(shardID), []byte{1}, nil); err != nil {
+	if old, ok, err := s.Tombstone(shardID); err != nil {
+		return err
+	} else if ok && old > nextReplicaID {
+		nextReplicaID = old
+	}
+	if err := b.Set(tombstoneKey(shardID), binary.BigEndian.AppendUint64(nil, nextReplicaID), nil); err != nil {
 		return err
 	}
 	return b.Commit(pebble.Sync)
-}
-
-// ClearTombstone removes shardID's tombstone, so that the shard may be
-// created on this node again by an explicit request (never by a message).
-func (s *Store) ClearTombstone(shardID uint64) error {
-	return s.db.Delete(tombstoneKey(shardID), pebble.Sync)
 }
