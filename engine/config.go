@@ -174,8 +174,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d < 0", name, v))
 		}
 	}
-	if c.Workers > 256 {
-		errs = append(errs, fmt.Errorf("Workers %d > 256", c.Workers))
+	if c.Workers > 1<<16 {
+		errs = append(errs, fmt.Errorf("Workers %d > 65536", c.Workers))
 	}
 	if c.TickInterval < 0 {
 		errs = append(errs, fmt.Errorf("TickInterval %v < 0", c.TickInterval))

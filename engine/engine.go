@@ -17,7 +17,6 @@ import (
 	"github.com/flotilla-db/flotilla/heartbeat"
 	"github.com/flotilla-db/flotilla/storage"
 	"go.etcd.io/raft/v3"
-	"go.etcd.io/raft/v3/raftpb"
 )
 
 // Engine hosts the shards of one node on a fixed pool of workers.
@@ -48,10 +47,8 @@ type Engine struct {
 	// before closing the store.
 	users sync.RWMutex
 
-	watchers struct {
-		sync.Mutex
-		set map[*LeaderWatch]struct{} // guarded
-	}
+	leaderHub hub[LeaderEvent]
+	descHub   hub[DescriptorEvent]
 	// ranges guards the hash ranges of the initialized shards on this node,
 	// so that no two overlap.
 	ranges shardRanges
@@ -80,6 +77,9 @@ type engineStats struct {
 	cycles      atomic.Uint64
 	msgsIn      atomic.Uint64
 	propsIn     atomic.Uint64
+	// staleDropped counts messages addressed to a replica ID this node's
+	// replica is not (an earlier, removed incarnation): dropped, never stepped.
+	staleDropped atomic.Uint64
 }
 
 // Stats are counters of an engine since it started.
@@ -100,16 +100,19 @@ type Stats struct {
 	Cycles              uint64 // worker cycles (inbox taken)
 	MessagesIn          uint64 // messages taken from inboxes
 	ProposalsIn         uint64 // proposals taken from inboxes
-	Shards              int
+	// StaleDropped counts messages addressed to a replica ID that this
+	// node's replica of the shard is not (a removed incarnation): dropped.
+	StaleDropped uint64
+	Shards       int
 }
 
 // New opens the node's store in cfg.Dir, reopens every shard found there and
 // starts the workers. The engine owns t from now on and closes it in Close.
 func New(cfg Config, t Transport) (*Engine, error) {
+	cfg = cfg.withDefaults() // fill, then check (Pebble's order)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	store, err := storage.Open(storage.Config{Dir: cfg.Dir, FS: cfg.FS, CacheBytes: cfg.StoreCacheBytes, MemTableBytes: cfg.MemTableBytes})
 	if err != nil {
 		return nil, err
@@ -131,7 +134,6 @@ func New(cfg Config, t Transport) (*Engine, error) {
 	e.quiescence = e.coalesce && !cfg.DisableQuiescence
 	e.live.init()
 	e.ids.Store(rand.Uint64() >> 1)
-	e.watchers.set = make(map[*LeaderWatch]struct{})
 	e.ranges.byShard = make(map[uint64]storage.Descriptor)
 	for i := 0; i < cfg.Workers; i++ {
 		e.workers = append(e.workers, newWorker(e, i))
@@ -141,8 +143,8 @@ func New(cfg Config, t Transport) (*Engine, error) {
 		store.Close()
 		return nil, err
 	}
-	for _, id := range tombs {
-		e.workerFor(id).tombstones[id] = struct{}{}
+	for id, next := range tombs {
+		e.workerFor(id).tombstones[id] = next
 	}
 	ids, err := store.ShardIDs()
 	if err != nil {
@@ -221,13 +223,15 @@ func (e *Engine) tickLoop() {
 	}
 }
 
-// notePeers records the nodes of a shard's configuration as peers.
-func (e *Engine) notePeers(cs raftpb.ConfState) {
-	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
-		for _, id := range ids {
-			if id != e.cfg.NodeID {
-				e.live.addPeers(id)
-			}
+// notePeers records the nodes of r's replicas as peers, for liveness.
+func (e *Engine) notePeers(r *replica) {
+	d, ok := r.log.Descriptor()
+	if !ok {
+		return
+	}
+	for _, rep := range d.Replicas {
+		if rep.NodeID != e.cfg.NodeID {
+			e.live.addPeers(rep.NodeID)
 		}
 	}
 }
@@ -282,12 +286,8 @@ func (e *Engine) Close() error {
 	for _, w := range e.workers {
 		w.shutdown()
 	}
-	e.watchers.Lock()
-	for w := range e.watchers.set {
-		w.close()
-	}
-	e.watchers.set = map[*LeaderWatch]struct{}{}
-	e.watchers.Unlock()
+	e.leaderHub.closeAll()
+	e.descHub.closeAll()
 	e.users.Lock() // no reader of the store is left
 	defer e.users.Unlock()
 	if e.cfg.BeforeStoreClose != nil {
@@ -420,20 +420,6 @@ func (r *shardRanges) insertSortedLocked(d storage.Descriptor) {
 	r.sorted = slices.Insert(r.sorted, i, d)
 }
 
-// RecreateShard clears the tombstone of a removed replica so that the shard
-// can be added to this node again (by CreateShard or by the leader's
-// messages after ChangeReplicas).
-func (e *Engine) RecreateShard(ctx context.Context, shardID uint64) error {
-	_, err := call(ctx, e, shardID, func(w *worker) (struct{}, error) {
-		if w.shards[shardID] != nil {
-			return struct{}{}, ErrShardExists
-		}
-		delete(w.tombstones, shardID)
-		return struct{}{}, e.store.ClearTombstone(shardID)
-	})
-	return err
-}
-
 // Propose replicates cmd through shardID's raft log and returns the state
 // machine's result once it is applied on this node (this node must lead the
 // shard: otherwise a *NotLeaderError with the leader it knows). Errors:
@@ -501,13 +487,26 @@ func (e *Engine) ReadLocal(shardID uint64, query []byte) ([]byte, error) {
 		return nil, ErrClosed
 	}
 	defer e.release()
-	e.ranges.Lock()
-	desc, ok := e.ranges.byShard[shardID]
-	e.ranges.Unlock()
+	desc, ok := e.claimed(shardID)
 	if !ok {
 		return nil, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
 	}
-	return e.cfg.StateMachine.Query(&QueryContext{Desc: desc, rule: e.cfg.PartitionRule, r: e.store.DB()}, query)
+	res, err := e.cfg.StateMachine.Query(&QueryContext{Desc: desc, rule: e.cfg.PartitionRule, r: e.store.DB()}, query)
+	// A replica being destroyed releases its range before its data is
+	// deleted: if the range is still held now, the data was there for the
+	// whole query. Otherwise the answer may lack keys that exist.
+	if now, ok := e.claimed(shardID); !ok || now.Generation != desc.Generation {
+		return nil, fmt.Errorf("%w: shard %d (its replica left this node during the read)", ErrShardNotFound, shardID)
+	}
+	return res, err
+}
+
+// claimed returns the descriptor of shardID's range as claimed on this node.
+func (e *Engine) claimed(shardID uint64) (storage.Descriptor, bool) {
+	e.ranges.Lock()
+	defer e.ranges.Unlock()
+	d, ok := e.ranges.byShard[shardID]
+	return d, ok
 }
 
 // TransferLeader asks shardID's leader on this node to hand leadership to
@@ -523,7 +522,7 @@ func (e *Engine) TransferLeader(ctx context.Context, shardID, target uint64) err
 			if r == nil {
 				return false, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
 			}
-			l, t := r.g.Leader()
+			l, t := r.g.LeaderNode(), r.term()
 			if l == target {
 				return true, nil
 			}
@@ -533,9 +532,13 @@ func (e *Engine) TransferLeader(ctx context.Context, shardID, target uint64) err
 				}
 				return false, &NotLeaderError{ShardID: shardID, Leader: l, Term: t}
 			}
+			to := r.replicaOn(target)
+			if to == 0 {
+				return false, fmt.Errorf("%w: node %d holds no replica of shard %d", ErrBadRequest, target, shardID)
+			}
 			if r.g.RN.BasicStatus().LeadTransferee == 0 {
 				w.wake(r)
-				r.g.RN.TransferLeader(target)
+				r.g.RN.TransferLeader(to)
 				w.markDirty(r)
 			}
 			return false, nil
@@ -559,73 +562,25 @@ func (e *Engine) TransferLeader(ctx context.Context, shardID, target uint64) err
 	}
 }
 
-// ChangeType is one kind of membership change.
-type ChangeType int
-
-// Membership changes.
-const (
-	AddVoter   ChangeType = iota // add a voter, or promote a learner
-	AddLearner                   // add a learner, or demote a voter
-	Remove                       // remove a voter or learner
-)
-
-// ReplicaChange changes the membership of one node.
-type ReplicaChange struct {
-	Type   ChangeType
-	NodeID uint64
-}
-
-// ChangeReplicas changes shardID's membership on its leader (this node).
-// One change is simple; several go through joint consensus, left
-// automatically. New replicas are created on their nodes by the leader's
-// messages and caught up by a snapshot. It returns once the change applied
-// here.
-func (e *Engine) ChangeReplicas(ctx context.Context, shardID uint64, changes ...ReplicaChange) error {
-	if len(changes) == 0 {
-		return fmt.Errorf("%w: no change", ErrBadRequest)
-	}
-	cc := raftpb.ConfChangeV2{}
-	for _, c := range changes {
-		if c.NodeID == 0 {
-			return fmt.Errorf("%w: node 0", ErrBadRequest)
-		}
-		var t raftpb.ConfChangeType
-		switch c.Type {
-		case AddVoter:
-			t = raftpb.ConfChangeAddNode
-		case AddLearner:
-			t = raftpb.ConfChangeAddLearnerNode
-		case Remove:
-			t = raftpb.ConfChangeRemoveNode
-		default:
-			return fmt.Errorf("%w: change type %d", ErrBadRequest, c.Type)
-		}
-		cc.Changes = append(cc.Changes, raftpb.ConfChangeSingle{Type: t, NodeID: c.NodeID})
-	}
-	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
-	cc.Context = group.ConfChangeContext(p.ID)
-	w := e.workerFor(shardID)
-	if !w.enqueueProposal(proposalReq{shardID: shardID, p: p, cc: &cc}) {
-		return ErrClosed
-	}
-	_, err := e.wait(ctx, shardID, p.Done)
-	return err
-}
-
 // ShardStatus is a replica's view of its shard.
 type ShardStatus struct {
-	ShardID     uint64
-	NodeID      uint64
-	Leader      uint64
-	Term        uint64
-	State       string // Leader, Follower, Candidate, PreCandidate
-	Commit      uint64
-	Applied     uint64
-	FirstIndex  uint64
-	LastIndex   uint64
+	ShardID   uint64
+	NodeID    uint64
+	ReplicaID uint64 // this node's replica's ID in the shard
+	Leader    uint64 // the leader's node
+	// LeaderReplica is the leader's replica ID.
+	LeaderReplica uint64
+	Term          uint64
+	State         string // Leader, Follower, Candidate, PreCandidate
+	Commit        uint64
+	Applied       uint64
+	FirstIndex    uint64
+	LastIndex     uint64
+	// Voters, Learners and Outgoing (voters of the outgoing config while
+	// joint) are node IDs; Desc.Replicas has the replica IDs and roles.
 	Voters      []uint64
 	Learners    []uint64
-	Outgoing    []uint64 // voters of the outgoing config while joint
+	Outgoing    []uint64
 	Initialized bool
 	Quiesced    bool // not ticking: idle (see quiesce.go)
 	Desc        storage.Descriptor
@@ -635,11 +590,12 @@ type ShardStatus struct {
 
 // ReplicaProgress is what a leader knows of one replica's log.
 type ReplicaProgress struct {
-	NodeID  uint64
-	Match   uint64
-	Next    uint64
-	State   string // StateProbe, StateReplicate, StateSnapshot
-	Learner bool
+	NodeID    uint64
+	ReplicaID uint64
+	Match     uint64
+	Next      uint64
+	State     string // StateProbe, StateReplicate, StateSnapshot
+	Learner   bool
 }
 
 // Status returns this node's view of shardID.
@@ -743,6 +699,7 @@ func (e *Engine) Stats() Stats {
 		Readies:             e.stats.readies.Load(),
 		CommitNanos:         e.stats.commitNanos.Load(),
 		PassNanos:           e.stats.passNanos.Load(),
+		StaleDropped:        e.stats.staleDropped.Load(),
 		Shards:              n,
 	}
 }

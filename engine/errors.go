@@ -23,7 +23,44 @@ var (
 	ErrProposalDropped = group.ErrProposalDropped
 	// ErrTombstoned: a replica of the shard was removed from this node.
 	ErrTombstoned = storage.ErrTombstoned
+	// ErrConfChangeInProgress: another conf change of the shard is pending
+	// or its configuration is joint; nothing was proposed (or raft dropped
+	// the proposal). Retry once the pending change has applied.
+	ErrConfChangeInProgress = group.ErrConfChangeInProgress
+	// ErrReplicaExists: the node already holds a replica in the asked role.
+	ErrReplicaExists = errors.New("engine: node already holds that replica")
+	// ErrReplicaNotFound: the node holds no replica of the shard.
+	ErrReplicaNotFound = errors.New("engine: node holds no replica of the shard")
+	// ErrLastVoter: the change would leave the shard without a voter.
+	ErrLastVoter = errors.New("engine: the change would remove or demote the last voter")
+	// ErrQuorumAtRisk is matched by a *QuorumError.
+	ErrQuorumAtRisk = errors.New("engine: too few live voters for a quorum of the new configuration")
+	// ErrConfChangeRejected: a committed conf change was refused when it
+	// applied (see confchange.go); the configuration did not change.
+	ErrConfChangeRejected = errors.New("engine: conf change refused at apply")
+	// ErrAmbiguous: the outcome of a command is unknown; it may have
+	// applied (see *AmbiguousError).
+	ErrAmbiguous = group.ErrAmbiguous
 )
+
+// AmbiguousError reports a command whose outcome is unknown.
+type AmbiguousError = group.AmbiguousError
+
+// QuorumError refuses a membership change after which fewer voters than a
+// quorum of the new configuration are live (ChangeRequest.Force overrides).
+type QuorumError struct {
+	ShardID uint64
+	Voters  []uint64 // the new configuration's voters (nodes)
+	Live    []uint64 // those not suspected down
+}
+
+func (e *QuorumError) Error() string {
+	return fmt.Sprintf("engine: shard %d: only %d of the new configuration's %d voters %v are live (%v), a quorum needs %d; force it to proceed anyway",
+		e.ShardID, len(e.Live), len(e.Voters), e.Voters, e.Live, len(e.Voters)/2+1)
+}
+
+// Is makes errors.Is(err, ErrQuorumAtRisk) true.
+func (e *QuorumError) Is(target error) bool { return target == ErrQuorumAtRisk }
 
 // NotLeaderError is returned by a replica that does not lead its shard, with
 // the leader it knows (0 if none) as a hint.

@@ -31,6 +31,9 @@ func (e *Engine) HandleBatch(b *Batch) {
 	if len(b.Messages) == 0 {
 		return
 	}
+	for i := range b.Messages {
+		b.Messages[i].fromNode = b.From
+	}
 	if len(e.workers) == 1 {
 		w := e.workers[0]
 		if in := w.lockInbox(); in != nil {
@@ -40,10 +43,10 @@ func (e *Engine) HandleBatch(b *Batch) {
 		return
 	}
 	// One lock per worker: each takes its messages in one sweep.
-	idx := idxPool.Get().(*[]uint8)
+	idx := idxPool.Get().(*[]uint16)
 	*idx = (*idx)[:0]
 	for i := range b.Messages {
-		*idx = append(*idx, uint8(e.workerFor(b.Messages[i].ShardID).id))
+		*idx = append(*idx, uint16(e.workerFor(b.Messages[i].ShardID).id))
 	}
 	for wi, w := range e.workers {
 		in := w.lockInbox()
@@ -65,21 +68,32 @@ func (e *Engine) HandleBatch(b *Batch) {
 	idxPool.Put(idx)
 }
 
-var idxPool = sync.Pool{New: func() any { s := make([]uint8, 0, 256); return &s }}
+var idxPool = sync.Pool{New: func() any { s := make([]uint16, 0, 256); return &s }}
 
 // PeerUnreachable implements Handler: every shard this node leads is told,
-// so that raft stops pipelining to the peer and probes instead, and the
-// quiesced shards the peer led wake up.
+// so that raft stops pipelining to the peer and probes instead. A failed
+// stream is not a dead node: the followers here keep their leader (only
+// liveness, PeerDown, makes them forget it).
 func (e *Engine) PeerUnreachable(node uint64) {
 	for _, w := range e.workers {
 		w.enqueueFn(func() {
 			for _, r := range w.shards {
 				if r.g.IsLeader() {
-					r.g.RN.ReportUnreachable(node)
+					if id := r.replicaOn(node); id != 0 {
+						r.g.RN.ReportUnreachable(id)
+					}
 				}
 			}
-			w.leaderDown(node)
 		})
+	}
+}
+
+// PeerDown tells the engine that node is down (gossip's failure detector
+// declared it dead): as when the node has been silent for an election
+// timeout, the shards it led here wake up and elect a new leader.
+func (e *Engine) PeerDown(node uint64) {
+	if node != e.cfg.NodeID {
+		e.suspect(node)
 	}
 }
 

@@ -118,7 +118,7 @@ func TestMembershipSnapshotTransfer(t *testing.T) {
 		}
 		c.Tick()
 	}
-	if ts, _ := c.Engine(victim).Store().Tombstoned(1); !ts {
+	if _, ts, _ := c.Engine(victim).Store().Tombstone(1); !ts {
 		t.Fatal("no tombstone")
 	}
 	// Leader transfer to the new voter.

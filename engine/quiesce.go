@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/flotilla-db/flotilla/heartbeat"
+	"github.com/flotilla-db/flotilla/storage"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
@@ -158,14 +159,12 @@ func (w *worker) stepBeat(b *beatIn) {
 	if b.to != w.e.cfg.NodeID {
 		return
 	}
-	msg := b.beat.Message(b.from, b.to)
-	r := w.shards[b.beat.ShardID]
+	msg := b.beat.Message()
+	r := w.replicaFor(b.beat.ShardID, msg.To, msg.Type)
 	if r == nil {
-		var err error
-		if r, err = w.createUninitialized(b.beat.ShardID, msg.Type); r == nil || err != nil {
-			return
-		}
+		return
 	}
+	r.notePeer(msg.From, b.from)
 	_ = r.g.RN.Step(msg)
 	w.markDirty(r)
 	switch {
@@ -174,7 +173,7 @@ func (w *worker) stepBeat(b *beatIn) {
 	case b.beat.Quiesce:
 		lead, term := r.g.Leader()
 		last, _ := r.log.LastIndex()
-		if lead == b.from && term == b.beat.Term && last == b.beat.Commit && !r.g.IsLeader() && r.g.Pending() == 0 {
+		if lead == b.beat.From && term == b.beat.Term && last == b.beat.Commit && !r.g.IsLeader() && r.g.Pending() == 0 {
 			w.quiesce(r)
 		} else {
 			w.wake(r)
@@ -220,13 +219,16 @@ func (w *worker) tickReplica(r *replica) {
 		// Messages the dead leader sent before it died, queued behind the
 		// news of its death, may have made it this replica's leader again:
 		// forget it again while it is still suspected down.
-		lead, _ := r.g.Leader()
+		lead := r.g.LeaderNode()
 		if lead != 0 && lead == r.downLeader && w.e.live.isDown(lead) {
 			_ = r.g.RN.ForgetLeader()
 			lead = 0
 		}
 		if r.campaignIn == 0 && r.successor && lead == 0 && !r.g.IsLeader() {
 			_ = r.g.RN.Campaign()
+		}
+		if r.campaignIn == 0 {
+			r.successor = false // one campaign per suspicion or rejection
 		}
 	}
 	r.g.Tick()
@@ -246,7 +248,7 @@ func (w *worker) idleLeader(r *replica) bool {
 	}
 	ok := true
 	r.g.RN.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
-		if id != w.e.cfg.NodeID && !w.e.live.isDown(id) && (pr.Match != last || pr.State != tracker.StateReplicate) {
+		if id != r.replicaID && !w.e.live.isDown(r.nodeOf(id)) && (pr.Match != last || pr.State != tracker.StateReplicate) {
 			ok = false
 		}
 	})
@@ -259,10 +261,10 @@ func (w *worker) quiesceLeader(r *replica) {
 	r.g.RN.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 		// A follower on a node suspected down gets nothing: it may be behind,
 		// and when its node is heard again the shard wakes to catch it up.
-		if id != w.e.cfg.NodeID && !w.e.live.isDown(id) {
+		if node := r.nodeOf(id); id != r.replicaID && node != 0 && !w.e.live.isDown(node) {
 			// As raft's own heartbeats: never a commit index beyond the
 			// follower's log.
-			w.e.beats.Add(id, heartbeat.Beat{ShardID: r.shardID, Term: bs.Term, Commit: min(pr.Match, bs.Commit), Quiesce: true})
+			w.e.beats.Add(node, heartbeat.Beat{ShardID: r.shardID, From: r.replicaID, To: id, Term: bs.Term, Commit: min(pr.Match, bs.Commit), Quiesce: true})
 		}
 	})
 	w.quiesce(r)
@@ -272,13 +274,11 @@ func (w *worker) quiesceLeader(r *replica) {
 // node (back after being suspected down), so that they catch it up.
 func (w *worker) wakeFollowedBy(node uint64) {
 	for _, r := range w.shards {
-		if r.quiesced && r.g.IsLeader() && isMember(ptr(r.log.ConfState()), node) {
+		if r.quiesced && r.g.IsLeader() && r.replicaOn(node) != 0 {
 			w.wake(r)
 		}
 	}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // leaderDown handles node suspected down (silent for an election timeout,
 // or reported unreachable by the transport): the shards it led here wake up
@@ -288,7 +288,7 @@ func ptr[T any](v T) *T { return &v }
 // one election timeout of the leader's death.
 func (w *worker) leaderDown(node uint64) {
 	for _, r := range w.shards {
-		if lead, _ := r.g.Leader(); lead == node && !r.g.IsLeader() {
+		if r.g.LeaderNode() == node && !r.g.IsLeader() {
 			w.wake(r)
 			_ = r.g.RN.ForgetLeader()
 			r.downLeader, r.campaignIn = node, successorDelayTicks
@@ -308,7 +308,7 @@ func (w *worker) leaderDown(node uint64) {
 // fewer entries).
 func (w *worker) rejectedCampaign(r *replica) {
 	if lead, _ := r.g.Leader(); lead == 0 && !r.g.IsLeader() && r.campaignIn == 0 && r.g.RN.BasicStatus().RaftState == raft.StateFollower {
-		r.campaignIn = 1
+		r.campaignIn, r.successor = 1, true
 		w.wake(r)
 	}
 }
@@ -331,13 +331,14 @@ const successorDelayTicks = 2
 // successor is behind or the others still hear the leader, ends in the
 // ordinary election.) 0 while the configuration is joint.
 func (w *worker) successor(r *replica, node uint64) uint64 {
-	cs := r.log.ConfState()
-	if len(cs.VotersOutgoing) > 0 {
+	desc, ok := r.log.Descriptor()
+	if !ok || len(r.log.ConfState().VotersOutgoing) > 0 {
 		return 0
 	}
 	var live []uint64
-	for _, v := range cs.Voters {
-		if v != node && (v == w.e.cfg.NodeID || !w.e.live.isDown(v)) {
+	for _, rep := range desc.Replicas {
+		v := rep.NodeID
+		if rep.Role == storage.RoleVoter && v != node && (v == w.e.cfg.NodeID || !w.e.live.isDown(v)) {
 			live = append(live, v)
 		}
 	}

@@ -32,7 +32,7 @@ func (w *worker) handleReady() {
 	if len(w.dirty) > 0 {
 		for _, r := range w.dirty {
 			r.dirty = false
-			if r.g.RN.HasReady() {
+			if !r.destroyed && r.g.RN.HasReady() {
 				w.rds = append(w.rds, readyShard{r: r, rd: r.g.RN.Ready()})
 			}
 		}
@@ -54,6 +54,9 @@ func (w *worker) handleReady() {
 		w.done = w.done[:0]
 		w.e.publishLeaders(w.leaderEvs)
 		w.leaderEvs = w.leaderEvs[:0]
+		w.e.descHub.publish(w.descEvs)
+		clear(w.descEvs)
+		w.descEvs = w.descEvs[:0]
 		for i := range w.rds {
 			rs := &w.rds[i]
 			if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
@@ -86,7 +89,7 @@ func (w *worker) persistAndApply() {
 		rs := &w.rds[i]
 		r, rd := rs.r, &rs.rd
 		if ch := r.g.OnReady(rd); ch != nil {
-			w.leaderEvs = append(w.leaderEvs, LeaderEvent{ShardID: r.shardID, Leader: ch.Leader, Term: ch.Term})
+			w.leaderEvs = append(w.leaderEvs, LeaderEvent{ShardID: r.shardID, Leader: r.nodeOf(ch.Leader), Term: ch.Term})
 		}
 		if leading := r.g.IsLeader(); leading != r.leading {
 			r.leading = leading
@@ -177,32 +180,7 @@ func (w *worker) apply(r *replica, ents []raftpb.Entry) {
 				w.done = append(w.done, completion{p: p, res: group.Result{Value: res, Err: err, Index: e.Index}})
 			}
 		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
-			var (
-				cc raftpb.ConfChangeI
-				id uint64
-			)
-			if e.Type == raftpb.EntryConfChange {
-				var v1 raftpb.ConfChange
-				if err := v1.Unmarshal(e.Data); err != nil {
-					panic(fmt.Sprintf("engine: shard %d: conf change at %d: %v", r.shardID, e.Index, err))
-				}
-				cc, id = v1, group.ConfChangeID(v1.Context)
-			} else {
-				var v2 raftpb.ConfChangeV2
-				if err := v2.Unmarshal(e.Data); err != nil {
-					panic(fmt.Sprintf("engine: shard %d: conf change at %d: %v", r.shardID, e.Index, err))
-				}
-				cc, id = v2, group.ConfChangeID(v2.Context)
-			}
-			cs := r.g.RN.ApplyConfChange(cc)
-			r.log.SetConfState(w.batch, *cs)
-			w.e.notePeers(*cs)
-			if !isMember(cs, w.e.cfg.NodeID) {
-				r.remove = true
-			}
-			if p := r.g.TakeProposal(id); p != nil {
-				w.done = append(w.done, completion{p: p, res: group.Result{Index: e.Index}})
-			}
+			w.applyConfChange(r, e)
 		}
 	}
 	last := ents[len(ents)-1]
@@ -250,13 +228,17 @@ func (w *worker) send() {
 			if m.Type == raftpb.MsgPreVoteResp && m.Reject {
 				w.rejectedCampaign(r)
 			}
+			to := r.nodeOf(m.To)
+			if to == 0 {
+				continue // a replica no descriptor of r's names: nowhere to send
+			}
 			switch {
 			case m.Type == raftpb.MsgSnap:
-				w.sendSnapshot(r, *m)
+				w.sendSnapshot(r, to, *m)
 			case coalesce && heartbeat.IsCoalescable(m):
-				w.e.beats.Add(m.To, heartbeat.FromMessage(r.shardID, m))
+				w.e.beats.Add(to, heartbeat.FromMessage(r.shardID, m))
 			default:
-				w.out[m.To] = append(w.out[m.To], Message{ShardID: r.shardID, Msg: *m})
+				w.out[to] = append(w.out[to], Message{ShardID: r.shardID, Msg: *m})
 			}
 		}
 	}
@@ -284,8 +266,8 @@ func (w *worker) sendAppendsEarly() {
 		}
 		keep := rd.Messages[:0]
 		for _, m := range rd.Messages {
-			if m.Type == raftpb.MsgApp {
-				w.out[m.To] = append(w.out[m.To], Message{ShardID: r.shardID, Msg: m})
+			if to := r.nodeOf(m.To); m.Type == raftpb.MsgApp && to != 0 {
+				w.out[to] = append(w.out[to], Message{ShardID: r.shardID, Msg: m})
 				sent = true
 			} else {
 				keep = append(keep, m)
@@ -313,7 +295,7 @@ func (w *worker) flushOut() {
 		if err := w.e.transport.Send(to, msgs); err != nil {
 			for _, m := range msgs {
 				if r := w.shards[m.ShardID]; r != nil {
-					r.g.RN.ReportUnreachable(to)
+					r.g.RN.ReportUnreachable(m.Msg.To)
 				}
 			}
 			if !errors.Is(err, ErrQueueFull) {
@@ -325,26 +307,37 @@ func (w *worker) flushOut() {
 	}
 }
 
-// destroy removes a replica that a conf change took off this node.
+// destroy removes a replica that a conf change took off this node (or that
+// a newer replica of this node supersedes). Its range is released before
+// its data is deleted, so that a concurrent ReadLocal that found the range
+// knows whether the data was there for its whole read (see ReadLocal).
 func (w *worker) destroy(r *replica) {
+	r.destroyed = true
 	w.wake(r) // keeps the quiesced count right
 	delete(w.shards, r.shardID)
 	delete(w.ticking, r.shardID)
 	if r.leading {
 		w.e.stats.leading.Add(^uint64(0))
+		r.leading = false
 	}
 	r.g.FailAll(ErrShardRemoved)
 	w.abortStaged(r)
 	desc, ok := r.log.Descriptor()
 	var dp = &desc
+	next := r.replicaID + 1
 	if !ok {
 		dp = nil
+	} else {
+		next = max(next, desc.NextReplicaID)
 	}
-	if err := w.e.store.DestroyReplica(r.shardID, dp); err != nil {
+	w.e.releaseRange(r.shardID)
+	// Writes of this replica still queued in the pass's batches go first:
+	// the deletion must cover them.
+	w.commit()
+	if err := w.e.store.DestroyReplica(r.shardID, dp, next); err != nil {
 		panic(fmt.Sprintf("engine: destroy shard %d: %v", r.shardID, err))
 	}
-	w.tombstones[r.shardID] = struct{}{}
-	w.e.releaseRange(r.shardID)
+	w.tombstones[r.shardID] = next
 	w.leaderEvs = append(w.leaderEvs[:0], LeaderEvent{ShardID: r.shardID})
 	w.e.publishLeaders(w.leaderEvs)
 	w.leaderEvs = w.leaderEvs[:0]

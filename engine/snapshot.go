@@ -23,7 +23,7 @@ import (
 
 const snapshotTimeout = 10 * time.Minute
 
-func (w *worker) sendSnapshot(r *replica, m raftpb.Message) {
+func (w *worker) sendSnapshot(r *replica, toNode uint64, m raftpb.Message) {
 	to := m.To
 	fail := func() { r.g.RN.ReportSnapshot(to, raft.SnapshotFailure) }
 	snap, err := r.log.Snapshot()
@@ -45,7 +45,7 @@ func (w *worker) sendSnapshot(r *replica, m raftpb.Message) {
 		return
 	}
 	m.Snapshot = &snap
-	h := SnapshotHeader{ClusterID: w.e.cfg.ClusterID, From: w.e.cfg.NodeID, To: to, ShardID: r.shardID, Msg: m}
+	h := SnapshotHeader{ClusterID: w.e.cfg.ClusterID, From: w.e.cfg.NodeID, To: toNode, ShardID: r.shardID, Msg: m}
 	shardID := r.shardID
 	w.e.wg.Add(1)
 	go func() {
@@ -85,22 +85,20 @@ func (e *Engine) HandleSnapshot(ctx context.Context, h SnapshotHeader, body Snap
 		return ErrClosed
 	}
 	if h.ClusterID != e.cfg.ClusterID || h.To != e.cfg.NodeID || h.Msg.Type != raftpb.MsgSnap ||
-		h.Msg.Snapshot == nil || h.Msg.To != e.cfg.NodeID {
+		h.Msg.Snapshot == nil || h.Msg.To == 0 {
 		return fmt.Errorf("%w: snapshot header for cluster %d node %d (type %v)", ErrBadRequest, h.ClusterID, h.To, h.Msg.Type)
 	}
 	desc, err := storage.UnmarshalDescriptor(h.Msg.Snapshot.Data)
 	if err != nil || desc.ShardID != h.ShardID {
 		return fmt.Errorf("%w: snapshot descriptor: %v", ErrBadRequest, err)
 	}
+	if rep, ok := desc.Replica(h.Msg.To); ok && rep.NodeID != e.cfg.NodeID {
+		return fmt.Errorf("%w: snapshot for replica %d of shard %d, which is on node %d", ErrBadRequest, h.Msg.To, h.ShardID, rep.NodeID)
+	}
 	// Make sure the replica may exist here and claim its range.
 	if _, err := call(ctx, e, h.ShardID, func(w *worker) (struct{}, error) {
-		if _, ok := w.tombstones[h.ShardID]; ok {
-			return struct{}{}, fmt.Errorf("%w: shard %d", ErrTombstoned, h.ShardID)
-		}
-		if w.shards[h.ShardID] == nil {
-			if _, err := w.createUninitialized(h.ShardID, raftpb.MsgSnap); err != nil {
-				return struct{}{}, err
-			}
+		if w.replicaFor(h.ShardID, h.Msg.To, raftpb.MsgSnap) == nil {
+			return struct{}{}, fmt.Errorf("%w: shard %d replica %d", ErrTombstoned, h.ShardID, h.Msg.To)
 		}
 		return struct{}{}, e.claimRange(desc)
 	}); err != nil {
@@ -151,7 +149,7 @@ func (e *Engine) HandleSnapshot(ctx context.Context, h SnapshotHeader, body Snap
 
 func (w *worker) stepSnapshot(s snapReq) {
 	r := w.shards[s.shardID]
-	if r == nil {
+	if r == nil || r.replicaID != s.msg.To {
 		s.staged.Abort()
 		s.done <- fmt.Errorf("%w: shard %d", ErrShardNotFound, s.shardID)
 		return
@@ -176,9 +174,15 @@ func (w *worker) applySnapshot(r *replica, rd *raft.Ready) {
 		if raft.IsEmptyHardState(hs) {
 			hs = r.log.HardState()
 		}
+		if old, ok := r.log.Descriptor(); ok {
+			r.setFormer(old)
+		}
 		if err := r.log.ApplySnapshot(s.st, rd.Snapshot, hs); err != nil {
 			panic(fmt.Sprintf("engine: node %d shard %d: apply snapshot: %v", w.e.cfg.NodeID, r.shardID, err))
 		}
+		r.g.SnapshotApplied(idx)
+		w.e.notePeers(r) // a replica created by a snapshot learns its peers here
+		w.descChanged(r)
 		return
 	}
 	panic(fmt.Sprintf("engine: node %d shard %d: raft accepted snapshot %d that was not staged", w.e.cfg.NodeID, r.shardID, idx))

@@ -7,12 +7,17 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 )
 
-// Message is one raft message of one shard. Replica IDs in raft messages are
-// node IDs: a node hosts at most one replica of a shard, and node IDs are never
-// reused, so Msg.To names the destination node.
+// Message is one raft message of one shard. Msg.From and Msg.To are replica
+// IDs, not node IDs: the engine routes a message to the node of its
+// destination replica (the shard's descriptor knows it), and the receiving
+// node drops a message for a replica ID its replica is not (a removed
+// incarnation).
 type Message struct {
 	ShardID uint64
 	Msg     raftpb.Message
+	// fromNode is the sending node, set by the receiving engine from the
+	// frame (HandleBatch).
+	fromNode uint64
 }
 
 // Batch is what crosses the network between two nodes in one frame: every

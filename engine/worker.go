@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -31,7 +32,7 @@ type worker struct {
 	spare      inbox
 	shards     map[uint64]*replica
 	ticking    map[uint64]*replica // the shards not quiesced
-	tombstones map[uint64]struct{}
+	tombstones map[uint64]uint64   // shard -> lowest replica ID allowed here
 	dirty      []*replica
 	rds        []readyShard
 	batch      *storage.Batch
@@ -40,6 +41,7 @@ type worker struct {
 	out        map[uint64][]Message // per destination node, handed to the transport
 	done       []completion
 	leaderEvs  []LeaderEvent
+	descEvs    []DescriptorEvent
 	staged     []*replica // replicas holding staged snapshots this cycle
 }
 
@@ -68,7 +70,7 @@ type proposalReq struct {
 	shardID uint64
 	p       *group.Proposal
 	data    []byte
-	cc      *raftpb.ConfChangeV2
+	change  *ChangeRequest
 }
 
 type readReq struct {
@@ -100,12 +102,20 @@ type stagedSnap struct {
 
 // replica is one shard on this node, owned by its worker.
 type replica struct {
-	shardID uint64
+	shardID   uint64
+	replicaID uint64 // this replica's raft ID, never the node ID
+	// former are replicas the shard no longer has, kept so that messages
+	// raft still addresses to them in the Ready that removed them find
+	// their node.
+	former  []storage.Replica
 	g       *group.Group
 	log     *storage.Log
 	staged  []stagedSnap
 	dirty   bool
 	remove  bool
+	// destroyed: the replica is gone (a newer one of this node superseded
+	// it mid-cycle); a pass must not touch its storage again.
+	destroyed bool
 
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
@@ -124,7 +134,7 @@ func newWorker(e *Engine, id int) *worker {
 		signal:     make(chan struct{}, 1),
 		shards:     make(map[uint64]*replica),
 		ticking:    make(map[uint64]*replica),
-		tombstones: make(map[uint64]struct{}),
+		tombstones: make(map[uint64]uint64),
 		batch:      e.store.NewBatch(),
 		applyBatch: e.store.DB().NewIndexedBatch(),
 		out:        make(map[uint64][]Message),
@@ -133,10 +143,11 @@ func newWorker(e *Engine, id int) *worker {
 	return w
 }
 
-func (w *worker) groupConfig() group.Config {
+func (w *worker) groupConfig(r *replica) group.Config {
 	c := w.e.cfg
 	return group.Config{
-		NodeID:                    c.NodeID,
+		ReplicaID:                 r.replicaID,
+		NodeOf:                    r.nodeOf,
 		ElectionTicks:             c.ElectionTicks,
 		HeartbeatTicks:            c.HeartbeatTicks,
 		MaxSizePerMsg:             c.MaxSizePerMsg,
@@ -149,16 +160,79 @@ func (w *worker) groupConfig() group.Config {
 
 // open makes a replica of log's shard and registers it.
 func (w *worker) open(log *storage.Log) (*replica, error) {
+	if log.ReplicaID() == 0 {
+		return nil, fmt.Errorf("%w: shard %d has no replica ID", storage.ErrCorrupt, log.ShardID())
+	}
 	applied, _ := log.Applied()
-	g, err := group.New(w.groupConfig(), log.ShardID(), log, applied)
+	r := &replica{shardID: log.ShardID(), replicaID: log.ReplicaID(), log: log}
+	g, err := group.New(w.groupConfig(r), log.ShardID(), log, applied)
 	if err != nil {
 		return nil, err
 	}
-	r := &replica{shardID: log.ShardID(), g: g, log: log}
+	r.g = g
 	w.shards[r.shardID] = r
 	w.ticking[r.shardID] = r
-	w.e.notePeers(log.ConfState())
+	w.e.notePeers(r)
 	return r, nil
+}
+
+// nodeOf returns the node of one of r's replicas (0 if unknown).
+func (r *replica) nodeOf(replicaID uint64) uint64 {
+	if d, ok := r.log.Descriptor(); ok {
+		if rep, ok := d.Replica(replicaID); ok {
+			return rep.NodeID
+		}
+	}
+	for _, rep := range r.former {
+		if rep.ReplicaID == replicaID {
+			return rep.NodeID
+		}
+	}
+	return 0
+}
+
+// notePeer records that replica id is on node, as a message from it says:
+// an uninitialized replica has no descriptor to answer from until its
+// snapshot arrives.
+func (r *replica) notePeer(id, node uint64) {
+	if id != 0 && node != 0 && r.nodeOf(id) == 0 {
+		r.former = append(r.former, storage.Replica{NodeID: node, ReplicaID: id})
+		if n := len(r.former); n > 16 {
+			r.former = append(r.former[:0], r.former[n-16:]...)
+		}
+	}
+}
+
+// replicaOn returns the ID of r's replica on node (0 if none).
+func (r *replica) replicaOn(node uint64) uint64 {
+	if d, ok := r.log.Descriptor(); ok {
+		if rep, ok := d.ReplicaOfNode(node); ok {
+			return rep.ReplicaID
+		}
+	}
+	return 0
+}
+
+// setDescriptor records r's new descriptor in b, keeping the replicas it
+// drops in r.former.
+func (r *replica) setDescriptor(b *storage.Batch, d storage.Descriptor) {
+	if old, ok := r.log.Descriptor(); ok {
+		r.setFormer(old)
+	}
+	r.log.SetDescriptor(b, d)
+}
+
+// setFormer remembers the replicas of old (the most recent few), whose
+// nodes raft may still address once a new descriptor replaced old.
+func (r *replica) setFormer(old storage.Descriptor) {
+	for _, rep := range old.Replicas {
+		if !slices.Contains(r.former, rep) {
+			r.former = append(r.former, rep)
+		}
+	}
+	if n := len(r.former); n > 16 {
+		r.former = append(r.former[:0], r.former[n-16:]...)
+	}
 }
 
 // load reopens a shard at startup (before the worker runs).
@@ -178,16 +252,18 @@ func (w *worker) load(shardID uint64) error {
 
 func (w *worker) create(spec ShardSpec) error {
 	id := spec.Desc.ShardID
-	if old := w.shards[id]; old != nil && old.log.Initialized() {
+	desc := storage.NewDescriptor(id, spec.Desc.Start, spec.Desc.Last, spec.Desc.Generation, spec.Voters, spec.Learners)
+	self, _ := desc.ReplicaOfNode(w.e.cfg.NodeID)
+	if old := w.shards[id]; old != nil && (old.log.Initialized() || old.replicaID != self.ReplicaID) {
 		return fmt.Errorf("%w: shard %d", ErrShardExists, id)
 	}
-	if _, ok := w.tombstones[id]; ok {
+	if next, ok := w.tombstones[id]; ok && self.ReplicaID < next {
 		return fmt.Errorf("%w: shard %d", ErrTombstoned, id)
 	}
-	if err := w.e.claimRange(spec.Desc); err != nil {
+	if err := w.e.claimRange(desc); err != nil {
 		return err
 	}
-	log, err := w.e.store.CreateShard(spec.Desc, spec.Voters, spec.Learners)
+	log, err := w.e.store.CreateShard(desc, self.ReplicaID)
 	if err != nil {
 		w.e.releaseRange(id)
 		return err
@@ -367,7 +443,9 @@ func (w *worker) cycle() {
 			rr.r.Done <- group.Result{Err: fmt.Errorf("%w: shard %d", ErrShardNotFound, rr.shardID)}
 			continue
 		}
-		w.wake(r)
+		if r.g.IsLeader() {
+			w.wake(r) // a follower refuses at once, and stays quiesced
+		}
 		if err := r.g.ReadIndex(rr.r); err != nil {
 			rr.r.Done <- group.Result{Err: err}
 			continue
@@ -385,33 +463,73 @@ func (w *worker) cycle() {
 }
 
 func (w *worker) step(m *Message) {
-	if m.Msg.To != w.e.cfg.NodeID || m.Msg.Type == raftpb.MsgSnap {
-		return // misaddressed; snapshots arrive only through HandleSnapshot
+	if m.Msg.Type == raftpb.MsgSnap {
+		return // snapshots arrive only through HandleSnapshot
 	}
-	r := w.shards[m.ShardID]
+	r := w.replicaFor(m.ShardID, m.Msg.To, m.Msg.Type)
 	if r == nil {
-		var err error
-		if r, err = w.createUninitialized(m.ShardID, m.Msg.Type); r == nil || err != nil {
-			return
-		}
+		return
 	}
+	r.notePeer(m.Msg.From, m.fromNode)
 	_ = r.g.RN.Step(m.Msg) // errors: messages from unknown peers, stale: dropped
 	w.markDirty(r)
 	w.wake(r)
 }
 
-// createUninitialized makes an empty replica for a message of a leader that
-// is adding this node, unless the shard's replica was removed from here.
-func (w *worker) createUninitialized(shardID uint64, t raftpb.MessageType) (*replica, error) {
+// replicaFor returns the replica of shardID that a message of type t
+// addressed to replica ID to is for, or nil if the message is to be
+// dropped. Replica IDs are never reused, so:
+//   - to == the local replica's ID: that replica;
+//   - to < it, or below the shard's tombstone: a message for an earlier
+//     incarnation of this node's replica, dropped and counted;
+//   - to > the local replica's ID: this node was removed from the shard and
+//     added back under a new ID while the local replica missed its removal;
+//     the stale replica is destroyed, and the message, if a leader's,
+//     creates the new one (uninitialized, caught up by a snapshot);
+//   - no local replica: a leader's message creates an uninitialized one.
+func (w *worker) replicaFor(shardID, to uint64, t raftpb.MessageType) *replica {
+	r := w.shards[shardID]
+	if r != nil && to == r.replicaID {
+		return r
+	}
+	if to == 0 || (r != nil && to < r.replicaID) {
+		w.e.stats.staleDropped.Add(1)
+		return nil
+	}
+	if next, ok := w.tombstones[shardID]; ok && to < next {
+		w.e.stats.staleDropped.Add(1)
+		return nil
+	}
 	if t != raftpb.MsgApp && t != raftpb.MsgHeartbeat && t != raftpb.MsgSnap {
-		return nil, nil
+		return nil // only a leader creates a replica
 	}
-	if _, ok := w.tombstones[shardID]; ok {
-		return nil, nil
+	if r != nil {
+		w.e.cfg.Logger.Info("replica superseded by a newer one of this node: destroying it",
+			"shard", shardID, "replica", r.replicaID, "new_replica", to)
+		w.destroy(r)
 	}
+	r, err := w.createUninitialized(shardID, to)
+	if err != nil {
+		w.e.cfg.Logger.Warn("create replica", "shard", shardID, "replica", to, "err", err)
+		return nil
+	}
+	return r
+}
+
+// createUninitialized makes an empty replica with ID replicaID for a message
+// of a leader that is adding this node; the caller checked the tombstone.
+func (w *worker) createUninitialized(shardID, replicaID uint64) (*replica, error) {
 	log, err := w.e.store.OpenLog(shardID)
 	if err != nil {
 		return nil, err
+	}
+	if log.Initialized() || (log.ReplicaID() != 0 && log.ReplicaID() != replicaID) {
+		return nil, fmt.Errorf("%w: shard %d has state of replica %d", ErrShardExists, shardID, log.ReplicaID())
+	}
+	if log.ReplicaID() == 0 {
+		// Written before anything raft persists for the replica: the
+		// pass's batch is committed before any message leaves.
+		log.SetReplicaID(w.batch, replicaID)
 	}
 	return w.open(log)
 }
@@ -422,10 +540,17 @@ func (w *worker) propose(req proposalReq) {
 		req.p.Complete(group.Result{Err: fmt.Errorf("%w: shard %d", ErrShardNotFound, req.shardID)})
 		return
 	}
+	if !r.g.IsLeader() {
+		// Refused at once: a follower is not woken by a request it does
+		// not serve (a woken follower of a quiesced leader would tick,
+		// hear nothing and campaign against a healthy leader).
+		req.p.Complete(group.Result{Err: &NotLeaderError{ShardID: r.shardID, Leader: r.g.LeaderNode(), Term: r.term()}})
+		return
+	}
 	w.wake(r)
 	var err error
-	if req.cc != nil {
-		err = r.g.ProposeConfChange(req.p, *req.cc)
+	if req.change != nil {
+		err = w.proposeConfChange(r, req.p, req.change)
 	} else {
 		err = r.g.Propose(req.p, req.data)
 	}
@@ -436,6 +561,8 @@ func (w *worker) propose(req proposalReq) {
 	w.markDirty(r)
 }
 
+func (r *replica) term() uint64 { _, t := r.g.Leader(); return t }
+
 func isMember(cs *raftpb.ConfState, id uint64) bool {
 	return contains(cs.Voters, id) || contains(cs.Learners, id) ||
 		contains(cs.VotersOutgoing, id) || contains(cs.LearnersNext, id)
@@ -443,7 +570,6 @@ func isMember(cs *raftpb.ConfState, id uint64) bool {
 
 func (r *replica) status(nodeID uint64) ShardStatus {
 	bs := r.g.RN.BasicStatus()
-	cs := r.log.ConfState()
 	first, _ := r.log.FirstIndex()
 	last, _ := r.log.LastIndex()
 	applied, _ := r.log.Applied()
@@ -451,25 +577,40 @@ func (r *replica) status(nodeID uint64) ShardStatus {
 	var progress []ReplicaProgress
 	if bs.RaftState == raft.StateLeader {
 		r.g.RN.WithProgress(func(id uint64, typ raft.ProgressType, pr tracker.Progress) {
-			progress = append(progress, ReplicaProgress{NodeID: id, Match: pr.Match, Next: pr.Next, State: pr.State.String(), Learner: pr.IsLearner})
+			progress = append(progress, ReplicaProgress{NodeID: r.nodeOf(id), ReplicaID: id, Match: pr.Match, Next: pr.Next, State: pr.State.String(), Learner: pr.IsLearner})
 		})
 	}
-	return ShardStatus{
-		Progress:    progress,
-		ShardID:     r.shardID,
-		NodeID:      nodeID,
-		Leader:      bs.Lead,
-		Term:        bs.Term,
-		State:       bs.RaftState.String(),
-		Commit:      bs.Commit,
-		Applied:     applied,
-		FirstIndex:  first,
-		LastIndex:   last,
-		Voters:      append([]uint64(nil), cs.Voters...),
-		Learners:    append([]uint64(nil), cs.Learners...),
-		Outgoing:    append([]uint64(nil), cs.VotersOutgoing...),
-		Initialized: init,
-		Quiesced:    r.quiesced,
-		Desc:        desc,
+	st := ShardStatus{
+		Progress:      progress,
+		ShardID:       r.shardID,
+		NodeID:        nodeID,
+		ReplicaID:     r.replicaID,
+		Leader:        r.g.LeaderNode(),
+		LeaderReplica: bs.Lead,
+		Term:          bs.Term,
+		State:         bs.RaftState.String(),
+		Commit:        bs.Commit,
+		Applied:       applied,
+		FirstIndex:    first,
+		LastIndex:     last,
+		Initialized:   init,
+		Quiesced:      r.quiesced,
+		Desc:          desc.Clone(),
 	}
+	for _, rep := range desc.Replicas {
+		switch rep.Role {
+		case storage.RoleVoter:
+			st.Voters = append(st.Voters, rep.NodeID)
+			if len(desc.ConfState().VotersOutgoing) > 0 {
+				st.Outgoing = append(st.Outgoing, rep.NodeID)
+			}
+		case storage.RoleVoterIncoming:
+			st.Voters = append(st.Voters, rep.NodeID)
+		case storage.RoleLearner:
+			st.Learners = append(st.Learners, rep.NodeID)
+		case storage.RoleVoterOutgoing, storage.RoleVoterDemoting:
+			st.Outgoing = append(st.Outgoing, rep.NodeID)
+		}
+	}
+	return st
 }

@@ -19,10 +19,38 @@ var (
 	ErrReadRetry = errors.New("group: read index not answered, retry")
 	// ErrBadEntry: an entry that does not decode.
 	ErrBadEntry = errors.New("group: malformed entry")
+	// ErrConfChangeInProgress: a conf change is pending (proposed and not
+	// yet applied) or the configuration is joint; raft would drop another.
+	// Nothing was proposed: retry once the pending change has applied.
+	ErrConfChangeInProgress = errors.New("group: a conf change is in progress")
+	// ErrAmbiguous: the command's outcome is unknown. It may or may not
+	// have applied; it must not be retried as if it had not (a write with a
+	// client session may be: the session makes the retry apply at most once).
+	ErrAmbiguous = errors.New("group: outcome unknown, the command may have applied")
 )
 
+// AmbiguousError reports a command whose outcome is unknown: its entry was
+// appended at Index, and then the replica lost track of it (a snapshot
+// covered the index, the replica was removed or closed). errors.Is(err,
+// ErrAmbiguous) holds; Cause says what happened.
+type AmbiguousError struct {
+	ShardID uint64
+	Index   uint64
+	Cause   error
+}
+
+func (e *AmbiguousError) Error() string {
+	return fmt.Sprintf("shard %d: outcome of the command at index %d unknown (it may have applied): %v", e.ShardID, e.Index, e.Cause)
+}
+
+// Is makes errors.Is(err, ErrAmbiguous) true.
+func (e *AmbiguousError) Is(target error) bool { return target == ErrAmbiguous }
+
+// Unwrap returns the cause.
+func (e *AmbiguousError) Unwrap() error { return e.Cause }
+
 // NotLeaderError is returned by a replica that does not lead its shard. Leader
-// is the node it believes leads (0 if unknown) at Term.
+// is the node (not the replica) it believes leads (0 if unknown) at Term.
 type NotLeaderError struct {
 	ShardID uint64
 	Leader  uint64
@@ -38,7 +66,12 @@ func (e *NotLeaderError) Error() string {
 
 // Config of a group's raft instance.
 type Config struct {
-	NodeID          uint64
+	// ReplicaID is this replica's ID in the shard (raft's ID): never the
+	// node ID, never reused.
+	ReplicaID uint64
+	// NodeOf returns the node of a replica of the shard (0 if unknown), for
+	// the leader hints of NotLeaderError. Required.
+	NodeOf          func(replicaID uint64) uint64
 	ElectionTicks   int
 	HeartbeatTicks  int
 	MaxSizePerMsg   uint64
@@ -62,6 +95,7 @@ type Proposal struct {
 	ID    uint64
 	Done  chan Result // buffered (1): the engine never blocks on it
 	index uint64      // the entry's index once appended, 0 before
+	cc    bool        // a conf change
 }
 
 // Complete hands r to the waiter.
@@ -88,21 +122,28 @@ type Group struct {
 	ShardID uint64
 	RN      *raft.RawNode
 
-	nodeID   uint64
-	election int
-	lead     uint64
-	term     uint64
-	state    raft.StateType
+	replicaID uint64
+	nodeOf    func(uint64) uint64
+	election  int
+	lead      uint64 // leader's replica ID
+	term      uint64
+	state     raft.StateType
 
 	proposals map[uint64]*Proposal // by proposal ID; nil when none
+	fresh     []*Proposal          // proposed since the last Ready
 	reads     []*Read              // waiting reads in request order
+	// pendingConf is the index of the last conf change this replica
+	// appended as leader (or, on becoming leader, its last index, which may
+	// hold one): as raft's own pendingConfIndex, another conf change is
+	// refused until the applied index reaches it.
+	pendingConf uint64
 }
 
 // New starts the raft instance of shardID over storage, resuming after
 // applied (the applied index persisted with the state machine).
 func New(cfg Config, shardID uint64, storage raft.Storage, applied uint64) (*Group, error) {
 	rc := &raft.Config{
-		ID:                        cfg.NodeID,
+		ID:                        cfg.ReplicaID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,
 		Storage:                   storage,
@@ -123,17 +164,25 @@ func New(cfg Config, shardID uint64, storage raft.Storage, applied uint64) (*Gro
 		return nil, fmt.Errorf("group: shard %d: %w", shardID, err)
 	}
 	hs, _, _ := storage.InitialState()
-	return &Group{ShardID: shardID, RN: rn, nodeID: cfg.NodeID, election: cfg.ElectionTicks, term: hs.Term}, nil
+	return &Group{ShardID: shardID, RN: rn, replicaID: cfg.ReplicaID, nodeOf: cfg.NodeOf, election: cfg.ElectionTicks, term: hs.Term}, nil
 }
 
-// Leader returns the leader this replica knows and the term.
+// Leader returns the leader (its replica ID) this replica knows and the term.
 func (g *Group) Leader() (leader, term uint64) { return g.lead, g.term }
+
+// LeaderNode returns the node of the leader this replica knows (0 if none).
+func (g *Group) LeaderNode() uint64 {
+	if g.lead == 0 {
+		return 0
+	}
+	return g.nodeOf(g.lead)
+}
 
 // IsLeader reports whether this replica leads.
 func (g *Group) IsLeader() bool { return g.state == raft.StateLeader }
 
 func (g *Group) notLeader() error {
-	return &NotLeaderError{ShardID: g.ShardID, Leader: g.lead, Term: g.term}
+	return &NotLeaderError{ShardID: g.ShardID, Leader: g.LeaderNode(), Term: g.term}
 }
 
 // EncodeEntry returns the entry data for a proposal.
@@ -173,11 +222,24 @@ func (g *Group) Propose(p *Proposal, data []byte) error {
 	return nil
 }
 
-// ProposeConfChange proposes cc, whose Context the caller set to the
-// proposal ID (ConfChangeContext).
-func (g *Group) ProposeConfChange(p *Proposal, cc raftpb.ConfChangeV2) error {
+// ConfChangeAllowed reports whether raft would accept a conf change now: no
+// other is pending (appended as leader and not applied by applied) and the
+// configuration is not joint. raft silently replaces a conf change it does
+// not accept with an empty entry; the engine refuses it up front instead.
+func (g *Group) ConfChangeAllowed(applied uint64, cs raftpb.ConfState) bool {
+	return g.pendingConf <= applied && len(cs.VotersOutgoing) == 0
+}
+
+// ProposeConfChange proposes cc, whose Context starts with the proposal ID
+// (ConfChangeContext). It fails with ErrConfChangeInProgress if raft would
+// drop it (see ConfChangeAllowed); should raft drop it all the same, the
+// proposal completes with that error at the next Ready.
+func (g *Group) ProposeConfChange(p *Proposal, cc raftpb.ConfChangeV2, applied uint64, cs raftpb.ConfState) error {
 	if g.state != raft.StateLeader {
 		return g.notLeader()
+	}
+	if !g.ConfChangeAllowed(applied, cs) {
+		return ErrConfChangeInProgress
 	}
 	if err := g.RN.ProposeConfChange(cc); err != nil {
 		if errors.Is(err, raft.ErrProposalDropped) {
@@ -185,19 +247,23 @@ func (g *Group) ProposeConfChange(p *Proposal, cc raftpb.ConfChangeV2) error {
 		}
 		return err
 	}
+	p.cc = true
 	g.track(p)
 	return nil
 }
 
-// ConfChangeContext encodes a proposal ID for ConfChangeV2.Context.
-func ConfChangeContext(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+// ConfChangeContext encodes a proposal ID for ConfChangeV2.Context,
+// followed by extra (the engine's description of the change).
+func ConfChangeContext(id uint64, extra []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(extra)), id), extra...)
+}
 
 // ConfChangeID decodes what ConfChangeContext encoded (0 if absent).
-func ConfChangeID(ctx []byte) uint64 {
-	if len(ctx) != 8 {
-		return 0
+func ConfChangeID(ctx []byte) (id uint64, extra []byte) {
+	if len(ctx) < 8 {
+		return 0, nil
 	}
-	return binary.BigEndian.Uint64(ctx)
+	return binary.BigEndian.Uint64(ctx), ctx[8:]
 }
 
 func (g *Group) track(p *Proposal) {
@@ -205,6 +271,7 @@ func (g *Group) track(p *Proposal) {
 		g.proposals = make(map[uint64]*Proposal)
 	}
 	g.proposals[p.ID] = p
+	g.fresh = append(g.fresh, p)
 }
 
 // Pending returns the number of proposals and reads waiting.
@@ -264,6 +331,11 @@ func (g *Group) OnReady(rd *raft.Ready) (change *LeaderChange) {
 	if rd.SoftState != nil {
 		wasLeader := g.state == raft.StateLeader
 		g.state = rd.SoftState.RaftState
+		if !wasLeader && g.state == raft.StateLeader && len(rd.Entries) > 0 {
+			// raft's pendingConfIndex is its last index on becoming leader:
+			// an unapplied entry there may be a conf change.
+			g.pendingConf = max(g.pendingConf, rd.Entries[len(rd.Entries)-1].Index)
+		}
 		if rd.SoftState.Lead != g.lead {
 			g.lead = rd.SoftState.Lead
 			change = &LeaderChange{Leader: g.lead, Term: g.term}
@@ -276,24 +348,42 @@ func (g *Group) OnReady(rd *raft.Ready) (change *LeaderChange) {
 			g.reads = nil
 		}
 	}
-	if len(g.proposals) > 0 {
-		for i := range rd.Entries {
-			e := &rd.Entries[i]
-			var id uint64
-			switch e.Type {
-			case raftpb.EntryNormal:
+	for i := range rd.Entries {
+		e := &rd.Entries[i]
+		var id uint64
+		switch e.Type {
+		case raftpb.EntryNormal:
+			if len(g.proposals) > 0 {
 				id, _, _ = DecodeEntry(e.Data)
-			case raftpb.EntryConfChangeV2:
-				var cc raftpb.ConfChangeV2
-				if cc.Unmarshal(e.Data) == nil {
-					id = ConfChangeID(cc.Context)
-				}
 			}
-			if p := g.proposals[id]; p != nil && id != 0 {
-				p.index = e.Index
+		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
+			if g.state == raft.StateLeader {
+				g.pendingConf = max(g.pendingConf, e.Index)
+			}
+			var cc raftpb.ConfChangeV2
+			if e.Type == raftpb.EntryConfChangeV2 && len(g.proposals) > 0 && cc.Unmarshal(e.Data) == nil {
+				id, _ = ConfChangeID(cc.Context)
 			}
 		}
+		if p := g.proposals[id]; p != nil && id != 0 {
+			p.index = e.Index
+		}
 	}
+	// Every proposal accepted since the last Ready is among its entries,
+	// unless raft dropped it on the way: raft replaces a conf change it
+	// refuses with an empty entry, and nobody would ever complete it.
+	for i, p := range g.fresh {
+		if p.index == 0 && g.proposals[p.ID] == p {
+			delete(g.proposals, p.ID)
+			err := ErrProposalDropped
+			if p.cc {
+				err = ErrConfChangeInProgress
+			}
+			p.Done <- Result{Err: err}
+		}
+		g.fresh[i] = nil
+	}
+	g.fresh = g.fresh[:0]
 	for _, rs := range rd.ReadStates {
 		for _, r := range g.reads {
 			if string(r.ctx[:]) == string(rs.RequestCtx) {
@@ -347,14 +437,32 @@ func (g *Group) Applied(index uint64) {
 	g.reads = g.shrinkReads(keep)
 }
 
+// SnapshotApplied is called when a snapshot brought the replica to index:
+// the outcome of a proposal whose entry was at or below it is unknown (the
+// snapshot may or may not hold it).
+func (g *Group) SnapshotApplied(index uint64) {
+	for id, p := range g.proposals {
+		if p.index != 0 && p.index <= index {
+			delete(g.proposals, id)
+			p.Done <- Result{Err: &AmbiguousError{ShardID: g.ShardID, Index: p.index, Cause: errors.New("a snapshot replaced the log")}, Index: p.index}
+		}
+	}
+}
+
 // FailAll completes every waiter with err (the replica is closing or was
-// removed).
+// removed). A proposal already appended gets an *AmbiguousError wrapping
+// err: it may still have applied.
 func (g *Group) FailAll(err error) {
 	for _, p := range g.proposals {
+		if p.index != 0 {
+			p.Done <- Result{Err: &AmbiguousError{ShardID: g.ShardID, Index: p.index, Cause: err}, Index: p.index}
+			continue
+		}
 		p.Done <- Result{Err: err}
 	}
 	for _, r := range g.reads {
 		r.Done <- Result{Err: err}
 	}
-	g.proposals, g.reads = nil, nil
+	clear(g.fresh)
+	g.proposals, g.reads, g.fresh = nil, nil, g.fresh[:0]
 }

@@ -27,7 +27,10 @@ func TestEntryCodec(t *testing.T) {
 			t.Fatalf("%x: %v", bad, err)
 		}
 	}
-	if ConfChangeID(ConfChangeContext(99)) != 99 || ConfChangeID([]byte{1}) != 0 {
+	if id, extra := ConfChangeID(ConfChangeContext(99, []byte("x"))); id != 99 || string(extra) != "x" {
+		t.Fatal("conf change context")
+	}
+	if id, _ := ConfChangeID([]byte{1}); id != 0 {
 		t.Fatal("conf change context")
 	}
 }
@@ -40,7 +43,7 @@ func TestProposalLifecycle(t *testing.T) {
 	if err := st.ApplySnapshot(raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: 1, Term: 1, ConfState: raftpb.ConfState{Voters: []uint64{1}}}}); err != nil {
 		t.Fatal(err)
 	}
-	g, err := New(Config{NodeID: 1, ElectionTicks: 10, HeartbeatTicks: 1, MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 16}, 5, st, 1)
+	g, err := New(Config{ReplicaID: 1, NodeOf: func(id uint64) uint64 { return id }, ElectionTicks: 10, HeartbeatTicks: 1, MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 16}, 5, st, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

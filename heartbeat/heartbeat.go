@@ -32,10 +32,13 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 )
 
-// Beat is one shard's heartbeat (or response) between two nodes. The nodes
-// are those of the batch that carries it; replica IDs are node IDs.
+// Beat is one shard's heartbeat (or response) between two replicas, on the
+// nodes of the batch that carries it. From and To are replica IDs (raft's
+// IDs), which are not node IDs.
 type Beat struct {
 	ShardID uint64
+	From    uint64 // sending replica
+	To      uint64 // receiving replica
 	Term    uint64
 	Commit  uint64 // heartbeats only
 	Resp    bool   // a MsgHeartbeatResp
@@ -49,23 +52,23 @@ func IsCoalescable(m *raftpb.Message) bool {
 
 // FromMessage makes the Beat of a coalescable message.
 func FromMessage(shardID uint64, m *raftpb.Message) Beat {
-	return Beat{ShardID: shardID, Term: m.Term, Commit: m.Commit, Resp: m.Type == raftpb.MsgHeartbeatResp}
+	return Beat{ShardID: shardID, From: m.From, To: m.To, Term: m.Term, Commit: m.Commit, Resp: m.Type == raftpb.MsgHeartbeatResp}
 }
 
-// Message expands b into the raft message it stands for, from node from to
-// node to.
-func (b Beat) Message(from, to uint64) raftpb.Message {
+// Message expands b into the raft message it stands for.
+func (b Beat) Message() raftpb.Message {
 	t := raftpb.MsgHeartbeat
 	if b.Resp {
 		t = raftpb.MsgHeartbeatResp
 	}
-	return raftpb.Message{Type: t, From: from, To: to, Term: b.Term, Commit: b.Commit}
+	return raftpb.Message{Type: t, From: b.From, To: b.To, Term: b.Term, Commit: b.Commit}
 }
 
-// Wire format of a batch: a version byte, then per Beat: uvarint shard ID,
-// uvarint term, uvarint commit, one flag byte (1 = response, 2 = quiesce).
+// Wire format of a batch: a version byte (2), then per Beat: uvarint shard
+// ID, uvarint from and to replica IDs, uvarint term, uvarint commit, one
+// flag byte (1 = response, 2 = quiesce). Version 1 had no replica IDs.
 const (
-	version  = 1
+	version  = 2
 	flagResp = 1
 	flagQuie = 2
 )
@@ -78,6 +81,8 @@ func AppendBatch(dst []byte, beats []Beat) []byte {
 	dst = append(dst, version)
 	for _, b := range beats {
 		dst = binary.AppendUvarint(dst, b.ShardID)
+		dst = binary.AppendUvarint(dst, b.From)
+		dst = binary.AppendUvarint(dst, b.To)
 		dst = binary.AppendUvarint(dst, b.Term)
 		dst = binary.AppendUvarint(dst, b.Commit)
 		var f byte
@@ -100,7 +105,7 @@ func DecodeBatch(out []Beat, src []byte) ([]Beat, error) {
 	src = src[1:]
 	for len(src) > 0 {
 		var b Beat
-		var vals [3]uint64
+		var vals [5]uint64
 		for i := range vals {
 			v, n := binary.Uvarint(src)
 			if n <= 0 {
@@ -113,10 +118,10 @@ func DecodeBatch(out []Beat, src []byte) ([]Beat, error) {
 		}
 		f := src[0]
 		src = src[1:]
-		if f&^(flagResp|flagQuie) != 0 || vals[0] == 0 {
-			return out, fmt.Errorf("%w: flags %#x shard %d", ErrMalformed, f, vals[0])
+		if f&^(flagResp|flagQuie) != 0 || vals[0] == 0 || vals[1] == 0 || vals[2] == 0 {
+			return out, fmt.Errorf("%w: flags %#x shard %d replicas %d -> %d", ErrMalformed, f, vals[0], vals[1], vals[2])
 		}
-		b.ShardID, b.Term, b.Commit = vals[0], vals[1], vals[2]
+		b.ShardID, b.From, b.To, b.Term, b.Commit = vals[0], vals[1], vals[2], vals[3], vals[4]
 		b.Resp, b.Quiesce = f&flagResp != 0, f&flagQuie != 0
 		out = append(out, b)
 	}

@@ -11,9 +11,9 @@ import (
 
 func TestRoundTrip(t *testing.T) {
 	beats := []Beat{
-		{ShardID: 1, Term: 5, Commit: 10},
-		{ShardID: 1 << 40, Term: 1 << 33, Commit: 0, Resp: true},
-		{ShardID: 7, Term: 6, Commit: 99, Quiesce: true},
+		{ShardID: 1, From: 1, To: 2, Term: 5, Commit: 10},
+		{ShardID: 1 << 40, From: 9, To: 1 << 35, Term: 1 << 33, Commit: 0, Resp: true},
+		{ShardID: 7, From: 3, To: 4, Term: 6, Commit: 99, Quiesce: true},
 	}
 	got, err := DecodeBatch(nil, AppendBatch(nil, beats))
 	if err != nil || !reflect.DeepEqual(got, beats) {
@@ -27,11 +27,12 @@ func TestRoundTrip(t *testing.T) {
 func TestDecodeRejects(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":     nil,
-		"version":   {2},
-		"truncated": {1, 5, 6},
-		"flags":     {1, 1, 1, 1, 0x80 | 4},
-		"bad flag":  {1, 1, 1, 1, 4},
-		"shard 0":   {1, 0, 1, 1, 0},
+		"version 1": {1, 1, 1, 1, 0},
+		"truncated": {2, 5, 6},
+		"flags":     {2, 1, 1, 2, 1, 1, 0x80 | 4},
+		"bad flag":  {2, 1, 1, 2, 1, 1, 4},
+		"shard 0":   {2, 0, 1, 2, 1, 1, 0},
+		"replica 0": {2, 1, 0, 2, 1, 1, 0},
 	} {
 		if _, err := DecodeBatch(nil, b); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v", name, err)
@@ -47,7 +48,7 @@ func TestMessageConversion(t *testing.T) {
 		if !IsCoalescable(&m) {
 			t.Fatalf("%v not coalescable", m.Type)
 		}
-		if got := FromMessage(9, &m).Message(m.From, m.To); !reflect.DeepEqual(got, m) {
+		if got := FromMessage(9, &m).Message(); !reflect.DeepEqual(got, m) {
 			t.Fatalf("got %+v want %+v", got, m)
 		}
 	}
@@ -84,7 +85,7 @@ func TestCoalescerFlush(t *testing.T) {
 }
 
 func FuzzDecodeBatch(f *testing.F) {
-	f.Add(AppendBatch(nil, []Beat{{ShardID: 1, Term: 2, Commit: 3, Quiesce: true}}))
+	f.Add(AppendBatch(nil, []Beat{{ShardID: 1, From: 1, To: 2, Term: 2, Commit: 3, Quiesce: true}}))
 	f.Add([]byte{1})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -434,9 +434,6 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 	switch req.GetOp() {
 	case nodepb.ReplicaOp_REPLICA_OP_ADD:
 		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
-			if err := a.prepareRemote(ctx, shard, id); err != nil {
-				return nil, err
-			}
 			if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
 				return nil, a.engineAdminError(err, shard)
 			}
@@ -543,27 +540,6 @@ func (a *adminService) SetShardReplicas(ctx context.Context, req *nodepb.SetShar
 	return &nodepb.SetShardReplicasResponse{}, nil
 }
 
-// prepareRemote asks node id to clear a tombstone of shard left by an
-// earlier removal, so that the leader's messages can create the replica.
-func (a *adminService) prepareRemote(ctx context.Context, shard, id uint64) error {
-	if id == a.n.cfg.NodeID {
-		_, err := a.PrepareReplica(ctx, &nodepb.PrepareReplicaRequest{ShardId: shard})
-		return err
-	}
-	p, ok := a.n.peer(id)
-	if !ok || p.ClientAddr == "" {
-		return adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "the address of node %d is unknown", id)
-	}
-	c, err := a.d.admin(p.ClientAddr)
-	if err != nil {
-		return err
-	}
-	if _, err := c.PrepareReplica(ctx, &nodepb.PrepareReplicaRequest{ShardId: shard}); err != nil {
-		return fmt.Errorf("node %d cannot take a replica of shard %d: %w", id, shard, err)
-	}
-	return nil
-}
-
 // PrepareReplica implements nodepb.AdminServer.
 func (a *adminService) PrepareReplica(ctx context.Context, req *nodepb.PrepareReplicaRequest) (*nodepb.PrepareReplicaResponse, error) {
 	shard := req.GetShardId()
@@ -573,9 +549,8 @@ func (a *adminService) PrepareReplica(ctx context.Context, req *nodepb.PrepareRe
 	if _, err := a.n.Engine.Status(ctx, shard); err == nil {
 		return &nodepb.PrepareReplicaResponse{}, nil // a replica is here already
 	}
-	if err := a.n.Engine.RecreateShard(ctx, shard); err != nil && !errors.Is(err, engine.ErrShardNotFound) {
-		return nil, a.engineAdminError(err, shard)
-	}
+	// Nothing to prepare: a node added back to a shard gets a fresh replica
+	// ID, which its tombstone allows. Kept for admin tools that still call it.
 	return &nodepb.PrepareReplicaResponse{}, nil
 }
 

@@ -105,8 +105,23 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 		e   *nodepb.Error
 	)
 	switch {
+	case errors.Is(err, engine.ErrAmbiguous):
+		// Checked first: it wraps its cause (ErrShardRemoved, ErrClosed),
+		// which alone would say the write did not apply.
+		e = s.newError(codes.Unavailable, nodepb.Reason_REASON_CLOSED, shardID, "node: %v", err)
+		return e
 	case errors.As(err, &nl):
 		return s.notLeader(shardID, nl.Leader, nl.Term, write, err)
+	case errors.Is(err, engine.ErrConfChangeInProgress), errors.Is(err, engine.ErrLastVoter),
+		errors.Is(err, engine.ErrQuorumAtRisk), errors.Is(err, engine.ErrConfChangeRejected):
+		e = s.newError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, shardID, "node: %v", err)
+		e.NotApplied = true
+	case errors.Is(err, engine.ErrReplicaExists):
+		e = s.newError(codes.AlreadyExists, nodepb.Reason_REASON_BAD_REQUEST, shardID, "node: %v", err)
+		e.NotApplied = true
+	case errors.Is(err, engine.ErrReplicaNotFound):
+		e = s.newError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shardID, "node: %v", err)
+		e.NotApplied = true
 	case errors.Is(err, engine.ErrShardNotFound), errors.Is(err, engine.ErrNotInitialized),
 		errors.Is(err, engine.ErrShardRemoved), errors.Is(err, engine.ErrTombstoned):
 		// The ring names the shard but this node serves no replica of it

@@ -635,7 +635,7 @@ func (cs *clusterState) syncLiveness() {
 		cs.mu.Unlock()
 		if dead && !was {
 			cs.log.Info("peer is down (gossip)", "peer", id)
-			cs.n.Engine.PeerUnreachable(id)
+			cs.n.Engine.PeerDown(id)
 		}
 	}
 }

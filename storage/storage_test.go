@@ -67,7 +67,7 @@ func TestKeyOrder(t *testing.T) {
 func TestLogAppendTermEntriesConflict(t *testing.T) {
 	s := openMem(t, vfs.NewMem())
 	defer s.Close()
-	l, err := s.CreateShard(Descriptor{ShardID: 7, Last: ^uint64(0)}, []uint64{1, 2, 3}, nil)
+	l, err := s.CreateShard(withReplicas(Descriptor{ShardID: 7, Last: ^uint64(0)}, []uint64{1, 2, 3}, nil), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,11 +156,11 @@ func TestCreateListDestroyTombstone(t *testing.T) {
 	s := openMem(t, vfs.NewMem())
 	defer s.Close()
 	for _, id := range []uint64{3, 1, 2} {
-		if _, err := s.CreateShard(Descriptor{ShardID: id, Start: id * 100, Last: id*100 + 99}, []uint64{1}, nil); err != nil {
+		if _, err := s.CreateShard(withReplicas(Descriptor{ShardID: id, Start: id * 100, Last: id*100 + 99}, []uint64{1}, nil), 1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.CreateShard(Descriptor{ShardID: 2, Start: 200, Last: 299}, []uint64{1}, nil); !errors.Is(err, ErrShardExists) {
+	if _, err := s.CreateShard(withReplicas(Descriptor{ShardID: 2, Start: 200, Last: 299}, []uint64{1}, nil), 1); !errors.Is(err, ErrShardExists) {
 		t.Fatalf("twice: %v", err)
 	}
 	ids, err := s.ShardIDs()
@@ -171,7 +171,7 @@ func TestCreateListDestroyTombstone(t *testing.T) {
 	if err := s.DB().Set(DataKey(250, []byte("k")), []byte("v"), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DestroyReplica(2, &d); err != nil {
+	if err := s.DestroyReplica(2, &d, 5); err != nil {
 		t.Fatal(err)
 	}
 	if v, _ := s.get(DataKey(250, []byte("k"))); v != nil {
@@ -181,14 +181,20 @@ func TestCreateListDestroyTombstone(t *testing.T) {
 	if fmt.Sprint(ids) != "[1 3]" {
 		t.Fatalf("after destroy %v", ids)
 	}
-	if _, err := s.OpenLog(2); !errors.Is(err, ErrTombstoned) {
-		t.Fatalf("open tombstoned: %v", err)
+	if l, err := s.OpenLog(2); err != nil || l.Initialized() || l.ReplicaID() != 0 {
+		t.Fatalf("open destroyed: %v", err)
 	}
-	if _, err := s.CreateShard(d, []uint64{1}, nil); !errors.Is(err, ErrTombstoned) {
+	// The tombstone refuses replica IDs below 5, and allows 5 and above: a
+	// node added back to a shard comes back under a fresh ID.
+	if _, err := s.CreateShard(withReplicas(d, []uint64{1}, nil), 1); !errors.Is(err, ErrTombstoned) {
 		t.Fatalf("create tombstoned: %v", err)
 	}
-	if ts, _ := s.Tombstones(); fmt.Sprint(ts) != "[2]" {
+	if ts, _ := s.Tombstones(); fmt.Sprint(ts) != "map[2:5]" {
 		t.Fatalf("tombstones %v", ts)
+	}
+	again := Descriptor{ShardID: 2, Start: 200, Last: 299, NextReplicaID: 6, Replicas: []Replica{{NodeID: 1, ReplicaID: 5, Role: RoleVoter}}}
+	if _, err := s.CreateShard(again, 5); err != nil {
+		t.Fatalf("create with a fresh replica ID: %v", err)
 	}
 }
 
@@ -221,7 +227,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 	fs := vfs.NewCrashableMem()
 	dst := openMem(t, fs)
-	l, err := dst.CreateShard(desc, []uint64{1, 2}, nil)
+	l, err := dst.CreateShard(withReplicas(desc, []uint64{1, 2}, nil), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +366,7 @@ func TestTruncateInSameBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	l, err := s.CreateShard(Descriptor{ShardID: 1, Last: ^uint64(0)}, []uint64{1}, nil)
+	l, err := s.CreateShard(withReplicas(Descriptor{ShardID: 1, Last: ^uint64(0)}, []uint64{1}, nil), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +390,7 @@ func TestTruncateInSameBatch(t *testing.T) {
 func TestDumpReadOnly(t *testing.T) {
 	fs := vfs.NewMem()
 	s := openMem(t, fs)
-	l, err := s.CreateShard(Descriptor{ShardID: 3, Start: 5, Last: 9}, []uint64{1, 2}, []uint64{4})
+	l, err := s.CreateShard(withReplicas(Descriptor{ShardID: 3, Start: 5, Last: 9}, []uint64{1, 2}, []uint64{4}), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,4 +417,11 @@ func TestDumpReadOnly(t *testing.T) {
 	if _, err := Open(Config{Dir: "/nothing", FS: fs, ReadOnly: true}); err == nil {
 		t.Fatal("read-only open of a missing store succeeded")
 	}
+}
+
+// withReplicas returns d with the replicas of a new shard whose first
+// members are voters and learners (replica IDs 1, 2, ...).
+func withReplicas(d Descriptor, voters, learners []uint64) Descriptor {
+	n := NewDescriptor(d.ShardID, d.Start, d.Last, d.Generation, voters, learners)
+	return n
 }

@@ -54,7 +54,7 @@ func TestSystemShardKeySpace(t *testing.T) {
 	}
 	dst := openMem(t, vfs.NewMem())
 	defer dst.Close()
-	l, err := dst.CreateShard(sys, []uint64{1}, nil)
+	l, err := dst.CreateShard(withReplicas(sys, []uint64{1}, nil), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestSystemShardKeySpace(t *testing.T) {
 	if n := count(user); n != 1 {
 		t.Fatalf("user data: %d keys, want the 1 written before", n)
 	}
-	if err := dst.DestroyReplica(sys.ShardID, &sys); err != nil {
+	if err := dst.DestroyReplica(sys.ShardID, &sys, 2); err != nil {
 		t.Fatal(err)
 	}
 	if n, u := count(sys), count(user); n != 0 || u != 1 {

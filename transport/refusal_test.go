@@ -34,8 +34,8 @@ func TestBadFrameRefused(t *testing.T) {
 			f.Messages[0].ShardId = 0
 			return f
 		}, codes.OK, "shard ID 0"},
-		{"message to another node", func() *transportpb.Frame {
-			return wireFrame(t, testCluster, 3, 1, msgs(3, 2, 0, 1))
+		{"message to replica 0", func() *transportpb.Frame {
+			return wireFrame(t, testCluster, 3, 1, msgs(3, 0, 0, 1))
 		}, codes.OK, "malformed"},
 		{"local message type", func() *transportpb.Frame {
 			ms := msgs(3, 1, 0, 1)

@@ -93,7 +93,9 @@ func decodeMessage(shardID uint64, raw []byte, from, to uint64, m *raftpb.Messag
 	if _, ok := raftpb.MessageType_name[int32(m.Type)]; !ok || raft.IsLocalMsg(m.Type) {
 		return fmt.Errorf("%w: shard %d: message type %d", ErrBadMessage, shardID, m.Type)
 	}
-	if m.To != to || m.From != from {
+	// Shards' messages carry replica IDs (not node IDs: the engine checks
+	// them); node-level messages carry the nodes of the frame.
+	if shardID == 0 && (m.To != to || m.From != from) || m.To == 0 || m.From == 0 {
 		return fmt.Errorf("%w: shard %d: %v from %d to %d in a frame from node %d to node %d",
 			ErrBadMessage, shardID, m.Type, m.From, m.To, from, to)
 	}

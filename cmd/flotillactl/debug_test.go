@@ -22,7 +22,7 @@ func makeStore(t *testing.T, dir string) {
 	if err := s.EnsureIdent(storage.Ident{ClusterID: 0xab, NodeID: 5}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateShard(storage.Descriptor{ShardID: 3, Start: 0, Last: ^uint64(0), Generation: 1}, []uint64{5}, nil); err != nil {
+	if _, err := s.CreateShard(storage.NewDescriptor(3, 0, ^uint64(0), 1, []uint64{5}, nil), 1); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,0 +1,310 @@
+package engine
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/flotilla-db/flotilla/group"
+	"github.com/flotilla-db/flotilla/storage"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Membership changes.
+//
+// Callers name nodes; raft sees replica IDs. The leader turns each change
+// into raft's terms against the shard's descriptor as applied: a node that
+// holds a replica keeps its replica ID (promotion, demotion, removal); a
+// node added gets the descriptor's NextReplicaID, so that a node removed and
+// added back never comes back under an ID raft has seen. The new replica IDs
+// travel in the conf change's context, so that every replica, when it
+// applies the entry, writes the same new descriptor (replicas, roles,
+// NextReplicaID, ConfIndex) in the batch that applies it.
+//
+// A change raft would drop (another one pending, or a joint configuration
+// not yet left) is refused up front with ErrConfChangeInProgress, and one
+// that raft drops all the same completes with that error: no caller waits
+// for a change that will never apply. A change is checked against the
+// current configuration before it is proposed (typed errors, nothing
+// proposed), and again when it applies: an entry that would remove the last
+// voter or reuse a replica ID is applied as a no-op (raft's ApplyConfChange
+// is not called) instead of wedging every replica that applies it.
+
+// ChangeType is one kind of membership change.
+type ChangeType int
+
+// Membership changes.
+const (
+	AddVoter   ChangeType = iota // add a voter, or promote a learner
+	AddLearner                   // add a learner, or demote a voter
+	Remove                       // remove a voter or learner
+)
+
+// ReplicaChange changes the membership of one node.
+type ReplicaChange struct {
+	Type   ChangeType
+	NodeID uint64
+}
+
+// ChangeRequest is a membership change of one shard. One change is simple;
+// several go through joint consensus, left automatically.
+type ChangeRequest struct {
+	ShardID uint64
+	Changes []ReplicaChange
+	// Force proposes a change that leaves fewer live voters (nodes not
+	// suspected down) than a quorum of the new configuration: the shard
+	// then cannot commit until enough of them are back.
+	Force bool
+}
+
+// ChangeReplicas changes shardID's membership on its leader (this node);
+// see ChangeReplicasWith.
+func (e *Engine) ChangeReplicas(ctx context.Context, shardID uint64, changes ...ReplicaChange) error {
+	return e.ChangeReplicasWith(ctx, ChangeRequest{ShardID: shardID, Changes: changes})
+}
+
+// ChangeReplicasWith proposes req on the shard's leader (this node) and
+// returns once it applied here. New replicas are created on their nodes by
+// the leader's messages and caught up by a snapshot. Errors, with nothing
+// proposed: *NotLeaderError, ErrConfChangeInProgress, ErrReplicaExists,
+// ErrReplicaNotFound, ErrLastVoter, *QuorumError, ErrBadRequest; after
+// proposing: ErrConfChangeInProgress (raft dropped it), ErrConfChangeRejected
+// (refused at apply), an *AmbiguousError, or ctx's error.
+func (e *Engine) ChangeReplicasWith(ctx context.Context, req ChangeRequest) error {
+	if len(req.Changes) == 0 {
+		return fmt.Errorf("%w: no change", ErrBadRequest)
+	}
+	seen := map[uint64]bool{}
+	for _, c := range req.Changes {
+		if c.NodeID == 0 || seen[c.NodeID] {
+			return fmt.Errorf("%w: node %d (zero, or named twice)", ErrBadRequest, c.NodeID)
+		}
+		if c.Type < AddVoter || c.Type > Remove {
+			return fmt.Errorf("%w: change type %d", ErrBadRequest, c.Type)
+		}
+		seen[c.NodeID] = true
+	}
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
+	w := e.workerFor(req.ShardID)
+	if !w.enqueueProposal(proposalReq{shardID: req.ShardID, p: p, change: &req}) {
+		return ErrClosed
+	}
+	_, err := e.wait(ctx, req.ShardID, p.Done)
+	return err
+}
+
+// planConfChange turns changes (by node) into raft's conf change (by replica
+// ID) against desc. It returns the replica IDs it adds (replica ID -> node)
+// and the nodes of the voters of the resulting (incoming) configuration.
+func planConfChange(desc storage.Descriptor, changes []ReplicaChange) (cc raftpb.ConfChangeV2, added map[uint64]uint64, voters []uint64, err error) {
+	next := desc.NextReplicaID
+	voterSet := map[uint64]bool{}
+	for _, r := range desc.Replicas {
+		if r.Role.IsVoter() {
+			voterSet[r.NodeID] = true
+		}
+	}
+	added = map[uint64]uint64{}
+	for _, c := range changes {
+		rep, exists := desc.ReplicaOfNode(c.NodeID)
+		var single raftpb.ConfChangeSingle
+		switch c.Type {
+		case AddVoter:
+			if exists && rep.Role.IsVoter() {
+				return cc, nil, nil, fmt.Errorf("%w: node %d is a voter of shard %d (replica %d)", ErrReplicaExists, c.NodeID, desc.ShardID, rep.ReplicaID)
+			}
+			single.Type = raftpb.ConfChangeAddNode
+			voterSet[c.NodeID] = true
+		case AddLearner:
+			if exists && rep.Role == storage.RoleLearner {
+				return cc, nil, nil, fmt.Errorf("%w: node %d is a learner of shard %d (replica %d)", ErrReplicaExists, c.NodeID, desc.ShardID, rep.ReplicaID)
+			}
+			single.Type = raftpb.ConfChangeAddLearnerNode
+			delete(voterSet, c.NodeID)
+		case Remove:
+			if !exists {
+				return cc, nil, nil, fmt.Errorf("%w: node %d holds no replica of shard %d", ErrReplicaNotFound, c.NodeID, desc.ShardID)
+			}
+			single.Type = raftpb.ConfChangeRemoveNode
+			delete(voterSet, c.NodeID)
+		}
+		if exists {
+			single.NodeID = rep.ReplicaID
+		} else {
+			single.NodeID = next
+			added[next] = c.NodeID
+			next++
+		}
+		cc.Changes = append(cc.Changes, single)
+	}
+	if len(voterSet) == 0 {
+		return cc, nil, nil, fmt.Errorf("%w: shard %d", ErrLastVoter, desc.ShardID)
+	}
+	for n := range voterSet {
+		voters = append(voters, n)
+	}
+	return cc, added, voters, nil
+}
+
+// proposeConfChange validates req against r's configuration and proposes it.
+func (w *worker) proposeConfChange(r *replica, p *group.Proposal, req *ChangeRequest) error {
+	desc, ok := r.log.Descriptor()
+	if !ok {
+		return fmt.Errorf("%w: shard %d", ErrNotInitialized, r.shardID)
+	}
+	applied, _ := r.log.Applied()
+	cs := r.log.ConfState()
+	if !r.g.ConfChangeAllowed(applied, cs) {
+		return fmt.Errorf("%w: shard %d", ErrConfChangeInProgress, r.shardID)
+	}
+	cc, added, voters, err := planConfChange(desc, req.Changes)
+	if err != nil {
+		return err
+	}
+	if !req.Force {
+		var live []uint64
+		for _, n := range voters {
+			if n == w.e.cfg.NodeID || !w.e.live.isDown(n) {
+				live = append(live, n)
+			}
+		}
+		if len(live) < len(voters)/2+1 {
+			return &QuorumError{ShardID: r.shardID, Voters: voters, Live: live}
+		}
+	}
+	cc.Context = group.ConfChangeContext(p.ID, encodeAdded(added))
+	return r.g.ProposeConfChange(p, cc, applied, cs)
+}
+
+// encodeAdded encodes the replica IDs a conf change adds: a count, then
+// (replica ID, node ID) pairs, uvarints.
+func encodeAdded(added map[uint64]uint64) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(added)))
+	for id, node := range added {
+		b = binary.AppendUvarint(b, id)
+		b = binary.AppendUvarint(b, node)
+	}
+	return b
+}
+
+func decodeAdded(b []byte) (map[uint64]uint64, error) {
+	added := map[uint64]uint64{}
+	if len(b) == 0 {
+		return added, nil
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)) {
+		return nil, errors.New("bad count")
+	}
+	b = b[w:]
+	for i := uint64(0); i < n; i++ {
+		id, w1 := binary.Uvarint(b)
+		if w1 <= 0 {
+			return nil, errors.New("bad replica ID")
+		}
+		node, w2 := binary.Uvarint(b[w1:])
+		if w2 <= 0 {
+			return nil, errors.New("bad node ID")
+		}
+		added[id] = node
+		b = b[w1+w2:]
+	}
+	return added, nil
+}
+
+// checkAtApply reports why a committed conf change must not be applied
+// (empty: apply it). Only changes proposed through planConfChange reach the
+// log, so a refusal here means a broken or replayed proposal; refusing it on
+// every replica alike keeps them identical and never wedges the shard.
+func checkAtApply(desc storage.Descriptor, cc raftpb.ConfChangeV2, added map[uint64]uint64) string {
+	voters := map[uint64]bool{}
+	for _, r := range desc.Replicas {
+		if r.Role.IsVoter() {
+			voters[r.ReplicaID] = true
+		}
+	}
+	for _, c := range cc.Changes {
+		_, known := desc.Replica(c.NodeID)
+		if !known && c.Type != raftpb.ConfChangeRemoveNode {
+			node, ok := added[c.NodeID]
+			if !ok {
+				return fmt.Sprintf("replica %d has no node", c.NodeID)
+			}
+			if c.NodeID < desc.NextReplicaID {
+				return fmt.Sprintf("replica ID %d reused (next is %d)", c.NodeID, desc.NextReplicaID)
+			}
+			if rep, dup := desc.ReplicaOfNode(node); dup {
+				return fmt.Sprintf("node %d already holds replica %d", node, rep.ReplicaID)
+			}
+		}
+		switch c.Type {
+		case raftpb.ConfChangeAddNode:
+			voters[c.NodeID] = true
+		case raftpb.ConfChangeAddLearnerNode, raftpb.ConfChangeRemoveNode:
+			if c.Type == raftpb.ConfChangeRemoveNode && !known {
+				return fmt.Sprintf("replica %d is not in the shard", c.NodeID)
+			}
+			delete(voters, c.NodeID)
+		}
+	}
+	if len(cc.Changes) > 0 && len(voters) == 0 {
+		return "it would remove the last voter"
+	}
+	return ""
+}
+
+// applyConfChange applies a committed conf change entry of r: raft's
+// configuration, the new descriptor and ConfState, in the pass's batch.
+func (w *worker) applyConfChange(r *replica, e *raftpb.Entry) {
+	var cc raftpb.ConfChangeV2
+	if e.Type == raftpb.EntryConfChange {
+		var v1 raftpb.ConfChange
+		if err := v1.Unmarshal(e.Data); err != nil {
+			panic(fmt.Sprintf("engine: shard %d: conf change at %d: %v", r.shardID, e.Index, err))
+		}
+		cc = v1.AsV2()
+	} else if err := cc.Unmarshal(e.Data); err != nil {
+		panic(fmt.Sprintf("engine: shard %d: conf change at %d: %v", r.shardID, e.Index, err))
+	}
+	id, extra := group.ConfChangeID(cc.Context)
+	p := r.g.TakeProposal(id)
+	complete := func(err error) {
+		if p != nil {
+			w.done = append(w.done, completion{p: p, res: group.Result{Err: err, Index: e.Index}})
+		}
+	}
+	desc, ok := r.log.Descriptor()
+	if !ok {
+		panic(fmt.Sprintf("engine: node %d shard %d: conf change at %d applied by an uninitialized replica", w.e.cfg.NodeID, r.shardID, e.Index))
+	}
+	added, err := decodeAdded(extra)
+	reason := ""
+	if err != nil {
+		reason = "malformed context: " + err.Error()
+	} else {
+		reason = checkAtApply(desc, cc, added)
+	}
+	if reason != "" {
+		w.e.cfg.Logger.Warn("conf change refused at apply", "shard", r.shardID, "index", e.Index, "reason", reason)
+		complete(fmt.Errorf("%w: shard %d: %s", ErrConfChangeRejected, r.shardID, reason))
+		return
+	}
+	cs := r.g.RN.ApplyConfChange(cc)
+	next, err := desc.WithConfState(*cs, added)
+	if err != nil {
+		panic(fmt.Sprintf("engine: node %d shard %d: conf change at %d: %v", w.e.cfg.NodeID, r.shardID, e.Index, err))
+	}
+	next.ConfIndex = e.Index
+	r.setDescriptor(w.batch, next)
+	r.log.SetConfState(w.batch, *cs)
+	w.e.notePeers(r)
+	if _, member := next.Replica(r.replicaID); !member {
+		r.remove = true
+	}
+	w.descChanged(r)
+	complete(nil)
+}
