@@ -107,12 +107,12 @@ type replica struct {
 	// former are replicas the shard no longer has, kept so that messages
 	// raft still addresses to them in the Ready that removed them find
 	// their node.
-	former  []storage.Replica
-	g       *group.Group
-	log     *storage.Log
-	staged  []stagedSnap
-	dirty   bool
-	remove  bool
+	former []storage.Replica
+	g      *group.Group
+	log    *storage.Log
+	staged []stagedSnap
+	dirty  bool
+	remove bool
 	// destroyed: the replica is gone (a newer one of this node superseded
 	// it mid-cycle); a pass must not touch its storage again.
 	destroyed bool

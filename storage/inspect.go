@@ -5,6 +5,7 @@ import "go.etcd.io/raft/v3/raftpb"
 // ShardDump is what a store holds of one shard's replica, for inspection.
 type ShardDump struct {
 	ShardID     uint64
+	ReplicaID   uint64
 	Initialized bool
 	Desc        Descriptor
 	HardState   raftpb.HardState
@@ -32,7 +33,7 @@ func (s *Store) Dump() ([]ShardDump, error) {
 			return nil, err
 		}
 		d := ShardDump{
-			ShardID: id, HardState: l.hs, ConfState: l.cs,
+			ShardID: id, ReplicaID: l.replicaID, HardState: l.hs, ConfState: l.cs,
 			Applied: l.applied, AppliedTerm: l.appliedTerm,
 			TruncatedIndex: l.truncIndex, TruncatedTerm: l.truncTerm,
 			FirstIndex: l.truncIndex + 1, LastIndex: l.last,

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/flotilla-db/flotilla/storage"
 )
@@ -115,7 +116,7 @@ func (e *env) emitIdentityOnly(dir string, ident *identityInfo) error {
 }
 
 func dumpTable(w io.Writer, shards []storage.ShardDump) {
-	fmt.Fprintln(w, "SHARD\tRANGE\tTERM\tVOTE\tCOMMIT\tAPPLIED\tTRUNCATED\tLOG\tVOTERS\tLEARNERS\tOUTGOING")
+	fmt.Fprintln(w, "SHARD\tREPLICA\tRANGE\tTERM\tVOTE\tCOMMIT\tAPPLIED\tTRUNCATED\tLOG\tREPLICAS (node/replica role)\tNEXT ID")
 	for _, d := range shards {
 		rng := "(uninitialized)"
 		if d.Initialized {
@@ -125,9 +126,13 @@ func dumpTable(w io.Writer, shards []storage.ShardDump) {
 		if d.LastIndex >= d.FirstIndex {
 			log = fmt.Sprintf("%d..%d", d.FirstIndex, d.LastIndex)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d@%d\t%d@%d\t%s\t%v\t%v\t%v\n", shardName(d.ShardID), rng,
+		var reps []string
+		for _, r := range d.Desc.Replicas {
+			reps = append(reps, fmt.Sprintf("%d/%d %s", r.NodeID, r.ReplicaID, r.Role))
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%d\t%d\t%d\t%d@%d\t%d@%d\t%s\t%s\t%d\n", shardName(d.ShardID), d.ReplicaID, rng,
 			d.HardState.Term, d.HardState.Vote, d.HardState.Commit, d.Applied, d.AppliedTerm,
-			d.TruncatedIndex, d.TruncatedTerm, log, d.ConfState.Voters, d.ConfState.Learners, d.ConfState.VotersOutgoing)
+			d.TruncatedIndex, d.TruncatedTerm, log, strings.Join(reps, ", "), d.Desc.NextReplicaID)
 	}
 }
 

@@ -74,7 +74,7 @@ func TestDebugDumpStoreDir(t *testing.T) {
 	dir := t.TempDir()
 	makeStore(t, dir)
 	stdout, stderr, code := runCmd(t, "debug", "dump", "--data-dir", dir)
-	if code != 0 || !strings.HasPrefix(stdout, "cluster 171, node 5, 1 shards, 0 tombstones []\nSHARD") {
+	if code != 0 || !strings.HasPrefix(stdout, "cluster 171, node 5, 1 shards, 0 tombstones map[]\nSHARD") {
 		t.Errorf("exit %d, stdout:\n%s\nstderr %s", code, stdout, stderr)
 	}
 }
