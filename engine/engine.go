@@ -80,6 +80,7 @@ type engineStats struct {
 	// staleDropped counts messages addressed to a replica ID this node's
 	// replica is not (an earlier, removed incarnation): dropped, never stepped.
 	staleDropped atomic.Uint64
+	campaigns    atomic.Uint64 // successor campaigns started
 }
 
 // Stats are counters of an engine since it started.
@@ -103,7 +104,11 @@ type Stats struct {
 	// StaleDropped counts messages addressed to a replica ID that this
 	// node's replica of the shard is not (a removed incarnation): dropped.
 	StaleDropped uint64
-	Shards       int
+	// SuccessorCampaigns counts the campaigns started at once by the
+	// designated successor of a dead leader (or by a follower that rejected
+	// a staler candidate), instead of waiting for an election timeout.
+	SuccessorCampaigns uint64
+	Shards             int
 }
 
 // New opens the node's store in cfg.Dir, reopens every shard found there and
@@ -491,6 +496,9 @@ func (e *Engine) ReadLocal(shardID uint64, query []byte) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
 	}
+	if readLocalHook != nil {
+		readLocalHook(shardID)
+	}
 	res, err := e.cfg.StateMachine.Query(&QueryContext{Desc: desc, rule: e.cfg.PartitionRule, r: e.store.DB()}, query)
 	// A replica being destroyed releases its range before its data is
 	// deleted: if the range is still held now, the data was there for the
@@ -500,6 +508,10 @@ func (e *Engine) ReadLocal(shardID uint64, query []byte) ([]byte, error) {
 	}
 	return res, err
 }
+
+// readLocalHook, when set (by tests only), runs in ReadLocal between finding
+// the shard's range and querying the store.
+var readLocalHook func(shardID uint64)
 
 // claimed returns the descriptor of shardID's range as claimed on this node.
 func (e *Engine) claimed(shardID uint64) (storage.Descriptor, bool) {
@@ -700,6 +712,7 @@ func (e *Engine) Stats() Stats {
 		CommitNanos:         e.stats.commitNanos.Load(),
 		PassNanos:           e.stats.passNanos.Load(),
 		StaleDropped:        e.stats.staleDropped.Load(),
+		SuccessorCampaigns:  e.stats.campaigns.Load(),
 		Shards:              n,
 	}
 }

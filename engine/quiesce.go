@@ -225,6 +225,7 @@ func (w *worker) tickReplica(r *replica) {
 			lead = 0
 		}
 		if r.campaignIn == 0 && r.successor && lead == 0 && !r.g.IsLeader() {
+			w.e.stats.campaigns.Add(1)
 			_ = r.g.RN.Campaign()
 		}
 		if r.campaignIn == 0 {

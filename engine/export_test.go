@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"context"
+	"slices"
+
+	"github.com/flotilla-db/flotilla/group"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// Hooks into the engine's internals for the scenario tests of package
+// engine_test (this file is compiled into the tests only).
+
+// SetReadLocalHook sets a function ReadLocal runs between finding a
+// shard's range and querying the store (nil: none).
+func SetReadLocalHook(f func(shardID uint64)) { readLocalHook = f }
+
+// TestingRejectedCampaign makes shardID's replica act as if it had just
+// rejected a stale candidate's pre-vote.
+func (e *Engine) TestingRejectedCampaign(ctx context.Context, shardID uint64) error {
+	_, err := call(ctx, e, shardID, func(w *worker) (struct{}, error) {
+		r := w.shards[shardID]
+		if r == nil {
+			return struct{}{}, ErrShardNotFound
+		}
+		w.rejectedCampaign(r)
+		return struct{}{}, nil
+	})
+	return err
+}
+
+// TestingForgetLeader makes shardID's replica forget its leader, as a
+// replica does whose leader was suspected down.
+func (e *Engine) TestingForgetLeader(ctx context.Context, shardID uint64) error {
+	_, err := call(ctx, e, shardID, func(w *worker) (struct{}, error) {
+		r := w.shards[shardID]
+		if r == nil {
+			return struct{}{}, ErrShardNotFound
+		}
+		w.wake(r)
+		err := r.g.RN.ForgetLeader()
+		w.markDirty(r)
+		return struct{}{}, err
+	})
+	return err
+}
+
+// TestingPeers returns the nodes this engine tracks for liveness.
+func (e *Engine) TestingPeers() []uint64 {
+	e.live.mu.Lock()
+	defer e.live.mu.Unlock()
+	var out []uint64
+	for id := range e.live.heard {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestingProposeRawConfChange proposes cc on shardID's leader as is,
+// without the engine's checks, and waits for its outcome: what a replayed
+// or hand-made conf change does when it applies.
+func (e *Engine) TestingProposeRawConfChange(ctx context.Context, shardID uint64, cc raftpb.ConfChangeV2) error {
+	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
+	cc.Context = group.ConfChangeContext(p.ID, encodeAdded(nil))
+	if _, err := call(ctx, e, shardID, func(w *worker) (struct{}, error) {
+		r := w.shards[shardID]
+		if r == nil {
+			return struct{}{}, ErrShardNotFound
+		}
+		w.wake(r)
+		applied, _ := r.log.Applied()
+		if err := r.g.ProposeConfChange(p, cc, applied, r.log.ConfState()); err != nil {
+			return struct{}{}, err
+		}
+		w.markDirty(r)
+		return struct{}{}, nil
+	}); err != nil {
+		return err
+	}
+	_, err := e.wait(ctx, shardID, p.Done)
+	return err
+}
+
+// TestingIsDown reports whether this engine suspects node down.
+func (e *Engine) TestingIsDown(node uint64) bool { return e.live.isDown(node) }
