@@ -350,6 +350,7 @@ func TestUnreachablePeerDoesNotDeposeLiveLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Engine(f).PeerUnreachable(leader)
+	status(t, ctx, c, f, 1) // a worker cycle after the report: its Ready was handled
 	if st := status(t, ctx, c, f, 1); st.Leader != leader {
 		t.Fatalf("follower forgot its live leader: leader %d, want %d", st.Leader, leader)
 	}
