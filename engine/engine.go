@@ -55,6 +55,9 @@ type Engine struct {
 	// ranges guards the hash ranges of the initialized shards on this node,
 	// so that no two overlap.
 	ranges shardRanges
+	// sweeps: shard ID -> *atomic.Int64, when this node last proposed the
+	// expiry of the shard's idle client sessions (Unix ns; session.go).
+	sweeps sync.Map
 }
 
 // shardRanges are the ranges of a node's shards, by shard and (user shards)
@@ -80,6 +83,9 @@ type engineStats struct {
 	cycles      atomic.Uint64
 	msgsIn      atomic.Uint64
 	propsIn     atomic.Uint64
+
+	sessionReplays  atomic.Uint64 // session commands answered with their stored result
+	sessionsExpired atomic.Uint64
 }
 
 // Stats are counters of an engine since it started.
@@ -101,6 +107,13 @@ type Stats struct {
 	MessagesIn          uint64 // messages taken from inboxes
 	ProposalsIn         uint64 // proposals taken from inboxes
 	Shards              int
+	// SessionReplays counts the session commands (ProposeSession) that were
+	// answered with the result stored at their first application instead
+	// of being applied again: retries of a request that had applied. They
+	// count in Applied too, which counts the commands taken from the log.
+	SessionReplays uint64
+	// SessionsExpired counts the client sessions deleted by expiry.
+	SessionsExpired uint64
 }
 
 // New opens the node's store in cfg.Dir, reopens every shard found there and
@@ -439,8 +452,29 @@ func (e *Engine) RecreateShard(ctx context.Context, shardID uint64) error {
 // shard: otherwise a *NotLeaderError with the leader it knows). Errors:
 // ErrShardNotFound, ErrProposalTooLarge, ErrProposalDropped (never applied,
 // retry), the state machine's rejection, ErrClosed, or ctx's error (the
-// command may or may not apply).
+// command may or may not apply). Commands whose first byte is 0xF0 or above
+// are the engine's own (session.go) and refused with ErrBadRequest; see
+// ProposeSession for writes that apply exactly once.
 func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
+	if isEngineCommand(cmd) {
+		return nil, fmt.Errorf("%w: command byte %#x is reserved for the engine", ErrBadRequest, cmd[0])
+	}
+	return e.propose(ctx, shardID, cmd)
+}
+
+// propose proposes cmd, of the state machine or of the engine, and waits
+// for its result.
+func (e *Engine) propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
+	p, err := e.enqueue(shardID, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return e.wait(ctx, shardID, p.Done)
+}
+
+// enqueue hands a proposal of cmd to shardID's worker; the result arrives
+// on the proposal's Done (buffered: nobody needs to wait for it).
+func (e *Engine) enqueue(shardID uint64, cmd []byte) (*group.Proposal, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -451,11 +485,10 @@ func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byt
 		return nil, fmt.Errorf("%w: empty command", ErrBadRequest)
 	}
 	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
-	w := e.workerFor(shardID)
-	if !w.enqueueProposal(proposalReq{shardID: shardID, p: p, data: group.EncodeEntry(p.ID, cmd)}) {
+	if !e.workerFor(shardID).enqueueProposal(proposalReq{shardID: shardID, p: p, data: group.EncodeEntry(p.ID, cmd)}) {
 		return nil, ErrClosed
 	}
-	return e.wait(ctx, shardID, p.Done)
+	return p, nil
 }
 
 func (e *Engine) wait(ctx context.Context, shardID uint64, done chan group.Result) ([]byte, error) {
@@ -744,6 +777,8 @@ func (e *Engine) Stats() Stats {
 		CommitNanos:         e.stats.commitNanos.Load(),
 		PassNanos:           e.stats.passNanos.Load(),
 		Shards:              n,
+		SessionReplays:      e.stats.sessionReplays.Load(),
+		SessionsExpired:     e.stats.sessionsExpired.Load(),
 	}
 }
 

@@ -23,6 +23,14 @@ var (
 	ErrProposalDropped = group.ErrProposalDropped
 	// ErrTombstoned: a replica of the shard was removed from this node.
 	ErrTombstoned = storage.ErrTombstoned
+	// ErrSessionNotFound: a session write (ProposeSession) of a session the
+	// shard does not know (never registered, or expired). Not applied:
+	// register and retry.
+	ErrSessionNotFound = errors.New("engine: session not found")
+	// ErrDuplicateRequest: a session write whose sequence number is below
+	// the session's acknowledgement watermark: the client already has its
+	// response. Not applied again.
+	ErrDuplicateRequest = errors.New("engine: duplicate request")
 )
 
 // NotLeaderError is returned by a replica that does not lead its shard, with

@@ -35,6 +35,7 @@ type ApplyContext struct {
 	rule  router.PartitionRule
 	b     *pebble.Batch // indexed
 	key   []byte
+	sess  sessionScratch // the engine's session commands (session.go)
 }
 
 func (c *ApplyContext) dataKey(key []byte) ([]byte, error) {
