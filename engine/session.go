@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -248,19 +249,14 @@ func (w *worker) applySession(shardID uint64, ctx *ApplyContext, sm StateMachine
 	}
 	sc := &ctx.sess
 	sc.key = storage.AppendSessionHeaderKey(sc.key[:0], shardID, s.ID)
-	raw, found, err := getCopy(ctx.b, sc.key)
+	h, found, err := readSessionHeader(ctx.b, sc.key, sc.results)
 	if err != nil {
 		return nil, err
 	}
-	var h storage.SessionHeader
-	switch {
-	case found:
-		if h, err = storage.UnmarshalSessionHeader(raw, sc.results); err != nil {
-			return nil, fmt.Errorf("engine: %s: %w", storage.DescribeKey(sc.key), err)
+	if !found {
+		if !s.Register {
+			return nil, &SessionError{ShardID: shardID, SessionID: s.ID, Seq: s.Seq, Err: ErrSessionNotFound}
 		}
-	case !s.Register:
-		return nil, &SessionError{ShardID: shardID, SessionID: s.ID, Seq: s.Seq, Err: ErrSessionNotFound}
-	default:
 		h = storage.SessionHeader{Watermark: s.Ack, LastUsed: leaderTime, Results: sc.results[:0]}
 	}
 	if s.Seq < h.Watermark {
@@ -296,6 +292,23 @@ func (w *worker) applySession(shardID uint64, ctx *ApplyContext, sm StateMachine
 	sc.val = h.Append(sc.val[:0])
 	mustWrite(ctx.b.Set(sc.key, sc.val, nil))
 	return res, err
+}
+
+// readSessionHeader reads and decodes the session header at key; its
+// Results reuse into.
+func readSessionHeader(r pebble.Reader, key []byte, into []uint64) (h storage.SessionHeader, found bool, err error) {
+	v, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return h, false, nil
+	}
+	if err != nil {
+		return h, false, fmt.Errorf("engine: read %s: %w", storage.DescribeKey(key), err)
+	}
+	defer closer.Close()
+	if h, err = storage.UnmarshalSessionHeader(v, into); err != nil {
+		return h, false, fmt.Errorf("engine: %s: %w", storage.DescribeKey(key), err)
+	}
+	return h, true, nil
 }
 
 // expireSessions applies an expiry command: it deletes the sessions of
