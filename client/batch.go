@@ -75,6 +75,14 @@ type Result struct {
 func (c *Client) Batch(ctx context.Context, ops []Op) ([]Result, error) {
 	results := make([]Result, len(ops))
 	states := make([]*retrier, len(ops))
+	seqs := make([]uint64, len(ops)) // writes' sequence numbers in the session
+	defer func() {
+		for _, seq := range seqs {
+			if seq != 0 {
+				c.sess.end(seq)
+			}
+		}
+	}()
 	var pending []int
 	for i, op := range ops {
 		class, name, err := c.checkOp(op)
@@ -82,7 +90,10 @@ func (c *Client) Batch(ctx context.Context, ops []Op) ([]Result, error) {
 			results[i].Err = err
 			continue
 		}
-		states[i] = &retrier{c: c, name: name, class: class}
+		if class != classRead {
+			seqs[i] = c.sess.begin()
+		}
+		states[i] = &retrier{c: c, name: name, class: c.writeClass(class)}
 		pending = append(pending, i)
 	}
 	backoffs := 0
@@ -99,7 +110,7 @@ func (c *Client) Batch(ctx context.Context, ops []Op) ([]Result, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c.sendBatch(ctx, req, ops, results)
+				c.sendBatch(ctx, req, ops, seqs, results)
 			}()
 		}
 		wg.Wait()
@@ -220,8 +231,9 @@ func (c *Client) groupBatch(ops []Op, states []*retrier, pending []int) []*batch
 }
 
 // sendBatch sends one request and fills results (successes) and
-// req.outcomes (failures).
-func (c *Client) sendBatch(ctx context.Context, req *batchReq, ops []Op, results []Result) {
+// req.outcomes (failures). Writes carry the session with their sequence
+// number, seqs[i].
+func (c *Client) sendBatch(ctx context.Context, req *batchReq, ops []Op, seqs []uint64, results []Result) {
 	req.outcomes = make([]*outcome, len(req.idx))
 	fail := func(o outcome) {
 		for j := range req.outcomes {
@@ -230,7 +242,11 @@ func (c *Client) sendBatch(ctx context.Context, req *batchReq, ops []Op, results
 	}
 	preq := &nodepb.BatchRequest{Ops: make([]*nodepb.Op, len(req.idx))}
 	for j, i := range req.idx {
-		preq.Ops[j] = toProto(ops[i])
+		var s *nodepb.Session
+		if ops[i].Kind != OpGet {
+			s = c.sess.request(req.shardID, seqs[i])
+		}
+		preq.Ops[j] = toProto(ops[i], s)
 	}
 	kv, err := c.kv(req.addr)
 	if err != nil {
@@ -250,20 +266,25 @@ func (c *Client) sendBatch(ctx context.Context, req *batchReq, ops []Op, results
 	for j, i := range req.idx {
 		if o := fillResult(ctx, c, req.nodeID, ops[i].Kind, resp.GetResults()[j], &results[i]); o != nil {
 			req.outcomes[j] = o
+		} else if ops[i].Kind != OpGet {
+			c.sess.setRegistered(req.shardID, true)
 		}
 	}
 }
 
-func toProto(op Op) *nodepb.Op {
+// toProto builds the request of op; s is a write's session (nil: none).
+func toProto(op Op, s *nodepb.Session) *nodepb.Op {
 	switch op.Kind {
 	case OpPut:
-		return &nodepb.Op{Op: &nodepb.Op_Put{Put: &nodepb.PutRequest{Key: op.Key, Value: op.Value}}}
+		return &nodepb.Op{Op: &nodepb.Op_Put{Put: &nodepb.PutRequest{Key: op.Key, Value: op.Value, Session: s}}}
 	case OpGet:
 		return &nodepb.Op{Op: &nodepb.Op_Get{Get: &nodepb.GetRequest{Key: op.Key, Stale: op.Stale}}}
 	case OpDelete:
-		return &nodepb.Op{Op: &nodepb.Op_Delete{Delete: &nodepb.DeleteRequest{Key: op.Key}}}
+		return &nodepb.Op{Op: &nodepb.Op_Delete{Delete: &nodepb.DeleteRequest{Key: op.Key, Session: s}}}
 	default: // OpCAS; checkOp refused the others
-		return &nodepb.Op{Op: &nodepb.Op_Cas{Cas: casRequest(op.Key, op.Expected, op.Value)}}
+		req := casRequest(op.Key, op.Expected, op.Value)
+		req.Session = s
+		return &nodepb.Op{Op: &nodepb.Op_Cas{Cas: req}}
 	}
 }
 

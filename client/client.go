@@ -23,8 +23,9 @@ type Client struct {
 	cfg    Config
 	router *router.Router // set by New, never replaced
 
-	maxKey, maxValue int // effective limits: Config's, lowered to the server's
-	maxBatchOps      int // per request, from the server (0: no limit known)
+	maxKey, maxValue int      // effective limits: Config's, lowered to the server's
+	maxBatchOps      int      // per request, from the server (0: no limit known)
+	sess             *session // nil with Config.DisableSessions
 
 	refreshes   singleflight.Group
 	lastRefresh atomic.Int64 // unix nanoseconds of the start of the last refresh
@@ -58,6 +59,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	cfg.Endpoints = slices.Clone(cfg.Endpoints)
 	cfg.DialOptions = slices.Clone(cfg.DialOptions)
 	c := &Client{cfg: cfg, maxKey: cfg.MaxKeyBytes, maxValue: cfg.MaxValueBytes}
+	if !cfg.DisableSessions {
+		c.sess = newSession()
+	}
 	c.mu.addrs = make(map[uint64]string)
 	c.mu.conns = make(map[string]*grpc.ClientConn)
 	for attempt := 0; ; attempt++ {

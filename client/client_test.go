@@ -352,7 +352,8 @@ func stopped(stop chan struct{}) bool {
 }
 
 // TestClientOutcomes checks, against a scripted server, what the client
-// does with each kind of failure.
+// without sessions does with each kind of failure (TestClientSessionOutcomes:
+// with them).
 func TestClientOutcomes(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	block := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
@@ -382,7 +383,8 @@ func TestClientOutcomes(t *testing.T) {
 			return &nodepb.GetResponse{Found: true, Value: []byte("v")}, nil
 		},
 	})
-	cl, err := client.New(ctx, client.Config{Endpoints: []string{f.addr}, BackoffMin: time.Millisecond, BackoffMax: 4 * time.Millisecond})
+	cl, err := client.New(ctx, client.Config{Endpoints: []string{f.addr}, BackoffMin: time.Millisecond, BackoffMax: 4 * time.Millisecond,
+		DisableSessions: true})
 	if err != nil {
 		t.Fatal(err)
 	}

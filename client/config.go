@@ -39,6 +39,11 @@ type Config struct {
 	RefreshInterval time.Duration
 	// RoutesTimeout bounds one Routes call to one node. Default 2s.
 	RoutesTimeout time.Duration
+	// DisableSessions sends writes without the client's session: a retried
+	// write may then apply twice, so a compare-and-swap is never retried
+	// after an unknown outcome. By default every write carries the session
+	// and applies exactly once.
+	DisableSessions bool
 }
 
 // DefaultConfig returns the defaults, with no endpoint.

@@ -21,18 +21,36 @@
 //     once per Config.RefreshInterval) and retries, avoiding the node that
 //     failed. The caller's context bounds all of it: when it ends, the call
 //     returns an error wrapping ctx.Err().
+//   - A session (session.go), unless Config.DisableSessions: a random
+//     64-bit ID, a sequence number per write, the set of writes still
+//     running (whose lowest sequence number is the acknowledgement sent
+//     with every write), and the shards that know the session.
 //
 // # Outcomes
 //
 // A write whose outcome is unknown — the deadline passed while its proposal
 // was in flight, the connection broke, the node shut down mid-request — may
-// or may not have applied. Put and Delete are retried anyway (writing the
-// same value twice is harmless); CompareAndSwap never is: it returns an
-// *AmbiguousError (matching ErrAmbiguous and the cause, e.g.
-// context.DeadlineExceeded) instead. A write that gives up after an earlier
-// attempt had an unknown outcome is reported the same way. Errors the
-// server marks as certainly not applied (NotLeader, a dropped proposal, a
-// stale ring) are always retried.
+// or may not have applied. Every write carries the client's session and its
+// sequence number, the same on each of its attempts, so the cluster applies
+// it once however often it is sent (package engine, ProposeSession): Put,
+// Delete and CompareAndSwap are all retried after an unknown outcome, and
+// their result is that of the one application — a CompareAndSwap whose
+// response was lost and that is retried reports that it swapped, not that
+// it found its own value. The first write to a shard registers the session
+// there; a shard that forgot it (expired while the client was idle) says so
+// and the write is sent again at once, registering it.
+//
+// A write that gives up (its context ended) after an attempt with an
+// unknown outcome returns an *AmbiguousError (matching ErrAmbiguous and the
+// cause, e.g. context.DeadlineExceeded). Errors the server marks as
+// certainly not applied (NotLeader, a dropped proposal, a stale ring) are
+// always retried. The session assumes that a write is not retried for
+// longer than the cluster's session TTL (an hour by default).
+//
+// Without sessions (Config.DisableSessions), Put and Delete are retried
+// after an unknown outcome anyway (writing the same value twice is
+// harmless, but a Delete then reports what its last attempt found), and
+// CompareAndSwap never is: it returns an *AmbiguousError instead.
 //
 // Bad input is refused on the client before any round trip, with the same
 // errors the server would return: ErrEmptyKey, ErrKeyTooLarge,
@@ -47,6 +65,7 @@
 // beyond gRPC's (one connection each) and, during a Batch, one goroutine
 // per shard request, which ends before Batch returns. Route lookups are
 // lock-free (router.Router); the node addresses and connections are guarded
-// by one mutex, held only for map operations; concurrent route refreshes
-// are merged into one call (singleflight).
+// by one mutex, the session's state by another, both held only for map
+// operations; concurrent route refreshes are merged into one call
+// (singleflight).
 package client

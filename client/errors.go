@@ -23,6 +23,10 @@ var (
 	ErrBadRequest = errors.New("client: bad request")
 	// ErrShardNotFound: a shard ID that is not in the ring.
 	ErrShardNotFound = errors.New("client: shard not found")
+	// ErrDuplicateRequest: a write refused because its session had already
+	// acknowledged its sequence number (a misuse of a session: it cannot
+	// happen to the writes of one Client).
+	ErrDuplicateRequest = errors.New("client: duplicate request")
 	// ErrAmbiguous is matched by an *AmbiguousError: a write that may or may
 	// not have applied.
 	ErrAmbiguous = errors.New("client: outcome unknown")
@@ -65,6 +69,8 @@ func (e *Error) Is(target error) bool {
 		return e.Code == codes.InvalidArgument
 	case ErrShardNotFound:
 		return r == nodepb.Reason_REASON_SHARD_NOT_FOUND
+	case ErrDuplicateRequest:
+		return r == nodepb.Reason_REASON_DUPLICATE_REQUEST
 	}
 	return false
 }

@@ -124,6 +124,7 @@ type fakeKV struct {
 	put  func(ctx context.Context, req *nodepb.PutRequest) (*nodepb.PutResponse, error)
 	get  func(ctx context.Context, req *nodepb.GetRequest) (*nodepb.GetResponse, error)
 	cas  func(ctx context.Context, req *nodepb.CompareAndSwapRequest) (*nodepb.CompareAndSwapResponse, error)
+	bat  func(ctx context.Context, req *nodepb.BatchRequest) (*nodepb.BatchResponse, error)
 }
 
 func newFake(t *testing.T, f *fakeKV) *fakeKV {
@@ -167,4 +168,11 @@ func (f *fakeKV) CompareAndSwap(ctx context.Context, req *nodepb.CompareAndSwapR
 		return f.UnimplementedKVServer.CompareAndSwap(ctx, req)
 	}
 	return f.cas(ctx, req)
+}
+
+func (f *fakeKV) Batch(ctx context.Context, req *nodepb.BatchRequest) (*nodepb.BatchResponse, error) {
+	if f.bat == nil {
+		return f.UnimplementedKVServer.Batch(ctx, req)
+	}
+	return f.bat(ctx, req)
 }

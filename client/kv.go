@@ -33,9 +33,10 @@ func (c *Client) keyRoute(key []byte) func() router.Route {
 	}
 }
 
-// Put sets key to value. It is retried after an unknown outcome (writing the
-// same value again is harmless); if the call gives up after one, the error
-// is an *AmbiguousError.
+// Put sets key to value. It is retried after an unknown outcome (with the
+// client's session it applies once; without, writing the same value again
+// is harmless); if the call gives up after one, the error is an
+// *AmbiguousError.
 func (c *Client) Put(ctx context.Context, key, value []byte) error {
 	if err := c.checkKey(key); err != nil {
 		return err
@@ -44,7 +45,8 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 		return err
 	}
 	req := &nodepb.PutRequest{Key: key, Value: value}
-	return c.do(ctx, "put", classWrite, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) error {
+	return c.write(ctx, "put", classWrite, key, func(ctx context.Context, kv nodepb.KVClient, s *nodepb.Session) error {
+		req.Session = s
 		_, err := kv.Put(ctx, req)
 		return err
 	})
@@ -79,15 +81,17 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// Delete deletes key and reports whether it existed. Retried like Put; after
-// a retry, existed reflects the last attempt.
+// Delete deletes key and reports whether it existed. Retried like Put;
+// existed is what the delete found when it applied (without sessions:
+// what the last attempt found).
 func (c *Client) Delete(ctx context.Context, key []byte) (existed bool, err error) {
 	if err := c.checkKey(key); err != nil {
 		return false, err
 	}
 	req := &nodepb.DeleteRequest{Key: key}
 	var resp *nodepb.DeleteResponse
-	err = c.do(ctx, "delete", classWrite, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) (err error) {
+	err = c.write(ctx, "delete", classWrite, key, func(ctx context.Context, kv nodepb.KVClient, s *nodepb.Session) (err error) {
+		req.Session = s
 		resp, err = kv.Delete(ctx, req)
 		return err
 	})
@@ -105,8 +109,11 @@ type CASResult struct {
 
 // CompareAndSwap sets key to desired if its value is expected. A nil
 // expected expects the key absent (an empty non-nil one expects an empty
-// value); a nil desired deletes the key. It is never retried once an attempt
-// may have applied: such an outcome is an *AmbiguousError.
+// value); a nil desired deletes the key. With the client's session it is
+// retried like Put, and the result is that of its one application, even
+// when an earlier attempt's response was lost. Without sessions it is never
+// retried once an attempt may have applied: such an outcome is an
+// *AmbiguousError.
 func (c *Client) CompareAndSwap(ctx context.Context, key, expected, desired []byte) (CASResult, error) {
 	if err := c.checkKey(key); err != nil {
 		return CASResult{}, err
@@ -119,7 +126,8 @@ func (c *Client) CompareAndSwap(ctx context.Context, key, expected, desired []by
 	}
 	req := casRequest(key, expected, desired)
 	var resp *nodepb.CompareAndSwapResponse
-	err := c.do(ctx, "compare-and-swap", classCAS, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) (err error) {
+	err := c.write(ctx, "compare-and-swap", classCAS, key, func(ctx context.Context, kv nodepb.KVClient, s *nodepb.Session) (err error) {
+		req.Session = s
 		resp, err = kv.CompareAndSwap(ctx, req)
 		return err
 	})

@@ -29,6 +29,7 @@ const (
 	verdictRedirect                // retry at once on the hinted leader
 	verdictBackoff                 // retry after a backoff
 	verdictCtx                     // the caller's context ended
+	verdictRetry                   // retry at once on the same node
 )
 
 // outcome judges one failed attempt.
@@ -107,6 +108,11 @@ func (c *Client) judgeDetail(ctx context.Context, e *Error, asked uint64) outcom
 		o.verdict, o.refresh = verdictBackoff, true
 	case nodepb.Reason_REASON_NO_RING, nodepb.Reason_REASON_CLOSED:
 		o.verdict, o.refresh, o.avoid = verdictBackoff, true, true
+	case nodepb.Reason_REASON_SESSION_NOT_FOUND:
+		// The shard does not know the session (it expired): the next
+		// attempt registers it.
+		c.sess.setRegistered(d.GetShardId(), false)
+		o.verdict = verdictRetry
 	case nodepb.Reason_REASON_DEADLINE:
 		o.verdict = verdictBackoff // the node's own time limit, or ours (judge checks ctx)
 	default:
@@ -152,6 +158,10 @@ func (r *retrier) decide(ctx context.Context, o outcome, asked uint64) (wait boo
 		r.redirects++
 		r.avoid, r.hint = 0, o.leader
 		r.c.stats.redirects.Add(1)
+		return false, nil
+	case o.verdict == verdictRetry && r.redirects < r.c.cfg.MaxRedirects:
+		r.redirects++
+		r.avoid, r.hint = 0, asked
 		return false, nil
 	}
 	r.avoid = 0

@@ -48,7 +48,8 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, engine.ErrProposalTooLarge},
 		{"empty command", func() error { _, err := e.Propose(ctx, 1, nil); return err }, engine.ErrBadRequest},
-		{"garbage command", func() error { _, err := e.Propose(ctx, 1, []byte{0xff, 1, 2}); return err }, engine.ErrBadRequest},
+		{"garbage command", func() error { _, err := e.Propose(ctx, 1, []byte{0xee, 1, 2}); return err }, engine.ErrBadRequest},
+		{"engine command", func() error { _, err := e.Propose(ctx, 1, []byte{0xf3, 1, 2}); return err }, engine.ErrBadRequest},
 		{"empty key", func() error { _, err := e.Propose(ctx, 1, engine.PutCommand(nil, []byte("v"))); return err }, engine.ErrEmptyKey},
 		{"garbage query", func() error { _, err := e.Read(ctx, 1, []byte{0xee}); return err }, engine.ErrBadRequest},
 		{"overlapping shard", func() error {

@@ -24,7 +24,7 @@ func BenchmarkPropose(b *testing.B) {
 	for _, shards := range []int{1, 64, 1000} {
 		for _, mode := range []string{"batched", "sync-each-shard"} {
 			b.Run(fmt.Sprintf("shards=%d/%s", shards, mode), func(b *testing.B) {
-				benchPropose(b, shards, mode == "sync-each-shard", false)
+				benchPropose(b, shards, mode == "sync-each-shard", false, false)
 			})
 		}
 	}
@@ -36,13 +36,26 @@ func BenchmarkProposeTransport(b *testing.B) {
 	for _, shards := range []int{64, 1000} {
 		for _, tr := range []string{"mem", "grpc"} {
 			b.Run(fmt.Sprintf("shards=%d/%s", shards, tr), func(b *testing.B) {
-				benchPropose(b, shards, false, tr == "grpc")
+				benchPropose(b, shards, false, tr == "grpc", false)
 			})
 		}
 	}
 }
 
-func benchPropose(b *testing.B, shards int, syncEach, grpc bool) {
+// BenchmarkProposeSession compares plain writes with session writes
+// (ProposeSession: exactly-once, one more read and two more writes in the
+// apply batch per write), in the same run.
+func BenchmarkProposeSession(b *testing.B) {
+	for _, shards := range []int{1, 64} {
+		for _, mode := range []string{"plain", "session"} {
+			b.Run(fmt.Sprintf("shards=%d/%s", shards, mode), func(b *testing.B) {
+				benchPropose(b, shards, false, false, mode == "session")
+			})
+		}
+	}
+}
+
+func benchPropose(b *testing.B, shards int, syncEach, grpc, sessions bool) {
 	c := testcluster.New(b, testcluster.Config{Nodes: 3, GRPC: grpc, Dir: b.TempDir(), Engine: func(cfg *engine.Config) {
 		cfg.SyncEachShard = syncEach
 		cfg.StoreCacheBytes = 64 << 20
@@ -107,8 +120,18 @@ func benchPropose(b *testing.B, shards int, syncEach, grpc bool) {
 			defer wg.Done()
 			t := targets[i]
 			cmd := engine.PutCommand(t.key, value)
+			s := engine.Session{ID: uint64(i) + 1, Register: true} // one client, one write at a time
 			for next.Add(1) <= int64(b.N) {
-				if _, err := t.e.Propose(ctx, t.shard, cmd); err != nil {
+				var err error
+				if sessions {
+					s.Seq++
+					s.Ack = s.Seq
+					_, err = t.e.ProposeSession(ctx, t.shard, s, cmd)
+					s.Register = false
+				} else {
+					_, err = t.e.Propose(ctx, t.shard, cmd)
+				}
+				if err != nil {
 					failed.Add(1)
 				}
 			}

@@ -80,6 +80,12 @@ type Config struct {
 	// baseline of sending them first, so that followers write in parallel
 	// with the leader. Leave it off.
 	SendAfterSync bool
+	// SessionTTL is how long a client session (ProposeSession) is kept after
+	// its last write; default 1h. A leader proposes, at most every
+	// SessionTTL/4 per shard, the expiry of the sessions idle for longer,
+	// by its own clock. A client must never retry one request for longer
+	// than SessionTTL, and the leaders' clocks must agree to well within it.
+	SessionTTL time.Duration
 	// BeforeStoreClose, if set, is called by Close after every worker has
 	// stopped and before the store is closed: nothing the engine does is
 	// visible any more, and nothing unsynced has been synced. The in-process
@@ -108,6 +114,7 @@ func DefaultConfig(clusterID, nodeID uint64, dir string) Config {
 		SnapshotChunkBytes:     256 << 10,
 		MaxConcurrentSnapshots: 4,
 		StoreCacheBytes:        64 << 20,
+		SessionTTL:             time.Hour,
 	}
 }
 
@@ -144,6 +151,9 @@ func (c Config) withDefaults() Config {
 	if c.StoreCacheBytes == 0 {
 		c.StoreCacheBytes = d.StoreCacheBytes
 	}
+	if c.SessionTTL == 0 {
+		c.SessionTTL = d.SessionTTL
+	}
 	if c.StateMachine == nil {
 		c.StateMachine = NewKV()
 	}
@@ -179,6 +189,9 @@ func (c Config) Validate() error {
 	}
 	if c.TickInterval < 0 {
 		errs = append(errs, fmt.Errorf("TickInterval %v < 0", c.TickInterval))
+	}
+	if c.SessionTTL < 0 {
+		errs = append(errs, fmt.Errorf("SessionTTL %v < 0", c.SessionTTL))
 	}
 	if c.ElectionTicks != 0 && c.HeartbeatTicks != 0 && c.ElectionTicks <= c.HeartbeatTicks {
 		errs = append(errs, fmt.Errorf("ElectionTicks %d must exceed HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks))

@@ -41,6 +41,16 @@
 // attempt; once the read index is applied, the caller's goroutine answers
 // the query from the store.
 //
+// Exactly-once writes (session.go). ProposeSession wraps a command of the
+// state machine in a client session envelope (session ID, sequence number,
+// acknowledgement watermark, the leader's clock). At apply the engine keeps
+// the result of each request the client may still retry in the shard's
+// session records, in the same batch as the command's writes: a retry gets
+// its first result back without the state machine seeing the command again,
+// on whichever replica leads, across restarts and snapshots. Idle sessions
+// are deleted by an expiry command that the leader proposes (Config.
+// SessionTTL), so that every replica deletes the same ones.
+//
 // Idle shards (quiesce.go). A leader whose shard is idle quiesces it; its
 // followers follow; quiesced shards are not ticked and send nothing. The
 // per-tick coalesced heartbeat message between nodes doubles as liveness: the

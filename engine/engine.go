@@ -52,6 +52,9 @@ type Engine struct {
 	// ranges guards the hash ranges of the initialized shards on this node,
 	// so that no two overlap.
 	ranges shardRanges
+	// sweeps: shard ID -> *atomic.Int64, when this node last proposed the
+	// expiry of the shard's idle client sessions (Unix ns; session.go).
+	sweeps sync.Map
 }
 
 // shardRanges are the ranges of a node's shards, by shard and (user shards)
@@ -81,6 +84,9 @@ type engineStats struct {
 	// replica is not (an earlier, removed incarnation): dropped, never stepped.
 	staleDropped atomic.Uint64
 	campaigns    atomic.Uint64 // successor campaigns started
+
+	sessionReplays  atomic.Uint64 // session commands answered with their stored result
+	sessionsExpired atomic.Uint64
 }
 
 // Stats are counters of an engine since it started.
@@ -109,6 +115,13 @@ type Stats struct {
 	// a staler candidate), instead of waiting for an election timeout.
 	SuccessorCampaigns uint64
 	Shards             int
+	// SessionReplays counts the session commands (ProposeSession) that were
+	// answered with the result stored at their first application instead
+	// of being applied again: retries of a request that had applied. They
+	// count in Applied too, which counts the commands taken from the log.
+	SessionReplays uint64
+	// SessionsExpired counts the client sessions deleted by expiry.
+	SessionsExpired uint64
 }
 
 // New opens the node's store in cfg.Dir, reopens every shard found there and
@@ -430,8 +443,29 @@ func (r *shardRanges) insertSortedLocked(d storage.Descriptor) {
 // shard: otherwise a *NotLeaderError with the leader it knows). Errors:
 // ErrShardNotFound, ErrProposalTooLarge, ErrProposalDropped (never applied,
 // retry), the state machine's rejection, ErrClosed, or ctx's error (the
-// command may or may not apply).
+// command may or may not apply). Commands whose first byte is 0xF0 or above
+// are the engine's own (session.go) and refused with ErrBadRequest; see
+// ProposeSession for writes that apply exactly once.
 func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
+	if isEngineCommand(cmd) {
+		return nil, fmt.Errorf("%w: command byte %#x is reserved for the engine", ErrBadRequest, cmd[0])
+	}
+	return e.propose(ctx, shardID, cmd)
+}
+
+// propose proposes cmd, of the state machine or of the engine, and waits
+// for its result.
+func (e *Engine) propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
+	p, err := e.enqueue(shardID, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return e.wait(ctx, shardID, p.Done)
+}
+
+// enqueue hands a proposal of cmd to shardID's worker; the result arrives
+// on the proposal's Done (buffered: nobody needs to wait for it).
+func (e *Engine) enqueue(shardID uint64, cmd []byte) (*group.Proposal, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -442,11 +476,10 @@ func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byt
 		return nil, fmt.Errorf("%w: empty command", ErrBadRequest)
 	}
 	p := &group.Proposal{ID: e.nextID(), Done: make(chan group.Result, 1)}
-	w := e.workerFor(shardID)
-	if !w.enqueueProposal(proposalReq{shardID: shardID, p: p, data: group.EncodeEntry(p.ID, cmd)}) {
+	if !e.workerFor(shardID).enqueueProposal(proposalReq{shardID: shardID, p: p, data: group.EncodeEntry(p.ID, cmd)}) {
 		return nil, ErrClosed
 	}
-	return e.wait(ctx, shardID, p.Done)
+	return p, nil
 }
 
 func (e *Engine) wait(ctx context.Context, shardID uint64, done chan group.Result) ([]byte, error) {
@@ -714,6 +747,8 @@ func (e *Engine) Stats() Stats {
 		StaleDropped:        e.stats.staleDropped.Load(),
 		SuccessorCampaigns:  e.stats.campaigns.Load(),
 		Shards:              n,
+		SessionReplays:      e.stats.sessionReplays.Load(),
+		SessionsExpired:     e.stats.sessionsExpired.Load(),
 	}
 }
 

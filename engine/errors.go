@@ -41,6 +41,14 @@ var (
 	// ErrAmbiguous: the outcome of a command is unknown; it may have
 	// applied (see *AmbiguousError).
 	ErrAmbiguous = group.ErrAmbiguous
+	// ErrSessionNotFound: a session write (ProposeSession) of a session the
+	// shard does not know (never registered, or expired). Not applied:
+	// register and retry.
+	ErrSessionNotFound = errors.New("engine: session not found")
+	// ErrDuplicateRequest: a session write whose sequence number is below
+	// the session's acknowledgement watermark: the client already has its
+	// response. Not applied again.
+	ErrDuplicateRequest = errors.New("engine: duplicate request")
 )
 
 // AmbiguousError reports a command whose outcome is unknown.

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/flotilla-db/flotilla/group"
 	"go.etcd.io/raft/v3/raftpb"
@@ -84,3 +85,11 @@ func (e *Engine) TestingProposeRawConfChange(ctx context.Context, shardID uint64
 
 // TestingIsDown reports whether this engine suspects node down.
 func (e *Engine) TestingIsDown(node uint64) bool { return e.live.isDown(node) }
+
+// ProposeSessionExpiry proposes the expiry of shardID's client sessions last
+// used before cutoff, as a leader's sweep does (session.go), and waits for
+// it to apply.
+func (e *Engine) ProposeSessionExpiry(ctx context.Context, shardID uint64, cutoff time.Time) error {
+	_, err := e.propose(ctx, shardID, expireCommand(cutoff.UnixNano()))
+	return err
+}

@@ -173,7 +173,7 @@ func (w *worker) apply(r *replica, ents []raftpb.Entry) {
 			var res []byte
 			if err == nil {
 				ctx.Index = e.Index
-				res, err = sm.Apply(ctx, cmd)
+				res, err = w.applyCommand(r.shardID, ctx, sm, cmd)
 				w.e.stats.applied.Add(1)
 			}
 			if p := r.g.TakeProposal(id); p != nil {

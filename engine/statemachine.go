@@ -20,7 +20,9 @@ type StateMachine interface {
 	// applied index. A returned error rejects the command (it is handed to the
 	// proposer); Apply must then not have written anything, so it validates
 	// before it writes. It is called from the shard's worker and must not
-	// block.
+	// block. A command proposed with ProposeSession reaches Apply without
+	// its session envelope, and only the first time it is committed: the
+	// engine answers its retries (session.go).
 	Apply(s *ApplyContext, cmd []byte) (result []byte, err error)
 	// Query reads a shard's committed state. It may be called concurrently,
 	// from the reader's goroutine.
@@ -35,6 +37,7 @@ type ApplyContext struct {
 	rule  router.PartitionRule
 	b     *pebble.Batch // indexed
 	key   []byte
+	sess  sessionScratch // the engine's session commands (session.go)
 }
 
 func (c *ApplyContext) dataKey(key []byte) ([]byte, error) {

@@ -20,11 +20,19 @@
 //	unknown shard (Scan by ID)       NotFound            SHARD_NOT_FOUND
 //	engine.ErrProposalDropped        Unavailable         PROPOSAL_DROPPED (not applied: retry)
 //	engine.ErrClosed                 Unavailable         CLOSED
+//	engine.ErrSessionNotFound        FailedPrecondition  SESSION_NOT_FOUND (not applied: register, retry)
+//	engine.ErrDuplicateRequest       AlreadyExists       DUPLICATE_REQUEST (applied before; never retried)
 //	no ring yet                      Unavailable         NO_RING
 //	ctx deadline / cancel            DeadlineExceeded / Canceled   DEADLINE (a write may have applied)
 //
 // Error.not_applied is set when a write certainly did not apply, so that a
 // client may retry even a compare-and-swap.
+//
+// A write that carries a nodepb.Session (client_session.go) is proposed with
+// engine.ProposeSession: it applies exactly once however often the client
+// retries it with the same session and sequence number, and every retry
+// returns the first application's result. A write without one is proposed
+// as is (engine.Propose).
 //
 // The router is the caller's: it keeps the ring and replicas up to date (the
 // meta shard, gossip). StartLeaderFeed adds the engine's leader-change

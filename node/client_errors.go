@@ -141,6 +141,12 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 	case errors.Is(err, engine.ErrProposalTooLarge):
 		e = s.newError(codes.InvalidArgument, nodepb.Reason_REASON_TOO_LARGE, shardID, "node: %v", err)
 		e.NotApplied = write
+	case errors.Is(err, engine.ErrSessionNotFound):
+		e = s.newError(codes.FailedPrecondition, nodepb.Reason_REASON_SESSION_NOT_FOUND, shardID, "node: %v", err)
+		e.NotApplied = write
+	case errors.Is(err, engine.ErrDuplicateRequest):
+		// Applied before, under the same session and sequence number.
+		e = s.newError(codes.AlreadyExists, nodepb.Reason_REASON_DUPLICATE_REQUEST, shardID, "node: %v", err)
 	case errors.Is(err, engine.ErrEmptyKey):
 		e = s.newError(codes.InvalidArgument, nodepb.Reason_REASON_EMPTY_KEY, shardID, "node: %v", err)
 		e.NotApplied = write

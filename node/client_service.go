@@ -167,7 +167,7 @@ func (s *ClientService) put(ctx context.Context, req *nodepb.PutRequest) (*nodep
 	if e := s.checkValue("value", req.GetValue()); e != nil {
 		return nil, e
 	}
-	if _, err := s.engine.Propose(ctx, rt.ShardID, engine.PutCommand(req.GetKey(), req.GetValue())); err != nil {
+	if _, err := s.propose(ctx, rt.ShardID, req.GetSession(), engine.PutCommand(req.GetKey(), req.GetValue())); err != nil {
 		return nil, s.engineError(err, rt.ShardID, true)
 	}
 	return &nodepb.PutResponse{ShardId: rt.ShardID}, nil
@@ -227,7 +227,7 @@ func (s *ClientService) delete(ctx context.Context, req *nodepb.DeleteRequest) (
 	if e != nil {
 		return nil, e
 	}
-	res, err := s.engine.Propose(ctx, rt.ShardID, engine.DeleteCommand(req.GetKey()))
+	res, err := s.propose(ctx, rt.ShardID, req.GetSession(), engine.DeleteCommand(req.GetKey()))
 	if err != nil {
 		return nil, s.engineError(err, rt.ShardID, true)
 	}
@@ -275,7 +275,7 @@ func (s *ClientService) cas(ctx context.Context, req *nodepb.CompareAndSwapReque
 	if !req.GetDelete() {
 		new = nonNil(req.GetNewValue())
 	}
-	res, err := s.engine.Propose(ctx, rt.ShardID, engine.CASCommand(req.GetKey(), old, new))
+	res, err := s.propose(ctx, rt.ShardID, req.GetSession(), engine.CASCommand(req.GetKey(), old, new))
 	if err != nil {
 		return nil, s.engineError(err, rt.ShardID, true)
 	}

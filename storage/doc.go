@@ -1,8 +1,9 @@
 // Package storage owns a node's one Pebble database: the key schema (see
 // keys.go), every shard's raft log, HardState, truncated and applied state,
-// the user data of all shards, write batches that span many shards and commit
-// with one sync, log truncation, shard snapshots and replica removal with
-// tombstones.
+// the user data of all shards, the layout of the shards' client session
+// records (session.go), write batches that span many shards and commit with
+// one sync, log truncation, shard snapshots (sessions, then data) and replica
+// removal with tombstones.
 //
 // Concurrency: a Store is safe for concurrent use. A Log (one shard's
 // raft.Storage view, with an in-memory cache of the log's tail) belongs to

@@ -21,6 +21,8 @@ import (
 //	0x01 'r' <shardID u64> 'i'          this replica's ID in the shard
 //	0x01 'r' <shardID u64> 'l' <idx u64> raft log entry
 //	0x01 'r' <shardID u64> 't'          truncated state (index, term)
+//	0x01 's' <shardID u64> <session u64> 0x00           client session header
+//	0x01 's' <shardID u64> <session u64> 0x01 <seq u64> a session's result
 //	0x02 <hash u64> <key>               user data
 //	0x03 <shardID u64> <hash u64> <key> data of a system shard
 //
@@ -28,6 +30,9 @@ import (
 // range [Start, Last] of its descriptor, so its data is one contiguous range,
 // and a split whose replicas stay on the same nodes moves no data. Shards
 // hosted on one node therefore never have overlapping ranges.
+//
+// A shard's client sessions (session.go) are one span too, before every
+// data key, so that a snapshot streams them first, then the data.
 //
 // System shards (IDs from SystemShardBase up, such as the meta shard) are not
 // part of the ring: each keeps its data in a key space of its own, prefixed
@@ -216,6 +221,10 @@ func DescribeKey(k []byte) string {
 			if len(k) == logKeyLen {
 				return fmt.Sprintf("/shard/%d/log/%d", shard, binary.BigEndian.Uint64(k[11:]))
 			}
+		}
+	case len(k) >= 2 && k[0] == prefixLocal && k[1] == localSession:
+		if d, ok := describeSessionKey(k); ok {
+			return d
 		}
 	case len(k) >= dataKeyMin && k[0] == prefixData:
 		return fmt.Sprintf("/data/%016x/%q", binary.BigEndian.Uint64(k[1:9]), k[9:])

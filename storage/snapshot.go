@@ -17,11 +17,12 @@ import (
 
 // Snapshots of a shard.
 //
-// A snapshot is the shard's user data range read at a Pebble snapshot and
-// cut into chunks of length-prefixed key/value pairs; it is streamed, never
-// held whole in memory. The receiver writes the chunks into an sstable
-// (StagedSnapshot) whose first record is a range deletion of the shard's data
-// span. Applying it ingests that sstable together with a second one holding
+// A snapshot is the shard's session span (SessionSpan) followed by its user
+// data range, read at one Pebble snapshot and cut into chunks of
+// length-prefixed key/value pairs: one increasing key order, since session
+// keys sort before data keys. It is streamed, never held whole in memory.
+// The receiver writes the chunks into an sstable (StagedSnapshot) whose
+// first records are range deletions of both spans. Applying it ingests that sstable together with a second one holding
 // the shard's new raft state (a range deletion of its raft keys, then the
 // applied and truncated state, HardState, ConfState and descriptor). Both are
 // ingested in one atomic Ingest: a crash leaves either the old replica or the
@@ -32,39 +33,62 @@ import (
 // broken chunk, a key outside the shard's range or out of order.
 var ErrBadSnapshot = errors.New("storage: bad snapshot")
 
-// SnapshotSource reads a shard's data at a Pebble snapshot, chunk by chunk.
-// It is used by one goroutine; Close releases the Pebble snapshot.
+// span is a key range [start, end).
+type span struct{ start, end []byte }
+
+// snapshotSpans returns the spans a snapshot of desc's shard carries, in key
+// order: its sessions, then its data.
+func snapshotSpans(desc Descriptor) []span {
+	ss, se := SessionSpan(desc.ShardID)
+	ds, de := desc.DataSpan()
+	return []span{{ss, se}, {ds, de}}
+}
+
+// SnapshotSource reads a shard's sessions and data at a Pebble snapshot,
+// chunk by chunk. It is used by one goroutine; Close releases the Pebble
+// snapshot.
 type SnapshotSource struct {
 	snap      *pebble.Snapshot
 	it        *pebble.Iterator
+	spans     []span // the spans after the iterator's
 	chunk     []byte
 	chunkSize int
 	valid     bool
-	Bytes     uint64 // user data bytes read so far
+	Bytes     uint64 // bytes of keys and values read so far
 	Keys      uint64
 }
 
-// NewSnapshotSource opens the data of desc's range as it is now. chunkSize is
-// the target chunk size in bytes (default 256 KiB).
+// NewSnapshotSource opens the sessions and data of desc's shard as they are
+// now. chunkSize is the target chunk size in bytes (default 256 KiB).
 func (s *Store) NewSnapshotSource(desc Descriptor, chunkSize int) (*SnapshotSource, error) {
 	if chunkSize <= 0 {
 		chunkSize = 256 << 10
 	}
 	snap := s.db.NewSnapshot()
-	start, end := desc.DataSpan()
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
+	spans := snapshotSpans(desc)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: spans[0].start, UpperBound: spans[0].end})
 	if err != nil {
 		snap.Close()
 		return nil, err
 	}
-	return &SnapshotSource{snap: snap, it: it, chunkSize: chunkSize, valid: it.First()}, nil
+	return &SnapshotSource{snap: snap, it: it, spans: spans[1:], chunkSize: chunkSize, valid: it.First()}, nil
 }
 
-// Next returns the next chunk, or io.EOF after the last (an empty range
+// Next returns the next chunk, or io.EOF after the last (an empty shard
 // yields no chunk). The chunk is valid until the next call.
 func (src *SnapshotSource) Next() ([]byte, error) {
 	src.chunk = src.chunk[:0]
-	for ; src.valid && len(src.chunk) < src.chunkSize; src.valid = src.it.Next() {
+	for len(src.chunk) < src.chunkSize {
+		if !src.valid {
+			if err := src.it.Error(); err != nil || len(src.spans) == 0 {
+				break
+			}
+			// The next span, on the same iterator and Pebble snapshot.
+			src.it.SetBounds(src.spans[0].start, src.spans[0].end)
+			src.spans = src.spans[1:]
+			src.valid = src.it.First()
+			continue
+		}
 		k, v := src.it.Key(), src.it.Value()
 		src.chunk = binary.AppendUvarint(src.chunk, uint64(len(k)))
 		src.chunk = append(src.chunk, k...)
@@ -72,6 +96,7 @@ func (src *SnapshotSource) Next() ([]byte, error) {
 		src.chunk = append(src.chunk, v...)
 		src.Bytes += uint64(len(k) + len(v))
 		src.Keys++
+		src.valid = src.it.Next()
 	}
 	if err := src.it.Error(); err != nil {
 		return nil, err
@@ -95,8 +120,7 @@ type StagedSnapshot struct {
 	desc   Descriptor
 	path   string
 	w      *sstable.Writer
-	start  []byte
-	end    []byte
+	spans  []span // accepted keys, in order
 	lastK  []byte
 	done   bool
 	Keys   uint64
@@ -104,20 +128,32 @@ type StagedSnapshot struct {
 	closed bool
 }
 
-// StageSnapshot starts receiving a snapshot of desc's range.
+// StageSnapshot starts receiving a snapshot of desc's shard: the staged
+// sstable starts with range deletions of its session and data spans.
 func (s *Store) StageSnapshot(desc Descriptor) (*StagedSnapshot, error) {
 	path := s.cfg.FS.PathJoin(s.stagingDir(), fmt.Sprintf("%d-%d.sst", desc.ShardID, s.seq.Add(1)))
 	w, err := s.newSSTWriter(path)
 	if err != nil {
 		return nil, err
 	}
-	st := &StagedSnapshot{s: s, desc: desc, path: path, w: w}
-	st.start, st.end = desc.DataSpan()
-	if err := w.DeleteRange(st.start, st.end); err != nil {
-		st.Abort()
-		return nil, err
+	st := &StagedSnapshot{s: s, desc: desc, path: path, w: w, spans: snapshotSpans(desc)}
+	for _, sp := range st.spans {
+		if err := w.DeleteRange(sp.start, sp.end); err != nil {
+			st.Abort()
+			return nil, err
+		}
 	}
 	return st, nil
+}
+
+// inSpans reports whether k lies in one of the snapshot's spans.
+func (st *StagedSnapshot) inSpans(k []byte) bool {
+	for _, sp := range st.spans {
+		if bytes.Compare(k, sp.start) >= 0 && bytes.Compare(k, sp.end) < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Store) newSSTWriter(path string) (*sstable.Writer, error) {
@@ -130,7 +166,8 @@ func (s *Store) newSSTWriter(path string) (*sstable.Writer, error) {
 }
 
 // Write adds one chunk as produced by SnapshotSource.Next. Keys must be in
-// strictly increasing order and inside the shard's range (ErrBadSnapshot).
+// strictly increasing order and inside the shard's session or data span
+// (ErrBadSnapshot).
 func (st *StagedSnapshot) Write(chunk []byte) error {
 	if st.done {
 		return fmt.Errorf("%w: write after finish", ErrBadSnapshot)
@@ -145,7 +182,7 @@ func (st *StagedSnapshot) Write(chunk []byte) error {
 			return fmt.Errorf("%w: truncated value", ErrBadSnapshot)
 		}
 		chunk = rest
-		if bytes.Compare(k, st.start) < 0 || bytes.Compare(k, st.end) >= 0 {
+		if !st.inSpans(k) {
 			return fmt.Errorf("%w: key %s outside shard %d", ErrBadSnapshot, DescribeKey(k), st.desc.ShardID)
 		}
 		if st.lastK != nil && bytes.Compare(k, st.lastK) <= 0 {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -239,34 +238,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	b.Pebble().Set(DataKey(2500, []byte("other-shard")), []byte("y"), nil)
 	commit(t, b)
 
-	source, err := src.NewSnapshotSource(desc, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := dst.StageSnapshot(desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chunks := 0
-	for {
-		c, err := source.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Write(c); err != nil {
-			t.Fatal(err)
-		}
-		chunks++
-	}
-	source.Close()
+	st, chunks, _ := transferSnapshot(t, src, dst, desc, 4096)
 	if chunks < 10 {
 		t.Fatalf("only %d chunks", chunks)
-	}
-	if err := st.Finish(); err != nil {
-		t.Fatal(err)
 	}
 	snap := raftpb.Snapshot{Data: desc.Marshal(), Metadata: raftpb.SnapshotMetadata{Index: 50, Term: 8, ConfState: raftpb.ConfState{Voters: []uint64{1, 2, 3}}}}
 	if err := l.ApplySnapshot(st, snap, raftpb.HardState{Term: 8, Vote: 2, Commit: 50}); err != nil {

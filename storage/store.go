@@ -326,6 +326,10 @@ func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor, nextReplicaID u
 	if err := b.DeleteRange(start, end, nil); err != nil {
 		return err
 	}
+	ss, se := SessionSpan(shardID) // its client sessions (session.go)
+	if err := b.DeleteRange(ss, se, nil); err != nil {
+		return err
+	}
 	if desc != nil {
 		ds, de := desc.DataSpan()
 		if err := b.DeleteRange(ds, de, nil); err != nil {

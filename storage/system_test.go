@@ -2,9 +2,7 @@ package storage
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -61,30 +59,7 @@ func TestSystemShardKeySpace(t *testing.T) {
 	if err := dst.DB().Set(user.DataKey(5, []byte("mine")), []byte("u"), pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
-	source, err := src.NewSnapshotSource(sys, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := dst.StageSnapshot(sys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		c, err := source.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Write(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	source.Close()
-	if err := st.Finish(); err != nil {
-		t.Fatal(err)
-	}
+	st, _, _ := transferSnapshot(t, src, dst, sys, 512)
 	snap := raftpb.Snapshot{Data: sys.Marshal(), Metadata: raftpb.SnapshotMetadata{Index: 20, Term: 3, ConfState: raftpb.ConfState{Voters: []uint64{1}}}}
 	if err := l.ApplySnapshot(st, snap, raftpb.HardState{Term: 3, Commit: 20}); err != nil {
 		t.Fatal(err)

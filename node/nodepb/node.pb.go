@@ -75,6 +75,14 @@ const (
 	Reason_REASON_WRONG_CLUSTER Reason = 16
 	// Admin: the node named is not a member of the cluster. Code NotFound.
 	Reason_REASON_NODE_NOT_FOUND Reason = 17
+	// The write's session is unknown to the shard (never registered there, or
+	// expired after being idle). Code FailedPrecondition. Never applied:
+	// retry with session.register set.
+	Reason_REASON_SESSION_NOT_FOUND Reason = 18
+	// The write's sequence number is below its session's acknowledgement
+	// watermark: the client had its response already. Code AlreadyExists.
+	// Not applied again; not to be retried.
+	Reason_REASON_DUPLICATE_REQUEST Reason = 19
 )
 
 // Enum value maps for Reason.
@@ -98,26 +106,30 @@ var (
 		15: "REASON_NODE_REMOVED",
 		16: "REASON_WRONG_CLUSTER",
 		17: "REASON_NODE_NOT_FOUND",
+		18: "REASON_SESSION_NOT_FOUND",
+		19: "REASON_DUPLICATE_REQUEST",
 	}
 	Reason_value = map[string]int32{
-		"REASON_UNSPECIFIED":      0,
-		"REASON_NOT_LEADER":       1,
-		"REASON_KEY_NOT_IN_SHARD": 2,
-		"REASON_EMPTY_KEY":        3,
-		"REASON_KEY_TOO_LARGE":    4,
-		"REASON_VALUE_TOO_LARGE":  5,
-		"REASON_BAD_REQUEST":      6,
-		"REASON_TOO_LARGE":        7,
-		"REASON_SHARD_NOT_FOUND":  8,
-		"REASON_PROPOSAL_DROPPED": 9,
-		"REASON_CLOSED":           10,
-		"REASON_NO_RING":          11,
-		"REASON_DEADLINE":         12,
-		"REASON_INTERNAL":         13,
-		"REASON_DUPLICATE_NODE":   14,
-		"REASON_NODE_REMOVED":     15,
-		"REASON_WRONG_CLUSTER":    16,
-		"REASON_NODE_NOT_FOUND":   17,
+		"REASON_UNSPECIFIED":       0,
+		"REASON_NOT_LEADER":        1,
+		"REASON_KEY_NOT_IN_SHARD":  2,
+		"REASON_EMPTY_KEY":         3,
+		"REASON_KEY_TOO_LARGE":     4,
+		"REASON_VALUE_TOO_LARGE":   5,
+		"REASON_BAD_REQUEST":       6,
+		"REASON_TOO_LARGE":         7,
+		"REASON_SHARD_NOT_FOUND":   8,
+		"REASON_PROPOSAL_DROPPED":  9,
+		"REASON_CLOSED":            10,
+		"REASON_NO_RING":           11,
+		"REASON_DEADLINE":          12,
+		"REASON_INTERNAL":          13,
+		"REASON_DUPLICATE_NODE":    14,
+		"REASON_NODE_REMOVED":      15,
+		"REASON_WRONG_CLUSTER":     16,
+		"REASON_NODE_NOT_FOUND":    17,
+		"REASON_SESSION_NOT_FOUND": 18,
+		"REASON_DUPLICATE_REQUEST": 19,
 	}
 )
 
@@ -197,17 +209,96 @@ func (ReplicaOp) EnumDescriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{1}
 }
 
-type PutRequest struct {
+// Session makes a write exactly-once (the raft dissertation, section 6.3):
+// a retry of a write that applied returns the result of its first
+// application instead of applying again. id is the client's session, random
+// and non-zero; seq the request's sequence number in the session, the same
+// on every retry of the request; ack the client's acknowledgement
+// watermark: it has the responses of all its requests below ack, and never
+// sends them again (ack <= seq). register creates the session on the
+// shard if the shard does not know it: set it on the client's first write
+// to a shard, and on the retry after SESSION_NOT_FOUND.
+type Session struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Ack           uint64                 `protobuf:"varint,3,opt,name=ack,proto3" json:"ack,omitempty"`
+	Register      bool                   `protobuf:"varint,4,opt,name=register,proto3" json:"register,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Session) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Session) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Session) GetAck() uint64 {
+	if x != nil {
+		return x.Ack
+	}
+	return 0
+}
+
+func (x *Session) GetRegister() bool {
+	if x != nil {
+		return x.Register
+	}
+	return false
+}
+
+type PutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// Optional: without one, a retried put may apply twice.
+	Session       *Session `protobuf:"bytes,3,opt,name=session,proto3" json:"session,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_node_proto_msgTypes[0]
+	mi := &file_node_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +310,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[0]
+	mi := &file_node_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +323,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{0}
+	return file_node_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *PutRequest) GetKey() []byte {
@@ -249,6 +340,13 @@ func (x *PutRequest) GetValue() []byte {
 	return nil
 }
 
+func (x *PutRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 type PutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -258,7 +356,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_node_proto_msgTypes[1]
+	mi := &file_node_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +368,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[1]
+	mi := &file_node_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +381,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{1}
+	return file_node_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PutResponse) GetShardId() uint64 {
@@ -305,7 +403,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_node_proto_msgTypes[2]
+	mi := &file_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +415,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[2]
+	mi := &file_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +428,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{2}
+	return file_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -358,7 +456,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_node_proto_msgTypes[3]
+	mi := &file_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +468,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[3]
+	mi := &file_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +481,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{3}
+	return file_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetResponse) GetShardId() uint64 {
@@ -410,13 +508,14 @@ func (x *GetResponse) GetValue() []byte {
 type DeleteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Session       *Session               `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"` // optional
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_node_proto_msgTypes[4]
+	mi := &file_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +527,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[4]
+	mi := &file_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,12 +540,19 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{4}
+	return file_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
 	if x != nil {
 		return x.Key
+	}
+	return nil
+}
+
+func (x *DeleteRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
 	}
 	return nil
 }
@@ -461,7 +567,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_node_proto_msgTypes[5]
+	mi := &file_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +579,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[5]
+	mi := &file_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +592,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{5}
+	return file_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteResponse) GetShardId() uint64 {
@@ -511,15 +617,16 @@ type CompareAndSwapRequest struct {
 	Expected     []byte `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
 	ExpectAbsent bool   `protobuf:"varint,3,opt,name=expect_absent,json=expectAbsent,proto3" json:"expect_absent,omitempty"`
 	// The swap: delete the key (delete) or set it to new_value.
-	NewValue      []byte `protobuf:"bytes,4,opt,name=new_value,json=newValue,proto3" json:"new_value,omitempty"`
-	Delete        bool   `protobuf:"varint,5,opt,name=delete,proto3" json:"delete,omitempty"`
+	NewValue      []byte   `protobuf:"bytes,4,opt,name=new_value,json=newValue,proto3" json:"new_value,omitempty"`
+	Delete        bool     `protobuf:"varint,5,opt,name=delete,proto3" json:"delete,omitempty"`
+	Session       *Session `protobuf:"bytes,6,opt,name=session,proto3" json:"session,omitempty"` // optional
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CompareAndSwapRequest) Reset() {
 	*x = CompareAndSwapRequest{}
-	mi := &file_node_proto_msgTypes[6]
+	mi := &file_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +638,7 @@ func (x *CompareAndSwapRequest) String() string {
 func (*CompareAndSwapRequest) ProtoMessage() {}
 
 func (x *CompareAndSwapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[6]
+	mi := &file_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +651,7 @@ func (x *CompareAndSwapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwapRequest.ProtoReflect.Descriptor instead.
 func (*CompareAndSwapRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{6}
+	return file_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompareAndSwapRequest) GetKey() []byte {
@@ -582,6 +689,13 @@ func (x *CompareAndSwapRequest) GetDelete() bool {
 	return false
 }
 
+func (x *CompareAndSwapRequest) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
 type CompareAndSwapResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -595,7 +709,7 @@ type CompareAndSwapResponse struct {
 
 func (x *CompareAndSwapResponse) Reset() {
 	*x = CompareAndSwapResponse{}
-	mi := &file_node_proto_msgTypes[7]
+	mi := &file_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +721,7 @@ func (x *CompareAndSwapResponse) String() string {
 func (*CompareAndSwapResponse) ProtoMessage() {}
 
 func (x *CompareAndSwapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[7]
+	mi := &file_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +734,7 @@ func (x *CompareAndSwapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwapResponse.ProtoReflect.Descriptor instead.
 func (*CompareAndSwapResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{7}
+	return file_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CompareAndSwapResponse) GetShardId() uint64 {
@@ -668,7 +782,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +794,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +807,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{8}
+	return file_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ScanRequest) GetShardId() uint64 {
@@ -741,7 +855,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +867,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +880,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{9}
+	return file_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -795,7 +909,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +921,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +934,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{10}
+	return file_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ScanResponse) GetShardId() uint64 {
@@ -844,7 +958,7 @@ func (x *ScanResponse) GetCursor() []byte {
 	return nil
 }
 
-// Op is one operation of a batch.
+// Op is one operation of a batch. Writes carry their own session.
 type Op struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Op:
@@ -860,7 +974,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +986,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +999,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{11}
+	return file_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Op) GetOp() isOp_Op {
@@ -977,7 +1091,7 @@ type OpResult struct {
 
 func (x *OpResult) Reset() {
 	*x = OpResult{}
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1103,7 @@ func (x *OpResult) String() string {
 func (*OpResult) ProtoMessage() {}
 
 func (x *OpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1116,7 @@ func (x *OpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpResult.ProtoReflect.Descriptor instead.
 func (*OpResult) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{12}
+	return file_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OpResult) GetResult() isOpResult_Result {
@@ -1100,7 +1214,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1226,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1239,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{13}
+	return file_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BatchRequest) GetOps() []*Op {
@@ -1144,7 +1258,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1270,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1283,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{14}
+	return file_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BatchResponse) GetResults() []*OpResult {
@@ -1187,7 +1301,7 @@ type RoutesRequest struct {
 
 func (x *RoutesRequest) Reset() {
 	*x = RoutesRequest{}
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1313,7 @@ func (x *RoutesRequest) String() string {
 func (*RoutesRequest) ProtoMessage() {}
 
 func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1326,7 @@ func (x *RoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutesRequest.ProtoReflect.Descriptor instead.
 func (*RoutesRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{15}
+	return file_node_proto_rawDescGZIP(), []int{16}
 }
 
 type RoutesResponse struct {
@@ -1234,7 +1348,7 @@ type RoutesResponse struct {
 
 func (x *RoutesResponse) Reset() {
 	*x = RoutesResponse{}
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1360,7 @@ func (x *RoutesResponse) String() string {
 func (*RoutesResponse) ProtoMessage() {}
 
 func (x *RoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1373,7 @@ func (x *RoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoutesResponse.ProtoReflect.Descriptor instead.
 func (*RoutesResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{16}
+	return file_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RoutesResponse) GetNodeId() uint64 {
@@ -1318,7 +1432,7 @@ type ShardRoute struct {
 
 func (x *ShardRoute) Reset() {
 	*x = ShardRoute{}
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1444,7 @@ func (x *ShardRoute) String() string {
 func (*ShardRoute) ProtoMessage() {}
 
 func (x *ShardRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1457,7 @@ func (x *ShardRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRoute.ProtoReflect.Descriptor instead.
 func (*ShardRoute) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{17}
+	return file_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ShardRoute) GetShardId() uint64 {
@@ -1398,7 +1512,7 @@ type NodeAddress struct {
 
 func (x *NodeAddress) Reset() {
 	*x = NodeAddress{}
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1524,7 @@ func (x *NodeAddress) String() string {
 func (*NodeAddress) ProtoMessage() {}
 
 func (x *NodeAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1537,7 @@ func (x *NodeAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
 func (*NodeAddress) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{18}
+	return file_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeAddress) GetNodeId() uint64 {
@@ -1452,7 +1566,7 @@ type PartitionRule struct {
 
 func (x *PartitionRule) Reset() {
 	*x = PartitionRule{}
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1578,7 @@ func (x *PartitionRule) String() string {
 func (*PartitionRule) ProtoMessage() {}
 
 func (x *PartitionRule) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1591,7 @@ func (x *PartitionRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRule.ProtoReflect.Descriptor instead.
 func (*PartitionRule) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{19}
+	return file_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PartitionRule) GetSeparator() uint32 {
@@ -1514,7 +1628,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_node_proto_msgTypes[20]
+	mi := &file_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1640,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[20]
+	mi := &file_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1653,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{20}
+	return file_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Limits) GetMaxKeyBytes() uint64 {
@@ -1599,7 +1713,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1725,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1738,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{21}
+	return file_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Error) GetReason() Reason {
@@ -1714,7 +1828,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1840,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1853,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{22}
+	return file_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -1764,7 +1878,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1890,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1903,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{24}
 }
 
 type PrepareReplicaRequest struct {
@@ -1801,7 +1915,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1927,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +1940,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -1844,7 +1958,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1970,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1983,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
 type SetShardReplicasRequest struct {
@@ -1884,7 +1998,7 @@ type SetShardReplicasRequest struct {
 
 func (x *SetShardReplicasRequest) Reset() {
 	*x = SetShardReplicasRequest{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +2010,7 @@ func (x *SetShardReplicasRequest) String() string {
 func (*SetShardReplicasRequest) ProtoMessage() {}
 
 func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2023,7 @@ func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardReplicasRequest.ProtoReflect.Descriptor instead.
 func (*SetShardReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetShardReplicasRequest) GetShardId() uint64 {
@@ -1948,7 +2062,7 @@ type SetShardReplicasResponse struct {
 
 func (x *SetShardReplicasResponse) Reset() {
 	*x = SetShardReplicasResponse{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1960,7 +2074,7 @@ func (x *SetShardReplicasResponse) String() string {
 func (*SetShardReplicasResponse) ProtoMessage() {}
 
 func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1973,7 +2087,7 @@ func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardReplicasResponse.ProtoReflect.Descriptor instead.
 func (*SetShardReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 type NodeRecord struct {
@@ -1990,7 +2104,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2116,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2129,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -2072,7 +2186,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2084,7 +2198,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2097,7 +2211,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -2130,7 +2244,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2256,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2269,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -2173,7 +2287,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2299,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2312,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 type NodeStatus struct {
@@ -2215,7 +2329,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2341,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2354,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -2283,7 +2397,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2295,7 +2409,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2308,7 +2422,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -2347,7 +2461,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2473,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2486,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 type Replica struct {
@@ -2387,7 +2501,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2513,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2526,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -2458,7 +2572,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2584,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2597,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -2581,7 +2695,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2593,7 +2707,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2606,7 +2720,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -2631,7 +2745,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2757,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2770,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 type LocalShardsResponse struct {
@@ -2669,7 +2783,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2795,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2808,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -2722,7 +2836,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2848,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2861,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -2780,7 +2894,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +2906,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +2919,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -2829,7 +2943,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +2955,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +2968,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -2901,7 +3015,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +3027,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +3040,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -2941,11 +3055,17 @@ var File_node_proto protoreflect.FileDescriptor
 const file_node_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"node.proto\x12\x10flotilla.node.v1\"4\n" +
+	"node.proto\x12\x10flotilla.node.v1\"Y\n" +
+	"\aSession\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x10\n" +
+	"\x03ack\x18\x03 \x01(\x04R\x03ack\x12\x1a\n" +
+	"\bregister\x18\x04 \x01(\bR\bregister\"i\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"(\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x123\n" +
+	"\asession\x18\x03 \x01(\v2\x19.flotilla.node.v1.SessionR\asession\"(\n" +
 	"\vPutResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"4\n" +
 	"\n" +
@@ -2955,18 +3075,20 @@ const file_node_proto_rawDesc = "" +
 	"\vGetResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x14\n" +
-	"\x05value\x18\x03 \x01(\fR\x05value\"!\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\"V\n" +
 	"\rDeleteRequest\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\fR\x03key\"E\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x123\n" +
+	"\asession\x18\x02 \x01(\v2\x19.flotilla.node.v1.SessionR\asession\"E\n" +
 	"\x0eDeleteResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
-	"\aexisted\x18\x02 \x01(\bR\aexisted\"\x9f\x01\n" +
+	"\aexisted\x18\x02 \x01(\bR\aexisted\"\xd4\x01\n" +
 	"\x15CompareAndSwapRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1a\n" +
 	"\bexpected\x18\x02 \x01(\fR\bexpected\x12#\n" +
 	"\rexpect_absent\x18\x03 \x01(\bR\fexpectAbsent\x12\x1b\n" +
 	"\tnew_value\x18\x04 \x01(\fR\bnewValue\x12\x16\n" +
-	"\x06delete\x18\x05 \x01(\bR\x06delete\"}\n" +
+	"\x06delete\x18\x05 \x01(\bR\x06delete\x123\n" +
+	"\asession\x18\x06 \x01(\v2\x19.flotilla.node.v1.SessionR\asession\"}\n" +
 	"\x16CompareAndSwapResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x18\n" +
 	"\aswapped\x18\x02 \x01(\bR\aswapped\x12\x14\n" +
@@ -3138,7 +3260,7 @@ const file_node_proto_rawDesc = "" +
 	"\alearner\x18\x04 \x01(\bR\alearner\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\rR\x04hops\"N\n" +
 	"\x15ChangeReplicaResponse\x125\n" +
-	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xc1\x03\n" +
+	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xfd\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -3158,7 +3280,9 @@ const file_node_proto_rawDesc = "" +
 	"\x15REASON_DUPLICATE_NODE\x10\x0e\x12\x17\n" +
 	"\x13REASON_NODE_REMOVED\x10\x0f\x12\x18\n" +
 	"\x14REASON_WRONG_CLUSTER\x10\x10\x12\x19\n" +
-	"\x15REASON_NODE_NOT_FOUND\x10\x11*R\n" +
+	"\x15REASON_NODE_NOT_FOUND\x10\x11\x12\x1c\n" +
+	"\x18REASON_SESSION_NOT_FOUND\x10\x12\x12\x1c\n" +
+	"\x18REASON_DUPLICATE_REQUEST\x10\x13*R\n" +
 	"\tReplicaOp\x12\x1a\n" +
 	"\x16REPLICA_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREPLICA_OP_ADD\x10\x01\x12\x15\n" +
@@ -3196,118 +3320,122 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                      // 0: flotilla.node.v1.Reason
 	(ReplicaOp)(0),                   // 1: flotilla.node.v1.ReplicaOp
-	(*PutRequest)(nil),               // 2: flotilla.node.v1.PutRequest
-	(*PutResponse)(nil),              // 3: flotilla.node.v1.PutResponse
-	(*GetRequest)(nil),               // 4: flotilla.node.v1.GetRequest
-	(*GetResponse)(nil),              // 5: flotilla.node.v1.GetResponse
-	(*DeleteRequest)(nil),            // 6: flotilla.node.v1.DeleteRequest
-	(*DeleteResponse)(nil),           // 7: flotilla.node.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),    // 8: flotilla.node.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),   // 9: flotilla.node.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),              // 10: flotilla.node.v1.ScanRequest
-	(*KeyValue)(nil),                 // 11: flotilla.node.v1.KeyValue
-	(*ScanResponse)(nil),             // 12: flotilla.node.v1.ScanResponse
-	(*Op)(nil),                       // 13: flotilla.node.v1.Op
-	(*OpResult)(nil),                 // 14: flotilla.node.v1.OpResult
-	(*BatchRequest)(nil),             // 15: flotilla.node.v1.BatchRequest
-	(*BatchResponse)(nil),            // 16: flotilla.node.v1.BatchResponse
-	(*RoutesRequest)(nil),            // 17: flotilla.node.v1.RoutesRequest
-	(*RoutesResponse)(nil),           // 18: flotilla.node.v1.RoutesResponse
-	(*ShardRoute)(nil),               // 19: flotilla.node.v1.ShardRoute
-	(*NodeAddress)(nil),              // 20: flotilla.node.v1.NodeAddress
-	(*PartitionRule)(nil),            // 21: flotilla.node.v1.PartitionRule
-	(*Limits)(nil),                   // 22: flotilla.node.v1.Limits
-	(*Error)(nil),                    // 23: flotilla.node.v1.Error
-	(*RemoveNodeRequest)(nil),        // 24: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 25: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),    // 26: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),   // 27: flotilla.node.v1.PrepareReplicaResponse
-	(*SetShardReplicasRequest)(nil),  // 28: flotilla.node.v1.SetShardReplicasRequest
-	(*SetShardReplicasResponse)(nil), // 29: flotilla.node.v1.SetShardReplicasResponse
-	(*NodeRecord)(nil),               // 30: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),              // 31: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),             // 32: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),            // 33: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),               // 34: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),           // 35: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),            // 36: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                  // 37: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),                // 38: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),           // 39: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),       // 40: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),      // 41: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),    // 42: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 43: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),     // 44: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),    // 45: flotilla.node.v1.ChangeReplicaResponse
+	(*Session)(nil),                  // 2: flotilla.node.v1.Session
+	(*PutRequest)(nil),               // 3: flotilla.node.v1.PutRequest
+	(*PutResponse)(nil),              // 4: flotilla.node.v1.PutResponse
+	(*GetRequest)(nil),               // 5: flotilla.node.v1.GetRequest
+	(*GetResponse)(nil),              // 6: flotilla.node.v1.GetResponse
+	(*DeleteRequest)(nil),            // 7: flotilla.node.v1.DeleteRequest
+	(*DeleteResponse)(nil),           // 8: flotilla.node.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),    // 9: flotilla.node.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),   // 10: flotilla.node.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),              // 11: flotilla.node.v1.ScanRequest
+	(*KeyValue)(nil),                 // 12: flotilla.node.v1.KeyValue
+	(*ScanResponse)(nil),             // 13: flotilla.node.v1.ScanResponse
+	(*Op)(nil),                       // 14: flotilla.node.v1.Op
+	(*OpResult)(nil),                 // 15: flotilla.node.v1.OpResult
+	(*BatchRequest)(nil),             // 16: flotilla.node.v1.BatchRequest
+	(*BatchResponse)(nil),            // 17: flotilla.node.v1.BatchResponse
+	(*RoutesRequest)(nil),            // 18: flotilla.node.v1.RoutesRequest
+	(*RoutesResponse)(nil),           // 19: flotilla.node.v1.RoutesResponse
+	(*ShardRoute)(nil),               // 20: flotilla.node.v1.ShardRoute
+	(*NodeAddress)(nil),              // 21: flotilla.node.v1.NodeAddress
+	(*PartitionRule)(nil),            // 22: flotilla.node.v1.PartitionRule
+	(*Limits)(nil),                   // 23: flotilla.node.v1.Limits
+	(*Error)(nil),                    // 24: flotilla.node.v1.Error
+	(*RemoveNodeRequest)(nil),        // 25: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),       // 26: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),    // 27: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),   // 28: flotilla.node.v1.PrepareReplicaResponse
+	(*SetShardReplicasRequest)(nil),  // 29: flotilla.node.v1.SetShardReplicasRequest
+	(*SetShardReplicasResponse)(nil), // 30: flotilla.node.v1.SetShardReplicasResponse
+	(*NodeRecord)(nil),               // 31: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),              // 32: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),             // 33: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),            // 34: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),               // 35: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),           // 36: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),            // 37: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                  // 38: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),                // 39: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),           // 40: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),       // 41: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),      // 42: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),    // 43: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),   // 44: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),     // 45: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),    // 46: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
-	11, // 0: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
-	2,  // 1: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
-	4,  // 2: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
-	6,  // 3: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
-	8,  // 4: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
-	3,  // 5: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
-	5,  // 6: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
-	7,  // 7: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
-	9,  // 8: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
-	23, // 9: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
-	13, // 10: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
-	14, // 11: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
-	19, // 12: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
-	20, // 13: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
-	21, // 14: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
-	22, // 15: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
-	0,  // 16: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	30, // 17: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	30, // 18: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	34, // 19: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	37, // 20: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	38, // 21: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	38, // 22: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	1,  // 23: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	37, // 24: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	2,  // 25: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	4,  // 26: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	6,  // 27: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	8,  // 28: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	10, // 29: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	15, // 30: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	17, // 31: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	31, // 32: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	33, // 33: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	36, // 34: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	40, // 35: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	42, // 36: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	44, // 37: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	28, // 38: flotilla.node.v1.Admin.SetShardReplicas:input_type -> flotilla.node.v1.SetShardReplicasRequest
-	26, // 39: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	24, // 40: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	3,  // 41: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	5,  // 42: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	7,  // 43: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	9,  // 44: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	12, // 45: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	16, // 46: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	18, // 47: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	32, // 48: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	35, // 49: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	39, // 50: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	41, // 51: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	43, // 52: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	45, // 53: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	29, // 54: flotilla.node.v1.Admin.SetShardReplicas:output_type -> flotilla.node.v1.SetShardReplicasResponse
-	27, // 55: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	25, // 56: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	41, // [41:57] is the sub-list for method output_type
-	25, // [25:41] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	2,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
+	2,  // 1: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
+	2,  // 2: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
+	12, // 3: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
+	3,  // 4: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
+	5,  // 5: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
+	7,  // 6: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
+	9,  // 7: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
+	4,  // 8: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
+	6,  // 9: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
+	8,  // 10: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
+	10, // 11: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
+	24, // 12: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
+	14, // 13: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
+	15, // 14: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
+	20, // 15: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
+	21, // 16: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
+	22, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
+	23, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
+	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
+	31, // 20: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	31, // 21: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	35, // 22: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	38, // 23: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	39, // 24: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	39, // 25: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	1,  // 26: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	38, // 27: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	3,  // 28: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	5,  // 29: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	7,  // 30: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	9,  // 31: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	11, // 32: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	16, // 33: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	18, // 34: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	32, // 35: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	34, // 36: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	37, // 37: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	41, // 38: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	43, // 39: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	45, // 40: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	29, // 41: flotilla.node.v1.Admin.SetShardReplicas:input_type -> flotilla.node.v1.SetShardReplicasRequest
+	27, // 42: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	25, // 43: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	4,  // 44: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	6,  // 45: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	8,  // 46: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	10, // 47: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	13, // 48: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	17, // 49: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	19, // 50: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	33, // 51: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	36, // 52: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	40, // 53: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	42, // 54: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	44, // 55: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	46, // 56: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	30, // 57: flotilla.node.v1.Admin.SetShardReplicas:output_type -> flotilla.node.v1.SetShardReplicasResponse
+	28, // 58: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	26, // 59: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	44, // [44:60] is the sub-list for method output_type
+	28, // [28:44] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -3315,13 +3443,13 @@ func file_node_proto_init() {
 	if File_node_proto != nil {
 		return
 	}
-	file_node_proto_msgTypes[11].OneofWrappers = []any{
+	file_node_proto_msgTypes[12].OneofWrappers = []any{
 		(*Op_Put)(nil),
 		(*Op_Get)(nil),
 		(*Op_Delete)(nil),
 		(*Op_Cas)(nil),
 	}
-	file_node_proto_msgTypes[12].OneofWrappers = []any{
+	file_node_proto_msgTypes[13].OneofWrappers = []any{
 		(*OpResult_Put)(nil),
 		(*OpResult_Get)(nil),
 		(*OpResult_Delete)(nil),
@@ -3334,7 +3462,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
