@@ -4,13 +4,23 @@
 //
 // # A shard's life
 //
-// Creation. CreateShard writes the replica's initial state (descriptor,
-// ConfState, HardState at storage.InitialIndex) with one synced write, on
-// every node of its initial configuration; one voter, chosen by shard ID,
-// campaigns at once. A node added later by ChangeReplicas gets its replica
-// from the leader: its first MsgApp or heartbeat creates an empty replica,
-// which the leader then catches up with a snapshot. A tombstoned shard (its
-// replica was removed here) is never recreated by a message.
+// Identity. raft sees replica IDs, never node IDs: a replica is (node ID,
+// replica ID), the shard's descriptor (storage.Descriptor) maps one to the
+// other, and a replica ID is never reused within a shard (the descriptor's
+// NextReplicaID). Messages carry replica IDs and travel to the node the
+// descriptor names; a message for a replica ID the local replica is not
+// (a removed incarnation) is dropped and counted (Stats.StaleDropped).
+//
+// Creation. CreateShard writes the replica's initial state (descriptor with
+// replica IDs 1, 2, ... in the spec's member order, ConfState, HardState at
+// storage.InitialIndex) with one synced write, on every node of its initial
+// configuration; one voter, chosen by shard ID, campaigns at once. A node
+// added later by ChangeReplicas (confchange.go) gets a fresh replica ID and
+// its replica from the leader: its first MsgApp or heartbeat creates an
+// empty replica with that ID, which the leader then catches up with a
+// snapshot. A removed replica leaves a tombstone: no replica of the shard
+// with a lower ID is created here again by any message, while a node added
+// back under its fresh ID is.
 //
 // Workers. A shard belongs to the worker its ID hashes to, for its whole
 // life; only that worker touches its raft.RawNode (package group) and its
@@ -37,7 +47,10 @@
 //
 // Proposals carry an ID (package group) matched at apply; a proposal whose
 // index was taken by another leader's entry fails with ErrProposalDropped,
-// which is safe to retry. Reads use ReadIndex with a fresh context on every
+// which is safe to retry. A proposal whose fate this replica cannot know (a
+// snapshot covered its index, the replica was removed or closed after it
+// was appended) fails with an *AmbiguousError (ErrAmbiguous): it may have
+// applied, and is retried safely only through a client session. Reads use ReadIndex with a fresh context on every
 // attempt; once the read index is applied, the caller's goroutine answers
 // the query from the store.
 //
@@ -56,9 +69,20 @@
 // per-tick coalesced heartbeat message between nodes doubles as liveness: the
 // quiesced shards of a leader not heard from wake up and elect.
 //
+// Membership (confchange.go). Changes are checked against the descriptor
+// and refused with typed errors before they are proposed, refused up front
+// when raft would drop them (ErrConfChangeInProgress), and applied with the
+// new descriptor in the same batch. Each change publishes a
+// DescriptorEvent (WatchDescriptors), from which the node keeps the meta
+// shard's records current.
+//
 // Removal. A conf change that removes this node's replica destroys it after
-// the pass: its keys are deleted, a tombstone is left, waiters fail with
-// ErrShardRemoved.
+// the pass: its range is released, then its keys are deleted and a
+// tombstone is left; waiters fail with ErrShardRemoved (ambiguous for
+// proposals already appended). Liveness: only silence for an election
+// timeout (or PeerDown, from gossip) makes the followers of a node forget
+// it as their leader; a failed stream (PeerUnreachable) only makes the
+// leaders here probe it.
 //
 // # Concurrency
 //

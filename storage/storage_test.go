@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -398,4 +399,46 @@ func TestDumpReadOnly(t *testing.T) {
 func withReplicas(d Descriptor, voters, learners []uint64) Descriptor {
 	n := NewDescriptor(d.ShardID, d.Start, d.Last, d.Generation, voters, learners)
 	return n
+}
+
+// TestOldStoreFormatRefused: a store written before format version 2 (no
+// version record, node IDs as raft IDs) is refused with a clear error and
+// left as it was; a new store is stamped with the version and reopens.
+func TestOldStoreFormatRefused(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := pebble.Open("/old", &pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(identKey, make([]byte, 16), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(Config{Dir: "/old", FS: fs})
+	if !errors.Is(err, ErrStoreVersion) || !strings.Contains(err.Error(), "empty data directory") {
+		t.Fatalf("old store: %v", err)
+	}
+	s := openMem(t, fs)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openMem(t, fs)
+	if v, _ := s.get(versionKey); len(v) != 8 || v[7] != FormatVersion {
+		t.Fatalf("version record %x", v)
+	}
+	s.Close()
+	// A store of a later format is refused too.
+	db, err = pebble.Open("/db", &pebble.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(versionKey, []byte{0, 0, 0, 0, 0, 0, 0, 9}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(Config{Dir: "/db", FS: fs}); !errors.Is(err, ErrStoreVersion) {
+		t.Fatalf("newer store: %v", err)
+	}
 }
