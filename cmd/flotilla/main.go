@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node"
 	"github.com/flotilla-db/flotilla/transport"
 )
@@ -207,6 +208,7 @@ func start(args []string) error {
 	joinTimeout := fs.Duration("join-timeout", 2*time.Minute, "how long to wait for the cluster to form or answer")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM, time allowed to hand leaderships to other nodes")
+	sessionTTL := fs.Duration("session-ttl", time.Hour, "client sessions unused for this long are expired (by a replicated command); a client must never retry one request for longer")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("start: unexpected arguments %q", fs.Args())
@@ -219,6 +221,11 @@ func start(args []string) error {
 		RaftAddr: *raftAddr, ClientAddr: *clientAddr, GossipAddr: *gossipAddr, HTTPAddr: *httpAddr,
 		AdvertiseHost: *advertise, Join: splitList(*join), BootstrapExpect: *expect, InitialShards: *shards, Replication: *replication,
 	}
+	if *sessionTTL <= 0 {
+		return errors.New("start: --session-ttl must be positive")
+	}
+	ttl := *sessionTTL
+	cfg.Engine = func(c *engine.Config) { c.SessionTTL = ttl }
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
 		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
 			return errors.New("start: --tls-cert, --tls-key and --tls-ca go together")
