@@ -239,7 +239,11 @@ func shardInfo(st engine.ShardStatus) *nodepb.ShardInfo {
 		match[p.NodeID] = p.Match
 	}
 	add := func(id uint64, role string) {
-		si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, Role: role, Match: match[id]})
+		var replicaID uint64
+		if rep, ok := st.Desc.ReplicaOfNode(id); ok {
+			replicaID = rep.ReplicaID
+		}
+		si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, ReplicaId: replicaID, Role: role, Match: match[id]})
 	}
 	for _, v := range st.Voters {
 		role := "voter"
