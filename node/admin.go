@@ -239,7 +239,11 @@ func shardInfo(st engine.ShardStatus) *nodepb.ShardInfo {
 		match[p.NodeID] = p.Match
 	}
 	add := func(id uint64, role string) {
-		si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, Role: role, Match: match[id]})
+		var replicaID uint64
+		if rep, ok := st.Desc.ReplicaOfNode(id); ok {
+			replicaID = rep.ReplicaID
+		}
+		si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, ReplicaId: replicaID, Role: role, Match: match[id]})
 	}
 	for _, v := range st.Voters {
 		role := "voter"
@@ -434,7 +438,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 	switch req.GetOp() {
 	case nodepb.ReplicaOp_REPLICA_OP_ADD:
 		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
-			if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
+			if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
 				return nil, a.engineAdminError(err, shard)
 			}
 		}
@@ -442,7 +446,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 			if err := a.waitCaughtUp(ctx, shard, id); err != nil {
 				return nil, err
 			}
-			if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddVoter, NodeID: id}); err != nil {
+			if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddVoter, NodeID: id}); err != nil {
 				return nil, a.engineAdminError(err, shard)
 			}
 		}
@@ -464,7 +468,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 				}
 			}
 		}
-		if err := e.ChangeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
+		if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
 			return nil, a.engineAdminError(err, shard)
 		}
 	}
@@ -479,6 +483,37 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 		}
 	}
 	return &nodepb.ChangeReplicaResponse{Replicas: shardInfo(st).Replicas}, nil
+}
+
+// confChangeRetry bounds how long changeReplicas tries a change again that
+// the leader refused as another one in progress: about two election timeouts
+// at the default tick.
+const confChangeRetry = 2 * time.Second
+
+// changeReplicas makes change on this node, shard's leader. A leader refuses
+// a conf change (engine.ErrConfChangeInProgress, nothing proposed) until it
+// has applied every entry it held on becoming leader, raft's pendingConfIndex:
+// a leader that has just taken over, as after the transfer that removing the
+// leader's own replica starts with, refuses for about a round trip, until the
+// empty entry of its term commits. So does a leader whose previous change is
+// not yet applied. The change is tried again every 20ms for up to
+// confChangeRetry, and checked against the configuration afresh each time;
+// then the refusal is returned.
+func (a *adminService) changeReplicas(ctx context.Context, shard uint64, change engine.ReplicaChange) error {
+	deadline := time.Now().Add(confChangeRetry)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := a.n.Engine.ChangeReplicas(ctx, shard, change)
+		if !errors.Is(err, engine.ErrConfChangeInProgress) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // waitCaughtUp waits until node id's replica of shard has the leader's

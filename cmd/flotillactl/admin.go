@@ -50,9 +50,10 @@ type (
 		System     bool          `json:"system"`
 	}
 	replicaView struct {
-		NodeID uint64 `json:"node_id"`
-		Role   string `json:"role"`
-		Match  uint64 `json:"match"`
+		NodeID    uint64 `json:"node_id"`
+		ReplicaID uint64 `json:"replica_id"` // 0: unknown (from the ring record)
+		Role      string `json:"role"`
+		Match     uint64 `json:"match"`
 	}
 	transferView struct {
 		ShardID uint64 `json:"shard_id"`
@@ -150,7 +151,7 @@ func shardsOf(resp *nodepb.ShardsResponse) shardsView {
 }
 
 func shardsTable(w io.Writer, v shardsView) {
-	fmt.Fprintln(w, "SHARD\tRANGE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tREPLICAS\tQUIESCED")
+	fmt.Fprintln(w, "SHARD\tRANGE\tLEADER\tTERM\tCOMMIT\tAPPLIED\tREPLICAS (NODE/REPLICA)\tQUIESCED")
 	unreported := false
 	for _, s := range v.Shards {
 		commit, applied := fmt.Sprint(s.Commit), fmt.Sprint(s.Applied)
@@ -263,13 +264,14 @@ func changeReplica(e *env, c *command, pos []string, op nodepb.ReplicaOp, learne
 func replicasOf(rs []*nodepb.Replica) []replicaView {
 	out := make([]replicaView, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, replicaView{NodeID: r.GetNodeId(), Role: r.GetRole(), Match: r.GetMatch()})
+		out = append(out, replicaView{NodeID: r.GetNodeId(), ReplicaID: r.GetReplicaId(), Role: r.GetRole(), Match: r.GetMatch()})
 	}
 	slices.SortFunc(out, func(a, b replicaView) int { return cmp.Compare(a.NodeID, b.NodeID) })
 	return out
 }
 
-// replicasText renders replicas as "1(voter) 2(voter) 4(learner)".
+// replicasText renders replicas as node/replica(role):
+// "1/1(voter) 2/5(voter) 4/7(learner)"; "?" stands for an unknown replica ID.
 func replicasText(rs []replicaView) string {
 	if len(rs) == 0 {
 		return "-"
@@ -281,7 +283,11 @@ func replicasText(rs []replicaView) string {
 		if role == "" {
 			role = "?"
 		}
-		parts[i] = fmt.Sprintf("%d(%s)", r.NodeID, role)
+		id := "?"
+		if r.ReplicaID != 0 {
+			id = fmt.Sprint(r.ReplicaID)
+		}
+		parts[i] = fmt.Sprintf("%d/%s(%s)", r.NodeID, id, role)
 	}
 	return strings.Join(parts, " ")
 }

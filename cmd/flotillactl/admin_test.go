@@ -59,14 +59,14 @@ func (f *fakeAdmin) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplica
 		return nil, f.err
 	}
 	resp := &nodepb.ChangeReplicaResponse{Replicas: []*nodepb.Replica{
-		{NodeId: 2, Role: "voter", Match: 10}, {NodeId: 1, Role: "voter", Match: 10},
+		{NodeId: 2, ReplicaId: 2, Role: "voter", Match: 10}, {NodeId: 1, ReplicaId: 1, Role: "voter", Match: 10},
 	}}
 	if req.GetOp() == nodepb.ReplicaOp_REPLICA_OP_ADD {
 		role := "voter"
 		if req.GetLearner() {
 			role = "learner"
 		}
-		resp.Replicas = append(resp.Replicas, &nodepb.Replica{NodeId: req.GetNodeId(), Role: role, Match: 10})
+		resp.Replicas = append(resp.Replicas, &nodepb.Replica{NodeId: req.GetNodeId(), ReplicaId: 5, Role: role, Match: 10})
 	}
 	return resp, nil
 }
@@ -117,9 +117,9 @@ func cannedShards() *nodepb.ShardsResponse {
 	return &nodepb.ShardsResponse{
 		Shards: []*nodepb.ShardInfo{
 			{ShardId: 1 << 63, Start: 0, Last: ^uint64(0), Generation: 1, Leader: 1, Term: 3, Commit: 40, Applied: 40, ReportedBy: 1, System: true,
-				Replicas: []*nodepb.Replica{{NodeId: 1, Role: "voter", Match: 40}, {NodeId: 2, Role: "voter", Match: 40}, {NodeId: 3, Role: "learner", Match: 39}}},
+				Replicas: []*nodepb.Replica{{NodeId: 1, ReplicaId: 1, Role: "voter", Match: 40}, {NodeId: 2, ReplicaId: 2, Role: "voter", Match: 40}, {NodeId: 3, ReplicaId: 6, Role: "learner", Match: 39}}},
 			{ShardId: 7, Start: 0x8000000000000000, Last: ^uint64(0), Generation: 2, Leader: 2, Term: 5, Commit: 12, Applied: 11, ReportedBy: 2, Quiesced: true,
-				Replicas: []*nodepb.Replica{{NodeId: 4, Role: "learner"}, {NodeId: 2, Role: "voter"}, {NodeId: 1, Role: "voter (outgoing)"}}},
+				Replicas: []*nodepb.Replica{{NodeId: 4, ReplicaId: 9, Role: "learner"}, {NodeId: 2, ReplicaId: 2, Role: "voter"}, {NodeId: 1, ReplicaId: 1, Role: "voter (outgoing)"}}},
 			{ShardId: 6, Start: 0, Last: 0x7fffffffffffffff, Generation: 2, Leader: 0, Term: 4,
 				Replicas: []*nodepb.Replica{{NodeId: 3, Role: "unknown"}}},
 		},
@@ -168,10 +168,10 @@ func TestShardsTable(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	want := `SHARD  RANGE                                 LEADER  TERM  COMMIT  APPLIED  REPLICAS                               QUIESCED
-6      [0000000000000000, 7fffffffffffffff]  -       4     ?       ?        3(unknown)                             no
-7      [8000000000000000, ffffffffffffffff]  2       5     12      11       1(voter/outgoing) 2(voter) 4(learner)  yes
-meta   [0000000000000000, ffffffffffffffff]  1       3     40      40       1(voter) 2(voter) 3(learner)           no
+	want := `SHARD  RANGE                                 LEADER  TERM  COMMIT  APPLIED  REPLICAS (NODE/REPLICA)                      QUIESCED
+6      [0000000000000000, 7fffffffffffffff]  -       4     ?       ?        3/?(unknown)                                 no
+7      [8000000000000000, ffffffffffffffff]  2       5     12      11       1/1(voter/outgoing) 2/2(voter) 4/9(learner)  yes
+meta   [0000000000000000, ffffffffffffffff]  1       3     40      40       1/1(voter) 2/2(voter) 3/6(learner)           no
 ? no replica of the shard answered: the leader, term and replicas are those the ring records
 unreachable: 3, 5 (their replicas are shown as the other nodes see them)
 `
@@ -195,11 +195,14 @@ func TestShardsJSON(t *testing.T) {
 	}
 	m := v.Shards[2]
 	if m.ShardID != 1<<63 || m.Name != "meta" || m.Start != "0000000000000000" || m.Last != "ffffffffffffffff" || !m.System ||
-		m.Leader != 1 || m.Term != 3 || m.Commit != 40 || len(m.Replicas) != 3 || m.Replicas[2] != (replicaView{NodeID: 3, Role: "learner", Match: 39}) {
+		m.Leader != 1 || m.Term != 3 || m.Commit != 40 || len(m.Replicas) != 3 || m.Replicas[2] != (replicaView{NodeID: 3, ReplicaID: 6, Role: "learner", Match: 39}) {
 		t.Errorf("meta shard: %+v", m)
 	}
-	if s := v.Shards[1]; s.ShardID != 7 || s.Name != "7" || !s.Quiesced || s.Applied != 11 {
+	if s := v.Shards[1]; s.ShardID != 7 || s.Name != "7" || !s.Quiesced || s.Applied != 11 || s.Replicas[2].ReplicaID != 9 {
 		t.Errorf("shard 7: %+v", s)
+	}
+	if s := v.Shards[0]; len(s.Replicas) != 1 || s.Replicas[0].ReplicaID != 0 || !strings.Contains(stdout, `"replica_id": 0`) {
+		t.Errorf("shard 6 (replica ID unknown): %+v", s)
 	}
 }
 
@@ -245,13 +248,13 @@ func TestAddReplica(t *testing.T) {
 		{"add-replica", "7", "--learner", "4", "--endpoints", addr},
 	} {
 		stdout, stderr, code := runCmd(t, args...)
-		if code != 0 || stdout != "shard 7: replicas 1(voter) 2(voter) 4(learner)\n" {
+		if code != 0 || stdout != "shard 7: replicas 1/1(voter) 2/2(voter) 4/5(learner)\n" {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
 		}
 	}
 	stdout, _, code := runCmd(t, "--endpoints", addr, "--output", "json", "add-replica", "7", "4")
 	var v replicaChangeView
-	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil || v.Op != "add" || v.Learner || len(v.Replicas) != 3 || v.Replicas[2].Role != "voter" {
+	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil || v.Op != "add" || v.Learner || len(v.Replicas) != 3 || v.Replicas[2].Role != "voter" || v.Replicas[2].ReplicaID != 5 {
 		t.Errorf("exit %d, JSON %q (%v)", code, stdout, err)
 	}
 	f.mu.Lock()
@@ -271,7 +274,7 @@ func TestRemoveReplica(t *testing.T) {
 	f := &fakeAdmin{}
 	addr := serveAdmin(t, f)
 	stdout, stderr, code := runCmd(t, "--endpoints", addr, "remove-replica", "meta", "3")
-	if code != 0 || stdout != "shard meta: replicas 1(voter) 2(voter)\n" {
+	if code != 0 || stdout != "shard meta: replicas 1/1(voter) 2/2(voter)\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	f.mu.Lock()

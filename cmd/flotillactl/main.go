@@ -9,7 +9,8 @@
 //	                                            its state (live/suspect/dead/removed/unknown),
 //	                                            addresses, replicas and leaderships
 //	flotillactl shards                          per shard: hash range, leader, term, commit and
-//	                                            applied index, replicas with their roles, quiesced;
+//	                                            applied index, replicas (node ID/replica ID) with
+//	                                            their roles, quiesced;
 //	                                            then the nodes that did not answer
 //	flotillactl transfer-leader SHARD NODE      move SHARD's leadership to NODE (one of its voters)
 //	flotillactl add-replica SHARD NODE [--learner]

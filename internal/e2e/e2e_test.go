@@ -301,6 +301,27 @@ func writeKeys(ctx context.Context, t *testing.T, c *client.Client, from, to int
 	}
 }
 
+// startCluster starts three `flotilla start` processes in base/n1..n3 that
+// bootstrap a cluster of shards shards by gossip, waits until each is ready,
+// and returns them with their client addresses. The processes are killed
+// when the test ends.
+func startCluster(ctx context.Context, t *testing.T, base string, shards int) (ps []*proc, endpoints []string) {
+	t.Helper()
+	for i := range 3 {
+		ps = append(ps, newProc(t, fmt.Sprintf("node%d", i+1), filepath.Join(base, fmt.Sprintf("n%d", i+1)),
+			"--bootstrap-expect", "3", "--initial-shards", strconv.Itoa(shards)))
+	}
+	for i, p := range ps {
+		p.args = append(p.args, "--join", ps[(i+1)%3].gossip)
+		p.start()
+	}
+	for _, p := range ps {
+		p.waitReady(ctx)
+		endpoints = append(endpoints, p.client)
+	}
+	return ps, endpoints
+}
+
 // TestCluster is the product's end-to-end test: three `flotilla start`
 // processes bootstrap a cluster by gossip, take 10,000 writes, lose a node
 // that leads shards to SIGKILL, keep taking writes, get it back, serve every
@@ -313,22 +334,7 @@ func TestCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	base := t.TempDir()
-	var ps []*proc
-	for i := range 3 {
-		ps = append(ps, newProc(t, fmt.Sprintf("node%d", i+1), filepath.Join(base, fmt.Sprintf("n%d", i+1)),
-			"--bootstrap-expect", "3", "--initial-shards", "16"))
-	}
-	for i, p := range ps {
-		p.args = append(p.args, "--join", ps[(i+1)%3].gossip)
-		p.start()
-	}
-	for _, p := range ps {
-		p.waitReady(ctx)
-	}
-	var endpoints []string
-	for _, p := range ps {
-		endpoints = append(endpoints, p.client)
-	}
+	ps, endpoints := startCluster(ctx, t, base, 16)
 	eps := strings.Join(endpoints, ",")
 	c, err := client.New(ctx, client.Config{Endpoints: endpoints})
 	if err != nil {
@@ -472,12 +478,29 @@ func TestCluster(t *testing.T) {
 	}
 }
 
+// checkKeys checks that key-000000 .. key-(n-1) hold value-000000 ..
+// value-(n-1).
 func checkKeys(ctx context.Context, t *testing.T, c *client.Client, n int) {
 	t.Helper()
-	for lo := 0; lo < n; lo += 500 {
-		var ops []client.Op
-		for i := lo; i < min(lo+500, n); i++ {
-			ops = append(ops, client.Op{Kind: client.OpGet, Key: []byte(fmt.Sprintf("key-%06d", i))})
+	keys := make([]string, n)
+	want := make(map[string]string, n)
+	for i := range n {
+		keys[i] = fmt.Sprintf("key-%06d", i)
+		want[keys[i]] = fmt.Sprintf("value-%06d", i)
+	}
+	checkValues(ctx, t, c, keys, want)
+}
+
+// checkValues reads keys with linearizable Gets, 500 to a batch (a batch
+// that fails is tried again, 20 times at most), and fails the test at the
+// first key that does not hold want[key].
+func checkValues(ctx context.Context, t *testing.T, c *client.Client, keys []string, want map[string]string) {
+	t.Helper()
+	for lo := 0; lo < len(keys); lo += 500 {
+		part := keys[lo:min(lo+500, len(keys))]
+		ops := make([]client.Op, len(part))
+		for i, k := range part {
+			ops[i] = client.GetOp([]byte(k), false)
 		}
 		var res []client.Result
 		var err error
@@ -490,12 +513,12 @@ func checkKeys(ctx context.Context, t *testing.T, c *client.Client, n int) {
 			}
 		}
 		if err != nil {
-			t.Fatalf("read keys %d..: %v", lo, err)
+			t.Fatalf("read keys %s..: %v", part[0], err)
 		}
-		for j, r := range res {
-			want := fmt.Sprintf("value-%06d", lo+j)
-			if r.Err != nil || !r.Found || string(r.Value) != want {
-				t.Fatalf("key-%06d: %q found=%v err=%v, want %q", lo+j, r.Value, r.Found, r.Err, want)
+		for i, r := range res {
+			k := part[i]
+			if r.Err != nil || !r.Found || string(r.Value) != want[k] {
+				t.Fatalf("%s: %q found=%v err=%v, want %q", k, r.Value, r.Found, r.Err, want[k])
 			}
 		}
 	}

@@ -2493,8 +2493,12 @@ type Replica struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// voter, learner, or demoting/promoting voter in a joint configuration.
-	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
-	Match         uint64 `protobuf:"varint,3,opt,name=match,proto3" json:"match,omitempty"` // the leader's view of the replica's log
+	Role  string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Match uint64 `protobuf:"varint,3,opt,name=match,proto3" json:"match,omitempty"` // the leader's view of the replica's log
+	// The replica's ID in the shard's raft group (distinct from the node ID: a
+	// node removed and added back gets a new one); 0 when unknown (a shard no
+	// replica reported, described from the ring record).
+	ReplicaId     uint64 `protobuf:"varint,4,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2546,6 +2550,13 @@ func (x *Replica) GetRole() string {
 func (x *Replica) GetMatch() uint64 {
 	if x != nil {
 		return x.Match
+	}
+	return 0
+}
+
+func (x *Replica) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
 	}
 	return 0
 }
@@ -3218,11 +3229,13 @@ const file_node_proto_rawDesc = "" +
 	"\x05nodes\x18\x03 \x03(\v2\x1c.flotilla.node.v1.NodeStatusR\x05nodes\x12\x1f\n" +
 	"\vmeta_leader\x18\x04 \x01(\x04R\n" +
 	"metaLeader\"\x0f\n" +
-	"\rShardsRequest\"L\n" +
+	"\rShardsRequest\"k\n" +
 	"\aReplica\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
-	"\x05match\x18\x03 \x01(\x04R\x05match\"\xda\x02\n" +
+	"\x05match\x18\x03 \x01(\x04R\x05match\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x04 \x01(\x04R\treplicaId\"\xda\x02\n" +
 	"\tShardInfo\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x12\n" +
