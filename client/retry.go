@@ -106,7 +106,7 @@ func (c *Client) judgeDetail(ctx context.Context, e *Error, asked uint64) outcom
 		}
 	case nodepb.Reason_REASON_KEY_NOT_IN_SHARD, nodepb.Reason_REASON_PROPOSAL_DROPPED:
 		o.verdict, o.refresh = verdictBackoff, true
-	case nodepb.Reason_REASON_NO_RING, nodepb.Reason_REASON_CLOSED:
+	case nodepb.Reason_REASON_NO_RING, nodepb.Reason_REASON_CLOSED, nodepb.Reason_REASON_AMBIGUOUS:
 		o.verdict, o.refresh, o.avoid = verdictBackoff, true, true
 	case nodepb.Reason_REASON_SESSION_NOT_FOUND:
 		// The shard does not know the session (it expired): the next

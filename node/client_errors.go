@@ -108,7 +108,7 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 	case errors.Is(err, engine.ErrAmbiguous):
 		// Checked first: it wraps its cause (ErrShardRemoved, ErrClosed),
 		// which alone would say the write did not apply.
-		e = s.newError(codes.Unavailable, nodepb.Reason_REASON_CLOSED, shardID, "node: %v", err)
+		e = s.newError(codes.Unavailable, nodepb.Reason_REASON_AMBIGUOUS, shardID, "node: %v", err)
 		return e
 	case errors.As(err, &nl):
 		return s.notLeader(shardID, nl.Leader, nl.Term, write, err)

@@ -83,6 +83,12 @@ const (
 	// watermark: the client had its response already. Code AlreadyExists.
 	// Not applied again; not to be retried.
 	Reason_REASON_DUPLICATE_REQUEST Reason = 19
+	// The outcome of a write is unknown: it may or may not have applied (its
+	// entry was appended, then the replica lost track of it: a snapshot
+	// covered it, or the replica was removed or closed). Code Unavailable.
+	// Retrying is safe with a client session (the retry applies at most
+	// once and returns the first result), and only then.
+	Reason_REASON_AMBIGUOUS Reason = 20
 )
 
 // Enum value maps for Reason.
@@ -108,6 +114,7 @@ var (
 		17: "REASON_NODE_NOT_FOUND",
 		18: "REASON_SESSION_NOT_FOUND",
 		19: "REASON_DUPLICATE_REQUEST",
+		20: "REASON_AMBIGUOUS",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":       0,
@@ -130,6 +137,7 @@ var (
 		"REASON_NODE_NOT_FOUND":    17,
 		"REASON_SESSION_NOT_FOUND": 18,
 		"REASON_DUPLICATE_REQUEST": 19,
+		"REASON_AMBIGUOUS":         20,
 	}
 )
 
@@ -3273,7 +3281,7 @@ const file_node_proto_rawDesc = "" +
 	"\alearner\x18\x04 \x01(\bR\alearner\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\rR\x04hops\"N\n" +
 	"\x15ChangeReplicaResponse\x125\n" +
-	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xfd\x03\n" +
+	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\x93\x04\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -3295,7 +3303,8 @@ const file_node_proto_rawDesc = "" +
 	"\x14REASON_WRONG_CLUSTER\x10\x10\x12\x19\n" +
 	"\x15REASON_NODE_NOT_FOUND\x10\x11\x12\x1c\n" +
 	"\x18REASON_SESSION_NOT_FOUND\x10\x12\x12\x1c\n" +
-	"\x18REASON_DUPLICATE_REQUEST\x10\x13*R\n" +
+	"\x18REASON_DUPLICATE_REQUEST\x10\x13\x12\x14\n" +
+	"\x10REASON_AMBIGUOUS\x10\x14*R\n" +
 	"\tReplicaOp\x12\x1a\n" +
 	"\x16REPLICA_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREPLICA_OP_ADD\x10\x01\x12\x15\n" +
