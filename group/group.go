@@ -332,9 +332,17 @@ func (g *Group) OnReady(rd *raft.Ready) (change *LeaderChange) {
 		wasLeader := g.state == raft.StateLeader
 		g.state = rd.SoftState.RaftState
 		if !wasLeader && g.state == raft.StateLeader && len(rd.Entries) > 0 {
-			// raft's pendingConfIndex is its last index on becoming leader:
-			// an unapplied entry there may be a conf change.
-			g.pendingConf = max(g.pendingConf, rd.Entries[len(rd.Entries)-1].Index)
+			// raft's pendingConfIndex is its last index on becoming leader,
+			// before the empty entry of its term: an unapplied entry up to
+			// there may be a conf change.
+			pending := rd.Entries[len(rd.Entries)-1].Index
+			for _, e := range rd.Entries {
+				if e.Term == g.term && e.Type == raftpb.EntryNormal && len(e.Data) == 0 {
+					pending = e.Index - 1
+					break
+				}
+			}
+			g.pendingConf = max(g.pendingConf, pending)
 		}
 		if rd.SoftState.Lead != g.lead {
 			g.lead = rd.SoftState.Lead
