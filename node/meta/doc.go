@@ -1,8 +1,8 @@
 // Package meta owns the records of the meta shard, the cluster's authority
-// on what it is made of, and the code that writes and reads them. The meta
-// shard is a system raft group (ShardID) with voters on up to MaxVoters
-// nodes and a learner on every other node, so that each node reads its own
-// copy; it runs the engine's key-value state machine.
+// on what it is made of, and the code that writes, reads and follows
+// them. The meta shard is a system raft group (ShardID) with voters on up
+// to MaxVoters nodes and a learner on every other node, so that each node
+// reads its own copy; it runs the engine's key-value state machine.
 //
 // # Records
 //
@@ -52,9 +52,24 @@
 // range. Node records are written with a compare-and-swap each, together
 // with the node index. Nothing but this package may write these keys.
 //
+// # Following
+//
+// A Watcher follows the local copy for a router. Nothing changed: one local
+// read of the ring header. Something changed: the change entries from its
+// version to the header's, and the records they name. It reads every
+// record only on a first poll, when it is more than
+// Config.ChangeLogVersions behind (the header's LogStart), or when the
+// entries name so many records that one scan is cheaper. Because a record,
+// its version and its change entry are written in one batch, a watcher
+// that has read the entries up to version v and the records they name
+// holds every record as of v or later; it re-reads the header to make
+// sure no write landed meanwhile before it builds a ring, so that the ring
+// of a generation is always the same.
+//
 // # Concurrency
 //
 // A Store holds no mutable state and is safe for concurrent use; its writes
 // must run on the meta shard's leader, its reads with Linearizable too, and
-// its Local reads anywhere there is a replica.
+// its Local reads anywhere there is a replica. A Watcher belongs to one
+// goroutine.
 package meta
