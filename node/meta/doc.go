@@ -1,8 +1,9 @@
 // Package meta owns the records of the meta shard, the cluster's authority
-// on what it is made of, and the code that writes, reads and follows
-// them. The meta shard is a system raft group (ShardID) with voters on up
-// to MaxVoters nodes and a learner on every other node, so that each node
-// reads its own copy; it runs the engine's key-value state machine.
+// on what it is made of, and the code that writes, reads, follows and
+// repairs them. The meta shard is a system raft group (ShardID) with
+// voters on up to MaxVoters nodes and a learner on every other node, so
+// that each node reads its own copy; it runs the engine's key-value state
+// machine.
 //
 // # Records
 //
@@ -66,10 +67,18 @@
 // sure no write landed meanwhile before it builds a ring, so that the ring
 // of a generation is always the same.
 //
+// # Repairing
+//
+// A Reconciler on every node takes the descriptors of the shards that node
+// leads, reported as they apply (Report) and compared with the records in a
+// pass every interval, and writes those that lag, coalesced by shard ID and
+// retried with backoff.
+//
 // # Concurrency
 //
 // A Store holds no mutable state and is safe for concurrent use; its writes
 // must run on the meta shard's leader, its reads with Linearizable too, and
 // its Local reads anywhere there is a replica. A Watcher belongs to one
-// goroutine.
+// goroutine. A Reconciler runs one goroutine from NewReconciler to Close;
+// Report may be called from any goroutine and never blocks.
 package meta
