@@ -32,6 +32,10 @@ type Watcher struct {
 	synced  bool
 	ranges  map[uint64]router.Range // every shard's range in the view
 	ringGen uint64                  // generation of the last ring handed out
+	// held keeps the records handed out while the ring lagged their
+	// generation, to hand out again with the next ring: a router cannot
+	// take the replicas of a shard its ring does not have yet.
+	held map[uint64]ShardRecord
 
 	nodesVersion uint64
 	nodesSynced  bool
@@ -39,7 +43,7 @@ type Watcher struct {
 
 // NewWatcher returns a watcher of s's local copy.
 func NewWatcher(s *Store) *Watcher {
-	return &Watcher{s: s, ranges: map[uint64]router.Range{}}
+	return &Watcher{s: s, ranges: map[uint64]router.Range{}, held: map[uint64]ShardRecord{}}
 }
 
 // RingUpdate is what changed in the ring since the previous poll.
@@ -50,7 +54,10 @@ type RingUpdate struct {
 	// entries no longer reached back to the previous poll).
 	Full bool
 	// Shards holds the records written since the previous poll, sorted by
-	// shard ID; Removed the shards whose records are gone.
+	// shard ID; Removed the shards whose records are gone. An update with
+	// a Ring also holds again the records handed out since the previous
+	// Ring, so that a router that takes the ring first and then the
+	// records' replicas misses none.
 	Shards  []ShardRecord
 	Removed []uint64
 	// Ring is the ring at Generation, when it differs from the last one
@@ -97,7 +104,6 @@ func (w *Watcher) Poll(ctx context.Context) (RingUpdate, bool, error) {
 		h = after
 	}
 	upd.Version, upd.Generation = w.version, h.Generation
-	upd.Shards = slices.SortedFunc(maps.Values(changed), func(a, b ShardRecord) int { return cmp.Compare(a.ShardID, b.ShardID) })
 	upd.Removed = slices.Sorted(maps.Keys(removed))
 	if w.stable && h.Generation != w.ringGen {
 		ranges := slices.SortedFunc(maps.Values(w.ranges), func(a, b router.Range) int { return cmp.Compare(a.Start, b.Start) })
@@ -105,6 +111,21 @@ func (w *Watcher) Poll(ctx context.Context) (RingUpdate, bool, error) {
 			w.ringGen = h.Generation
 		}
 	}
+	for id := range removed {
+		delete(w.held, id)
+	}
+	switch {
+	case upd.Ring != nil:
+		for id, r := range w.held {
+			if _, ok := changed[id]; !ok {
+				changed[id] = r
+			}
+		}
+		clear(w.held)
+	case h.Generation != w.ringGen:
+		maps.Copy(w.held, changed)
+	}
+	upd.Shards = slices.SortedFunc(maps.Values(changed), func(a, b ShardRecord) int { return cmp.Compare(a.ShardID, b.ShardID) })
 	return upd, true, nil
 }
 

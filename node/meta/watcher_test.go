@@ -66,8 +66,13 @@ func TestWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _, err = w.Poll(ctx)
-	if err != nil || u.Ring == nil || u.Generation <= gen || len(u.Ring.Ranges()) != 9 || len(u.Shards) != 1 {
+	if err != nil || u.Ring == nil || u.Generation <= gen || len(u.Ring.Ranges()) != 9 {
 		t.Fatalf("after the split: %+v, %v", u, err)
+	}
+	// Both halves come with the ring, though the left one was handed out
+	// before.
+	if len(u.Shards) != 2 || !u.Shards[0].Equal(left) || !u.Shards[1].Equal(right) {
+		t.Fatalf("records with the new ring: %+v", u.Shards)
 	}
 	if rt := u.Ring.Lookup(mid + 1); rt != 100 {
 		t.Fatalf("hash %#x goes to shard %d", mid+1, rt)
