@@ -7,10 +7,10 @@ import (
 )
 
 // The built-in key-value state machine, the storage a sharded database
-// builds on: Put, Delete and CompareAndSwap are commands (Propose), Get and
-// Scan are queries (Read, ReadLocal). Keys live in the shared Pebble under
-// the user-data keys, placed by the PartitionRule; writes are applied in the
-// batch that also advances the applied index.
+// builds on: Put, Delete, CompareAndSwap and Batch are commands (Propose),
+// Get and Scan are queries (Read, ReadLocal). Keys live in the shared Pebble
+// under the user-data keys, placed by the PartitionRule; writes are applied
+// in the batch that also advances the applied index.
 //
 // Wire format of commands and queries, first byte the operation:
 //
@@ -20,12 +20,15 @@ import (
 //	       flags: 1 = expect the key absent, 2 = delete on swap
 //	Get    4 key
 //	Scan   5 uvarint(limit) uvarint(len after) after
+//	Batch  6 uvarint(n) n × (uvarint(len op) op), each op a Put, Delete or
+//	       CAS of a distinct key, applied all or none (kvbatch.go)
 const (
 	kvPut    = 1
 	kvDelete = 2
 	kvCAS    = 3
 	kvGet    = 4
 	kvScan   = 5
+	kvBatch  = 6
 
 	casExpectAbsent = 1
 	casDelete       = 2
@@ -160,76 +163,99 @@ func DecodeScanResult(b []byte) (ScanResult, error) {
 	return res, nil
 }
 
+// kvWrite is one decoded Put, Delete or CAS.
+type kvWrite struct {
+	op    byte
+	key   []byte
+	flags byte   // of a CAS
+	old   []byte // of a CAS
+	value []byte // of a Put; a CAS's new value
+}
+
+// decodeWrite decodes a Put, Delete or CAS command.
+func decodeWrite(cmd []byte) (kvWrite, error) {
+	if len(cmd) == 0 {
+		return kvWrite{}, fmt.Errorf("%w: empty command", ErrBadRequest)
+	}
+	w := kvWrite{op: cmd[0]}
+	var err error
+	switch w.op {
+	case kvPut:
+		w.key, w.value, err = cutField(cmd[1:])
+	case kvDelete:
+		w.key = cmd[1:]
+	case kvCAS:
+		var rest []byte
+		if w.key, rest, err = cutField(cmd[1:]); err == nil {
+			if len(rest) < 1 {
+				return w, fmt.Errorf("%w: truncated cas", ErrBadRequest)
+			}
+			w.flags = rest[0]
+			w.old, w.value, err = cutField(rest[1:])
+		}
+	default:
+		return w, fmt.Errorf("%w: unknown command %d", ErrBadRequest, w.op)
+	}
+	if err != nil {
+		return w, err
+	}
+	if len(w.key) == 0 {
+		return w, ErrEmptyKey
+	}
+	return w, nil
+}
+
+// holds reports whether w's condition holds on the key's current value:
+// always for a Put or a Delete.
+func (w kvWrite) holds(cur []byte, found bool) bool {
+	if w.op != kvCAS {
+		return true
+	}
+	if w.flags&casExpectAbsent != 0 {
+		return !found
+	}
+	return found && string(cur) == string(w.old)
+}
+
+// write makes w's change, its condition aside.
+func (w kvWrite) write(s *ApplyContext) error {
+	if w.op == kvDelete || (w.op == kvCAS && w.flags&casDelete != 0) {
+		return s.Delete(w.key)
+	}
+	return s.Set(w.key, w.value)
+}
+
 // Apply implements StateMachine.
 func (KV) Apply(s *ApplyContext, cmd []byte) ([]byte, error) {
-	if len(cmd) == 0 {
-		return nil, fmt.Errorf("%w: empty command", ErrBadRequest)
+	if len(cmd) > 0 && cmd[0] == kvBatch {
+		return applyBatch(s, cmd[1:])
 	}
-	switch cmd[0] {
-	case kvPut:
-		key, value, err := cutField(cmd[1:])
-		if err != nil {
-			return nil, err
-		}
-		if len(key) == 0 {
-			return nil, ErrEmptyKey
-		}
-		return nil, s.Set(key, value)
-	case kvDelete:
-		key := cmd[1:]
-		if len(key) == 0 {
-			return nil, ErrEmptyKey
-		}
-		_, found, err := s.Get(key)
-		if err != nil {
-			return nil, err
-		}
-		if found {
-			if err := s.Delete(key); err != nil {
-				return nil, err
-			}
-			return []byte{1}, nil
-		}
-		return []byte{0}, nil
-	case kvCAS:
-		key, rest, err := cutField(cmd[1:])
-		if err != nil {
-			return nil, err
-		}
-		if len(key) == 0 {
-			return nil, ErrEmptyKey
-		}
-		if len(rest) < 1 {
-			return nil, fmt.Errorf("%w: truncated cas", ErrBadRequest)
-		}
-		flags := rest[0]
-		old, newValue, err := cutField(rest[1:])
-		if err != nil {
-			return nil, err
-		}
-		cur, found, err := s.Get(key)
-		if err != nil {
-			return nil, err
-		}
-		match := !found && flags&casExpectAbsent != 0 ||
-			found && flags&casExpectAbsent == 0 && string(cur) == string(old)
-		res := []byte{0, 0}
-		if found {
-			res[1] = 1
-		}
-		if !match {
-			res[0] = 0
-			return append(res, cur...), nil
-		}
-		res[0] = 1
-		if flags&casDelete != 0 {
-			err = s.Delete(key)
-		} else {
-			err = s.Set(key, newValue)
-		}
-		return append(res, cur...), err
+	w, err := decodeWrite(cmd)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: unknown command %d", ErrBadRequest, cmd[0])
+	if w.op == kvPut {
+		return nil, w.write(s)
+	}
+	cur, found, err := s.Get(w.key)
+	if err != nil {
+		return nil, err
+	}
+	if w.op == kvDelete {
+		if !found {
+			return []byte{0}, nil
+		}
+		return []byte{1}, w.write(s)
+	}
+	res := []byte{0, 0}
+	if found {
+		res[1] = 1
+	}
+	if !w.holds(cur, found) {
+		return append(res, cur...), nil
+	}
+	res[0] = 1
+	return append(res, cur...), w.write(s)
 }
 
 // Query implements StateMachine.

@@ -18,6 +18,7 @@ func FuzzKV(f *testing.F) {
 	f.Add(DeleteCommand([]byte("k")))
 	f.Add(GetQuery([]byte("k")))
 	f.Add(ScanQuery(nil, 3))
+	f.Add(BatchCommand(PutCommand([]byte("k"), []byte("v")), CASCommand([]byte("j"), []byte("w"), nil)))
 	f.Add([]byte{3, 0xff})
 	db, err := pebble.Open("/db", &pebble.Options{FS: vfs.NewMem()})
 	if err != nil {

@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/storage"
 )
 
@@ -27,10 +27,10 @@ import (
 //
 // Leadership is not in the meta shard: it changes too often and is spread by
 // gossip (see cluster.go).
-const MetaShardID = storage.SystemShardBase
+const MetaShardID = nodemeta.ShardID
 
 // MaxMetaVoters is the most voters the meta shard gets at bootstrap.
-const MaxMetaVoters = 5
+const MaxMetaVoters = nodemeta.MaxVoters
 
 const (
 	metaKeyCluster = "cluster"
@@ -44,26 +44,12 @@ func MetaDescriptor() storage.Descriptor {
 	return storage.Descriptor{ShardID: MetaShardID, Start: 0, Last: ^uint64(0), Generation: 1}
 }
 
-// ClusterRecord is the meta shard's record of the cluster.
-type ClusterRecord struct {
-	ClusterID     uint64    `json:"cluster_id"`
-	Bootstrap     []uint64  `json:"bootstrap"` // the bootstrap members
-	InitialShards int       `json:"initial_shards"`
-	Replication   int       `json:"replication"`
-	Created       time.Time `json:"created"`
-}
-
-// NodeRecord is the meta shard's record of one node.
-type NodeRecord struct {
-	NodeID     uint64    `json:"node_id"`
-	Instance   uint64    `json:"instance"` // the data directory's random instance ID
-	RaftAddr   string    `json:"raft_addr"`
-	ClientAddr string    `json:"client_addr"`
-	GossipAddr string    `json:"gossip_addr"`
-	HTTPAddr   string    `json:"http_addr,omitempty"`
-	Removed    bool      `json:"removed,omitempty"`
-	Joined     time.Time `json:"joined"`
-}
+// ClusterRecord and NodeRecord are the meta shard's records of the cluster
+// and of a node (package node/meta owns them).
+type (
+	ClusterRecord = nodemeta.ClusterRecord
+	NodeRecord    = nodemeta.NodeRecord
+)
 
 // ShardRecord is one shard of the ring record.
 type ShardRecord struct {
@@ -94,7 +80,7 @@ func Layout(c ClusterRecord) (ring RingRecord, metaVoters, metaLearners []uint64
 	if len(members) == 0 || c.InitialShards <= 0 || c.Replication <= 0 {
 		return RingRecord{}, nil, nil, fmt.Errorf("node: bad cluster record: %d members, %d shards, replication %d", len(members), c.InitialShards, c.Replication)
 	}
-	r, err := InitialRing(c.InitialShards)
+	r, err := nodemeta.InitialRing(c.InitialShards)
 	if err != nil {
 		return RingRecord{}, nil, nil, err
 	}
@@ -103,7 +89,7 @@ func Layout(c ClusterRecord) (ring RingRecord, metaVoters, metaLearners []uint64
 	for i, rg := range r.Ranges() {
 		ring.Shards = append(ring.Shards, ShardRecord{
 			ShardID: rg.ShardID, Start: rg.Start, Last: rg.Last, Generation: r.Generation(),
-			Voters: Placement(members, i, repl),
+			Voters: nodemeta.Placement(members, i, repl),
 		})
 	}
 	n := min(MaxMetaVoters, len(members))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/router"
 	"github.com/flotilla-db/flotilla/storage"
@@ -246,33 +247,10 @@ func (n *Node) ClientAddr() string { return n.clientLis.Addr().String() }
 // RaftAddr returns the address the raft transport listens on.
 func (n *Node) RaftAddr() string { return n.transport.Addr().String() }
 
-// InitialRing returns the ring of a cluster bootstrapped with shards
-// shards: the hash space split evenly, shard IDs 1..shards, generation 1.
-func InitialRing(shards int) (*router.Ring, error) {
-	ids := make([]uint64, shards)
-	for i := range ids {
-		ids[i] = uint64(i + 1)
-	}
-	return router.EvenRing(1, ids)
-}
-
-// Placement returns the nodes that host the initial shard at ring position
-// i: replication consecutive nodes of the sorted node IDs, starting at i.
-func Placement(nodeIDs []uint64, i, replication int) []uint64 {
-	ids := slices.Clone(nodeIDs)
-	slices.Sort(ids)
-	out := make([]uint64, 0, replication)
-	for k := 0; k < replication && k < len(ids); k++ {
-		out = append(out, ids[(i+k)%len(ids)])
-	}
-	slices.Sort(out)
-	return out
-}
-
 // bootstrap creates this node's replicas of the initial shards (existing
 // ones are kept: a restart resumes) and sets the router's ring.
 func (n *Node) bootstrap(ctx context.Context) error {
-	ring, err := InitialRing(n.cfg.InitialShards)
+	ring, err := nodemeta.InitialRing(n.cfg.InitialShards)
 	if err != nil {
 		return err
 	}
@@ -284,7 +262,7 @@ func (n *Node) bootstrap(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	for i, rg := range ring.Ranges() {
-		voters := Placement(ids, i, n.cfg.Replication)
+		voters := nodemeta.Placement(ids, i, n.cfg.Replication)
 		if err := n.Router.SetReplicas(rg.ShardID, voters); err != nil {
 			return err
 		}

@@ -11,3 +11,5 @@ go test -race -count=1 -timeout 20m ./engine/ \
   -args -grpc
 # The 100 MB snapshot's memory bound, measured without the race detector.
 go test -count=1 -timeout 10m ./engine/ -run TestBigSnapshotOverGRPC
+# 100,000 shard records in the meta shard (10,000 under the race detector).
+go test -count=1 -timeout 10m ./node/meta/ -run TestScale

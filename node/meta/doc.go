@@ -1,0 +1,84 @@
+// Package meta owns the records of the meta shard, the cluster's authority
+// on what it is made of, and the code that writes, reads, follows and
+// repairs them. The meta shard is a system raft group (ShardID) with
+// voters on up to MaxVoters nodes and a learner on every other node, so
+// that each node reads its own copy; it runs the engine's key-value state
+// machine.
+//
+// # Records
+//
+// Values are JSON; IDs and versions in keys are 20-digit zero-padded
+// decimals, so that key order is numeric order:
+//
+//	cluster                 ClusterRecord: the cluster's bootstrap parameters
+//	nodes                   NodeIndex: the IDs of all node records, and a version
+//	node/<node ID>          NodeRecord, one per node; IDs are never reused
+//	ring                    RingHeader: ring generation, shard count, version, change-log start
+//	ring/change/<version>   RingChange: the shards whose records that version wrote
+//	shard/<shard ID>        ShardRecord, one per shard: range, generation, conf index,
+//	                        next replica ID, replicas (node ID, replica ID, role)
+//
+// The key-value state machine keeps a shard's keys in the order of their
+// hash (the engine's PartitionRule), not of the keys: the records of one
+// prefix are not contiguous, so a scan of shard/ walks the whole meta shard
+// (almost all of which is shard records anyway) and sorts what it keeps.
+// Everything else is found without a scan: the node index lists the node
+// records, and change entries name the shard records that changed.
+//
+// # Writing
+//
+// The shard is the authority on itself: its replicated descriptor changes
+// only when it applies its own conf change, split or merge, and raises its
+// ConfIndex or its Generation when it does. A shard record follows the
+// descriptor and is never replaced by an older one: PutShards writes a
+// record only if it is newer (a higher ConfIndex, or the same and a higher
+// Generation) than the stored one, and drops an older or equal one without
+// error, so writes may be repeated, retried after an unknown outcome and
+// delivered out of order.
+//
+// Shard records are written in the engine's Batch commands, all or
+// nothing, each within the engine's proposal size limit (1 MiB by default,
+// some 3,000 records). A batch puts its records stamped with Version v+1,
+// writes the change entry of v+1 with their IDs, and compare-and-swaps the
+// ring header from version v to v+1. Since every write of a shard record
+// is such a batch, the header's version guards all records at once: a
+// writer reads the header, then the records (a replica's later reads are
+// at least as new), keeps those of its records that are newer, and its
+// batch applies only if the header is still the one it read, that is if no
+// record changed in between. A batch that loses is rebuilt from a fresh
+// (linearizable) read, so concurrent writers neither lose each other's
+// records nor replace a newer one, and a record costs its writer no
+// compare-and-swap of its own. The header's Generation, the generation of
+// the router's ring, rises with every batch that adds a shard or changes a
+// range. Node records are written with a compare-and-swap each, together
+// with the node index. Nothing but this package may write these keys.
+//
+// # Following
+//
+// A Watcher follows the local copy for a router. Nothing changed: one local
+// read of the ring header. Something changed: the change entries from its
+// version to the header's, and the records they name. It reads every
+// record only on a first poll, when it is more than
+// Config.ChangeLogVersions behind (the header's LogStart), or when the
+// entries name so many records that one scan is cheaper. Because a record,
+// its version and its change entry are written in one batch, a watcher
+// that has read the entries up to version v and the records they name
+// holds every record as of v or later; it re-reads the header to make
+// sure no write landed meanwhile before it builds a ring, so that the ring
+// of a generation is always the same.
+//
+// # Repairing
+//
+// A Reconciler on every node takes the descriptors of the shards that node
+// leads, reported as they apply (Report) and compared with the records in a
+// pass every interval, and writes those that lag, coalesced by shard ID and
+// retried with backoff.
+//
+// # Concurrency
+//
+// A Store holds no mutable state and is safe for concurrent use; its writes
+// must run on the meta shard's leader, its reads with Linearizable too, and
+// its Local reads anywhere there is a replica. A Watcher belongs to one
+// goroutine. A Reconciler runs one goroutine from NewReconciler to Close;
+// Report may be called from any goroutine and never blocks.
+package meta
