@@ -131,7 +131,7 @@ func New(cfg Config, t Transport) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	store, err := storage.Open(storage.Config{Dir: cfg.Dir, FS: cfg.FS, CacheBytes: cfg.StoreCacheBytes, MemTableBytes: cfg.MemTableBytes})
+	store, err := storage.Open(storage.Config{Dir: cfg.Dir, FS: cfg.FS, CacheBytes: cfg.StoreCacheBytes, MemTableBytes: cfg.MemTableBytes, Logger: cfg.Logger.With("node", cfg.NodeID)})
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +145,7 @@ func New(cfg Config, t Transport) (*Engine, error) {
 		transport: t,
 		stop:      make(chan struct{}),
 		snapSem:   make(chan struct{}, cfg.MaxConcurrentSnapshots),
-		raftLog:   quietRaftLogger{},
+		raftLog:   raftLogger{l: cfg.Logger.With("node", cfg.NodeID)},
 		beats:     heartbeat.NewCoalescer(),
 		coalesce:  !cfg.DisableHeartbeatCoalescing,
 	}
@@ -759,23 +759,4 @@ func (e *Engine) Flush() error {
 	}
 	defer e.release()
 	return e.store.DB().LogData(nil, pebbleSync)
-}
-
-type quietRaftLogger struct{}
-
-func (quietRaftLogger) Debug(...interface{})            {}
-func (quietRaftLogger) Debugf(string, ...interface{})   {}
-func (quietRaftLogger) Error(...interface{})            {}
-func (quietRaftLogger) Errorf(string, ...interface{})   {}
-func (quietRaftLogger) Info(...interface{})             {}
-func (quietRaftLogger) Infof(string, ...interface{})    {}
-func (quietRaftLogger) Warning(...interface{})          {}
-func (quietRaftLogger) Warningf(string, ...interface{}) {}
-func (quietRaftLogger) Fatal(v ...interface{})          { panic(fmt.Sprint(v...)) }
-func (quietRaftLogger) Fatalf(f string, v ...interface{}) {
-	panic(fmt.Sprintf(f, v...))
-}
-func (quietRaftLogger) Panic(v ...interface{}) { panic(fmt.Sprint(v...)) }
-func (quietRaftLogger) Panicf(f string, v ...interface{}) {
-	panic(fmt.Sprintf(f, v...))
 }

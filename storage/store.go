@@ -1,9 +1,11 @@
 package storage
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -39,6 +41,8 @@ type Config struct {
 	EntryCacheEntries int
 	// EntryCacheBytes caps the bytes of one shard's entry cache; default 1 MiB.
 	EntryCacheBytes uint64
+	// Logger receives Pebble's log lines; default slog.Default().
+	Logger *slog.Logger
 	// ReadOnly opens the store for inspection only (the admin tool's debug
 	// commands): nothing is written, and the directory must exist.
 	ReadOnly bool
@@ -74,6 +78,9 @@ func (c Config) withDefaults() Config {
 	if c.EntryCacheBytes == 0 {
 		c.EntryCacheBytes = d.EntryCacheBytes
 	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	return c
 }
 
@@ -101,10 +108,10 @@ type Store struct {
 
 // Open opens (creating if needed) the store in cfg.Dir.
 func Open(cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults() // fill, then check (Pebble's order)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref()
 	opts := &pebble.Options{
@@ -112,7 +119,7 @@ func Open(cfg Config) (*Store, error) {
 		Cache:              cache,
 		MemTableSize:       cfg.MemTableBytes,
 		FormatMajorVersion: pebble.FormatNewest,
-		Logger:             quietLogger{},
+		Logger:             pebbleLogger{l: cfg.Logger},
 		ReadOnly:           cfg.ReadOnly,
 	}
 	if cfg.ReadOnly {
@@ -182,12 +189,25 @@ func (s *Store) checkVersion() error {
 	return s.db.Set(versionKey, binary.BigEndian.AppendUint64(nil, FormatVersion), pebble.Sync)
 }
 
-type quietLogger struct{}
+// pebbleLogger bridges Pebble's logger to slog: its Infof (WAL recovery,
+// ingestion notes) at Debug, Errorf at Error; Fatalf logs at Error and
+// panics, as Pebble expects it not to return.
+type pebbleLogger struct{ l *slog.Logger }
 
-func (quietLogger) Infof(string, ...interface{})  {}
-func (quietLogger) Errorf(string, ...interface{}) {}
-func (quietLogger) Fatalf(format string, args ...interface{}) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+func (p pebbleLogger) Infof(format string, args ...interface{}) {
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		p.l.Debug(fmt.Sprintf(format, args...), "from", "pebble")
+	}
+}
+
+func (p pebbleLogger) Errorf(format string, args ...interface{}) {
+	p.l.Error(fmt.Sprintf(format, args...), "from", "pebble")
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...interface{}) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "from", "pebble")
+	panic("pebble: " + msg)
 }
 
 func (s *Store) stagingDir() string { return s.cfg.FS.PathJoin(s.cfg.Dir, "snapshots") }
