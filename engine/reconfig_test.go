@@ -35,6 +35,17 @@ func oneShard(t *testing.T, ctx context.Context, c *testcluster.Cluster, voters 
 	return desc, c.Leader(ctx, 1)
 }
 
+// waitRemoved waits until node's replica of shard is gone.
+func waitRemoved(t *testing.T, ctx context.Context, c *testcluster.Cluster, node, shard uint64) {
+	t.Helper()
+	if err := c.WaitFor(ctx, fmt.Sprintf("node %d's replica removed", node), func() bool {
+		_, err := c.Engine(node).Status(ctx, shard)
+		return errors.Is(err, engine.ErrShardNotFound)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // caughtUp waits until node's replica of shard has applied what the
 // leader has.
 func caughtUp(t *testing.T, ctx context.Context, c *testcluster.Cluster, shard, node uint64) {
@@ -75,12 +86,7 @@ func TestReAddedReplicaIgnoresItsFormerIncarnationsVotes(t *testing.T) {
 		if err := le.ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.Remove, NodeID: victim}); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.WaitFor(ctx, "victim removed", func() bool {
-			_, err := c.Engine(victim).Status(ctx, 1)
-			return errors.Is(err, engine.ErrShardNotFound)
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitRemoved(t, ctx, c, victim, 1)
 		if err := le.ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddLearner, NodeID: victim}); err != nil {
 			t.Fatal(err)
 		}
@@ -289,12 +295,7 @@ func TestReadLocalNeverMissesKeysOfADestroyedReplica(t *testing.T) {
 	if err := c.Engine(leader).ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.Remove, NodeID: victim}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WaitFor(ctx, "victim destroyed", func() bool {
-		_, err := c.Engine(victim).Status(ctx, 1)
-		return errors.Is(err, engine.ErrShardNotFound)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitRemoved(t, ctx, c, victim, 1)
 	close(destroyed)
 	r := <-got
 	if r.err == nil {

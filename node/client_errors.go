@@ -96,6 +96,33 @@ func (s *ClientService) routerError(err error, shardID uint64) *nodepb.Error {
 	return e
 }
 
+type refusal struct {
+	err    error
+	code   codes.Code
+	reason nodepb.Reason
+}
+
+// confChangeRefusals are the engine's refusals of a membership change, with
+// their status: nothing was proposed (or it was refused at apply).
+var confChangeRefusals = []refusal{
+	{engine.ErrConfChangeInProgress, codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST},
+	{engine.ErrLastVoter, codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST},
+	{engine.ErrQuorumAtRisk, codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST},
+	{engine.ErrConfChangeRejected, codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST},
+	{engine.ErrReplicaExists, codes.AlreadyExists, nodepb.Reason_REASON_BAD_REQUEST},
+	{engine.ErrReplicaNotFound, codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND},
+}
+
+// confChangeRefusal returns the entry of confChangeRefusals err matches.
+func confChangeRefusal(err error) *refusal {
+	for i := range confChangeRefusals {
+		if errors.Is(err, confChangeRefusals[i].err) {
+			return &confChangeRefusals[i]
+		}
+	}
+	return nil
+}
+
 // engineError maps an error of the engine for a request on shardID. write
 // says whether the request was a command, for NotApplied.
 func (s *ClientService) engineError(err error, shardID uint64, write bool) *nodepb.Error {
@@ -112,15 +139,9 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 		return e
 	case errors.As(err, &nl):
 		return s.notLeader(shardID, nl.Leader, nl.Term, write, err)
-	case errors.Is(err, engine.ErrConfChangeInProgress), errors.Is(err, engine.ErrLastVoter),
-		errors.Is(err, engine.ErrQuorumAtRisk), errors.Is(err, engine.ErrConfChangeRejected):
-		e = s.newError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, shardID, "node: %v", err)
-		e.NotApplied = true
-	case errors.Is(err, engine.ErrReplicaExists):
-		e = s.newError(codes.AlreadyExists, nodepb.Reason_REASON_BAD_REQUEST, shardID, "node: %v", err)
-		e.NotApplied = true
-	case errors.Is(err, engine.ErrReplicaNotFound):
-		e = s.newError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shardID, "node: %v", err)
+	case confChangeRefusal(err) != nil:
+		r := confChangeRefusal(err)
+		e = s.newError(r.code, r.reason, shardID, "node: %v", err)
 		e.NotApplied = true
 	case errors.Is(err, engine.ErrShardNotFound), errors.Is(err, engine.ErrNotInitialized),
 		errors.Is(err, engine.ErrShardRemoved), errors.Is(err, engine.ErrTombstoned):
