@@ -93,3 +93,19 @@ func (e *Engine) ProposeSessionExpiry(ctx context.Context, shardID uint64, cutof
 	_, err := e.propose(ctx, shardID, expireCommand(cutoff.UnixNano()))
 	return err
 }
+
+// TestingHeard reports whether this engine has heard from every node of
+// peers within the last tick (the per-tick coalesced message arrived).
+func (e *Engine) TestingHeard(peers []uint64) bool {
+	e.live.mu.Lock()
+	defer e.live.mu.Unlock()
+	for _, p := range peers {
+		if p == e.cfg.NodeID {
+			continue
+		}
+		if at, ok := e.live.heard[p]; !ok || at+1 < e.live.now {
+			return false
+		}
+	}
+	return true
+}

@@ -388,9 +388,7 @@ func TestRefusedRequestsDoNotWakeQuiescedFollowers(t *testing.T) {
 	}
 	for i := 0; i < 40; i++ { // four election timeouts
 		c.Tick()
-		for _, id := range c.IDs() {
-			status(t, ctx, c, id, 1) // the tick has been taken
-		}
+		settle(t, ctx, c)
 	}
 	for _, id := range c.IDs() {
 		st := status(t, ctx, c, id, 1)
