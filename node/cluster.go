@@ -1,11 +1,9 @@
 package node
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +14,9 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/internal/backoff"
 	"github.com/flotilla-db/flotilla/node/gossip"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/router"
 	"github.com/flotilla-db/flotilla/storage"
@@ -57,12 +57,17 @@ type ClusterConfig struct {
 	Engine func(*engine.Config)
 	// Gossip, if set, adjusts the gossip config (tests shorten timers).
 	Gossip func(*gossip.Config)
-	Logger *slog.Logger
+	// Reconciler, if set, adjusts the config of the reconciler that keeps
+	// the shard records of the shards this node leads current (tests
+	// shorten its interval).
+	Reconciler func(*nodemeta.ReconcilerConfig)
+	Logger     *slog.Logger
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the
-// gossip view, the local copy of the meta shard's node records, and the
-// background loops that keep the router and the meta shard current.
+// gossip view, the meta shard's records (through one nodemeta.Store; the
+// node records of the local copy are kept here), and the background loops
+// that keep the router and the meta shard current.
 type clusterState struct {
 	cfg ClusterConfig
 	id  Identity
@@ -70,17 +75,37 @@ type clusterState struct {
 	raftAddr, clientAddr string
 	g                    *gossip.Gossip
 	log                  *slog.Logger
-	n                    *Node // set once started
-	cancel               context.CancelFunc
-	wg                   sync.WaitGroup
+	// n and store are set by attach, before the node serves.
+	n     *Node
+	store *nodemeta.Store
+	// rec writes the shard records of the shards this node leads; set once
+	// the loops start, closed by stop.
+	rec    *nodemeta.Reconciler
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// syncMu serializes syncMeta, which owns watcher.
+	syncMu  sync.Mutex
+	watcher *nodemeta.Watcher
 
 	mu struct {
 		sync.Mutex
-		records map[uint64]NodeRecord
-		ringRaw []byte
-		dead    map[uint64]bool
+		records map[uint64]NodeRecord // the local copy's node records
+		dead    map[uint64]bool       // the nodes gossip declared dead, told to the engine
 	}
 	changed chan struct{}
+}
+
+// attach gives the cluster state its node, and the node the meta shard's
+// records: a store on its engine with the engine's proposal size limit.
+// start calls it before the node serves any request.
+func (cs *clusterState) attach(n *Node, maxProposalBytes int) error {
+	s, err := nodemeta.New(n.Engine, nodemeta.Config{MaxProposalBytes: maxProposalBytes})
+	if err != nil {
+		return err
+	}
+	cs.n, cs.store, cs.watcher = n, s, nodemeta.NewWatcher(s)
+	return nil
 }
 
 // peer returns node id's addresses: its meta record, else what gossip says
@@ -136,6 +161,9 @@ func (cs *clusterState) stop() {
 		cs.cancel()
 	}
 	cs.wg.Wait()
+	if cs.rec != nil {
+		_ = cs.rec.Close()
+	}
 	_ = cs.g.Leave(2 * time.Second)
 	_ = cs.g.Close()
 }
@@ -269,7 +297,6 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		}
 		return fail(err)
 	}
-	cs.n = n
 	leaders.set(n.Router)
 	m := cs.g.Meta()
 	m.RaftAddr, m.ClientAddr, m.HTTPAddr = cs.raftAddr, cs.clientAddr, advertisedString(n.HTTPAddr(), host, cfg.AdvertiseHost != "")
@@ -283,13 +310,19 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 			return nil, err
 		}
 	}
+	if err := cs.startReconciler(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	lctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel
 	cs.syncMeta() // what the local copy of the meta shard holds already
-	cs.wg.Add(3)
+	descs := n.Engine.WatchDescriptors()
+	cs.wg.Add(4)
 	go cs.metaLoop(lctx)
 	go cs.leaderLoop(lctx)
 	go cs.loadLoop(lctx)
+	go cs.reportLoop(lctx, descs)
 	if member && !cs.id.RecordsWritten {
 		cs.wg.Add(1)
 		go cs.writeBootstrapRecords(lctx, cr)
@@ -411,9 +444,11 @@ func (cs *clusterState) discover(ctx context.Context) (ClusterRecord, bool, erro
 }
 
 // createInitialReplicas creates this bootstrap member's replicas of the
-// initial layout: the meta shard and its initial shards.
+// initial layout: the meta shard and its initial shards, each from its
+// bootstrap record's Spec, so that the engine numbers the replicas as the
+// record does.
 func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRecord) error {
-	ring, metaVoters, metaLearners, err := Layout(cr)
+	l, err := nodemeta.NewLayout(cr)
 	if err != nil {
 		return err
 	}
@@ -425,50 +460,66 @@ func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRec
 		}
 		return nil
 	}
-	if slices.Contains(metaVoters, self) || slices.Contains(metaLearners, self) {
-		if err := create(engine.ShardSpec{Desc: MetaDescriptor(), Voters: metaVoters, Learners: metaLearners}); err != nil {
+	if slices.Contains(l.MetaVoters, self) || slices.Contains(l.MetaLearners, self) {
+		if err := create(engine.ShardSpec{Desc: MetaDescriptor(), Voters: l.MetaVoters, Learners: l.MetaLearners}); err != nil {
 			return err
 		}
 	}
-	for _, s := range ring.Shards {
-		if slices.Contains(s.Voters, self) {
-			if err := create(engine.ShardSpec{Desc: s.Descriptor(), Voters: s.Voters}); err != nil {
-				return err
-			}
+	for _, rec := range l.Shards {
+		if !slices.Contains(rec.NodeIDs(), self) {
+			continue
+		}
+		spec, err := rec.Spec()
+		if err != nil {
+			return fmt.Errorf("node: bootstrap shard %d: %w", rec.ShardID, err)
+		}
+		if err := create(spec); err != nil {
+			return err
 		}
 	}
 	cs.id.Bootstrapped = true
 	return saveIdentity(cs.cfg.DataDir, cs.id)
 }
 
-// writeBootstrapRecords writes the cluster and ring records of a cluster
-// this node helped bootstrap. Every bootstrap member runs it; the one that
-// leads the meta shard writes (compare-and-swap on absent records, so a
-// second writer changes nothing), and each stops once its local copy holds
-// the ring record.
+// writeBootstrapRecords writes the records of a cluster this node helped
+// bootstrap: the cluster record and the initial layout's shard records
+// (Store.Bootstrap). Every bootstrap member runs it; the one that leads the
+// meta shard writes (records that exist are kept, so a second writer
+// changes nothing), and each stops once its local copy holds the cluster
+// record and at least the initial shards' records. The shards' leaders may
+// have written some of those already, from their descriptors: the same
+// records.
 func (cs *clusterState) writeBootstrapRecords(ctx context.Context, cr ClusterRecord) {
 	defer cs.wg.Done()
-	ring, _, _, err := Layout(cr)
-	if err != nil {
-		cs.log.Error("bootstrap layout", "err", err)
-		return
+	written := func(ctx context.Context) error {
+		h, err := cs.store.Header(ctx, nodemeta.Local)
+		if err != nil {
+			return err
+		}
+		if _, err := cs.store.Cluster(ctx, nodemeta.Local); err != nil {
+			return err
+		}
+		if h.Shards < cr.InitialShards {
+			return fmt.Errorf("%d of the %d initial shards' records", h.Shards, cr.InitialShards)
+		}
+		return nil
 	}
-	m := meta{cs.n.Engine}
-	err = retry(ctx, cs.log, "write bootstrap records", func(ctx context.Context) error {
-		if _, found, err := m.get(ctx, metaKeyRing, false); err == nil && found {
+	err := backoff.Retry(ctx, backoff.DefaultConfig(), cs.attempt("write bootstrap records", func(ctx context.Context) error {
+		if written(ctx) == nil {
 			return nil
 		}
-		if st, err := cs.n.Engine.Status(ctx, MetaShardID); err != nil || st.Leader != cs.id.NodeID {
-			return fmt.Errorf("waiting for the records (meta shard leader %d)", st.Leader)
-		}
-		if err := createIfAbsent(ctx, m, metaKeyCluster, cr); err != nil {
+		st, err := cs.n.Engine.Status(ctx, MetaShardID)
+		if err != nil {
 			return err
 		}
-		if err := createIfAbsent(ctx, m, metaKeyRing, ring); err != nil {
+		if st.Leader != cs.id.NodeID {
+			return fmt.Errorf("waiting for the meta shard's leader (node %d) to write the records", st.Leader)
+		}
+		if err := cs.store.Bootstrap(ctx, cr); err != nil {
 			return err
 		}
-		return errors.New("written; waiting for the local copy")
-	})
+		return written(ctx)
+	}))
 	if err != nil {
 		return
 	}
@@ -479,25 +530,20 @@ func (cs *clusterState) writeBootstrapRecords(ctx context.Context, cr ClusterRec
 	}
 }
 
-// retry runs fn until it succeeds or ctx ends, with capped backoff.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func(ctx context.Context) error) error {
-	backoff := 50 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// attemptTimeout bounds one attempt of a step the background loops retry.
+const attemptTimeout = 5 * time.Second
+
+// attempt adapts fn for backoff.Retry: each call gets attemptTimeout, and a
+// failed one is logged at debug level.
+func (cs *clusterState) attempt(what string, fn func(ctx context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		err := fn(actx)
-		cancel()
-		if err == nil {
-			return nil
+		if err != nil {
+			cs.log.Debug("retrying", "what", what, "err", err)
 		}
-		log.Debug("retrying", "what", what, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, time.Second)
+		return err
 	}
 }
 
@@ -510,34 +556,27 @@ func (cs *clusterState) register(ctx context.Context) error {
 		NodeId: cs.id.NodeID, Instance: cs.id.Instance, RaftAddr: cs.raftAddr, ClientAddr: cs.clientAddr,
 		GossipAddr: cs.g.LocalAddr(), HttpAddr: cs.g.Meta().HTTPAddr,
 	}}
-	var refused error
-	err := retry(ctx, cs.log, "register in the meta shard", func(ctx context.Context) error {
+	err := backoff.Retry(ctx, backoff.DefaultConfig(), cs.attempt("register in the meta shard", func(ctx context.Context) error {
 		_, err := n.admin.Join(ctx, req)
-		if err == nil {
-			return nil
-		}
 		if e := adminErrorOf(err); e != nil {
 			switch e.Reason {
 			case nodepb.Reason_REASON_DUPLICATE_NODE:
-				refused = fmt.Errorf("%w: %s", ErrDuplicateNodeID, e.Message)
+				return backoff.Permanent(fmt.Errorf("%w: %s", ErrDuplicateNodeID, e.Message))
 			case nodepb.Reason_REASON_NODE_REMOVED:
-				refused = fmt.Errorf("%w: %s", ErrNodeRemoved, e.Message)
+				return backoff.Permanent(fmt.Errorf("%w: %s", ErrNodeRemoved, e.Message))
 			case nodepb.Reason_REASON_WRONG_CLUSTER:
-				refused = fmt.Errorf("%w: %s", ErrWrongCluster, e.Message)
-			}
-			if refused != nil {
-				return nil
+				return backoff.Permanent(fmt.Errorf("%w: %s", ErrWrongCluster, e.Message))
 			}
 		}
 		return err
-	})
-	if refused != nil {
-		return refused
+	}))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrDuplicateNodeID), errors.Is(err, ErrNodeRemoved), errors.Is(err, ErrWrongCluster):
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("node: register node %d in the meta shard: %w", cs.id.NodeID, err)
-	}
-	return nil
+	return fmt.Errorf("node: register node %d in the meta shard: %w", cs.id.NodeID, err)
 }
 
 // metaLoop keeps the router's ring and replicas and the node records in
@@ -559,65 +598,61 @@ func (cs *clusterState) metaLoop(ctx context.Context) {
 	}
 }
 
-// syncMeta reads the local copy of the meta shard.
+// syncMeta brings the node records and the router's ring and replicas up
+// to date with the local copy of the meta shard, through the watcher: one
+// local read each when nothing changed. Calls are serialized; any
+// goroutine may make one.
 func (cs *clusterState) syncMeta() {
-	m := meta{cs.n.Engine}
-	if recs, err := m.nodes(); err == nil {
-		cs.mu.Lock()
+	cs.syncMu.Lock()
+	defer cs.syncMu.Unlock()
+	ctx := context.Background() // local reads: they do not wait
+	if recs, changed, err := cs.watcher.PollNodes(ctx); err != nil {
+		cs.log.Debug("meta: node records", "err", err)
+	} else if changed {
+		m := make(map[uint64]NodeRecord, len(recs))
 		for _, r := range recs {
-			cs.mu.records[r.NodeID] = r
+			m[r.NodeID] = r
 		}
+		cs.mu.Lock()
+		cs.mu.records = m
 		cs.mu.Unlock()
 	}
-	raw, found, err := m.get(context.Background(), metaKeyRing, false)
-	if err != nil || !found {
+	u, changed, err := cs.watcher.Poll(ctx)
+	if err != nil {
+		cs.log.Debug("meta: shard records", "err", err)
 		return
 	}
-	cs.mu.Lock()
-	same := bytes.Equal(raw, cs.mu.ringRaw)
-	cs.mu.Unlock()
-	if same {
-		return
+	if changed {
+		cs.setRoutes(u)
 	}
-	var ring RingRecord
-	if err := json.Unmarshal(raw, &ring); err != nil {
-		cs.log.Error("meta ring record", "err", err)
-		return
-	}
-	if err := cs.applyRing(ring); err != nil {
-		cs.log.Error("apply ring record", "err", err)
-		return
-	}
-	cs.mu.Lock()
-	cs.mu.ringRaw = raw
-	cs.mu.Unlock()
 }
 
-func (cs *clusterState) applyRing(ring RingRecord) error {
+// setRoutes hands the router what changed in the shard records: the ring
+// first, when there is a new one, then the replicas of each record. A
+// record of a shard the router's ring does not have yet (the records do
+// not tile the hash space at this version, halfway through a change) is
+// left for the next ring, with which the watcher hands it out again.
+func (cs *clusterState) setRoutes(u nodemeta.RingUpdate) {
 	r := cs.n.Router
-	if cur := r.Ring(); cur == nil || cur.Generation() != ring.Generation {
-		ranges := make([]router.Range, len(ring.Shards))
-		for i, s := range ring.Shards {
-			ranges[i] = router.Range{ShardID: s.ShardID, Start: s.Start, Last: s.Last}
-		}
-		rg, err := router.NewRing(ring.Generation, ranges)
-		if err != nil {
-			return err
-		}
-		if err := r.SetRing(rg); err != nil {
-			return err
+	if u.Ring != nil {
+		if err := r.SetRing(u.Ring); err != nil {
+			cs.log.Error("meta: set the ring", "generation", u.Generation, "err", err)
 		}
 	}
-	for _, s := range ring.Shards {
-		if err := r.SetReplicas(s.ShardID, append(slices.Clone(s.Voters), s.Learners...)); err != nil {
-			return err
+	lagging := u.RingErr != nil || r.Ring() == nil || r.Ring().Generation() != u.Generation
+	if u.RingErr != nil {
+		cs.log.Debug("meta: no ring at this version yet", "version", u.Version, "generation", u.Generation, "err", u.RingErr)
+	}
+	for _, rec := range u.Shards {
+		err := r.SetReplicas(rec.ShardID, rec.NodeIDs())
+		if err != nil && !(lagging && errors.Is(err, router.ErrUnknownShard)) {
+			cs.log.Error("meta: set a shard's replicas", "shard", rec.ShardID, "err", err)
 		}
 	}
 	// Leader updates that arrived before the ring named their shards.
-	for _, u := range cs.g.Leaders() {
-		r.UpdateLeader(u.ShardID, u.Leader, u.Term)
+	for _, l := range cs.g.Leaders() {
+		r.UpdateLeader(l.ShardID, l.Leader, l.Term)
 	}
-	return nil
 }
 
 // syncLiveness tells the engine once of each node gossip declares dead, so
@@ -640,7 +675,10 @@ func (cs *clusterState) syncLiveness() {
 	}
 }
 
-// leaderLoop spreads this node's leader changes by gossip, batched.
+// leaderLoop spreads this node's leader changes by gossip, batched, and
+// hands the reconciler the descriptor of each shard this node comes to
+// lead, so that a record its previous leader left behind is repaired at
+// once rather than at the next pass.
 func (cs *clusterState) leaderLoop(ctx context.Context) {
 	defer cs.wg.Done()
 	w := cs.n.Engine.WatchLeaders()
@@ -651,24 +689,30 @@ func (cs *clusterState) leaderLoop(ctx context.Context) {
 		for _, st := range sts {
 			if st.Leader == cs.id.NodeID {
 				batch = append(batch, gossip.LeaderUpdate{ShardID: st.ShardID, Leader: st.Leader, Term: st.Term})
+				cs.report(st.Desc)
 			}
 		}
 		cs.g.BroadcastLeaders(batch)
 	}
+	var gained []uint64
 	for {
 		evs, err := w.Next(ctx)
 		if err != nil {
 			return
 		}
-		batch = batch[:0]
+		batch, gained = batch[:0], gained[:0]
 		for _, ev := range evs {
 			if ev.Leader != 0 {
 				batch = append(batch, gossip.LeaderUpdate{ShardID: ev.ShardID, Leader: ev.Leader, Term: ev.Term})
+			}
+			if ev.Leader == cs.id.NodeID {
+				gained = append(gained, ev.ShardID)
 			}
 		}
 		if len(batch) > 0 {
 			cs.g.BroadcastLeaders(batch)
 		}
+		cs.reportLed(ctx, gained)
 	}
 }
 

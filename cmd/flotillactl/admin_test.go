@@ -172,7 +172,7 @@ func TestShardsTable(t *testing.T) {
 6      [0000000000000000, 7fffffffffffffff]  -       4     ?       ?        3/?(unknown)                                 no
 7      [8000000000000000, ffffffffffffffff]  2       5     12      11       1/1(voter/outgoing) 2/2(voter) 4/9(learner)  yes
 meta   [0000000000000000, ffffffffffffffff]  1       3     40      40       1/1(voter) 2/2(voter) 3/6(learner)           no
-? no replica of the shard answered: the leader, term and replicas are those the ring records
+? no replica of the shard answered: its replicas are those its meta record holds, its leader and term the router's
 unreachable: 3, 5 (their replicas are shown as the other nodes see them)
 `
 	if stdout != want {
