@@ -629,9 +629,10 @@ func (cs *clusterState) syncMeta() {
 
 // setRoutes hands the router what changed in the shard records: the ring
 // first, when there is a new one, then the replicas of each record. A
-// record of a shard the router's ring does not have yet (the records do
-// not tile the hash space at this version, halfway through a change) is
-// left for the next ring, with which the watcher hands it out again.
+// record of a shard the router's ring does not have yet (no ring yet, or
+// the records do not tile the hash space at this version, halfway through
+// bootstrap or a change) is left for the next ring, with which the
+// watcher hands it out again.
 func (cs *clusterState) setRoutes(u nodemeta.RingUpdate) {
 	r := cs.n.Router
 	if u.Ring != nil {
@@ -645,7 +646,7 @@ func (cs *clusterState) setRoutes(u nodemeta.RingUpdate) {
 	}
 	for _, rec := range u.Shards {
 		err := r.SetReplicas(rec.ShardID, rec.NodeIDs())
-		if err != nil && !(lagging && errors.Is(err, router.ErrUnknownShard)) {
+		if err != nil && !(lagging && (errors.Is(err, router.ErrUnknownShard) || errors.Is(err, router.ErrNoRing))) {
 			cs.log.Error("meta: set a shard's replicas", "shard", rec.ShardID, "err", err)
 		}
 	}
