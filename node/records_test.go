@@ -99,6 +99,19 @@ func TestShardRecordsFollowDescriptors(t *testing.T) {
 		t.Fatalf("record after the remove: %+v (after the add: %+v)", removed, added)
 	}
 
+	// Through any node, an older record changes nothing and a malformed
+	// one is refused as such.
+	w := recordWriter{nodes[3].admin}
+	if err := w.PutShards(ctx, []nodemeta.ShardRecord{boot}); err != nil {
+		t.Fatalf("an old record: %v", err)
+	}
+	if err := w.PutShards(ctx, []nodemeta.ShardRecord{{ShardID: shard}}); !errors.Is(err, nodemeta.ErrBadRecord) {
+		t.Fatalf("a malformed record: %v", err)
+	}
+	if err := recordIsDescriptor(ctx, nodes, via, shard); err != nil {
+		t.Fatal(err)
+	}
+
 	// No reconciler writes any more: a change leaves the record stale.
 	for _, n := range nodes {
 		if err := n.cl.rec.Close(); err != nil {
