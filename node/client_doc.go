@@ -7,7 +7,7 @@
 // discovery of nodes. Nothing in this package reads or writes a key of the
 // meta shard but through a node/meta Store.
 //
-// # The cluster (cluster.go, records.go, admin.go)
+// # The cluster (cluster*.go, records.go, admin.go)
 //
 // StartCluster runs a node that finds its cluster by gossip. A bootstrap
 // member creates its replicas of the initial layout (nodemeta.NewLayout)
