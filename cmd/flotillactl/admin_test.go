@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -416,7 +417,9 @@ func TestSilentEndpoint(t *testing.T) {
 	// Alone, the silent endpoint fails the command within the timeout.
 	start = time.Now()
 	_, stderr, code = runCmd(t, "--timeout", "300ms", "--endpoints", lis.Addr().String(), "status")
-	if code != exitFailure || !strings.Contains(stderr, "cannot reach any node at "+lis.Addr().String()+": no connection within 300ms") {
+	// The budget is what is left of the 300ms once connecting began: 300ms,
+	// or a millisecond less on a loaded machine.
+	if code != exitFailure || !regexp.MustCompile(`cannot reach any node at `+regexp.QuoteMeta(lis.Addr().String())+`: no connection within (300|29\d)ms`).MatchString(stderr) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 	if elapsed := time.Since(start); elapsed > time.Second {
