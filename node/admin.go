@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node/gossip"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/flotilla-db/flotilla/router"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -130,19 +133,17 @@ func (a *adminService) Join(ctx context.Context, req *nodepb.JoinRequest) (*node
 		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_WRONG_CLUSTER, 0,
 			"node: join: node %d belongs to cluster %016x, this is cluster %016x", rec.GetNodeId(), req.GetClusterId(), a.n.cfg.ClusterID)
 	}
-	addr, err := a.forwardTarget(ctx, MetaShardID, req.GetHops())
+	store, err := a.store()
 	if err != nil {
 		return nil, err
 	}
-	if addr != "" {
-		c, err := a.d.admin(addr)
-		if err != nil {
-			return nil, err
-		}
+	resp, fw, err := forward(ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.JoinResponse, error) {
 		return c.Join(ctx, &nodepb.JoinRequest{ClusterId: req.GetClusterId(), Node: req.GetNode(), Hops: req.GetHops() + 1})
+	})
+	if fw || err != nil {
+		return resp, err
 	}
-	m := meta{a.n.Engine}
-	err = update(ctx, m, nodeKey(rec.GetNodeId()), func(r *NodeRecord, found bool) (bool, error) {
+	err = store.UpdateNode(ctx, rec.GetNodeId(), func(r *NodeRecord, found bool) (bool, error) {
 		if found && r.Removed {
 			return false, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_NODE_REMOVED, 0,
 				"node %d was removed from the cluster and its ID is never reused: start with an empty data directory and no --node-id", r.NodeID)
@@ -174,7 +175,7 @@ func (a *adminService) Join(ctx context.Context, req *nodepb.JoinRequest) (*node
 	}
 	id := rec.GetNodeId()
 	if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) && !slices.Contains(st.Outgoing, id) {
-		if err := a.n.Engine.ChangeReplicas(ctx, MetaShardID, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
+		if err := a.changeReplicas(ctx, MetaShardID, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
 			return nil, a.engineAdminError(err, MetaShardID)
 		}
 		a.n.cfg.Logger.Info("node joined: meta shard learner added", "joined", id)
@@ -266,72 +267,12 @@ func shardInfo(st engine.ShardStatus) *nodepb.ShardInfo {
 
 // Shards implements nodepb.AdminServer: every live node reports its
 // replicas; each shard is described by its leader's report when there is
-// one, else by the report with the highest term.
+// one, else by the report with the highest term, else by its record in the
+// meta shard.
 func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*nodepb.ShardsResponse, error) {
-	type report struct {
-		node   uint64
-		shards []*nodepb.ShardInfo
-		err    error
-	}
-	// The other nodes to ask; a node gossip declares dead is reported
-	// unreachable without a call (an empty client address).
-	var targets []Peer
-	self := a.n.cfg.NodeID
-	if a.n.cl != nil {
-		a.n.cl.syncMeta()
-		for _, r := range a.n.cl.records() {
-			if r.NodeID == self || r.Removed {
-				continue
-			}
-			if p, ok := a.n.peer(r.NodeID); ok && p.ClientAddr != "" {
-				if m, ok := a.n.cl.member(r.NodeID, r.Instance); ok && m.State == gossip.Dead {
-					p.ClientAddr = ""
-				}
-				targets = append(targets, p)
-			}
-		}
-	} else {
-		for _, p := range a.n.cfg.Peers {
-			if p.NodeID != self {
-				targets = append(targets, p)
-			}
-		}
-	}
-	reports := make([]report, len(targets)+1)
-	var wg sync.WaitGroup
-	local, err := a.LocalShards(ctx, nil)
-	reports[0] = report{node: self, err: err}
-	if err == nil {
-		reports[0].shards = local.Shards
-	}
-	for i, t := range targets {
-		reports[i+1].node = t.NodeID
-		if t.ClientAddr == "" {
-			reports[i+1].err = errors.New("dead")
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := a.d.admin(t.ClientAddr)
-			if err != nil {
-				reports[i+1].err = err
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			r, err := c.LocalShards(cctx, &nodepb.LocalShardsRequest{})
-			if err != nil {
-				reports[i+1].err = err
-				return
-			}
-			reports[i+1].shards = r.Shards
-		}()
-	}
-	wg.Wait()
 	best := map[uint64]*nodepb.ShardInfo{}
 	resp := &nodepb.ShardsResponse{}
-	for _, r := range reports {
+	for _, r := range a.localReports(ctx) {
 		if r.err != nil {
 			resp.Unreachable = append(resp.Unreachable, r.node)
 			continue
@@ -344,19 +285,13 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 			}
 		}
 	}
-	// The ring's shards that no live node reported still appear, with what
-	// the router knows.
-	ring := a.n.Router.Ring()
-	for _, rt := range a.n.Router.Routes() {
-		if best[rt.ShardID] != nil || ring == nil {
-			continue
+	// The ring's shards that no live node reported still appear.
+	if ring := a.n.Router.Ring(); ring != nil {
+		for _, rt := range a.n.Router.Routes() {
+			if best[rt.ShardID] == nil {
+				best[rt.ShardID] = a.unreported(ctx, ring, rt)
+			}
 		}
-		rg, _ := ring.Range(rt.ShardID)
-		si := &nodepb.ShardInfo{ShardId: rt.ShardID, Start: rg.Start, Last: rg.Last, Generation: rt.Generation, Leader: rt.Leader, Term: rt.Term}
-		for _, id := range rt.Replicas {
-			si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, Role: "unknown"})
-		}
-		best[rt.ShardID] = si
 	}
 	for _, si := range best {
 		resp.Shards = append(resp.Shards, si)
@@ -364,6 +299,105 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 	slices.SortFunc(resp.Shards, func(x, y *nodepb.ShardInfo) int { return cmp.Compare(x.ShardId, y.ShardId) })
 	slices.Sort(resp.Unreachable)
 	return resp, nil
+}
+
+// unreported describes a shard that no live node reported: by its record
+// in the local copy of the meta shard, replica IDs and roles included,
+// else (static peers) by what the router knows.
+func (a *adminService) unreported(ctx context.Context, ring *router.Ring, rt router.Route) *nodepb.ShardInfo {
+	si := &nodepb.ShardInfo{ShardId: rt.ShardID, Generation: rt.Generation, Leader: rt.Leader, Term: rt.Term}
+	if a.n.cl != nil {
+		if rec, err := a.n.cl.store.Shard(ctx, rt.ShardID, nodemeta.Local); err == nil {
+			si.Start, si.Last, si.Generation = rec.Start, rec.Last, rec.Generation
+			for _, rp := range rec.Replicas {
+				si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: rp.NodeID, ReplicaId: rp.ReplicaID, Role: rp.Role.StorageRole().String()})
+			}
+			slices.SortFunc(si.Replicas, func(x, y *nodepb.Replica) int { return cmp.Compare(x.NodeId, y.NodeId) })
+			return si
+		}
+	}
+	rg, _ := ring.Range(rt.ShardID)
+	si.Start, si.Last = rg.Start, rg.Last
+	for _, id := range rt.Replicas {
+		si.Replicas = append(si.Replicas, &nodepb.Replica{NodeId: id, Role: "unknown"})
+	}
+	return si
+}
+
+// nodeReport is one node's answer to LocalShards: the replicas it hosts.
+type nodeReport struct {
+	node   uint64
+	alive  bool // gossip sees the node alive (with static peers: always)
+	shards []*nodepb.ShardInfo
+	err    error
+}
+
+// errGone: a node that gossip declares dead or gone is not asked.
+var errGone = errors.New("node: dead or left, by gossip")
+
+// localReports asks this node and every other node of the cluster that is
+// not removed for the replicas it hosts (LocalShards), the others
+// concurrently and for at most 2s each; a node that gossip declares dead or
+// gone gets errGone without a call.
+func (a *adminService) localReports(ctx context.Context) []nodeReport {
+	type target struct {
+		Peer
+		alive, gone bool
+	}
+	var targets []target
+	self := a.n.cfg.NodeID
+	if a.n.cl != nil {
+		a.n.cl.syncMeta()
+		for _, r := range a.n.cl.records() {
+			if r.NodeID == self || r.Removed {
+				continue
+			}
+			if p, ok := a.n.peer(r.NodeID); ok && p.ClientAddr != "" {
+				m, found := a.n.cl.member(r.NodeID, r.Instance)
+				targets = append(targets, target{Peer: p, alive: found && m.State == gossip.Alive, gone: found && m.State.Gone()})
+			}
+		}
+	} else {
+		for _, p := range a.n.cfg.Peers {
+			if p.NodeID != self {
+				targets = append(targets, target{Peer: p, alive: true})
+			}
+		}
+	}
+	reports := make([]nodeReport, len(targets)+1)
+	local, err := a.LocalShards(ctx, nil)
+	reports[0] = nodeReport{node: self, alive: true, err: err}
+	if err == nil {
+		reports[0].shards = local.Shards
+	}
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		rep := &reports[i+1]
+		rep.node, rep.alive = t.NodeID, t.alive
+		if t.gone {
+			rep.err = errGone
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := a.d.admin(t.ClientAddr)
+			if err != nil {
+				rep.err = err
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			r, err := c.LocalShards(cctx, &nodepb.LocalShardsRequest{})
+			if err != nil {
+				rep.err = err
+				return
+			}
+			rep.shards = r.Shards
+		}()
+	}
+	wg.Wait()
+	return reports
 }
 
 // forward runs call against the shard's leader if that is another node.
@@ -408,7 +442,9 @@ func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferL
 
 // ChangeReplica implements nodepb.AdminServer. Adding a replica adds a
 // learner, waits until it has caught up with the leader's commit index,
-// then promotes it; the ring record follows.
+// then promotes it. The shard's record in the meta shard follows the
+// descriptor each change applies (the reconciler, records.go), shortly
+// after the call returns.
 func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplicaRequest) (*nodepb.ChangeReplicaResponse, error) {
 	shard, id := req.GetShardId(), req.GetNodeId()
 	if shard == 0 || id == 0 || (req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_ADD && req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_REMOVE) {
@@ -476,12 +512,6 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 	if err != nil {
 		return nil, a.engineAdminError(err, shard)
 	}
-	if shard != MetaShardID && a.n.cl != nil {
-		_, err := a.SetShardReplicas(ctx, &nodepb.SetShardReplicasRequest{ShardId: shard, Voters: st.Voters, Learners: st.Learners})
-		if err != nil {
-			return nil, fmt.Errorf("node: the replicas of shard %d changed, but the ring record was not updated: %w", shard, err)
-		}
-	}
 	return &nodepb.ChangeReplicaResponse{Replicas: shardInfo(st).Replicas}, nil
 }
 
@@ -539,42 +569,6 @@ func (a *adminService) waitCaughtUp(ctx context.Context, shard, id uint64) error
 	}
 }
 
-// SetShardReplicas implements nodepb.AdminServer.
-func (a *adminService) SetShardReplicas(ctx context.Context, req *nodepb.SetShardReplicasRequest) (*nodepb.SetShardReplicasResponse, error) {
-	shard := req.GetShardId()
-	if shard == 0 || shard >= MetaShardID || len(req.GetVoters()) == 0 {
-		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: set-shard-replicas needs a user shard and its voters")
-	}
-	resp, fw, err := forward(ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.SetShardReplicasResponse, error) {
-		next := &nodepb.SetShardReplicasRequest{ShardId: shard, Voters: req.GetVoters(), Learners: req.GetLearners(), Hops: req.GetHops() + 1}
-		return c.SetShardReplicas(ctx, next)
-	})
-	if fw || err != nil {
-		return resp, err
-	}
-	found := false
-	err = update(ctx, meta{a.n.Engine}, metaKeyRing, func(r *RingRecord, exists bool) (bool, error) {
-		if !exists {
-			return false, nil
-		}
-		for i := range r.Shards {
-			if r.Shards[i].ShardID == shard {
-				found = true
-				r.Shards[i].Voters, r.Shards[i].Learners = slices.Clone(req.GetVoters()), slices.Clone(req.GetLearners())
-				return true, nil
-			}
-		}
-		return false, nil
-	})
-	if err != nil {
-		return nil, a.engineAdminError(err, MetaShardID)
-	}
-	if !found {
-		return nil, adminError(codes.NotFound, nodepb.Reason_REASON_SHARD_NOT_FOUND, shard, "shard %d is not in the ring record", shard)
-	}
-	return &nodepb.SetShardReplicasResponse{}, nil
-}
-
 // PrepareReplica implements nodepb.AdminServer.
 func (a *adminService) PrepareReplica(ctx context.Context, req *nodepb.PrepareReplicaRequest) (*nodepb.PrepareReplicaResponse, error) {
 	shard := req.GetShardId()
@@ -589,14 +583,18 @@ func (a *adminService) PrepareReplica(ctx context.Context, req *nodepb.PrepareRe
 	return &nodepb.PrepareReplicaResponse{}, nil
 }
 
-// RemoveNode implements nodepb.AdminServer.
+// RemoveNode implements nodepb.AdminServer. It refuses to remove a node
+// that is not stopped, or that holds a replica of a user shard by the
+// shards' records or by any live node's view (heldReplicas); it removes the
+// node's replica of the meta shard, then marks its record removed.
 func (a *adminService) RemoveNode(ctx context.Context, req *nodepb.RemoveNodeRequest) (*nodepb.RemoveNodeResponse, error) {
 	id := req.GetNodeId()
 	if id == 0 {
 		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: remove-node needs a node ID")
 	}
-	if a.n.cl == nil {
-		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: this cluster has static membership")
+	store, err := a.store()
+	if err != nil {
+		return nil, err
 	}
 	resp, fw, err := forward(ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.RemoveNodeResponse, error) {
 		return c.RemoveNode(ctx, &nodepb.RemoveNodeRequest{NodeId: id, Hops: req.GetHops() + 1})
@@ -604,28 +602,21 @@ func (a *adminService) RemoveNode(ctx context.Context, req *nodepb.RemoveNodeReq
 	if fw || err != nil {
 		return resp, err
 	}
-	m := meta{a.n.Engine}
-	var rec NodeRecord
-	if _, found, err := m.getJSON(ctx, nodeKey(id), true, &rec); err != nil {
-		return nil, a.engineAdminError(err, MetaShardID)
-	} else if !found {
+	rec, err := store.Node(ctx, id, nodemeta.Linearizable)
+	switch {
+	case errors.Is(err, nodemeta.ErrNotFound):
 		return nil, adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, 0, "node %d is not a member of the cluster", id)
-	}
-	if rec.Removed {
+	case err != nil:
+		return nil, a.engineAdminError(err, MetaShardID)
+	case rec.Removed:
 		return &nodepb.RemoveNodeResponse{}, nil
 	}
 	if mb, ok := a.n.cl.member(id, rec.Instance); ok && !mb.State.Gone() {
 		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node %d is %s: stop it first", id, mb.State)
 	}
-	var ring RingRecord
-	if _, _, err := m.getJSON(ctx, metaKeyRing, true, &ring); err != nil {
-		return nil, a.engineAdminError(err, MetaShardID)
-	}
-	var held []uint64
-	for _, s := range ring.Shards {
-		if slices.Contains(s.Voters, id) || slices.Contains(s.Learners, id) {
-			held = append(held, s.ShardID)
-		}
+	held, err := a.heldReplicas(ctx, store, id)
+	if err != nil {
+		return nil, err
 	}
 	if len(held) > 0 {
 		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0,
@@ -640,11 +631,11 @@ func (a *adminService) RemoveNode(ctx context.Context, req *nodepb.RemoveNodeReq
 			"node %d is one of the %d voters of the meta shard: add another voter first (add-replica meta NODE)", id, len(st.Voters))
 	}
 	if slices.Contains(st.Voters, id) || slices.Contains(st.Learners, id) {
-		if err := a.n.Engine.ChangeReplicas(ctx, MetaShardID, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
+		if err := a.changeReplicas(ctx, MetaShardID, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
 			return nil, a.engineAdminError(err, MetaShardID)
 		}
 	}
-	err = update(ctx, m, nodeKey(id), func(r *NodeRecord, found bool) (bool, error) {
+	err = store.UpdateNode(ctx, id, func(r *NodeRecord, found bool) (bool, error) {
 		if !found || r.Removed {
 			return false, nil
 		}
@@ -656,4 +647,52 @@ func (a *adminService) RemoveNode(ctx context.Context, req *nodepb.RemoveNodeReq
 	}
 	a.n.cfg.Logger.Info("node removed from the cluster", "removed", id)
 	return &nodepb.RemoveNodeResponse{}, nil
+}
+
+// heldReplicas returns the user shards that hold a replica on node id by
+// the authority: the shard records, read linearizably, and, should a
+// record lag its shard's descriptor (written a moment after the change
+// applies), the replicas the live nodes report, this node's own included.
+// A node that gossip sees alive and that does not answer fails the check,
+// since what it holds is unknown; a node that is not alive has no say.
+func (a *adminService) heldReplicas(ctx context.Context, store *nodemeta.Store, id uint64) ([]uint64, error) {
+	recs, _, err := store.Shards(ctx, nodemeta.Linearizable)
+	if err != nil {
+		return nil, a.engineAdminError(err, MetaShardID)
+	}
+	held := map[uint64]bool{}
+	for _, r := range recs {
+		if slices.Contains(r.NodeIDs(), id) {
+			held[r.ShardID] = true
+		}
+	}
+	for _, rep := range a.localReports(ctx) {
+		if rep.err != nil {
+			if rep.alive {
+				return nil, adminError(codes.Unavailable, nodepb.Reason_REASON_UNSPECIFIED, 0,
+					"node %d is alive but did not list its replicas (%v): whether it holds one on node %d is unknown; retry", rep.node, rep.err, id)
+			}
+			continue
+		}
+		for _, si := range rep.shards {
+			if si.GetSystem() {
+				continue
+			}
+			for _, r := range si.GetReplicas() {
+				if r.GetNodeId() == id {
+					held[si.GetShardId()] = true
+				}
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(held)), nil
+}
+
+// store returns the meta shard's records; a cluster with static membership
+// has none.
+func (a *adminService) store() (*nodemeta.Store, error) {
+	if a.n.cl == nil {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: this cluster has static membership: no meta shard")
+	}
+	return a.n.cl.store, nil
 }

@@ -1,6 +1,35 @@
 // Package node assembles one Flotilla node: engine, transport, router,
-// placement and the client gRPC service (DESIGN.md section 2), so that a
-// database can embed a whole node in its own process.
+// placement and the client and admin gRPC services (DESIGN.md section 2),
+// so that a database can embed a whole node in its own process. It
+// assembles; the parts own their state: package node/meta owns the meta
+// shard's records (cluster, nodes, ring header, one record per shard) and
+// the code that writes, follows and repairs them, package node/gossip the
+// discovery of nodes. Nothing in this package reads or writes a key of the
+// meta shard but through a node/meta Store.
+//
+// # The cluster (cluster*.go, records.go, admin.go)
+//
+// StartCluster runs a node that finds its cluster by gossip. A bootstrap
+// member creates its replicas of the initial layout (nodemeta.NewLayout)
+// from their records' Spec, so that each shard's first descriptor is its
+// bootstrap record, and the meta shard's leader writes the records
+// (Store.Bootstrap). metaLoop follows the local copy of the meta shard with
+// a nodemeta.Watcher and hands the router the ring and each shard's
+// replicas; leaders come by gossip. Each shard's replicated descriptor is
+// the authority on it: the nodemeta.Reconciler of the node that leads a
+// shard writes its descriptor as a record, as each change applies and in a
+// periodic repair pass, through the Admin service's PutShardRecords, which
+// the meta shard's leader serves. Decisions that depend on where replicas
+// are read the authority: RemoveNode reads the shard records
+// linearizably and asks the live nodes which replicas they host.
+//
+// The cluster state's loops (metaLoop, leaderLoop, reportLoop, loadLoop,
+// writeBootstrapRecords) and the reconciler run from StartCluster to
+// Close. syncMeta, which owns the watcher, is serialized by a mutex of its
+// own, so that handlers may call it; clusterState.mu guards the node
+// records and the liveness view. Handlers forward a request that must run
+// on a shard's leader (the meta shard's, for Join, RemoveNode and
+// PutShardRecords) to it, at most three hops.
 //
 // # The client service (client_*.go)
 //

@@ -1,11 +1,9 @@
 package node
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,9 +14,10 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/internal/backoff"
 	"github.com/flotilla-db/flotilla/node/gossip"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
-	"github.com/flotilla-db/flotilla/router"
 	"github.com/flotilla-db/flotilla/storage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -57,12 +56,17 @@ type ClusterConfig struct {
 	Engine func(*engine.Config)
 	// Gossip, if set, adjusts the gossip config (tests shorten timers).
 	Gossip func(*gossip.Config)
-	Logger *slog.Logger
+	// Reconciler, if set, adjusts the config of the reconciler that keeps
+	// the shard records of the shards this node leads current (tests
+	// shorten its interval).
+	Reconciler func(*nodemeta.ReconcilerConfig)
+	Logger     *slog.Logger
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the
-// gossip view, the local copy of the meta shard's node records, and the
-// background loops that keep the router and the meta shard current.
+// gossip view, the meta shard's records (through one nodemeta.Store; the
+// node records of the local copy are kept here), and the background loops
+// that keep the router and the meta shard current.
 type clusterState struct {
 	cfg ClusterConfig
 	id  Identity
@@ -70,17 +74,37 @@ type clusterState struct {
 	raftAddr, clientAddr string
 	g                    *gossip.Gossip
 	log                  *slog.Logger
-	n                    *Node // set once started
-	cancel               context.CancelFunc
-	wg                   sync.WaitGroup
+	// n and store are set by attach, before the node serves.
+	n     *Node
+	store *nodemeta.Store
+	// rec writes the shard records of the shards this node leads; set once
+	// the loops start, closed by stop.
+	rec    *nodemeta.Reconciler
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// syncMu serializes syncMeta, which owns watcher.
+	syncMu  sync.Mutex
+	watcher *nodemeta.Watcher
 
 	mu struct {
 		sync.Mutex
-		records map[uint64]NodeRecord
-		ringRaw []byte
-		dead    map[uint64]bool
+		records map[uint64]NodeRecord // the local copy's node records
+		dead    map[uint64]bool       // the nodes gossip declared dead, told to the engine
 	}
 	changed chan struct{}
+}
+
+// attach gives the cluster state its node, and the node the meta shard's
+// records: a store on its engine with the engine's proposal size limit.
+// start calls it before the node serves any request.
+func (cs *clusterState) attach(n *Node, maxProposalBytes int) error {
+	s, err := nodemeta.New(n.Engine, nodemeta.Config{MaxProposalBytes: maxProposalBytes})
+	if err != nil {
+		return err
+	}
+	cs.n, cs.store, cs.watcher = n, s, nodemeta.NewWatcher(s)
+	return nil
 }
 
 // peer returns node id's addresses: its meta record, else what gossip says
@@ -136,6 +160,9 @@ func (cs *clusterState) stop() {
 		cs.cancel()
 	}
 	cs.wg.Wait()
+	if cs.rec != nil {
+		_ = cs.rec.Close()
+	}
 	_ = cs.g.Leave(2 * time.Second)
 	_ = cs.g.Close()
 }
@@ -269,7 +296,6 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		}
 		return fail(err)
 	}
-	cs.n = n
 	leaders.set(n.Router)
 	m := cs.g.Meta()
 	m.RaftAddr, m.ClientAddr, m.HTTPAddr = cs.raftAddr, cs.clientAddr, advertisedString(n.HTTPAddr(), host, cfg.AdvertiseHost != "")
@@ -283,13 +309,19 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 			return nil, err
 		}
 	}
+	if err := cs.startReconciler(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	lctx, cancel := context.WithCancel(context.Background())
 	cs.cancel = cancel
 	cs.syncMeta() // what the local copy of the meta shard holds already
-	cs.wg.Add(3)
+	descs := n.Engine.WatchDescriptors()
+	cs.wg.Add(4)
 	go cs.metaLoop(lctx)
 	go cs.leaderLoop(lctx)
 	go cs.loadLoop(lctx)
+	go cs.reportLoop(lctx, descs)
 	if member && !cs.id.RecordsWritten {
 		cs.wg.Add(1)
 		go cs.writeBootstrapRecords(lctx, cr)
@@ -411,9 +443,11 @@ func (cs *clusterState) discover(ctx context.Context) (ClusterRecord, bool, erro
 }
 
 // createInitialReplicas creates this bootstrap member's replicas of the
-// initial layout: the meta shard and its initial shards.
+// initial layout: the meta shard and its initial shards, each from its
+// bootstrap record's Spec, so that the engine numbers the replicas as the
+// record does.
 func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRecord) error {
-	ring, metaVoters, metaLearners, err := Layout(cr)
+	l, err := nodemeta.NewLayout(cr)
 	if err != nil {
 		return err
 	}
@@ -425,50 +459,66 @@ func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRec
 		}
 		return nil
 	}
-	if slices.Contains(metaVoters, self) || slices.Contains(metaLearners, self) {
-		if err := create(engine.ShardSpec{Desc: MetaDescriptor(), Voters: metaVoters, Learners: metaLearners}); err != nil {
+	if slices.Contains(l.MetaVoters, self) || slices.Contains(l.MetaLearners, self) {
+		if err := create(engine.ShardSpec{Desc: MetaDescriptor(), Voters: l.MetaVoters, Learners: l.MetaLearners}); err != nil {
 			return err
 		}
 	}
-	for _, s := range ring.Shards {
-		if slices.Contains(s.Voters, self) {
-			if err := create(engine.ShardSpec{Desc: s.Descriptor(), Voters: s.Voters}); err != nil {
-				return err
-			}
+	for _, rec := range l.Shards {
+		if !slices.Contains(rec.NodeIDs(), self) {
+			continue
+		}
+		spec, err := rec.Spec()
+		if err != nil {
+			return fmt.Errorf("node: bootstrap shard %d: %w", rec.ShardID, err)
+		}
+		if err := create(spec); err != nil {
+			return err
 		}
 	}
 	cs.id.Bootstrapped = true
 	return saveIdentity(cs.cfg.DataDir, cs.id)
 }
 
-// writeBootstrapRecords writes the cluster and ring records of a cluster
-// this node helped bootstrap. Every bootstrap member runs it; the one that
-// leads the meta shard writes (compare-and-swap on absent records, so a
-// second writer changes nothing), and each stops once its local copy holds
-// the ring record.
+// writeBootstrapRecords writes the records of a cluster this node helped
+// bootstrap: the cluster record and the initial layout's shard records
+// (Store.Bootstrap). Every bootstrap member runs it; the one that leads the
+// meta shard writes (records that exist are kept, so a second writer
+// changes nothing), and each stops once its local copy holds the cluster
+// record and at least the initial shards' records. The shards' leaders may
+// have written some of those already, from their descriptors: the same
+// records.
 func (cs *clusterState) writeBootstrapRecords(ctx context.Context, cr ClusterRecord) {
 	defer cs.wg.Done()
-	ring, _, _, err := Layout(cr)
-	if err != nil {
-		cs.log.Error("bootstrap layout", "err", err)
-		return
+	written := func(ctx context.Context) error {
+		h, err := cs.store.Header(ctx, nodemeta.Local)
+		if err != nil {
+			return err
+		}
+		if _, err := cs.store.Cluster(ctx, nodemeta.Local); err != nil {
+			return err
+		}
+		if h.Shards < cr.InitialShards {
+			return fmt.Errorf("%d of the %d initial shards' records", h.Shards, cr.InitialShards)
+		}
+		return nil
 	}
-	m := meta{cs.n.Engine}
-	err = retry(ctx, cs.log, "write bootstrap records", func(ctx context.Context) error {
-		if _, found, err := m.get(ctx, metaKeyRing, false); err == nil && found {
+	err := backoff.Retry(ctx, backoff.DefaultConfig(), cs.attempt("write bootstrap records", func(ctx context.Context) error {
+		if written(ctx) == nil {
 			return nil
 		}
-		if st, err := cs.n.Engine.Status(ctx, MetaShardID); err != nil || st.Leader != cs.id.NodeID {
-			return fmt.Errorf("waiting for the records (meta shard leader %d)", st.Leader)
-		}
-		if err := createIfAbsent(ctx, m, metaKeyCluster, cr); err != nil {
+		st, err := cs.n.Engine.Status(ctx, MetaShardID)
+		if err != nil {
 			return err
 		}
-		if err := createIfAbsent(ctx, m, metaKeyRing, ring); err != nil {
+		if st.Leader != cs.id.NodeID {
+			return fmt.Errorf("waiting for the meta shard's leader (node %d) to write the records", st.Leader)
+		}
+		if err := cs.store.Bootstrap(ctx, cr); err != nil {
 			return err
 		}
-		return errors.New("written; waiting for the local copy")
-	})
+		return written(ctx)
+	}))
 	if err != nil {
 		return
 	}
@@ -479,25 +529,20 @@ func (cs *clusterState) writeBootstrapRecords(ctx context.Context, cr ClusterRec
 	}
 }
 
-// retry runs fn until it succeeds or ctx ends, with capped backoff.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func(ctx context.Context) error) error {
-	backoff := 50 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// attemptTimeout bounds one attempt of a step the background loops retry.
+const attemptTimeout = 5 * time.Second
+
+// attempt adapts fn for backoff.Retry: each call gets attemptTimeout, and a
+// failed one is logged at debug level.
+func (cs *clusterState) attempt(what string, fn func(ctx context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
 		err := fn(actx)
-		cancel()
-		if err == nil {
-			return nil
+		if err != nil {
+			cs.log.Debug("retrying", "what", what, "err", err)
 		}
-		log.Debug("retrying", "what", what, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, time.Second)
+		return err
 	}
 }
 
@@ -510,213 +555,27 @@ func (cs *clusterState) register(ctx context.Context) error {
 		NodeId: cs.id.NodeID, Instance: cs.id.Instance, RaftAddr: cs.raftAddr, ClientAddr: cs.clientAddr,
 		GossipAddr: cs.g.LocalAddr(), HttpAddr: cs.g.Meta().HTTPAddr,
 	}}
-	var refused error
-	err := retry(ctx, cs.log, "register in the meta shard", func(ctx context.Context) error {
+	err := backoff.Retry(ctx, backoff.DefaultConfig(), cs.attempt("register in the meta shard", func(ctx context.Context) error {
 		_, err := n.admin.Join(ctx, req)
-		if err == nil {
-			return nil
-		}
 		if e := adminErrorOf(err); e != nil {
 			switch e.Reason {
 			case nodepb.Reason_REASON_DUPLICATE_NODE:
-				refused = fmt.Errorf("%w: %s", ErrDuplicateNodeID, e.Message)
+				return backoff.Permanent(fmt.Errorf("%w: %s", ErrDuplicateNodeID, e.Message))
 			case nodepb.Reason_REASON_NODE_REMOVED:
-				refused = fmt.Errorf("%w: %s", ErrNodeRemoved, e.Message)
+				return backoff.Permanent(fmt.Errorf("%w: %s", ErrNodeRemoved, e.Message))
 			case nodepb.Reason_REASON_WRONG_CLUSTER:
-				refused = fmt.Errorf("%w: %s", ErrWrongCluster, e.Message)
-			}
-			if refused != nil {
-				return nil
+				return backoff.Permanent(fmt.Errorf("%w: %s", ErrWrongCluster, e.Message))
 			}
 		}
 		return err
-	})
-	if refused != nil {
-		return refused
+	}))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrDuplicateNodeID), errors.Is(err, ErrNodeRemoved), errors.Is(err, ErrWrongCluster):
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("node: register node %d in the meta shard: %w", cs.id.NodeID, err)
-	}
-	return nil
-}
-
-// metaLoop keeps the router's ring and replicas and the node records in
-// step with the local copy of the meta shard, and tells the engine of nodes
-// that gossip declares dead.
-func (cs *clusterState) metaLoop(ctx context.Context) {
-	defer cs.wg.Done()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-cs.changed:
-		}
-		cs.syncMeta()
-		cs.syncLiveness()
-	}
-}
-
-// syncMeta reads the local copy of the meta shard.
-func (cs *clusterState) syncMeta() {
-	m := meta{cs.n.Engine}
-	if recs, err := m.nodes(); err == nil {
-		cs.mu.Lock()
-		for _, r := range recs {
-			cs.mu.records[r.NodeID] = r
-		}
-		cs.mu.Unlock()
-	}
-	raw, found, err := m.get(context.Background(), metaKeyRing, false)
-	if err != nil || !found {
-		return
-	}
-	cs.mu.Lock()
-	same := bytes.Equal(raw, cs.mu.ringRaw)
-	cs.mu.Unlock()
-	if same {
-		return
-	}
-	var ring RingRecord
-	if err := json.Unmarshal(raw, &ring); err != nil {
-		cs.log.Error("meta ring record", "err", err)
-		return
-	}
-	if err := cs.applyRing(ring); err != nil {
-		cs.log.Error("apply ring record", "err", err)
-		return
-	}
-	cs.mu.Lock()
-	cs.mu.ringRaw = raw
-	cs.mu.Unlock()
-}
-
-func (cs *clusterState) applyRing(ring RingRecord) error {
-	r := cs.n.Router
-	if cur := r.Ring(); cur == nil || cur.Generation() != ring.Generation {
-		ranges := make([]router.Range, len(ring.Shards))
-		for i, s := range ring.Shards {
-			ranges[i] = router.Range{ShardID: s.ShardID, Start: s.Start, Last: s.Last}
-		}
-		rg, err := router.NewRing(ring.Generation, ranges)
-		if err != nil {
-			return err
-		}
-		if err := r.SetRing(rg); err != nil {
-			return err
-		}
-	}
-	for _, s := range ring.Shards {
-		if err := r.SetReplicas(s.ShardID, append(slices.Clone(s.Voters), s.Learners...)); err != nil {
-			return err
-		}
-	}
-	// Leader updates that arrived before the ring named their shards.
-	for _, u := range cs.g.Leaders() {
-		r.UpdateLeader(u.ShardID, u.Leader, u.Term)
-	}
-	return nil
-}
-
-// syncLiveness tells the engine once of each node gossip declares dead, so
-// that the quiesced shards it led wake and elect.
-func (cs *clusterState) syncLiveness() {
-	for _, m := range cs.g.Members() {
-		id := m.Meta.NodeID
-		if id == cs.id.NodeID {
-			continue
-		}
-		dead := m.State == gossip.Dead || m.State == gossip.Left
-		cs.mu.Lock()
-		was := cs.mu.dead[id]
-		cs.mu.dead[id] = dead
-		cs.mu.Unlock()
-		if dead && !was {
-			cs.log.Info("peer is down (gossip)", "peer", id)
-			cs.n.Engine.PeerDown(id)
-		}
-	}
-}
-
-// leaderLoop spreads this node's leader changes by gossip, batched.
-func (cs *clusterState) leaderLoop(ctx context.Context) {
-	defer cs.wg.Done()
-	w := cs.n.Engine.WatchLeaders()
-	defer w.Close()
-	var batch []gossip.LeaderUpdate
-	// The leaders elected before the watch began.
-	if sts, err := cs.n.Engine.Statuses(ctx); err == nil {
-		for _, st := range sts {
-			if st.Leader == cs.id.NodeID {
-				batch = append(batch, gossip.LeaderUpdate{ShardID: st.ShardID, Leader: st.Leader, Term: st.Term})
-			}
-		}
-		cs.g.BroadcastLeaders(batch)
-	}
-	for {
-		evs, err := w.Next(ctx)
-		if err != nil {
-			return
-		}
-		batch = batch[:0]
-		for _, ev := range evs {
-			if ev.Leader != 0 {
-				batch = append(batch, gossip.LeaderUpdate{ShardID: ev.ShardID, Leader: ev.Leader, Term: ev.Term})
-			}
-		}
-		if len(batch) > 0 {
-			cs.g.BroadcastLeaders(batch)
-		}
-	}
-}
-
-// loadLoop advertises this node's replica and leader counts every second.
-func (cs *clusterState) loadLoop(ctx context.Context) {
-	defer cs.wg.Done()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		st := cs.n.Engine.Stats()
-		m := cs.g.Meta()
-		if m.Replicas == uint32(st.Shards) && m.Leaders == uint32(st.ShardsLeading) {
-			continue
-		}
-		m.Replicas, m.Leaders = uint32(st.Shards), uint32(st.ShardsLeading)
-		if err := cs.g.SetMeta(m); err != nil {
-			cs.log.Debug("advertise load", "err", err)
-		}
-	}
-}
-
-// leaderSink hands gossiped leader updates to the router once it exists.
-type leaderSink struct {
-	mu sync.Mutex
-	r  *router.Router
-}
-
-func (l *leaderSink) set(r *router.Router) {
-	l.mu.Lock()
-	l.r = r
-	l.mu.Unlock()
-}
-
-func (l *leaderSink) deliver(us []gossip.LeaderUpdate) {
-	l.mu.Lock()
-	r := l.r
-	l.mu.Unlock()
-	if r == nil {
-		return
-	}
-	for _, u := range us {
-		r.UpdateLeader(u.ShardID, u.Leader, u.Term)
-	}
+	return fmt.Errorf("node: register node %d in the meta shard: %w", cs.id.NodeID, err)
 }
 
 // dialer caches gRPC client connections to other nodes' client addresses.

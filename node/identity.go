@@ -25,7 +25,8 @@ type Identity struct {
 	// Bootstrapped: this node created its replicas of the initial layout
 	// (a bootstrap member), so a restart does not create them again.
 	Bootstrapped bool `json:"bootstrapped,omitempty"`
-	// RecordsWritten: the bootstrapper wrote the cluster and ring records.
+	// RecordsWritten: the cluster record and the initial shards' records
+	// are in the meta shard (this node's copy).
 	RecordsWritten bool `json:"records_written,omitempty"`
 	// Cluster: the bootstrap parameters, kept by every bootstrap member so
 	// that one that stops half-way through bootstrap resumes it.

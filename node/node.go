@@ -162,6 +162,12 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 		_ = t.Close()
 		return nil, err
 	}
+	if cl != nil {
+		if err := cl.attach(n, ecfg.MaxProposalBytes); err != nil {
+			n.Engine.Close()
+			return nil, err
+		}
+	}
 	rcfg := router.DefaultConfig()
 	rcfg.Rule = ecfg.PartitionRule
 	if n.Router, err = router.New(rcfg); err != nil {
@@ -337,9 +343,9 @@ func (n *Node) Close() error {
 	<-n.served
 	n.cancel()
 	n.service.Close()
-	n.admin.close()
 	if n.cl != nil {
-		n.cl.stop()
+		n.cl.stop() // before admin.close: the reconciler writes through the admin service
 	}
+	n.admin.close()
 	return n.Engine.Close()
 }

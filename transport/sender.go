@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/internal/backoff"
 	"github.com/flotilla-db/flotilla/transport/transportpb"
 )
 
@@ -157,7 +157,8 @@ type sender struct {
 	stream   grpc.ClientStreamingClient[transportpb.Frame, transportpb.StreamReply]
 	cancel   context.CancelFunc // ends stream
 	upSince  time.Time          // when stream was opened
-	failures int                // consecutive failures, for the backoff
+	failures int                // consecutive failures, logged
+	backoff  *backoff.Backoff   // the wait after each failure
 
 	// Buffers reused from frame to frame.
 	msgs    []engine.Message
@@ -174,7 +175,11 @@ const maxKeptBuffer = 4 << 20
 // and writes it as frames on the peer's stream, connecting first if needed.
 func (p *peer) run() {
 	defer p.t.senders.Done()
-	s := &sender{p: p}
+	b, err := backoff.New(backoff.Config{Initial: p.t.cfg.BackoffMin, Max: p.t.cfg.BackoffMax, Multiplier: 2, Jitter: 0.2})
+	if err != nil {
+		panic(err) // Config.Validate checked the bounds
+	}
+	s := &sender{p: p, backoff: b}
 	defer s.disconnect()
 	for {
 		select {
@@ -354,24 +359,14 @@ func (s *sender) fail(err error, lost int) {
 	}
 	if healthy {
 		s.failures = 0
+		s.backoff.Reset()
 	}
 	s.failures++
-	wait := backoffDelay(t.cfg.BackoffMin, t.cfg.BackoffMax, s.failures)
+	wait := s.backoff.Next()
 	p.retryAt.Store(time.Now().Add(wait).UnixNano())
 	if ok, suppressed := t.dialFails.allow(p.nodeID); ok {
 		t.cfg.Logger.Warn("transport: peer unreachable", "node", t.cfg.NodeID, "peer", p.nodeID,
 			"err", err, "failures", s.failures, "retry_in", wait, "suppressed", suppressed)
 	}
 	t.handler.PeerUnreachable(p.nodeID)
-}
-
-// backoffDelay is the wait after the n-th consecutive failure (n >= 1): min
-// doubled n-1 times, at most max, with ±20% jitter.
-func backoffDelay(lo, hi time.Duration, n int) time.Duration {
-	d := lo
-	for i := 1; i < n && d < hi; i++ {
-		d *= 2
-	}
-	d = min(d, hi)
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }

@@ -51,7 +51,7 @@ type (
 	}
 	replicaView struct {
 		NodeID    uint64 `json:"node_id"`
-		ReplicaID uint64 `json:"replica_id"` // 0: unknown (from the ring record)
+		ReplicaID uint64 `json:"replica_id"` // 0: unknown (no replica reported, static peers)
 		Role      string `json:"role"`
 		Match     uint64 `json:"match"`
 	}
@@ -162,7 +162,7 @@ func shardsTable(w io.Writer, v shardsView) {
 			s.Term, commit, applied, replicasText(s.Replicas), yesNo(s.Quiesced))
 	}
 	if unreported {
-		fmt.Fprintln(w, "? no replica of the shard answered: the leader, term and replicas are those the ring records")
+		fmt.Fprintln(w, "? no replica of the shard answered: its replicas are those its meta record holds, its leader and term the router's")
 	}
 	if len(v.Unreachable) == 0 {
 		fmt.Fprintln(w, "unreachable: none")

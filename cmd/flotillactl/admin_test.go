@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -172,7 +173,7 @@ func TestShardsTable(t *testing.T) {
 6      [0000000000000000, 7fffffffffffffff]  -       4     ?       ?        3/?(unknown)                                 no
 7      [8000000000000000, ffffffffffffffff]  2       5     12      11       1/1(voter/outgoing) 2/2(voter) 4/9(learner)  yes
 meta   [0000000000000000, ffffffffffffffff]  1       3     40      40       1/1(voter) 2/2(voter) 3/6(learner)           no
-? no replica of the shard answered: the leader, term and replicas are those the ring records
+? no replica of the shard answered: its replicas are those its meta record holds, its leader and term the router's
 unreachable: 3, 5 (their replicas are shown as the other nodes see them)
 `
 	if stdout != want {
@@ -416,7 +417,9 @@ func TestSilentEndpoint(t *testing.T) {
 	// Alone, the silent endpoint fails the command within the timeout.
 	start = time.Now()
 	_, stderr, code = runCmd(t, "--timeout", "300ms", "--endpoints", lis.Addr().String(), "status")
-	if code != exitFailure || !strings.Contains(stderr, "cannot reach any node at "+lis.Addr().String()+": no connection within 300ms") {
+	// The budget is what is left of the 300ms once connecting began: 300ms,
+	// or a millisecond less on a loaded machine.
+	if code != exitFailure || !regexp.MustCompile(`cannot reach any node at `+regexp.QuoteMeta(lis.Addr().String())+`: no connection within (300|29\d)ms`).MatchString(stderr) {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 	if elapsed := time.Since(start); elapsed > time.Second {

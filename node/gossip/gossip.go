@@ -6,7 +6,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flotilla-db/flotilla/internal/backoff"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -34,11 +34,9 @@ const (
 	DefaultPushPullInterval = 5 * time.Second
 )
 
-// Join retry backoff bounds.
-const (
-	joinBackoffMin = 100 * time.Millisecond
-	joinBackoffMax = 3 * time.Second
-)
+// joinBackoff spaces Join's attempts: each wait is drawn from [b/2, b], b
+// doubling from 100ms to 3s (3b/4 ± 1/3 of it).
+var joinBackoff = backoff.Config{Initial: 75 * time.Millisecond, Max: 2250 * time.Millisecond, Multiplier: 2, Jitter: 1.0 / 3}
 
 // Config configures a Gossip.
 type Config struct {
@@ -332,7 +330,10 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 	if len(targets) == 0 {
 		return nil
 	}
-	backoff := joinBackoffMin
+	b, err := backoff.New(joinBackoff)
+	if err != nil {
+		panic(err) // a constant config
+	}
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		n, err := g.joinOnce(ctx, targets)
@@ -347,8 +348,7 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 			return fmt.Errorf("%w: %d attempts to reach %v: %w (last error: %v)",
 				ErrJoinFailed, attempt, targets, ctx.Err(), lastErr)
 		}
-		// Full jitter in [backoff/2, backoff).
-		wait := backoff/2 + rand.N(backoff/2)
+		wait := b.Next()
 		g.log.Debug("gossip: join failed, retrying", "seeds", targets, "attempt", attempt, "in", wait, "err", err)
 		t := time.NewTimer(wait)
 		select {
@@ -361,7 +361,6 @@ func (g *Gossip) Join(ctx context.Context, seeds []string) error {
 			return ErrClosed
 		case <-t.C:
 		}
-		backoff = min(2*backoff, joinBackoffMax)
 	}
 }
 

@@ -34,7 +34,9 @@
 // record only if it is newer (a higher ConfIndex, or the same and a higher
 // Generation) than the stored one, and drops an older or equal one without
 // error, so writes may be repeated, retried after an unknown outcome and
-// delivered out of order.
+// delivered out of order. RecordOf makes a record of a descriptor; a
+// shard of the initial layout is created with its record's Spec, so that
+// the engine's first descriptor and the bootstrap record are equal.
 //
 // Shard records are written in the engine's Batch commands, all or
 // nothing, each within the engine's proposal size limit (1 MiB by default,

@@ -1994,30 +1994,34 @@ func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
-type SetShardReplicasRequest struct {
+// ShardRecord is the meta shard's record of one shard (package node/meta).
+type ShardRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	Voters        []uint64               `protobuf:"varint,2,rep,packed,name=voters,proto3" json:"voters,omitempty"`
-	Learners      []uint64               `protobuf:"varint,3,rep,packed,name=learners,proto3" json:"learners,omitempty"`
-	Hops          uint32                 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`
+	Start         uint64                 `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"` // the hash range, both ends inclusive
+	Last          uint64                 `protobuf:"varint,3,opt,name=last,proto3" json:"last,omitempty"`
+	Generation    uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	ConfIndex     uint64                 `protobuf:"varint,5,opt,name=conf_index,json=confIndex,proto3" json:"conf_index,omitempty"` // of the last conf change applied
+	NextReplicaId uint64                 `protobuf:"varint,6,opt,name=next_replica_id,json=nextReplicaId,proto3" json:"next_replica_id,omitempty"`
+	Replicas      []*ReplicaRecord       `protobuf:"bytes,7,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SetShardReplicasRequest) Reset() {
-	*x = SetShardReplicasRequest{}
+func (x *ShardRecord) Reset() {
+	*x = ShardRecord{}
 	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SetShardReplicasRequest) String() string {
+func (x *ShardRecord) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SetShardReplicasRequest) ProtoMessage() {}
+func (*ShardRecord) ProtoMessage() {}
 
-func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
+func (x *ShardRecord) ProtoReflect() protoreflect.Message {
 	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2029,59 +2033,84 @@ func (x *SetShardReplicasRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SetShardReplicasRequest.ProtoReflect.Descriptor instead.
-func (*SetShardReplicasRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use ShardRecord.ProtoReflect.Descriptor instead.
+func (*ShardRecord) Descriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
-func (x *SetShardReplicasRequest) GetShardId() uint64 {
+func (x *ShardRecord) GetShardId() uint64 {
 	if x != nil {
 		return x.ShardId
 	}
 	return 0
 }
 
-func (x *SetShardReplicasRequest) GetVoters() []uint64 {
+func (x *ShardRecord) GetStart() uint64 {
 	if x != nil {
-		return x.Voters
-	}
-	return nil
-}
-
-func (x *SetShardReplicasRequest) GetLearners() []uint64 {
-	if x != nil {
-		return x.Learners
-	}
-	return nil
-}
-
-func (x *SetShardReplicasRequest) GetHops() uint32 {
-	if x != nil {
-		return x.Hops
+		return x.Start
 	}
 	return 0
 }
 
-type SetShardReplicasResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+func (x *ShardRecord) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *ShardRecord) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ShardRecord) GetConfIndex() uint64 {
+	if x != nil {
+		return x.ConfIndex
+	}
+	return 0
+}
+
+func (x *ShardRecord) GetNextReplicaId() uint64 {
+	if x != nil {
+		return x.NextReplicaId
+	}
+	return 0
+}
+
+func (x *ShardRecord) GetReplicas() []*ReplicaRecord {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+type ReplicaRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ReplicaId uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// voter, learner, voter-incoming, voter-outgoing or voter-demoting.
+	Role          string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SetShardReplicasResponse) Reset() {
-	*x = SetShardReplicasResponse{}
+func (x *ReplicaRecord) Reset() {
+	*x = ReplicaRecord{}
 	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SetShardReplicasResponse) String() string {
+func (x *ReplicaRecord) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SetShardReplicasResponse) ProtoMessage() {}
+func (*ReplicaRecord) ProtoMessage() {}
 
-func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
+func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -2093,9 +2122,118 @@ func (x *SetShardReplicasResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SetShardReplicasResponse.ProtoReflect.Descriptor instead.
-func (*SetShardReplicasResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
+func (*ReplicaRecord) Descriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReplicaRecord) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReplicaRecord) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *ReplicaRecord) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type PutShardRecordsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*ShardRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutShardRecordsRequest) Reset() {
+	*x = PutShardRecordsRequest{}
+	mi := &file_node_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutShardRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutShardRecordsRequest) ProtoMessage() {}
+
+func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutShardRecordsRequest.ProtoReflect.Descriptor instead.
+func (*PutShardRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PutShardRecordsRequest) GetRecords() []*ShardRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *PutShardRecordsRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type PutShardRecordsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutShardRecordsResponse) Reset() {
+	*x = PutShardRecordsResponse{}
+	mi := &file_node_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutShardRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutShardRecordsResponse) ProtoMessage() {}
+
+func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutShardRecordsResponse.ProtoReflect.Descriptor instead.
+func (*PutShardRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 type NodeRecord struct {
@@ -2112,7 +2250,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2262,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2275,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -2194,7 +2332,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2206,7 +2344,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2219,7 +2357,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -2252,7 +2390,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2402,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2415,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -2295,7 +2433,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2445,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2458,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 type NodeStatus struct {
@@ -2337,7 +2475,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2349,7 +2487,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2362,7 +2500,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -2405,7 +2543,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2555,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2568,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -2469,7 +2607,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2619,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2632,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 type Replica struct {
@@ -2505,7 +2643,9 @@ type Replica struct {
 	Match uint64 `protobuf:"varint,3,opt,name=match,proto3" json:"match,omitempty"` // the leader's view of the replica's log
 	// The replica's ID in the shard's raft group (distinct from the node ID: a
 	// node removed and added back gets a new one); 0 when unknown (a shard no
-	// replica reported, described from the ring record).
+	// replica reported, in a cluster with static peers: described from the
+	// router). A shard no replica reported in a gossip cluster is described
+	// from its record in the meta shard, replica IDs included.
 	ReplicaId     uint64 `protobuf:"varint,4,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2513,7 +2653,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2665,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2678,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -2591,7 +2731,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2743,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2756,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -2714,7 +2854,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2726,7 +2866,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2739,7 +2879,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -2764,7 +2904,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2776,7 +2916,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2789,7 +2929,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 type LocalShardsResponse struct {
@@ -2802,7 +2942,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +2954,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +2967,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -2855,7 +2995,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2867,7 +3007,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2880,7 +3020,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -2913,7 +3053,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2925,7 +3065,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2938,7 +3078,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -2962,7 +3102,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3114,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3127,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -3034,7 +3174,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3186,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3199,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{44}
+	return file_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -3197,13 +3337,27 @@ const file_node_proto_rawDesc = "" +
 	"\x12RemoveNodeResponse\"2\n" +
 	"\x15PrepareReplicaRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\x18\n" +
-	"\x16PrepareReplicaResponse\"|\n" +
-	"\x17SetShardReplicasRequest\x12\x19\n" +
-	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x16\n" +
-	"\x06voters\x18\x02 \x03(\x04R\x06voters\x12\x1a\n" +
-	"\blearners\x18\x03 \x03(\x04R\blearners\x12\x12\n" +
-	"\x04hops\x18\x04 \x01(\rR\x04hops\"\x1a\n" +
-	"\x18SetShardReplicasResponse\"\xbd\x01\n" +
+	"\x16PrepareReplicaResponse\"\xf6\x01\n" +
+	"\vShardRecord\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x12\n" +
+	"\x04last\x18\x03 \x01(\x04R\x04last\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"conf_index\x18\x05 \x01(\x04R\tconfIndex\x12&\n" +
+	"\x0fnext_replica_id\x18\x06 \x01(\x04R\rnextReplicaId\x12;\n" +
+	"\breplicas\x18\a \x03(\v2\x1f.flotilla.node.v1.ReplicaRecordR\breplicas\"[\n" +
+	"\rReplicaRecord\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"e\n" +
+	"\x16PutShardRecordsRequest\x127\n" +
+	"\arecords\x18\x01 \x03(\v2\x1d.flotilla.node.v1.ShardRecordR\arecords\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x19\n" +
+	"\x17PutShardRecordsResponse\"\xbd\x01\n" +
 	"\n" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1a\n" +
@@ -3316,15 +3470,15 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xb4\x06\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xb1\x06\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
 	"\x06Shards\x12\x1f.flotilla.node.v1.ShardsRequest\x1a .flotilla.node.v1.ShardsResponse\x12Z\n" +
 	"\vLocalShards\x12$.flotilla.node.v1.LocalShardsRequest\x1a%.flotilla.node.v1.LocalShardsResponse\x12c\n" +
 	"\x0eTransferLeader\x12'.flotilla.node.v1.TransferLeaderRequest\x1a(.flotilla.node.v1.TransferLeaderResponse\x12`\n" +
-	"\rChangeReplica\x12&.flotilla.node.v1.ChangeReplicaRequest\x1a'.flotilla.node.v1.ChangeReplicaResponse\x12i\n" +
-	"\x10SetShardReplicas\x12).flotilla.node.v1.SetShardReplicasRequest\x1a*.flotilla.node.v1.SetShardReplicasResponse\x12c\n" +
+	"\rChangeReplica\x12&.flotilla.node.v1.ChangeReplicaRequest\x1a'.flotilla.node.v1.ChangeReplicaResponse\x12f\n" +
+	"\x0fPutShardRecords\x12(.flotilla.node.v1.PutShardRecordsRequest\x1a).flotilla.node.v1.PutShardRecordsResponse\x12c\n" +
 	"\x0ePrepareReplica\x12'.flotilla.node.v1.PrepareReplicaRequest\x1a(.flotilla.node.v1.PrepareReplicaResponse\x12W\n" +
 	"\n" +
 	"RemoveNode\x12#.flotilla.node.v1.RemoveNodeRequest\x1a$.flotilla.node.v1.RemoveNodeResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
@@ -3342,55 +3496,57 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_node_proto_goTypes = []any{
-	(Reason)(0),                      // 0: flotilla.node.v1.Reason
-	(ReplicaOp)(0),                   // 1: flotilla.node.v1.ReplicaOp
-	(*Session)(nil),                  // 2: flotilla.node.v1.Session
-	(*PutRequest)(nil),               // 3: flotilla.node.v1.PutRequest
-	(*PutResponse)(nil),              // 4: flotilla.node.v1.PutResponse
-	(*GetRequest)(nil),               // 5: flotilla.node.v1.GetRequest
-	(*GetResponse)(nil),              // 6: flotilla.node.v1.GetResponse
-	(*DeleteRequest)(nil),            // 7: flotilla.node.v1.DeleteRequest
-	(*DeleteResponse)(nil),           // 8: flotilla.node.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),    // 9: flotilla.node.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),   // 10: flotilla.node.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),              // 11: flotilla.node.v1.ScanRequest
-	(*KeyValue)(nil),                 // 12: flotilla.node.v1.KeyValue
-	(*ScanResponse)(nil),             // 13: flotilla.node.v1.ScanResponse
-	(*Op)(nil),                       // 14: flotilla.node.v1.Op
-	(*OpResult)(nil),                 // 15: flotilla.node.v1.OpResult
-	(*BatchRequest)(nil),             // 16: flotilla.node.v1.BatchRequest
-	(*BatchResponse)(nil),            // 17: flotilla.node.v1.BatchResponse
-	(*RoutesRequest)(nil),            // 18: flotilla.node.v1.RoutesRequest
-	(*RoutesResponse)(nil),           // 19: flotilla.node.v1.RoutesResponse
-	(*ShardRoute)(nil),               // 20: flotilla.node.v1.ShardRoute
-	(*NodeAddress)(nil),              // 21: flotilla.node.v1.NodeAddress
-	(*PartitionRule)(nil),            // 22: flotilla.node.v1.PartitionRule
-	(*Limits)(nil),                   // 23: flotilla.node.v1.Limits
-	(*Error)(nil),                    // 24: flotilla.node.v1.Error
-	(*RemoveNodeRequest)(nil),        // 25: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),       // 26: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),    // 27: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),   // 28: flotilla.node.v1.PrepareReplicaResponse
-	(*SetShardReplicasRequest)(nil),  // 29: flotilla.node.v1.SetShardReplicasRequest
-	(*SetShardReplicasResponse)(nil), // 30: flotilla.node.v1.SetShardReplicasResponse
-	(*NodeRecord)(nil),               // 31: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),              // 32: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),             // 33: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),            // 34: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),               // 35: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),           // 36: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),            // 37: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                  // 38: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),                // 39: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),           // 40: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),       // 41: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),      // 42: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),    // 43: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),   // 44: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),     // 45: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),    // 46: flotilla.node.v1.ChangeReplicaResponse
+	(Reason)(0),                     // 0: flotilla.node.v1.Reason
+	(ReplicaOp)(0),                  // 1: flotilla.node.v1.ReplicaOp
+	(*Session)(nil),                 // 2: flotilla.node.v1.Session
+	(*PutRequest)(nil),              // 3: flotilla.node.v1.PutRequest
+	(*PutResponse)(nil),             // 4: flotilla.node.v1.PutResponse
+	(*GetRequest)(nil),              // 5: flotilla.node.v1.GetRequest
+	(*GetResponse)(nil),             // 6: flotilla.node.v1.GetResponse
+	(*DeleteRequest)(nil),           // 7: flotilla.node.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 8: flotilla.node.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 9: flotilla.node.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 10: flotilla.node.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 11: flotilla.node.v1.ScanRequest
+	(*KeyValue)(nil),                // 12: flotilla.node.v1.KeyValue
+	(*ScanResponse)(nil),            // 13: flotilla.node.v1.ScanResponse
+	(*Op)(nil),                      // 14: flotilla.node.v1.Op
+	(*OpResult)(nil),                // 15: flotilla.node.v1.OpResult
+	(*BatchRequest)(nil),            // 16: flotilla.node.v1.BatchRequest
+	(*BatchResponse)(nil),           // 17: flotilla.node.v1.BatchResponse
+	(*RoutesRequest)(nil),           // 18: flotilla.node.v1.RoutesRequest
+	(*RoutesResponse)(nil),          // 19: flotilla.node.v1.RoutesResponse
+	(*ShardRoute)(nil),              // 20: flotilla.node.v1.ShardRoute
+	(*NodeAddress)(nil),             // 21: flotilla.node.v1.NodeAddress
+	(*PartitionRule)(nil),           // 22: flotilla.node.v1.PartitionRule
+	(*Limits)(nil),                  // 23: flotilla.node.v1.Limits
+	(*Error)(nil),                   // 24: flotilla.node.v1.Error
+	(*RemoveNodeRequest)(nil),       // 25: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 26: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),   // 27: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),  // 28: flotilla.node.v1.PrepareReplicaResponse
+	(*ShardRecord)(nil),             // 29: flotilla.node.v1.ShardRecord
+	(*ReplicaRecord)(nil),           // 30: flotilla.node.v1.ReplicaRecord
+	(*PutShardRecordsRequest)(nil),  // 31: flotilla.node.v1.PutShardRecordsRequest
+	(*PutShardRecordsResponse)(nil), // 32: flotilla.node.v1.PutShardRecordsResponse
+	(*NodeRecord)(nil),              // 33: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),             // 34: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),            // 35: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),           // 36: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),              // 37: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),          // 38: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),           // 39: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                 // 40: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),               // 41: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),          // 42: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),      // 43: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),     // 44: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),   // 45: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),  // 46: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),    // 47: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),   // 48: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
 	2,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
@@ -3413,51 +3569,53 @@ var file_node_proto_depIdxs = []int32{
 	22, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
 	23, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	31, // 20: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	31, // 21: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	35, // 22: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	38, // 23: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	39, // 24: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	39, // 25: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	1,  // 26: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	38, // 27: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	3,  // 28: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	5,  // 29: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	7,  // 30: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	9,  // 31: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	11, // 32: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	16, // 33: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	18, // 34: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	32, // 35: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	34, // 36: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	37, // 37: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	41, // 38: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	43, // 39: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	45, // 40: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	29, // 41: flotilla.node.v1.Admin.SetShardReplicas:input_type -> flotilla.node.v1.SetShardReplicasRequest
-	27, // 42: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	25, // 43: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	4,  // 44: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	6,  // 45: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	8,  // 46: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	10, // 47: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	13, // 48: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	17, // 49: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	19, // 50: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	33, // 51: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	36, // 52: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	40, // 53: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	42, // 54: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	44, // 55: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	46, // 56: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	30, // 57: flotilla.node.v1.Admin.SetShardReplicas:output_type -> flotilla.node.v1.SetShardReplicasResponse
-	28, // 58: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	26, // 59: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	44, // [44:60] is the sub-list for method output_type
-	28, // [28:44] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	30, // 20: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
+	29, // 21: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
+	33, // 22: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	33, // 23: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	37, // 24: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	40, // 25: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	41, // 26: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	41, // 27: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	1,  // 28: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	40, // 29: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	3,  // 30: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	5,  // 31: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	7,  // 32: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	9,  // 33: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	11, // 34: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	16, // 35: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	18, // 36: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	34, // 37: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	36, // 38: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	39, // 39: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	43, // 40: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	45, // 41: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	47, // 42: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	31, // 43: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	27, // 44: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	25, // 45: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	4,  // 46: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	6,  // 47: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	8,  // 48: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	10, // 49: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	13, // 50: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	17, // 51: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	19, // 52: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	35, // 53: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	38, // 54: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	42, // 55: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	44, // 56: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	46, // 57: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	48, // 58: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	32, // 59: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	28, // 60: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	26, // 61: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	46, // [46:62] is the sub-list for method output_type
+	30, // [30:46] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -3484,7 +3642,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -392,15 +392,15 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_Join_FullMethodName             = "/flotilla.node.v1.Admin/Join"
-	Admin_Status_FullMethodName           = "/flotilla.node.v1.Admin/Status"
-	Admin_Shards_FullMethodName           = "/flotilla.node.v1.Admin/Shards"
-	Admin_LocalShards_FullMethodName      = "/flotilla.node.v1.Admin/LocalShards"
-	Admin_TransferLeader_FullMethodName   = "/flotilla.node.v1.Admin/TransferLeader"
-	Admin_ChangeReplica_FullMethodName    = "/flotilla.node.v1.Admin/ChangeReplica"
-	Admin_SetShardReplicas_FullMethodName = "/flotilla.node.v1.Admin/SetShardReplicas"
-	Admin_PrepareReplica_FullMethodName   = "/flotilla.node.v1.Admin/PrepareReplica"
-	Admin_RemoveNode_FullMethodName       = "/flotilla.node.v1.Admin/RemoveNode"
+	Admin_Join_FullMethodName            = "/flotilla.node.v1.Admin/Join"
+	Admin_Status_FullMethodName          = "/flotilla.node.v1.Admin/Status"
+	Admin_Shards_FullMethodName          = "/flotilla.node.v1.Admin/Shards"
+	Admin_LocalShards_FullMethodName     = "/flotilla.node.v1.Admin/LocalShards"
+	Admin_TransferLeader_FullMethodName  = "/flotilla.node.v1.Admin/TransferLeader"
+	Admin_ChangeReplica_FullMethodName   = "/flotilla.node.v1.Admin/ChangeReplica"
+	Admin_PutShardRecords_FullMethodName = "/flotilla.node.v1.Admin/PutShardRecords"
+	Admin_PrepareReplica_FullMethodName  = "/flotilla.node.v1.Admin/PrepareReplica"
+	Admin_RemoveNode_FullMethodName      = "/flotilla.node.v1.Admin/RemoveNode"
 )
 
 // AdminClient is the client API for Admin service.
@@ -426,10 +426,12 @@ type AdminClient interface {
 	// ChangeReplica adds (as a learner, then promoted unless learner is set)
 	// or removes a replica of a shard.
 	ChangeReplica(ctx context.Context, in *ChangeReplicaRequest, opts ...grpc.CallOption) (*ChangeReplicaResponse, error)
-	// SetShardReplicas records a shard's replicas in the meta shard's ring
-	// record (sent by the shard's leader after a change; forwarded to the
-	// meta shard's leader).
-	SetShardReplicas(ctx context.Context, in *SetShardReplicasRequest, opts ...grpc.CallOption) (*SetShardReplicasResponse, error)
+	// PutShardRecords writes shard records, copies of the shards' applied
+	// descriptors, to the meta shard: each only if it is newer (by conf
+	// index, then generation) than the stored record of its shard, so that a
+	// repeated or late write changes nothing. Sent by the reconciler of the
+	// node that leads the shards; forwarded to the meta shard's leader.
+	PutShardRecords(ctx context.Context, in *PutShardRecordsRequest, opts ...grpc.CallOption) (*PutShardRecordsResponse, error)
 	// PrepareReplica readies this node to receive a replica of a shard that
 	// was removed from it before: it clears the replica's tombstone (sent by
 	// the shard's leader before it adds the node back).
@@ -508,10 +510,10 @@ func (c *adminClient) ChangeReplica(ctx context.Context, in *ChangeReplicaReques
 	return out, nil
 }
 
-func (c *adminClient) SetShardReplicas(ctx context.Context, in *SetShardReplicasRequest, opts ...grpc.CallOption) (*SetShardReplicasResponse, error) {
+func (c *adminClient) PutShardRecords(ctx context.Context, in *PutShardRecordsRequest, opts ...grpc.CallOption) (*PutShardRecordsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(SetShardReplicasResponse)
-	err := c.cc.Invoke(ctx, Admin_SetShardReplicas_FullMethodName, in, out, cOpts...)
+	out := new(PutShardRecordsResponse)
+	err := c.cc.Invoke(ctx, Admin_PutShardRecords_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -561,10 +563,12 @@ type AdminServer interface {
 	// ChangeReplica adds (as a learner, then promoted unless learner is set)
 	// or removes a replica of a shard.
 	ChangeReplica(context.Context, *ChangeReplicaRequest) (*ChangeReplicaResponse, error)
-	// SetShardReplicas records a shard's replicas in the meta shard's ring
-	// record (sent by the shard's leader after a change; forwarded to the
-	// meta shard's leader).
-	SetShardReplicas(context.Context, *SetShardReplicasRequest) (*SetShardReplicasResponse, error)
+	// PutShardRecords writes shard records, copies of the shards' applied
+	// descriptors, to the meta shard: each only if it is newer (by conf
+	// index, then generation) than the stored record of its shard, so that a
+	// repeated or late write changes nothing. Sent by the reconciler of the
+	// node that leads the shards; forwarded to the meta shard's leader.
+	PutShardRecords(context.Context, *PutShardRecordsRequest) (*PutShardRecordsResponse, error)
 	// PrepareReplica readies this node to receive a replica of a shard that
 	// was removed from it before: it clears the replica's tombstone (sent by
 	// the shard's leader before it adds the node back).
@@ -601,8 +605,8 @@ func (UnimplementedAdminServer) TransferLeader(context.Context, *TransferLeaderR
 func (UnimplementedAdminServer) ChangeReplica(context.Context, *ChangeReplicaRequest) (*ChangeReplicaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ChangeReplica not implemented")
 }
-func (UnimplementedAdminServer) SetShardReplicas(context.Context, *SetShardReplicasRequest) (*SetShardReplicasResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method SetShardReplicas not implemented")
+func (UnimplementedAdminServer) PutShardRecords(context.Context, *PutShardRecordsRequest) (*PutShardRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutShardRecords not implemented")
 }
 func (UnimplementedAdminServer) PrepareReplica(context.Context, *PrepareReplicaRequest) (*PrepareReplicaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PrepareReplica not implemented")
@@ -739,20 +743,20 @@ func _Admin_ChangeReplica_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Admin_SetShardReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(SetShardReplicasRequest)
+func _Admin_PutShardRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutShardRecordsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
 	if interceptor == nil {
-		return srv.(AdminServer).SetShardReplicas(ctx, in)
+		return srv.(AdminServer).PutShardRecords(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{
 		Server:     srv,
-		FullMethod: Admin_SetShardReplicas_FullMethodName,
+		FullMethod: Admin_PutShardRecords_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(AdminServer).SetShardReplicas(ctx, req.(*SetShardReplicasRequest))
+		return srv.(AdminServer).PutShardRecords(ctx, req.(*PutShardRecordsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -825,8 +829,8 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ChangeReplica_Handler,
 		},
 		{
-			MethodName: "SetShardReplicas",
-			Handler:    _Admin_SetShardReplicas_Handler,
+			MethodName: "PutShardRecords",
+			Handler:    _Admin_PutShardRecords_Handler,
 		},
 		{
 			MethodName: "PrepareReplica",

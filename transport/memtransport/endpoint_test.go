@@ -258,6 +258,8 @@ func TestRestart(t *testing.T) {
 		t.Fatal("Endpoint did not return the open endpoint")
 	}
 	waitUntil(t, "in-flight batch dropped", func() bool { return c.stats(1, 2).Dropped == 1 })
+	// The sender counts the drop, then tells its handler.
+	waitUntil(t, "the sender told", func() bool { return c.h[1].unreachable(2) > 0 })
 	if got := c.h[1].unreachable(2); got != 1 {
 		t.Fatalf("PeerUnreachable(2) called %d times, want 1", got)
 	}
