@@ -463,10 +463,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 		return nil, a.engineAdminError(err, shard)
 	}
 	if a.n.cl != nil && req.GetOp() == nodepb.ReplicaOp_REPLICA_OP_ADD {
-		a.n.cl.syncMeta()
-		a.n.cl.mu.Lock()
-		r, ok := a.n.cl.mu.records[id]
-		a.n.cl.mu.Unlock()
+		r, ok := a.n.cl.nodeRecord(ctx, id)
 		if !ok || r.Removed {
 			return nil, adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "node %d is not a member of the cluster (see flotillactl status)", id)
 		}

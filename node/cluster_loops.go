@@ -64,6 +64,31 @@ func (cs *clusterState) syncMeta() {
 	}
 }
 
+// nodeRecord returns node id's record from the local copy of the meta
+// shard. A node that registered a moment ago may not be in this replica's
+// copy yet (it applies the meta shard's log a little behind its leader):
+// a record not found is looked for again, for up to two seconds, before
+// the node is taken for unknown.
+func (cs *clusterState) nodeRecord(ctx context.Context, id uint64) (NodeRecord, bool) {
+	deadline := time.Now().Add(2 * time.Second)
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		cs.syncMeta()
+		cs.mu.Lock()
+		r, ok := cs.mu.records[id]
+		cs.mu.Unlock()
+		if ok || time.Now().After(deadline) {
+			return r, ok
+		}
+		select {
+		case <-ctx.Done():
+			return r, ok
+		case <-t.C:
+		}
+	}
+}
+
 // setRoutes hands the router what changed in the shard records: the ring
 // first, when there is a new one, then the replicas of each record. A
 // record of a shard the router's ring does not have yet (no ring yet, or
