@@ -101,13 +101,12 @@ func TestQuiescenceScripts(t *testing.T) {
 			case "tick":
 				n := max(int(arg("n")), 1)
 				for i := 0; i < n; i++ {
-					c.Tick()
-					settle(t, ctx, c)
+					settledTick(t, ctx, c)
 				}
 				return fmt.Sprintf("%d ticks", n)
 			case "wait-quiesced":
 				shards := max(arg("shards"), 1)
-				if err := c.WaitFor(ctx, "quiesced everywhere", quiescedEverywhere(c, shards)); err != nil {
+				if err := tickUntil(t, ctx, c, "quiesced everywhere", quiescedEverywhere(c, shards)); err != nil {
 					return err.Error()
 				}
 				return "quiesced"
@@ -119,7 +118,7 @@ func TestQuiescenceScripts(t *testing.T) {
 				// N, in a term later than after=T.
 				shard, not, after := arg("shard"), arg("not"), arg("after")
 				var leader uint64
-				if err := c.WaitFor(ctx, "a leader all agree on", func() bool {
+				if err := tickUntil(t, ctx, c, "a leader all agree on", func() bool {
 					leader = c.Leader(ctx, shard)
 					if leader == 0 || leader == not {
 						return false
@@ -176,33 +175,67 @@ func scriptOp(t *testing.T, d *datadriven.TestData) string {
 	return op
 }
 
-// settle waits until a tick has been taken everywhere: every running
-// worker took what is queued (two round trips, since a worker runs the
-// closures of a cycle before its ticks), and every running node heard every
-// other within the tick (the manual clock ticks far faster than real time:
-// without this wait, a slow delivery, as under the race detector, looks
-// like a dead node).
-func settle(t *testing.T, ctx context.Context, c *testcluster.Cluster) {
+// tickUntil ticks, one settled tick at a time, until cond holds (at most
+// 2,000 ticks). The cluster's WaitFor ticks every 2 ms regardless of what
+// the nodes have received: on a loaded machine, an election timeout of such
+// ticks can pass before a frame is delivered, and a live node is suspected
+// down.
+func tickUntil(t *testing.T, ctx context.Context, c *testcluster.Cluster, what string, cond func() bool) error {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		if cond() {
+			return nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		settledTick(t, ctx, c)
+	}
+	return fmt.Errorf("waiting for %s: not after 2,000 ticks", what)
+}
+
+// settledTick ticks every running node once and waits until the tick has
+// been taken everywhere: each node's clock moved, its workers took what is
+// queued (two round trips, since a worker runs the closures of a cycle
+// before its ticks), and it heard every other running node within the tick
+// (the manual clock ticks far faster than real time: without this wait, a
+// slow delivery, as under the race detector, would look like a dead node).
+// The last wait is bounded: a frame lost for good only delays the next tick.
+func settledTick(t *testing.T, ctx context.Context, c *testcluster.Cluster) {
 	t.Helper()
 	var running []uint64
+	before := map[uint64]uint64{}
 	for _, id := range c.IDs() {
-		if c.Engine(id) != nil {
+		if e := c.Engine(id); e != nil {
 			running = append(running, id)
+			before[id] = e.TestingNow()
 		}
+	}
+	c.Tick()
+	spin := func(what string, limit time.Duration, cond func() bool) bool {
+		deadline := time.Now().Add(limit)
+		for !cond() {
+			if ctx.Err() != nil || time.Now().After(deadline) {
+				return false
+			}
+			runtime.Gosched()
+		}
+		return true
 	}
 	for _, id := range running {
 		e := c.Engine(id)
+		if !spin("tick", 10*time.Second, func() bool { return e.TestingNow() > before[id] }) {
+			t.Fatalf("node %d did not take its tick", id)
+		}
 		for i := 0; i < 2; i++ {
 			if _, err := e.Statuses(ctx); err != nil {
 				t.Fatal(err)
 			}
 		}
-		for !e.TestingHeard(running) {
-			if ctx.Err() != nil {
-				t.Fatalf("node %d never heard from its peers: %v", id, ctx.Err())
-			}
-			runtime.Gosched()
-		}
+	}
+	for _, id := range running {
+		e := c.Engine(id)
+		spin("heard", 2*time.Second, func() bool { return e.TestingHeard(running) })
 	}
 }
 
