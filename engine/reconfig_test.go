@@ -375,7 +375,10 @@ func TestRefusedRequestsDoNotWakeQuiescedFollowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	put := make(chan error, 1)
-	go func() { _, err := c.Engine(leader).Propose(ctx, 1, engine.PutCommand(keysOf(desc, 1)[0], []byte("v"))); put <- err }()
+	go func() {
+		_, err := c.Engine(leader).Propose(ctx, 1, engine.PutCommand(keysOf(desc, 1)[0], []byte("v")))
+		put <- err
+	}()
 	if err := tickUntil(t, ctx, c, "the write", func() bool { return len(put) > 0 }); err != nil {
 		t.Fatal(err)
 	}
