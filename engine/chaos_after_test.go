@@ -31,7 +31,9 @@ func checkAfterChaos(t *testing.T, ctx context.Context, c *testcluster.Cluster, 
 	for _, d := range descs {
 		shards = append(shards, d.ShardID)
 	}
+	start := time.Now()
 	waitSettled(t, sctx, c, shards)
+	settledIn := time.Since(start)
 	groups := checkAppliedAgree(t, sctx, c, descs)
 	hist.observeAll(sctx, c)
 	errs, n, incarnations := hist.check()
@@ -41,8 +43,8 @@ func checkAfterChaos(t *testing.T, ctx context.Context, c *testcluster.Cluster, 
 	for _, id := range c.IDs() {
 		snaps.add(c.Engine(id).Stats())
 	}
-	t.Logf("%d replicas in %d (shard, applied index) groups agree; %d descriptors, %d later incarnations of a node's replica checked; %s",
-		groups.replicas, groups.groups, n, incarnations, snaps)
+	t.Logf("settled in %v; %d replicas in %d (shard, applied index) groups agree; %d descriptors, %d later incarnations of a node's replica checked; %s",
+		settledIn.Round(time.Millisecond), groups.replicas, groups.groups, n, incarnations, snaps)
 	for i, key := range cnt.keys {
 		res, err := readOnLeader(sctx, c, descs[i].ShardID, engine.GetQuery([]byte(key)))
 		if err != nil {
