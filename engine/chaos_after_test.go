@@ -23,7 +23,7 @@ const settleTimeout = 30 * time.Second
 // checks that replicas at the same applied index hold the same data, the
 // descriptors seen, and the CAS counters.
 func checkAfterChaos(t *testing.T, ctx context.Context, c *testcluster.Cluster, descs []storage.Descriptor,
-	rt *router, cnt *counters, hist *descHistory, snaps *snapshotCounts) {
+	cnt *counters, hist *descHistory, snaps *snapshotCounts) {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
