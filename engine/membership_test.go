@@ -141,3 +141,56 @@ func contains(ids []uint64, id uint64) bool {
 	}
 	return false
 }
+
+// TestVoterWithoutReplicaCanVote adds a voter on a node that no leader's
+// message reaches, so that its replica is never created, then stops the
+// leader: the two voters left need the new one's vote to elect (3 of 4),
+// and its node must create the replica when their vote requests arrive, or
+// the shard never has a leader again (only a leader's message created
+// replicas, and no leader can be elected without it).
+func TestVoterWithoutReplicaCanVote(t *testing.T) {
+	c := newCluster(t, testcluster.Config{Nodes: 4})
+	ctx := ctxT(t, 60*time.Second)
+	desc := storage.Descriptor{ShardID: 1, Last: ^uint64(0)}
+	if err := c.CreateShards(ctx, []storage.Descriptor{desc}, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	c.RunClock(2 * time.Millisecond)
+	if err := c.WaitLeaders(ctx, []uint64{1}); err != nil {
+		t.Fatal(err)
+	}
+	c.Isolate(4)
+	var leader uint64
+	var err error
+	if werr := c.WaitFor(ctx, "node 4 added as a voter", func() bool {
+		// A new leader takes conf changes once it applied its first entry.
+		if leader = c.Leader(ctx, 1); leader != 0 {
+			err = c.Engine(leader).ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddVoter, NodeID: 4})
+		}
+		return leader != 0 && !errors.Is(err, engine.ErrConfChangeInProgress)
+	}); werr != nil || err != nil {
+		t.Fatal(werr, err)
+	}
+	if _, err := c.Engine(4).Status(ctx, 1); !errors.Is(err, engine.ErrShardNotFound) {
+		t.Fatalf("node 4 has a replica while isolated: %v", err)
+	}
+	c.Stop(leader)
+	c.Heal()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.WaitFor(wctx, "a new leader", func() bool { return c.Leader(ctx, 1) != 0 }); err != nil {
+		_, serr := c.Engine(4).Status(ctx, 1)
+		t.Fatalf("%v (node 4's replica: %v)", err, serr)
+	}
+	key := keysOf(desc, 1)[0]
+	if _, err := c.Propose(ctx, 1, engine.PutCommand(key, []byte("v"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitFor(ctx, "node 4 caught up", func() bool {
+		res, err := c.Engine(4).ReadLocal(1, engine.GetQuery(key))
+		_, found, _ := engine.DecodeGetResult(res)
+		return err == nil && found
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
