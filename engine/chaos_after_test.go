@@ -84,15 +84,23 @@ func readOnLeader(ctx context.Context, c *testcluster.Cluster, shard uint64, que
 // under the same replica ID and descriptor.
 func waitSettled(t *testing.T, ctx context.Context, c *testcluster.Cluster, shards []uint64) {
 	t.Helper()
-	why := ""
+	why, stuck := "", uint64(0)
 	if err := c.WaitFor(ctx, "shards settled", func() bool {
 		for _, shard := range shards {
 			if why = settled(ctx, c, shard); why != "" {
+				stuck = shard
 				return false
 			}
 		}
 		return true
 	}); err != nil {
+		for _, id := range c.IDs() {
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := c.Engine(id).Status(sctx, stuck)
+			cancel()
+			t.Logf("node %d: replica %d %s term %d leader %d, applied %d commit %d index %d..%d, %v progress %+v quiesced %t: %v",
+				id, st.ReplicaID, st.State, st.Term, st.Leader, st.Applied, st.Commit, st.FirstIndex, st.LastIndex, st.Desc, st.Progress, st.Quiesced, err)
+		}
 		t.Fatalf("%v: %s", err, why)
 	}
 }
