@@ -194,3 +194,80 @@ func TestVoterWithoutReplicaCanVote(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOverwrittenProposalsEnd: a leader cut off appends two proposals that
+// no other replica gets; the others elect a leader, which appends one entry
+// (at the first proposal's index) and goes idle. Healed, the old leader's
+// log is overwritten below both. The first proposal ends dropped once its
+// index applies (another entry is there); the second's index is beyond the
+// log now and may never be reached: it must end too, ambiguous (a replica
+// that still held the entry could yet lead and commit it), rather than
+// wait until its caller gives up.
+func TestOverwrittenProposalsEnd(t *testing.T) {
+	c := newCluster(t, testcluster.Config{Nodes: 3})
+	ctx := ctxT(t, 60*time.Second)
+	desc := storage.Descriptor{ShardID: 1, Last: ^uint64(0)}
+	if err := c.CreateShards(ctx, []storage.Descriptor{desc}, c.IDs()); err != nil {
+		t.Fatal(err)
+	}
+	keys := keysOf(desc, 3)
+	if _, err := c.Propose(ctx, 1, engine.PutCommand(keys[0], []byte("v"))); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, ctx, c, []storage.Descriptor{desc})
+	leader := c.Leader(ctx, 1)
+	before := status(t, ctx, c, leader, 1)
+	c.Isolate(leader)
+	type result struct {
+		key string
+		err error
+	}
+	results := make(chan result, 2)
+	for _, k := range keys[1:] {
+		go func() {
+			_, err := c.Engine(leader).Propose(ctx, 1, engine.PutCommand(k, []byte("v")))
+			results <- result{string(k), err}
+		}()
+	}
+	if err := c.WaitFor(ctx, "both proposals appended on the cut-off leader", func() bool {
+		return status(t, ctx, c, leader, 1).LastIndex == before.LastIndex+2
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitFor(ctx, "another leader", func() bool {
+		l := c.Leader(ctx, 1)
+		return l != 0 && l != leader
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.Heal()
+	// The manual clock ticks only while WaitFor waits: the results must come
+	// with the new leader's messages, without any proposal after them.
+	got := map[string]error{}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.WaitFor(wctx, "both proposals ended", func() bool {
+		select {
+		case r := <-results:
+			got[r.key] = r.err
+		default:
+		}
+		return len(got) == 2
+	}); err != nil {
+		t.Fatalf("%v: %v", err, got)
+	}
+	// The first entry's index holds the new leader's entry: dropped; the
+	// second is beyond the log: ambiguous.
+	var dropped, ambiguous int
+	for _, err := range got {
+		switch {
+		case errors.Is(err, engine.ErrProposalDropped):
+			dropped++
+		case errors.Is(err, engine.ErrAmbiguous):
+			ambiguous++
+		}
+	}
+	if dropped != 1 || ambiguous != 1 {
+		t.Fatalf("want one proposal dropped and one ambiguous, got %v", got)
+	}
+}
