@@ -424,8 +424,10 @@ func (r *shardRanges) insertSortedLocked(d storage.Descriptor) {
 // machine's result once it is applied on this node (this node must lead the
 // shard: otherwise a *NotLeaderError with the leader it knows). Errors:
 // ErrShardNotFound, ErrProposalTooLarge, ErrProposalDropped (never applied,
-// retry), the state machine's rejection, ErrClosed, or ctx's error (the
-// command may or may not apply).
+// retry), the state machine's rejection, ErrClosed, an *AmbiguousError (the
+// command may or may not apply: a snapshot covered its entry, another
+// leader's entries cut it off, or the replica was removed or closed), or
+// ctx's error (the same).
 func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
 	if e.closed.Load() {
 		return nil, ErrClosed
