@@ -76,6 +76,14 @@ func (r *router) target(rng *rand.Rand, shard uint64) *engine.Engine {
 	return nil
 }
 
+// pick picks one of keys, and the engine to send a request for it to (nil
+// if none runs).
+func (r *router) pick(rng *rand.Rand, keys []string) (key string, shard uint64, e *engine.Engine) {
+	key = keys[rng.IntN(len(keys))]
+	shard = r.shardOf([]byte(key))
+	return key, shard, r.target(rng, shard)
+}
+
 func (r *router) learn(shard uint64, err error) {
 	var nl *engine.NotLeaderError
 	r.mu.Lock()
@@ -101,31 +109,42 @@ func definiteFailure(err error) bool {
 		errors.Is(err, engine.ErrShardNotFound) || errors.Is(err, engine.ErrBadRequest)
 }
 
-// TestLinearizability runs concurrent clients against 3- and 5-node clusters
-// while a nemesis partitions, drops, duplicates, delays, transfers leaders and
-// crashes and restarts nodes; each history is checked per key with
-// porcupine.
+// TestLinearizability runs concurrent clients against shards of 3 and 5
+// voters, on one node more (a spare), while a nemesis partitions, drops,
+// duplicates, delays, transfers leaders, crashes and restarts nodes, and
+// changes the shards' membership (see memberNemesis), with logs truncated
+// so short that followers are caught up by snapshots all the time. Each
+// history is checked per key with porcupine; then the CAS counters (see
+// counters), the descriptors seen (see descHistory), and, once no shard is
+// joint or has a conf change pending, that replicas at the same applied
+// index hold the same data.
 func TestLinearizability(t *testing.T) {
 	seeds := chaosSeeds(t, []uint64{1, 2, 3, 4, 5, 6})
-	for _, nodes := range []int{3, 5} {
+	for _, voters := range []int{3, 5} {
 		for _, seed := range seeds {
-			t.Run(fmt.Sprintf("nodes=%d/seed=%d", nodes, seed), func(t *testing.T) {
-				runLinearizability(t, nodes, seed)
+			t.Run(fmt.Sprintf("voters=%d/seed=%d", voters, seed), func(t *testing.T) {
+				runLinearizability(t, voters, seed)
 			})
 		}
 	}
 }
 
-func runLinearizability(t *testing.T, nodes int, seed uint64) {
+func runLinearizability(t *testing.T, voters int, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
-	c := newCluster(t, testcluster.Config{Nodes: nodes, Seed: int64(seed)})
+	c := newCluster(t, testcluster.Config{Nodes: voters + 1, Seed: int64(seed), Engine: func(cfg *engine.Config) {
+		// A follower a dozen entries behind gets a snapshot, and a
+		// proposal whose entry a snapshot covers ends ambiguous.
+		cfg.LogTruncateEntries = 24
+		cfg.LogTruncateBytes = 16 << 10
+	}})
 	ctx := ctxT(t, 120*time.Second)
 	descs := testcluster.EvenDescriptors(1, 3)
-	if err := c.CreateShards(ctx, descs, c.IDs()); err != nil {
+	shards := []uint64{1, 2, 3}
+	if err := c.CreateShards(ctx, descs, c.IDs()[:voters]); err != nil {
 		t.Fatal(err)
 	}
 	c.RunClock(time.Millisecond)
-	if err := c.WaitLeaders(ctx, []uint64{1, 2, 3}); err != nil {
+	if err := c.WaitLeaders(ctx, shards); err != nil {
 		t.Fatal(err)
 	}
 	rt := &router{c: c, descs: descs, lead: map[uint64]uint64{}}
@@ -133,6 +152,7 @@ func runLinearizability(t *testing.T, nodes int, seed uint64) {
 		VisualizationPath: filepath.Join(t.TempDir(), "history.html"),
 	})
 	keys := []string{"a", "b", "c", "d", "e", "f"}
+	cnt := newCounters(descs)
 
 	// The run lasts runFor with the nemesis on. On a loaded machine (the
 	// race detector, CI packages in parallel) the faults can starve the
@@ -140,28 +160,48 @@ func runLinearizability(t *testing.T, nodes int, seed uint64) {
 	// keeps going for up to starveFor more, is stopped, and the clients go
 	// on against the healed cluster until minOK operations succeeded. A
 	// cluster that cannot reach minOK once healed fails the test.
-	const clients, maxOps, minOK = 6, 3000, 50
+	const clients, counterClients, maxOps, minOK = 6, 2, 3000, 50
 	const runFor, starveFor = 1500 * time.Millisecond, 3 * time.Second
 	var okOps, failedOps, unknownOps atomicCounters
 	var wg sync.WaitGroup
 	var stopClients atomic.Bool
 	stopNemesis := make(chan struct{})
 	nemesisDone := make(chan struct{})
+	var snaps snapshotCounts
+	mem := newMemberNemesis(t, c, rng.Uint64(), shards, voters)
+	faultSeed := rng.Uint64()
 	go func() {
 		defer close(nemesisDone)
-		nemesis(t, c, rng.Uint64(), stopNemesis)
+		var nwg sync.WaitGroup
+		nwg.Add(2)
+		go func() { defer nwg.Done(); nemesis(t, c, faultSeed, voters, &snaps, stopNemesis) }()
+		go func() { defer nwg.Done(); mem.run(stopNemesis) }()
+		nwg.Wait()
 	}()
-	for cl := 0; cl < clients; cl++ {
+	for cl := 0; cl < clients+counterClients; cl++ {
 		wg.Add(1)
 		crng := rand.New(rand.NewPCG(seed, uint64(cl)))
 		go func() {
 			defer wg.Done()
 			for n := 0; n < maxOps && !stopClients.Load() && ctx.Err() == nil; n++ {
-				switch clientOp(ctx, rt, rec, crng, cl, n, keys) {
+				var o outcome
+				if cl < clients {
+					o = clientOp(ctx, rt, rec, crng, cl, n, keys)
+				} else {
+					o = cnt.increment(ctx, rt, rec, crng, cl, n)
+				}
+				switch o {
 				case outcomeOK:
 					okOps.add()
 				case outcomeFailed:
 					failedOps.add()
+					// Refused (mostly: no leader): back off a millisecond, as
+					// a client would, rather than spin the CPU the cluster
+					// needs to elect one.
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Millisecond):
+					}
 				case outcomeUnknown:
 					unknownOps.add()
 				}
@@ -199,16 +239,18 @@ wait:
 		<-nemesisDone
 	}
 	t.Logf("seed %d: %d ok, %d failed, %d unknown operations", seed, okOps.load(), failedOps.load(), unknownOps.load())
+	t.Logf("seed %d: %s", seed, mem.summary())
 	if okOps.load() < minOK {
 		t.Errorf("seed %d: only %d operations succeeded", seed, okOps.load())
 	}
 	res, err := rec.Check(60 * time.Second)
 	if err != nil {
-		t.Fatalf("seed %d: check: %v", seed, err)
+		t.Errorf("seed %d: check: %v", seed, err)
 	}
 	if res.Outcome != linearize.Ok {
-		t.Fatalf("seed %d (nodes %d): history is %s\n%s", seed, nodes, res.Outcome, res)
+		t.Errorf("seed %d (voters %d): history is %s\n%s", seed, voters, res.Outcome, res)
 	}
+	checkAfterChaos(t, ctx, c, descs, cnt, mem.hist, &snaps)
 }
 
 type outcome int
@@ -226,9 +268,7 @@ func (a *atomicCounters) add()        { a.n.Add(1) }
 func (a *atomicCounters) load() int64 { return a.n.Load() }
 
 func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, client, n int, keys []string) outcome {
-	key := keys[rng.IntN(len(keys))]
-	shard := rt.shardOf([]byte(key))
-	e := rt.target(rng, shard)
+	key, shard, e := rt.pick(rng, keys)
 	if e == nil {
 		return outcomeNone
 	}
@@ -237,16 +277,9 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 	value := fmt.Sprintf("c%d-%d", client, n)
 	switch p := rng.IntN(10); {
 	case p < 4: // get
-		pend := rec.Begin(client, linearize.Get(key))
-		res, err := e.Read(octx, shard, engine.GetQuery([]byte(key)))
-		rt.learn(shard, err)
-		if err != nil {
-			pend.Failed()
+		if _, _, ok := recordedGet(octx, rt, rec, e, shard, client, key); !ok {
 			return outcomeFailed
 		}
-		rt.success(shard, e.NodeID())
-		v, found, _ := engine.DecodeGetResult(res)
-		pend.End(linearize.Result{Value: string(v), Found: found})
 		return outcomeOK
 	case p < 7: // put
 		pend := rec.Begin(client, linearize.Put(key, value))
@@ -275,6 +308,22 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 	}
 }
 
+// recordedGet reads key linearizably on e, recorded in rec; ok is false
+// if the read failed.
+func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *engine.Engine, shard uint64, client int, key string) (value []byte, found, ok bool) {
+	pend := rec.Begin(client, linearize.Get(key))
+	res, err := e.Read(ctx, shard, engine.GetQuery([]byte(key)))
+	rt.learn(shard, err)
+	if err != nil {
+		pend.Failed()
+		return nil, false, false
+	}
+	rt.success(shard, e.NodeID())
+	value, found, _ = engine.DecodeGetResult(res)
+	pend.End(linearize.Result{Value: string(value), Found: found})
+	return value, found, true
+}
+
 func finishWrite(rt *router, shard uint64, e *engine.Engine, pend *linearize.Pending, err error, ok linearize.Result) outcome {
 	rt.learn(shard, err)
 	switch {
@@ -293,11 +342,13 @@ func finishWrite(rt *router, shard uint64, e *engine.Engine, pend *linearize.Pen
 
 // nemesis injects one fault at a time until stop: partitions, isolation,
 // drops and duplicates, delays, leader transfers, crashes. A crashed node
-// comes back at the next step; at most a minority is cut off at once.
-func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, stop chan struct{}) {
+// comes back at the next step; at most a minority of the voters a shard
+// should have is cut off at once. It adds the counters of the engines it
+// crashes to snaps.
+func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, voters int, snaps *snapshotCounts, stop chan struct{}) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	ids := c.IDs()
-	minority := (len(ids) - 1) / 2
+	minority := (voters - 1) / 2
 	tick := time.NewTicker(15 * time.Millisecond)
 	defer tick.Stop()
 	var crashed []uint64
@@ -336,16 +387,21 @@ func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, stop chan struct
 			_ = c.SetFaults(memtransport.Faults{DropProb: 0.2, DupProb: 0.2})
 		case 3:
 			_ = c.SetFaults(memtransport.Faults{DelayMin: 0, DelayMax: 5 * time.Millisecond, ReorderProb: 0.3})
-		case 4, 5: // transfer the leadership of a shard somewhere
+		case 4, 5: // transfer the leadership of a shard to one of its voters
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			shard := uint64(1 + rng.IntN(3))
-			if l := c.Leader(ctx, shard); l != 0 {
-				_ = c.Engine(l).TransferLeader(ctx, shard, ids[perm[0]])
+			if e := c.Engine(c.Leader(ctx, shard)); e != nil {
+				if st, err := e.Status(ctx, shard); err == nil && len(st.Voters) > 0 {
+					_ = e.TransferLeader(ctx, shard, st.Voters[rng.IntN(len(st.Voters))])
+				}
 			}
 			cancel()
 		case 6:
 			for i := 0; i < 1+rng.IntN(minority); i++ {
 				id := ids[perm[i]]
+				if e := c.Engine(id); e != nil {
+					snaps.add(e.Stats())
+				}
 				c.Crash(id)
 				crashed = append(crashed, id)
 			}

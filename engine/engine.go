@@ -442,9 +442,11 @@ func (r *shardRanges) insertSortedLocked(d storage.Descriptor) {
 // machine's result once it is applied on this node (this node must lead the
 // shard: otherwise a *NotLeaderError with the leader it knows). Errors:
 // ErrShardNotFound, ErrProposalTooLarge, ErrProposalDropped (never applied,
-// retry), the state machine's rejection, ErrClosed, or ctx's error (the
-// command may or may not apply). Commands whose first byte is 0xF0 or above
-// are the engine's own (session.go) and refused with ErrBadRequest; see
+// retry), the state machine's rejection, ErrClosed, an *AmbiguousError (the
+// command may or may not apply: a snapshot covered its entry, another
+// leader's entries cut it off, or the replica was removed or closed), or
+// ctx's error (the same). Commands whose first byte is 0xF0 or above are
+// the engine's own (session.go) and refused with ErrBadRequest; see
 // ProposeSession for writes that apply exactly once.
 func (e *Engine) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
 	if isEngineCommand(cmd) {

@@ -160,7 +160,7 @@ func (w *worker) stepBeat(b *beatIn) {
 		return
 	}
 	msg := b.beat.Message()
-	r := w.replicaFor(b.beat.ShardID, msg.To, msg.Type)
+	r := w.replicaFor(b.beat.ShardID, &msg)
 	if r == nil {
 		return
 	}

@@ -46,9 +46,9 @@ func waitRemoved(t *testing.T, ctx context.Context, c *testcluster.Cluster, node
 	}
 }
 
-// caughtUp waits until node's replica of shard has applied what the
+// waitCaughtUp waits until node's replica of shard has applied what the
 // leader has.
-func caughtUp(t *testing.T, ctx context.Context, c *testcluster.Cluster, shard, node uint64) {
+func waitCaughtUp(t *testing.T, ctx context.Context, c *testcluster.Cluster, shard, node uint64) {
 	t.Helper()
 	leader := c.Leader(ctx, shard)
 	target := status(t, ctx, c, leader, shard).Applied
@@ -90,11 +90,11 @@ func TestReAddedReplicaIgnoresItsFormerIncarnationsVotes(t *testing.T) {
 		if err := le.ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddLearner, NodeID: victim}); err != nil {
 			t.Fatal(err)
 		}
-		caughtUp(t, ctx, c, 1, victim)
+		waitCaughtUp(t, ctx, c, 1, victim)
 		if err := le.ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddVoter, NodeID: victim}); err != nil {
 			t.Fatal(err)
 		}
-		caughtUp(t, ctx, c, 1, victim)
+		waitCaughtUp(t, ctx, c, 1, victim)
 		st := status(t, ctx, c, victim, 1)
 		if st.ReplicaID <= ids[len(ids)-1] || st.Desc.NextReplicaID <= st.ReplicaID {
 			t.Fatalf("round %d: replica ID %d after %v (next %d)", round, st.ReplicaID, ids, st.Desc.NextReplicaID)
@@ -271,7 +271,7 @@ func TestReadLocalNeverMissesKeysOfADestroyedReplica(t *testing.T) {
 	for victim == leader {
 		victim++
 	}
-	caughtUp(t, ctx, c, 1, victim)
+	waitCaughtUp(t, ctx, c, 1, victim)
 	var armed atomic.Bool
 	armed.Store(true)
 	inside, destroyed := make(chan struct{}), make(chan struct{})
@@ -427,7 +427,7 @@ func TestSnapshotCreatedReplicaKnowsItsPeers(t *testing.T) {
 	if err := c.Engine(c.Leader(ctx, 1)).ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddLearner, NodeID: 4}); err != nil {
 		t.Fatal(err)
 	}
-	caughtUp(t, ctx, c, 1, 4)
+	waitCaughtUp(t, ctx, c, 1, 4)
 	if err := c.WaitFor(ctx, "snapshot counted", func() bool { return c.Engine(4).Stats().SnapshotsRecv > 0 }); err != nil {
 		t.Fatal(err)
 	}

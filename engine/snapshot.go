@@ -97,7 +97,7 @@ func (e *Engine) HandleSnapshot(ctx context.Context, h SnapshotHeader, body Snap
 	}
 	// Make sure the replica may exist here and claim its range.
 	if _, err := call(ctx, e, h.ShardID, func(w *worker) (struct{}, error) {
-		if w.replicaFor(h.ShardID, h.Msg.To, raftpb.MsgSnap) == nil {
+		if w.replicaFor(h.ShardID, &h.Msg) == nil {
 			return struct{}{}, fmt.Errorf("%w: shard %d replica %d", ErrTombstoned, h.ShardID, h.Msg.To)
 		}
 		return struct{}{}, e.claimRange(desc)

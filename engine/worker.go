@@ -466,7 +466,7 @@ func (w *worker) step(m *Message) {
 	if m.Msg.Type == raftpb.MsgSnap {
 		return // snapshots arrive only through HandleSnapshot
 	}
-	r := w.replicaFor(m.ShardID, m.Msg.To, m.Msg.Type)
+	r := w.replicaFor(m.ShardID, &m.Msg)
 	if r == nil {
 		return
 	}
@@ -476,18 +476,31 @@ func (w *worker) step(m *Message) {
 	w.wake(r)
 }
 
-// replicaFor returns the replica of shardID that a message of type t
-// addressed to replica ID to is for, or nil if the message is to be
-// dropped. Replica IDs are never reused, so:
+// replicaFor returns the replica of shardID that m is for, or nil if m is
+// to be dropped. Replica IDs are never reused, so, with to = m.To:
 //   - to == the local replica's ID: that replica;
 //   - to < it, or below the shard's tombstone: a message for an earlier
 //     incarnation of this node's replica, dropped and counted;
 //   - to > the local replica's ID: this node was removed from the shard and
 //     added back under a new ID while the local replica missed its removal;
-//     the stale replica is destroyed, and the message, if a leader's,
+//     the stale replica is destroyed, and m, if it may create replicas,
 //     creates the new one (uninitialized, caught up by a snapshot);
-//   - no local replica: a leader's message creates an uninitialized one.
-func (w *worker) replicaFor(shardID, to uint64, t raftpb.MessageType) *replica {
+//   - no local replica: m, if it may create replicas, creates an
+//     uninitialized one.
+//
+// A leader's messages create replicas, and so do a candidate's vote
+// requests once its log goes beyond the bootstrap index: a voter that no
+// leader's message has reached yet (added while its node was cut off, or
+// its creation lost in a crash) must still be able to vote, as raft lets a
+// replica with an empty log do. Otherwise a shard whose quorum needs that
+// voter, once its leader is gone, could never elect another: only a leader
+// would create the replica. A candidate whose log ends at the bootstrap
+// index knows only the shard's first members, whose replicas CreateShard
+// makes from the spec; letting its requests create them instead would
+// elect a leader before they exist, which then has to send each a
+// snapshot.
+func (w *worker) replicaFor(shardID uint64, m *raftpb.Message) *replica {
+	to := m.To
 	r := w.shards[shardID]
 	if r != nil && to == r.replicaID {
 		return r
@@ -500,8 +513,14 @@ func (w *worker) replicaFor(shardID, to uint64, t raftpb.MessageType) *replica {
 		w.e.stats.staleDropped.Add(1)
 		return nil
 	}
-	if t != raftpb.MsgApp && t != raftpb.MsgHeartbeat && t != raftpb.MsgSnap {
-		return nil // only a leader creates a replica
+	switch m.Type {
+	case raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgSnap:
+	case raftpb.MsgVote, raftpb.MsgPreVote:
+		if m.Index <= storage.InitialIndex {
+			return nil
+		}
+	default:
+		return nil // only a leader or a candidate creates a replica
 	}
 	if r != nil {
 		w.e.cfg.Logger.Info("replica superseded by a newer one of this node: destroying it",

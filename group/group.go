@@ -392,6 +392,7 @@ func (g *Group) OnReady(rd *raft.Ready) (change *LeaderChange) {
 		g.fresh[i] = nil
 	}
 	g.fresh = g.fresh[:0]
+	g.failBeyondLog(rd)
 	for _, rs := range rd.ReadStates {
 		for _, r := range g.reads {
 			if string(r.ctx[:]) == string(rs.RequestCtx) {
@@ -403,6 +404,37 @@ func (g *Group) OnReady(rd *raft.Ready) (change *LeaderChange) {
 		}
 	}
 	return change
+}
+
+// failBeyondLog ends the proposals whose entries rd's entries or snapshot
+// cut off: a replica that led appended them, and a new leader's entries
+// (or snapshot) replaced its log from a lower index and end before them.
+// Applied would end them once their index applies, but nothing may ever
+// be appended there (the shard goes idle), and the waiter would wait until
+// it gives up. Their outcome is unknown, not "dropped": another replica may
+// still hold such an entry, lead and commit it. (A proposal whose index
+// now holds another entry is left to Applied, which says "dropped" once
+// that index applies.) A leader's own entries never end before its
+// proposals': it only appends after them.
+func (g *Group) failBeyondLog(rd *raft.Ready) {
+	if len(g.proposals) == 0 {
+		return
+	}
+	var end uint64
+	switch {
+	case len(rd.Entries) > 0:
+		end = rd.Entries[len(rd.Entries)-1].Index
+	case !raft.IsEmptySnap(rd.Snapshot):
+		end = rd.Snapshot.Metadata.Index
+	default:
+		return
+	}
+	for id, p := range g.proposals {
+		if p.index > end {
+			delete(g.proposals, id)
+			p.Done <- Result{Err: &AmbiguousError{ShardID: g.ShardID, Index: p.index, Cause: errors.New("another leader's entries replaced this replica's log before it")}, Index: p.index}
+		}
+	}
 }
 
 // TakeProposal removes and returns this node's proposal id, if any.

@@ -443,7 +443,9 @@ func (c *Cluster) WaitLeaders(ctx context.Context, ids []uint64) error {
 }
 
 // Propose sends cmd to shardID's leader, following NotLeader hints and
-// retrying dropped proposals until ctx ends.
+// retrying dropped proposals, and those whose outcome is unknown, until ctx
+// ends: cmd must be idempotent (the tests' puts are), as it may apply more
+// than once.
 func (c *Cluster) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]byte, error) {
 	var leader uint64
 	for {
@@ -459,7 +461,7 @@ func (c *Cluster) Propose(ctx context.Context, shardID uint64, cmd []byte) ([]by
 			case errors.As(err, &nl):
 				leader = nl.Leader
 				continue
-			case errors.Is(err, engine.ErrProposalDropped):
+			case errors.Is(err, engine.ErrProposalDropped), errors.Is(err, engine.ErrAmbiguous):
 				leader = 0
 			default:
 				return nil, err
