@@ -72,9 +72,15 @@ var idxPool = sync.Pool{New: func() any { s := make([]uint16, 0, 256); return &s
 
 // PeerUnreachable implements Handler: every shard this node leads is told,
 // so that raft stops pipelining to the peer and probes instead. A failed
-// stream is not a dead node: the followers here keep their leader (only
-// liveness, PeerDown, makes them forget it).
+// stream is not a dead node: the followers here keep their leader. It is a
+// hint all the same: if nothing is heard from the node for a few ticks
+// (unreachableTicks, not a whole election timeout), liveness suspects it
+// down, and its shards here elect (a live node's per-tick message arrives
+// on its own stream and clears the hint).
 func (e *Engine) PeerUnreachable(node uint64) {
+	if node != e.cfg.NodeID {
+		e.live.reportUnreachable(node)
+	}
 	for _, w := range e.workers {
 		w.enqueueFn(func() {
 			for _, r := range w.shards {

@@ -48,7 +48,17 @@ type liveness struct {
 	now   uint64            // ticks since start
 	heard map[uint64]uint64 // peer -> tick last heard
 	down  map[uint64]uint64 // peers suspected down -> tick suspected
+	// unreachable: peers the transport reported unreachable -> tick of the
+	// report. A failed stream is a hint, not a verdict: the peer is
+	// suspected down only if nothing is heard from it for unreachableTicks
+	// after the report (a live peer's per-tick message comes on its own
+	// stream), instead of a whole election timeout.
+	unreachable map[uint64]uint64
 }
+
+// unreachableTicks is how long a peer reported unreachable by the
+// transport has to be heard from again before it is suspected down.
+const unreachableTicks = 3
 
 // staleTicks is how long after a peer is suspected down its frames are
 // dropped: they were sent before it went away (still in flight, or queued
@@ -59,6 +69,16 @@ const staleTicks = 2
 func (l *liveness) init() {
 	l.heard = make(map[uint64]uint64)
 	l.down = make(map[uint64]uint64)
+	l.unreachable = make(map[uint64]uint64)
+}
+
+// reportUnreachable notes that the transport could not reach id.
+func (l *liveness) reportUnreachable(id uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.unreachable[id]; !ok {
+		l.unreachable[id] = l.now
+	}
 }
 
 // addPeers makes nodes known peers (heard "now", so that they get an election
@@ -100,8 +120,17 @@ func (l *liveness) tick(timeout uint64, peers []uint64) ([]uint64, []uint64) {
 	var newlyDown []uint64
 	for id, t := range l.heard {
 		peers = append(peers, id)
-		if _, down := l.down[id]; l.now-t > timeout && !down {
+		silent := l.now-t > timeout
+		if at, ok := l.unreachable[id]; ok {
+			if t > at {
+				delete(l.unreachable, id) // heard since the report: alive
+			} else if l.now-at >= unreachableTicks {
+				silent = true
+			}
+		}
+		if _, down := l.down[id]; silent && !down {
 			l.down[id] = l.now
+			delete(l.unreachable, id)
 			newlyDown = append(newlyDown, id)
 		}
 	}

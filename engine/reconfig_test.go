@@ -350,10 +350,19 @@ func TestUnreachablePeerDoesNotDeposeLiveLeader(t *testing.T) {
 	if err := c.WaitFor(ctx, "follower knows the leader", func() bool { return status(t, ctx, c, f, 1).Leader == leader }); err != nil {
 		t.Fatal(err)
 	}
+	term := status(t, ctx, c, f, 1).Term
 	c.Engine(f).PeerUnreachable(leader)
 	status(t, ctx, c, f, 1) // a worker cycle after the report: its Ready was handled
 	if st := status(t, ctx, c, f, 1); st.Leader != leader {
 		t.Fatalf("follower forgot its live leader: leader %d, want %d", st.Leader, leader)
+	}
+	// The report is only a hint: the live leader's per-tick message keeps
+	// it alive past the few ticks after which a silent node is suspected.
+	for i := 0; i < 12; i++ {
+		settledTick(t, ctx, c)
+	}
+	if st := status(t, ctx, c, f, 1); st.Leader != leader || st.Term != term || c.Engine(f).TestingIsDown(leader) {
+		t.Fatalf("after the report and 12 ticks: leader %d term %d (want %d, %d), suspected %v", st.Leader, st.Term, leader, term, c.Engine(f).TestingIsDown(leader))
 	}
 }
 
