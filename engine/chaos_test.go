@@ -131,11 +131,13 @@ func TestLinearizability(t *testing.T) {
 
 func runLinearizability(t *testing.T, voters int, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	applies := &applyCounts{n: map[applyKey]int{}}
 	c := newCluster(t, testcluster.Config{Nodes: voters + 1, Seed: int64(seed), Engine: func(cfg *engine.Config) {
 		// A follower a dozen entries behind gets a snapshot, and a
 		// proposal whose entry a snapshot covers ends ambiguous.
 		cfg.LogTruncateEntries = 24
 		cfg.LogTruncateBytes = 16 << 10
+		applies.wrap(cfg)
 	}})
 	ctx := ctxT(t, 120*time.Second)
 	descs := testcluster.EvenDescriptors(1, 3)
@@ -181,12 +183,13 @@ func runLinearizability(t *testing.T, voters int, seed uint64) {
 	for cl := 0; cl < clients+counterClients; cl++ {
 		wg.Add(1)
 		crng := rand.New(rand.NewPCG(seed, uint64(cl)))
+		sw := newSessionWriter(seed, cl)
 		go func() {
 			defer wg.Done()
 			for n := 0; n < maxOps && !stopClients.Load() && ctx.Err() == nil; n++ {
 				var o outcome
 				if cl < clients {
-					o = clientOp(ctx, rt, rec, crng, cl, n, keys)
+					o = clientOp(ctx, rt, rec, crng, sw, cl, n, keys)
 				} else {
 					o = cnt.increment(ctx, rt, rec, crng, cl, n)
 				}
@@ -251,6 +254,7 @@ wait:
 		t.Errorf("seed %d (voters %d): history is %s\n%s", seed, voters, res.Outcome, res)
 	}
 	checkAfterChaos(t, ctx, c, descs, cnt, mem.hist, &snaps)
+	applies.check(t, seed)
 }
 
 type outcome int
@@ -267,7 +271,10 @@ type atomicCounters struct{ n atomic.Int64 }
 func (a *atomicCounters) add()        { a.n.Add(1) }
 func (a *atomicCounters) load() int64 { return a.n.Load() }
 
-func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, client, n int, keys []string) outcome {
+// clientOp runs one random operation of a client. Writes go through the
+// client's session (sw): retried until certain or their deadline, applied
+// at most once.
+func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, sw *sessionWriter, client, n int, keys []string) outcome {
 	key, shard, e := rt.pick(rng, keys)
 	if e == nil {
 		return outcomeNone
@@ -283,8 +290,8 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 		return outcomeOK
 	case p < 7: // put
 		pend := rec.Begin(client, linearize.Put(key, value))
-		_, err := e.Propose(octx, shard, engine.PutCommand([]byte(key), []byte(value)))
-		return finishWrite(rt, shard, e, pend, err, linearize.Result{})
+		_, _, err := sw.write(octx, rt, rng, shard, engine.PutCommand([]byte(key), []byte(value)))
+		return finishSessionWrite(pend, err, linearize.Result{})
 	case p < 9: // cas from what a local read says (often stale: fine)
 		cur, _ := e.ReadLocal(shard, engine.GetQuery([]byte(key)))
 		old, found, _ := engine.DecodeGetResult(cur)
@@ -298,13 +305,28 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 			cmd = engine.CASCommand([]byte(key), nil, []byte(value))
 		}
 		pend := rec.Begin(client, op)
-		res, err := e.Propose(octx, shard, cmd)
+		res, _, err := sw.write(octx, rt, rng, shard, cmd)
 		swapped, _, _, _ := engine.DecodeCASResult(res)
-		return finishWrite(rt, shard, e, pend, err, linearize.Result{Swapped: swapped})
+		return finishSessionWrite(pend, err, linearize.Result{Swapped: swapped})
 	default:
 		pend := rec.Begin(client, linearize.Delete(key))
-		_, err := e.Propose(octx, shard, engine.DeleteCommand([]byte(key)))
-		return finishWrite(rt, shard, e, pend, err, linearize.Result{})
+		_, _, err := sw.write(octx, rt, rng, shard, engine.DeleteCommand([]byte(key)))
+		return finishSessionWrite(pend, err, linearize.Result{})
+	}
+}
+
+// finishSessionWrite records the outcome of a session write.
+func finishSessionWrite(pend *linearize.Pending, err error, ok linearize.Result) outcome {
+	switch {
+	case err == nil:
+		pend.End(ok)
+		return outcomeOK
+	case definiteFailure(err):
+		pend.Failed()
+		return outcomeFailed
+	default:
+		pend.Unknown()
+		return outcomeUnknown
 	}
 }
 
