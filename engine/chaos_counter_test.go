@@ -61,7 +61,7 @@ func countOf(v string) (int, error) {
 
 // increment reads a counter on its leader and tries to swap its value for
 // the next count; the read and the swap go into the history too.
-func (cs *counters) increment(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, client, n int) outcome {
+func (cs *counters) increment(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, sw *sessionWriter, client, n int) outcome {
 	key, shard, e := rt.pick(rng, cs.keys)
 	if e == nil {
 		return outcomeNone
@@ -89,9 +89,9 @@ func (cs *counters) increment(ctx context.Context, rt *router, rec *linearize.Re
 		old = cur
 	}
 	pend := rec.Begin(client, op)
-	res, err := e.Propose(octx, shard, engine.CASCommand([]byte(key), old, []byte(next)))
+	res, _, err := sw.write(octx, rt, rng, shard, engine.CASCommand([]byte(key), old, []byte(next)))
 	s.swapped, _, _, _ = engine.DecodeCASResult(res)
-	s.result = finishWrite(rt, shard, e, pend, err, linearize.Result{Swapped: s.swapped})
+	s.result = finishSessionWrite(pend, err, linearize.Result{Swapped: s.swapped})
 	cs.mu.Lock()
 	cs.swaps[next] = s
 	cs.mu.Unlock()

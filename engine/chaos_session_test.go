@@ -85,10 +85,9 @@ type applyKey struct {
 
 func (a applyCounter) Apply(s *engine.ApplyContext, cmd []byte) ([]byte, error) {
 	res, err := a.StateMachine.Apply(s, cmd)
-	// The chaos clients' puts and swaps (keys of one byte, unique values);
-	// not deletes (not unique) nor the counters' swaps (plain proposals,
-	// retried as such).
-	if err == nil && len(cmd) > 2 && (cmd[0] == 1 || cmd[0] == 3) && cmd[1] == 1 {
+	// Puts and swaps (unique values: the client and its operation's
+	// number); not deletes (the same bytes for every delete of a key).
+	if err == nil && len(cmd) > 0 && (cmd[0] == 1 || cmd[0] == 3) {
 		a.mu.Lock()
 		a.n[applyKey{a.node, string(cmd)}]++
 		a.mu.Unlock()

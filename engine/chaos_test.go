@@ -191,7 +191,7 @@ func runLinearizability(t *testing.T, voters int, seed uint64) {
 				if cl < clients {
 					o = clientOp(ctx, rt, rec, crng, sw, cl, n, keys)
 				} else {
-					o = cnt.increment(ctx, rt, rec, crng, cl, n)
+					o = cnt.increment(ctx, rt, rec, crng, sw, cl, n)
 				}
 				switch o {
 				case outcomeOK:
@@ -344,22 +344,6 @@ func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *en
 	value, found, _ = engine.DecodeGetResult(res)
 	pend.End(linearize.Result{Value: string(value), Found: found})
 	return value, found, true
-}
-
-func finishWrite(rt *router, shard uint64, e *engine.Engine, pend *linearize.Pending, err error, ok linearize.Result) outcome {
-	rt.learn(shard, err)
-	switch {
-	case err == nil:
-		rt.success(shard, e.NodeID())
-		pend.End(ok)
-		return outcomeOK
-	case definiteFailure(err):
-		pend.Failed()
-		return outcomeFailed
-	default:
-		pend.Unknown()
-		return outcomeUnknown
-	}
 }
 
 // nemesis injects one fault at a time until stop: partitions, isolation,
