@@ -103,9 +103,13 @@ func (l *liveness) heardFrom(id uint64) (wasDown, stale bool) {
 	if down && l.now-at < staleTicks {
 		return false, true
 	}
-	if _, ok := l.heard[id]; ok {
-		l.heard[id] = l.now
-	}
+	// A node that sends frames here is a peer, whether or not a replica
+	// here names it: it gets this node's per-tick message from now on. (A
+	// node that hosts no replica shared with a leader that suspects it
+	// down would otherwise never be heard by that leader again, and the
+	// leader's quiesced shard would never wake to catch up the replica it
+	// adds there.)
+	l.heard[id] = l.now
 	delete(l.down, id)
 	return down, false
 }
