@@ -356,8 +356,9 @@ type ShardSpec struct {
 // CreateShard bootstraps this node's replica of a new shard. Every node in
 // spec's members must create it with the same spec; a node added later by
 // ChangeReplicas is instead created by the leader's messages and a snapshot.
-// It fails with ErrShardExists, ErrRangeOverlap or ErrTombstoned (a removed
-// replica comes back only through RecreateShard).
+// It fails with ErrShardExists, ErrRangeOverlap or ErrTombstoned (the spec
+// gives this node a replica ID that a removed replica of it had, or lower:
+// a node added back gets a fresh ID through ChangeReplicas).
 func (e *Engine) CreateShard(ctx context.Context, spec ShardSpec) error {
 	if spec.Desc.ShardID == 0 || len(spec.Voters) == 0 || spec.Desc.Start > spec.Desc.Last {
 		return fmt.Errorf("%w: shard spec %+v", ErrBadRequest, spec)

@@ -616,11 +616,12 @@ func (r *replica) status(nodeID uint64) ShardStatus {
 		Quiesced:      r.quiesced,
 		Desc:          desc.Clone(),
 	}
+	joint := len(r.log.ConfState().VotersOutgoing) > 0
 	for _, rep := range desc.Replicas {
 		switch rep.Role {
 		case storage.RoleVoter:
 			st.Voters = append(st.Voters, rep.NodeID)
-			if len(desc.ConfState().VotersOutgoing) > 0 {
+			if joint {
 				st.Outgoing = append(st.Outgoing, rep.NodeID)
 			}
 		case storage.RoleVoterIncoming:
