@@ -200,8 +200,8 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 3 || rep.Rows[0].Variant != "sync-each-shard" || rep.Rows[1].Variant != "send-after-sync" || rep.Rows[2].Variant != "batched" {
-		t.Fatalf("rows %+v, want the baseline, send-after-sync, then batched", rep.Rows)
+	if len(rep.Rows) != 3 || rep.Rows[0].Variant != "sync-in-worker" || rep.Rows[1].Variant != "send-after-sync" || rep.Rows[2].Variant != "async" {
+		t.Fatalf("rows %+v, want the baseline, send-after-sync, then async", rep.Rows)
 	}
 	for _, row := range rep.Rows {
 		r := rec.run(row)
@@ -216,7 +216,7 @@ func TestWrite(t *testing.T) {
 		if row.Metrics["fsyncs_per_op"] <= 0 || row.Metrics["cpu_us_per_op"] <= 0 || row.Metrics["allocs_per_op"] <= 0 {
 			t.Errorf("%s: per-write costs missing: %v", row.Variant, row.Metrics)
 		}
-		if row.Baseline != "sync-each-shard" || row.Ratios["writes_per_s"] <= 0 {
+		if row.Baseline != "sync-in-worker" || row.Ratios["writes_per_s"] <= 0 {
 			t.Errorf("%s: no ratio to the baseline: %q %v", row.Variant, row.Baseline, row.Ratios)
 		}
 	}
@@ -466,7 +466,7 @@ func TestCLI(t *testing.T) {
 	}
 	for _, args := range [][]string{{"nope"}, {"write", "--transport", "carrier-pigeon"}, {"write", "--shards", "0"}, {"write", "extra"},
 		{"write", "--rate", "-1"}, {"write", "--rate", "100", "--rate-of-peak", "0.5"}, {"router", "--rate", "100"},
-		{"failover", "--rate-of-peak", "0.5"}, {"write", "--endpoints", "127.0.0.1:1", "--variants", "batched"},
+		{"failover", "--rate-of-peak", "0.5"}, {"write", "--endpoints", "127.0.0.1:1", "--variants", "async"},
 		{"write", "--endpoints", "127.0.0.1:1,"}} {
 		if code := run(ctx, args, io.Discard, io.Discard); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
@@ -628,7 +628,7 @@ func TestOpenLoadStall(t *testing.T) {
 // TestRateOfPeak runs every variant closed, then open at half its peak.
 func TestRateOfPeak(t *testing.T) {
 	o := shortOptions(t, "write", "--shards", "2", "--payload", "16", "--clients", "4", "--duration", "300ms", "--warmup", "0s",
-		"--rate-of-peak", "0.5", "--variants", "batched")
+		"--rate-of-peak", "0.5", "--variants", "async")
 	rec := newRecorder(o)
 	rep, err := runScenario(testCtx(t), writeScenario, o)
 	if err != nil {

@@ -26,10 +26,12 @@
 // 1,64,1000) x --payload (default 16,128,1024). Reports writes/s,
 // p50/p99/p99.9 latency, CPU time per write (process CPU from getrusage,
 // every node and the clients, divided by writes), allocations per write
-// (runtime.MemStats) and fsyncs per write (engine Stats().Syncs of all
-// nodes). Variants: sync-each-shard (baseline, Config.SyncEachShard: each
-// shard committed and synced on its own) and batched (one synced batch per
-// worker pass).
+// (runtime.MemStats), cores used (process CPU over the window) and fsyncs
+// per write (engine Stats().Syncs of all nodes). Variants: sync-in-worker
+// (baseline, Config.SyncInWorker: each worker commits and fsyncs its pass's
+// batch itself), send-after-sync (Config.SendAfterSync) and async (the
+// engine's path: durability off the workers). --cpuprofile writes a CPU
+// profile of each run's measured window.
 //
 // read: linearizable reads (engine.Read: ReadIndex, then the local state)
 // of each client's key, preloaded; mixes "read" (reads only) and "9:1" (9
@@ -188,6 +190,8 @@ type options struct {
 	endpoints       []string
 	rate            float64
 	rateOfPeak      float64
+	cpuProfile      string          // --cpuprofile prefix
+	runName         string          // the run under way, for profile file names
 	set             map[string]bool // the flags given
 	remote          *remoteCluster  // set by runScenario with --endpoints
 	hooks           hooks
@@ -306,6 +310,7 @@ func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
 		return checkEndpoints(o.endpoints)
 	})
 	fs.Float64Var(&o.rate, "rate", 0, "write, read: open loop at this many operations per second over all clients (0: closed loop)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each run's measured window to PREFIX-<point>-<variant>.pprof")
 	fs.Float64Var(&o.rateOfPeak, "rate-of-peak", 0, "write, read: run each point closed-loop, then open-loop at this fraction of its ops/s (e.g. 0.5)")
 	return fs
 }
@@ -501,6 +506,7 @@ func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) 
 		}
 		n++
 		prog.begin(fmt.Sprintf("%s %s %s", s.Name, p, v.Name), expect)
+		o.runName = strings.NewReplacer(" ", "_", "=", "", "/", "_").Replace(p.String() + "-" + v.Name)
 		if o.hooks.run != nil {
 			o.hooks.run(v, p)
 		}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
@@ -15,11 +17,11 @@ var writeScenario = &scenario{
 	Summary: "closed-loop replicated writes (Put), each client owning one key of one shard, " +
 		"swept over shards and payload",
 	Variants: []variant{
-		{Name: "sync-each-shard", Desc: "each shard's writes committed and fsynced separately",
-			Engine: func(c *engine.Config) { c.SyncEachShard = true }},
-		{Name: "send-after-sync", Desc: "batched, but a leader sends its appends only after its own sync (baseline of early appends)",
+		{Name: "sync-in-worker", Desc: "the path before asynchronous durability: one synced batch per worker pass, committed by the worker, which waits for the fsync",
+			Engine: func(c *engine.Config) { c.SyncInWorker = true }},
+		{Name: "send-after-sync", Desc: "asynchronous durability, but a leader sends its appends only after its own sync (baseline of early appends)",
 			Engine: func(c *engine.Config) { c.SendAfterSync = true }},
-		{Name: "batched", Desc: "one synced batch per worker pass for all its shards; leaders send appends before their sync"},
+		{Name: "async", Desc: "the engine's path: each pass's batch applied at once and synced by Pebble's commit pipeline (fsyncs shared by every worker), messages and Advance after the sync; the worker never waits; leaders send appends before their write"},
 	},
 	Params: []string{"shards", "payload", "clients"},
 	Columns: []column{
@@ -28,6 +30,7 @@ var writeScenario = &scenario{
 		{"p99_us", "p99", fmtMicros},
 		{"p999_us", "p99.9", fmtMicros},
 		{"cpu_us_per_op", "cpu/write", fmtMicros},
+		{"cores_used", "cores", fmtFloat},
 		{"allocs_per_op", "allocs/write", fmtFloat},
 		{"fsyncs_per_op", "fsyncs/write", fmtFloat},
 	},
@@ -139,9 +142,11 @@ func measureLoad(ctx context.Context, o *options, syncs func() uint64, spec load
 	if syncs != nil {
 		syncs0 = syncs()
 	}
+	stopProfile := o.startProfile()
 	u0 := readUsage()
 	t := runLoad(ctx, spec)
 	u1 := readUsage()
+	stopProfile()
 	if syncs != nil {
 		syncs1 = syncs()
 	}
@@ -176,6 +181,9 @@ func loadRow(t *tally, u0, u1 usage) Row {
 		}
 	}
 	m["cpu_us_per_op"] = perOp(us(u1.cpu-u0.cpu), ops)
+	if secs > 0 {
+		m["cores_used"] = (u1.cpu - u0.cpu).Seconds() / secs
+	}
 	m["allocs_per_op"] = perOp(float64(u1.mallocs-u0.mallocs), ops)
 	return r
 }
@@ -237,4 +245,30 @@ func runRead(ctx context.Context, o *options, v variant, p point, dir string) (R
 		},
 	}
 	return measureLoad(ctx, o, c.syncs, spec), nil
+}
+
+// startProfile starts a CPU profile of the run under way if --cpuprofile is
+// set, and returns what stops it. A profile that cannot be written is
+// reported on stderr and the run goes on.
+func (o *options) startProfile() (stop func()) {
+	if o.cpuProfile == "" {
+		return func() {}
+	}
+	name := o.cpuProfile + "-" + o.runName + ".pprof"
+	f, err := os.Create(name)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: cpu profile: %v\n", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: cpu profile: %v\n", err)
+		}
+	}
 }

@@ -71,9 +71,15 @@ type Config struct {
 	// DisableQuiescence keeps idle shards ticking and heartbeating. A
 	// baseline for benchmarks.
 	DisableQuiescence bool
+	// SyncInWorker makes a worker commit and sync each pass's batch itself,
+	// waiting for the fsync before it sends, answers and advances: the path
+	// before durability moved off the workers (see ready.go), kept as the
+	// baseline of benchmarks (bench variant sync-in-worker). Leave it off.
+	SyncInWorker bool
 	// SyncEachShard commits and syncs each shard's writes separately instead
-	// of once per worker pass: the baseline that benchmarks compare the
-	// batched path against. Never faster; leave it off.
+	// of once per worker pass (implies SyncInWorker): the baseline that
+	// benchmarks compare the batched path against. Never faster; leave it
+	// off.
 	SyncEachShard bool
 	// SendAfterSync holds a leader's MsgApps until its own append is synced
 	// (the order raft's Ready contract asks for everything else): the

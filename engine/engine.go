@@ -29,6 +29,7 @@ type Engine struct {
 	closed     atomic.Bool
 	stop       chan struct{}
 	wg         sync.WaitGroup
+	syncers    sync.WaitGroup // the workers' syncLoops
 	snapSem    chan struct{}
 	raftLog    raft.Logger
 	stats      engineStats
@@ -182,6 +183,8 @@ func New(cfg Config, t Transport) (*Engine, error) {
 	for _, w := range e.workers {
 		e.wg.Add(1)
 		go w.run()
+		e.syncers.Add(1)
+		go w.syncLoop()
 	}
 	e.wg.Add(1)
 	go e.tickLoop()
@@ -301,6 +304,12 @@ func (e *Engine) Close() error {
 	close(e.stop)
 	terr := e.transport.Close()
 	e.wg.Wait()
+	// The workers are gone: no batch is handed off any more. The syncers
+	// wait for the ones in flight, whose passes then fail in shutdown.
+	for _, w := range e.workers {
+		close(w.syncq)
+	}
+	e.syncers.Wait()
 	for _, w := range e.workers {
 		w.shutdown()
 	}

@@ -7,21 +7,53 @@ import (
 
 	"github.com/flotilla-db/flotilla/group"
 	"github.com/flotilla-db/flotilla/heartbeat"
+	"github.com/flotilla-db/flotilla/storage"
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 	"go.etcd.io/raft/v3/tracker"
 )
 
-// handleReady processes the Ready of every dirty shard, batched across
-// shards:
+// Durability off the workers. A pass takes the Ready of every dirty shard
+// that is not busy and writes one Pebble batch for all of them: snapshots
+// (ingested first), log entries, HardStates, the state machine's writes for
+// the committed entries and the applied indexes. Then:
 //
-//  1. collect the Readies;
-//  2. one Pebble batch: snapshots (ingested first), log entries, HardStates,
-//     the state machine's writes for the committed entries and the applied
-//     indexes; committed with one sync if any shard needs it;
-//  3. messages, one Send per destination node;
-//  4. results to the waiting proposals and reads, leader events;
-//  5. Advance; shards with more work go round again.
+//   - a batch that needs no sync (no entries, no vote or term change) is
+//     committed at once, and the pass finishes: messages sent, results
+//     handed out, Advance;
+//   - a batch that needs one is applied with Pebble's ApplyNoSyncWait: its
+//     writes are visible at once, and the proposals whose entries it
+//     applied are answered (committed entries are on a quorum's disks: in
+//     raft's synchronous mode a leader counts its own append only at
+//     Advance, after its sync). Its shards are busy: the worker takes no
+//     other Ready of theirs. The syncer waits for the sync (Pebble's commit
+//     pipeline lets the batches of every worker share one) and hands the
+//     pass back through the inbox; only then does the worker send the
+//     pass's messages (votes, acknowledgements of followers, everything but
+//     a leader's MsgApps of its current term, which went before the write:
+//     followers then write in parallel with their leader) and Advance.
+//
+// Meanwhile the worker goes on with the other shards: stepping messages,
+// taking proposals and writing the next passes. A worker never waits for an
+// fsync. With Config.SyncInWorker (the baseline of benchmarks) it commits
+// and syncs each pass's batch itself before it finishes the pass.
+
+// syncQueueLen bounds the passes of a worker waiting for their sync; a
+// worker that has that many waits for the syncer (never in practice: one
+// sync covers all of them).
+const syncQueueLen = 1024
+
+// inflight is a pass whose batch waits for its sync.
+type inflight struct {
+	b   *storage.Batch
+	rds []readyShard
+	t0  time.Time // applied
+}
+
+// handleReady processes the Ready of every dirty shard, batched across
+// shards: collect the Readies; write one batch; commit it (or hand it to
+// the syncer); send the messages, hand out results, Advance. Shards with
+// more work go round again.
 func (w *worker) handleReady() {
 	t0 := time.Now()
 	defer func() { w.e.stats.passNanos.Add(uint64(time.Since(t0))) }()
@@ -32,7 +64,7 @@ func (w *worker) handleReady() {
 	if len(w.dirty) > 0 {
 		for _, r := range w.dirty {
 			r.dirty = false
-			if !r.destroyed && r.g.RN.HasReady() {
+			if !r.destroyed && !r.busy && r.g.RN.HasReady() {
 				w.rds = append(w.rds, readyShard{r: r, rd: r.g.RN.Ready()})
 			}
 		}
@@ -45,33 +77,21 @@ func (w *worker) handleReady() {
 		if !w.e.cfg.SendAfterSync {
 			w.sendAppendsEarly()
 		}
-		w.persistAndApply()
-		w.send()
-		for _, c := range w.done {
-			c.p.Complete(c.res)
-		}
-		clear(w.done)
-		w.done = w.done[:0]
-		w.e.publishLeaders(w.leaderEvs)
-		w.leaderEvs = w.leaderEvs[:0]
-		w.e.descHub.publish(w.descEvs)
-		clear(w.descEvs)
-		w.descEvs = w.descEvs[:0]
-		for i := range w.rds {
-			rs := &w.rds[i]
-			if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
-				applied, _ := rs.r.log.Applied()
-				rs.r.g.Applied(applied)
+		if w.e.cfg.SyncInWorker || w.e.cfg.SyncEachShard {
+			w.persistAndApply()
+			w.commit()
+			w.completeAll()
+			w.finish(w.rds)
+		} else {
+			w.persistAndApply()
+			w.mergeApplyBatch()
+			if w.batch.NeedsSync() {
+				w.handOff()
+			} else {
+				w.commit()
+				w.completeAll()
+				w.finish(w.rds)
 			}
-			rs.r.g.RN.Advance(rs.rd)
-			if rs.r.remove {
-				w.destroy(rs.r)
-				continue
-			}
-			if rs.r.g.RN.HasReady() {
-				w.markDirty(rs.r)
-			}
-			rs.rd = raft.Ready{}
 		}
 		clear(w.rds)
 		w.rds = w.rds[:0]
@@ -81,6 +101,121 @@ func (w *worker) handleReady() {
 	}
 	clear(w.staged)
 	w.staged = w.staged[:0]
+}
+
+// handOff applies the pass's batch without waiting for its sync, answers
+// the proposals it applied, and hands the pass to the syncer.
+func (w *worker) handOff() {
+	b := w.batch
+	w.e.stats.syncs.Add(1)
+	w.e.stats.commits.Add(1)
+	if err := b.ApplyNoSyncWait(); err != nil {
+		panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+	}
+	w.completeAll()
+	var f *inflight
+	if n := len(w.spareF); n > 0 {
+		f, w.spareF = w.spareF[n-1], w.spareF[:n-1]
+	} else {
+		f = new(inflight)
+	}
+	f.b, f.t0 = b, time.Now()
+	f.rds = append(f.rds[:0], w.rds...)
+	for i := range f.rds {
+		f.rds[i].r.busy = true
+	}
+	if n := len(w.spareB); n > 0 {
+		w.batch, w.spareB = w.spareB[n-1], w.spareB[:n-1]
+	} else {
+		w.batch = w.e.store.NewBatch()
+	}
+	w.inflight++
+	w.syncq <- f
+}
+
+// syncLoop waits for the sync of each batch handed off by the worker, in
+// order, and hands the pass back to the worker. It ends when the worker's
+// queue is closed (Close, after the worker stopped).
+func (w *worker) syncLoop() {
+	defer w.e.syncers.Done()
+	for f := range w.syncq {
+		if err := f.b.SyncWait(); err != nil {
+			panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+		}
+		d := time.Since(f.t0)
+		w.e.stats.commitNanos.Add(uint64(d))
+		w.e.syncLatency.observe(d)
+		in := w.lockInbox()
+		if in == nil {
+			f.b.Close()
+			continue
+		}
+		in.synced = append(in.synced, f)
+		w.unlockInbox()
+	}
+}
+
+// finishSynced finishes a pass whose batch is durable now.
+func (w *worker) finishSynced(f *inflight) {
+	w.inflight--
+	for i := range f.rds {
+		f.rds[i].r.busy = false
+	}
+	w.finish(f.rds)
+	clear(f.rds)
+	f.rds = f.rds[:0]
+	f.b.Reset()
+	w.spareB = append(w.spareB, f.b)
+	f.b = nil
+	w.spareF = append(w.spareF, f)
+}
+
+// completeAll answers the proposals applied by the pass and publishes its
+// leader and descriptor events.
+func (w *worker) completeAll() {
+	for _, c := range w.done {
+		c.p.Complete(c.res)
+	}
+	clear(w.done)
+	w.done = w.done[:0]
+	w.e.publishLeaders(w.leaderEvs)
+	w.leaderEvs = w.leaderEvs[:0]
+	w.e.descHub.publish(w.descEvs)
+	clear(w.descEvs)
+	w.descEvs = w.descEvs[:0]
+}
+
+// finish ends the Readies of a pass whose writes are durable: their
+// messages go out, reads are served, raft advances; a shard with more work
+// is dirty again.
+func (w *worker) finish(rds []readyShard) {
+	w.send(rds)
+	for i := range rds {
+		rs := &rds[i]
+		if rs.r.destroyed {
+			rs.rd = raft.Ready{}
+			continue // superseded while its batch was syncing
+		}
+		if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
+			applied, _ := rs.r.log.Applied()
+			rs.r.g.Applied(applied)
+		}
+		rs.r.g.RN.Advance(rs.rd)
+		if len(rs.rd.CommittedEntries) > 0 && !rs.r.remove {
+			// Only now: raft reads the entries it has not advanced past
+			// yet (unapplied conf changes) from the log. The truncation
+			// goes in the next pass's batch.
+			w.maybeTruncate(rs.r)
+		}
+		rs.rd = raft.Ready{}
+		if rs.r.remove {
+			w.destroy(rs.r)
+			continue
+		}
+		if rs.r.g.RN.HasReady() {
+			w.markDirty(rs.r)
+		}
+	}
 }
 
 func (w *worker) persistAndApply() {
@@ -115,25 +250,29 @@ func (w *worker) persistAndApply() {
 			t0 := time.Now()
 			w.apply(r, rd.CommittedEntries)
 			w.e.applyLatency.observe(time.Since(t0))
-			w.maybeTruncate(r)
 		}
 		if w.e.cfg.SyncEachShard {
 			w.commit()
 		}
 	}
-	w.commit()
+}
+
+// mergeApplyBatch moves the state machine's writes of the pass into the
+// pass's batch.
+func (w *worker) mergeApplyBatch() {
+	if !w.applyBatch.Empty() {
+		if err := w.batch.Pebble().Apply(w.applyBatch, nil); err != nil {
+			panic(fmt.Sprintf("engine: merge apply batch: %v", err))
+		}
+		w.applyBatch.Reset()
+	}
 }
 
 // commit writes the pass's batch (with the state machine's writes merged
 // in), synced if any shard needs it.
 func (w *worker) commit() {
 	b := w.batch
-	if !w.applyBatch.Empty() {
-		if err := b.Pebble().Apply(w.applyBatch, nil); err != nil {
-			panic(fmt.Sprintf("engine: merge apply batch: %v", err))
-		}
-		w.applyBatch.Reset()
-	}
+	w.mergeApplyBatch()
 	if !b.Empty() {
 		if b.NeedsSync() {
 			w.e.stats.syncs.Add(1)
@@ -217,12 +356,15 @@ func (w *worker) maybeTruncate(r *replica) {
 	}
 }
 
-// send hands every message of this pass to the transport, one Send per
+// send hands every message of rds to the transport, one Send per
 // destination node; snapshots go out on their own stream.
-func (w *worker) send() {
+func (w *worker) send(rds []readyShard) {
 	coalesce := w.e.coalesce
-	for i := range w.rds {
-		r, rd := w.rds[i].r, &w.rds[i].rd
+	for i := range rds {
+		r, rd := rds[i].r, &rds[i].rd
+		if r.destroyed {
+			continue
+		}
 		for j := range rd.Messages {
 			m := &rd.Messages[j]
 			if m.Type == raftpb.MsgPreVoteResp && m.Reject {
@@ -249,11 +391,11 @@ func (w *worker) send() {
 // Ready, and still leads, before the pass's batch is written and synced:
 // the followers then append and sync in parallel with the leader instead of
 // after it. Raft allows it (messages may go out while the entries of the
-// same Ready are being persisted; etcd raft's README), and nothing here
-// can count a follower's acknowledgement before the leader's own append is
-// durable: the acknowledgements are stepped in a later cycle of this
-// worker, after this pass's commit. A Ready whose HardState changes the
-// term keeps all its messages for after the sync.
+// same Ready are being persisted; etcd raft's README): a leader counts its
+// own append only at Advance, after its sync, so an entry commits before
+// the leader's sync only if enough followers hold it durably without the
+// leader. A Ready whose HardState changes the term keeps all its messages
+// for after the sync.
 func (w *worker) sendAppendsEarly() {
 	sent := false
 	for i := range w.rds {

@@ -43,6 +43,13 @@ type worker struct {
 	leaderEvs  []LeaderEvent
 	descEvs    []DescriptorEvent
 	staged     []*replica // replicas holding staged snapshots this cycle
+	// Asynchronous durability (ready.go): passes whose batch waits for its
+	// sync, the syncer's queue, and spare batches and passes for reuse.
+	syncq     chan *inflight
+	inflight  int // passes handed to the syncer and not finished
+	spareB    []*storage.Batch
+	spareF    []*inflight
+	waitSnaps []snapReq // snapshots for replicas that were busy
 }
 
 type inbox struct {
@@ -52,7 +59,9 @@ type inbox struct {
 	reads []readReq
 	snaps []snapReq
 	fns   []func()
-	ticks int
+	// synced: passes whose batch is durable now, from the syncer.
+	synced []*inflight
+	ticks  int
 }
 
 func (in *inbox) reset() {
@@ -63,7 +72,9 @@ func (in *inbox) reset() {
 	clear(in.reads)
 	clear(in.snaps)
 	clear(in.fns)
+	clear(in.synced)
 	in.msgs, in.props, in.reads, in.snaps, in.fns, in.ticks = in.msgs[:0], in.props[:0], in.reads[:0], in.snaps[:0], in.fns[:0], 0
+	in.synced = in.synced[:0]
 }
 
 type proposalReq struct {
@@ -112,6 +123,9 @@ type replica struct {
 	log    *storage.Log
 	staged []stagedSnap
 	dirty  bool
+	// busy: raft handed out a Ready that is not advanced yet: its batch
+	// waits for its sync (ready.go). No other Ready is taken meanwhile.
+	busy   bool
 	remove bool
 	// destroyed: the replica is gone (a newer one of this node superseded
 	// it mid-cycle); a pass must not touch its storage again.
@@ -138,6 +152,7 @@ func newWorker(e *Engine, id int) *worker {
 		batch:      e.store.NewBatch(),
 		applyBatch: e.store.DB().NewIndexedBatch(),
 		out:        make(map[uint64][]Message),
+		syncq:      make(chan *inflight, syncQueueLen),
 	}
 	w.actx.rule = e.cfg.PartitionRule
 	return w
@@ -178,10 +193,8 @@ func (w *worker) open(log *storage.Log) (*replica, error) {
 
 // nodeOf returns the node of one of r's replicas (0 if unknown).
 func (r *replica) nodeOf(replicaID uint64) uint64 {
-	if d, ok := r.log.Descriptor(); ok {
-		if rep, ok := d.Replica(replicaID); ok {
-			return rep.NodeID
-		}
+	if n := r.log.NodeOf(replicaID); n != 0 {
+		return n
 	}
 	for _, rep := range r.former {
 		if rep.ReplicaID == replicaID {
@@ -399,9 +412,15 @@ func (w *worker) shutdown() {
 	for _, r := range in.reads {
 		r.r.Done <- group.Result{Err: ErrClosed}
 	}
-	for _, s := range in.snaps {
+	for _, s := range append(in.snaps, w.waitSnaps...) {
 		s.staged.Abort()
 		s.done <- ErrClosed
+	}
+	for _, f := range in.synced {
+		f.b.Close()
+	}
+	for _, b := range w.spareB {
+		b.Close()
 	}
 	for _, r := range w.shards {
 		r.g.FailAll(ErrClosed)
@@ -422,6 +441,16 @@ func (w *worker) cycle() {
 	w.e.stats.cycles.Add(1)
 	w.e.stats.msgsIn.Add(uint64(len(in.msgs)))
 	w.e.stats.propsIn.Add(uint64(len(in.props)))
+	for _, f := range in.synced {
+		w.finishSynced(f)
+	}
+	if len(w.waitSnaps) > 0 {
+		waiting := w.waitSnaps
+		w.waitSnaps = nil
+		for _, s := range waiting {
+			w.stepSnapshot(s)
+		}
+	}
 	for _, fn := range in.fns {
 		fn()
 	}

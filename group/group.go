@@ -129,7 +129,7 @@ type Group struct {
 	term      uint64
 	state     raft.StateType
 
-	proposals map[uint64]*Proposal // by proposal ID; nil when none
+	proposals map[uint64]*Proposal // by proposal ID; nil until the first, kept empty after (a shard that writes once writes again)
 	fresh     []*Proposal          // proposed since the last Ready
 	reads     []*Read              // waiting reads in request order
 	// pendingConf is the index of the last conf change this replica
@@ -459,9 +459,6 @@ func (g *Group) Applied(index uint64) {
 			delete(g.proposals, id)
 			p.Done <- Result{Err: ErrProposalDropped, Index: p.index}
 		}
-	}
-	if len(g.proposals) == 0 {
-		g.proposals = nil
 	}
 	if len(g.reads) == 0 {
 		return

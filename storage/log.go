@@ -63,6 +63,20 @@ func (l *Log) Descriptor() (Descriptor, bool) {
 	return *l.desc, true
 }
 
+// NodeOf returns the node of the replica with replicaID in the shard's
+// descriptor (0 if none): Descriptor without the copy, for the per-message
+// lookups of the hot path.
+func (l *Log) NodeOf(replicaID uint64) uint64 {
+	if l.desc != nil {
+		for i := range l.desc.Replicas {
+			if r := &l.desc.Replicas[i]; r.ReplicaID == replicaID {
+				return r.NodeID
+			}
+		}
+	}
+	return 0
+}
+
 // Applied returns the applied index and its term.
 func (l *Log) Applied() (index, term uint64) { return l.applied, l.appliedTerm }
 
@@ -399,6 +413,30 @@ func (b *Batch) Commit(sync bool) error {
 	}
 	if err := b.b.Commit(opts); err != nil {
 		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return nil
+}
+
+// ApplyNoSyncWait writes b to the store, synced, without waiting for the
+// sync: b's writes are visible when it returns, durable once SyncWait has
+// returned nil. Pebble's commit pipeline lets the batches of every worker
+// that are waiting for a sync share one (CockroachDB writes its raft log
+// the same way). b must not be reset, reused or closed before SyncWait.
+func (b *Batch) ApplyNoSyncWait() error {
+	if b.s.closed.Load() {
+		return ErrClosed
+	}
+	b.flushState()
+	if err := b.s.db.ApplyNoSyncWait(b.b, pebble.Sync); err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return nil
+}
+
+// SyncWait waits until a batch written by ApplyNoSyncWait is durable.
+func (b *Batch) SyncWait() error {
+	if err := b.b.SyncWait(); err != nil {
+		return fmt.Errorf("storage: sync: %w", err)
 	}
 	return nil
 }
