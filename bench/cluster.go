@@ -262,7 +262,7 @@ func (c *cluster) syncs() uint64 {
 	var total uint64
 	for _, id := range c.ids() {
 		if e := c.engine(id); e != nil {
-			total += e.Stats().Syncs
+			total += e.Stats().FileSyncs
 		}
 	}
 	return total

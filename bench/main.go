@@ -27,11 +27,11 @@
 // p50/p99/p99.9 latency, CPU time per write (process CPU from getrusage,
 // every node and the clients, divided by writes), allocations per write
 // (runtime.MemStats), cores used (process CPU over the window) and fsyncs
-// per write (engine Stats().Syncs of all nodes). Variants: sync-in-worker
-// (baseline, Config.SyncInWorker: each worker commits and fsyncs its pass's
-// batch itself), send-after-sync (Config.SendAfterSync) and async (the
-// engine's path: durability off the workers). --cpuprofile writes a CPU
-// profile of each run's measured window.
+// per write (file syncs of all stores, engine Stats().FileSyncs). Variants:
+// sync-in-worker (baseline, Config.SyncInWorker: each worker commits and
+// fsyncs its pass's batch itself) and async (the engine's path: durability
+// off the workers). --cpuprofile writes a CPU profile of each run's
+// measured window.
 //
 // read: linearizable reads (engine.Read: ReadIndex, then the local state)
 // of each client's key, preloaded; mixes "read" (reads only) and "9:1" (9

@@ -19,9 +19,7 @@ var writeScenario = &scenario{
 	Variants: []variant{
 		{Name: "sync-in-worker", Desc: "the path before asynchronous durability: one synced batch per worker pass, committed by the worker, which waits for the fsync",
 			Engine: func(c *engine.Config) { c.SyncInWorker = true }},
-		{Name: "send-after-sync", Desc: "asynchronous durability, but a leader sends its appends only after its own sync (baseline of early appends)",
-			Engine: func(c *engine.Config) { c.SendAfterSync = true }},
-		{Name: "async", Desc: "the engine's path: each pass's batch applied at once and synced by Pebble's commit pipeline (fsyncs shared by every worker), messages and Advance after the sync; the worker never waits; leaders send appends before their write"},
+		{Name: "async", Desc: "the engine's path: raft's asynchronous storage writes; each pass's batch applied at once and synced by Pebble's commit pipeline (fsyncs shared by every worker); only what depends on a write waits for its sync; the worker never waits"},
 	},
 	Params: []string{"shards", "payload", "clients"},
 	Columns: []column{
@@ -41,7 +39,7 @@ var writeScenario = &scenario{
 	OpenLoop:  true,
 	Notes: []string{
 		"cpu/write and allocs/write: the whole process (every node and the clients) divided by acknowledged writes",
-		"fsyncs/write: synced batch commits of all nodes (engine Stats().Syncs) divided by acknowledged writes",
+		"fsyncs/write: file syncs of all nodes' stores (engine Stats().FileSyncs: write-ahead log, sstables, manifest) divided by acknowledged writes",
 	},
 	Points: func(o *options) ([]point, error) {
 		var ps []point

@@ -172,7 +172,7 @@ func benchPropose(b *testing.B, shards int, syncEach, grpc, sessions bool) {
 func totalSyncs(c *testcluster.Cluster) uint64 {
 	var n uint64
 	for _, id := range c.IDs() {
-		n += c.Engine(id).Stats().Syncs
+		n += c.Engine(id).Stats().FileSyncs
 	}
 	return n
 }

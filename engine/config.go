@@ -81,10 +81,11 @@ type Config struct {
 	// benchmarks compare the batched path against. Never faster; leave it
 	// off.
 	SyncEachShard bool
-	// SendAfterSync holds a leader's MsgApps until its own append is synced
-	// (the order raft's Ready contract asks for everything else): the
-	// baseline of sending them first, so that followers write in parallel
-	// with the leader. Leave it off.
+	// SendAfterSync (with SyncInWorker only) holds a leader's MsgApps until
+	// its own append is synced (the order raft's Ready contract asks for
+	// everything else): the baseline of sending them first, so that
+	// followers write in parallel with the leader. Leave it off. (On the
+	// asynchronous path raft itself tells what may go before the sync.)
 	SendAfterSync bool
 	// SessionTTL is how long a client session (ProposeSession) is kept after
 	// its last write; default 1h. A leader proposes, at most every

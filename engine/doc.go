@@ -26,24 +26,37 @@
 // life; only that worker touches its raft.RawNode (package group) and its
 // storage.Log. Everything else reaches the worker through its inbox: incoming
 // messages, proposals, reads, ticks and closures. A worker cycle takes the
-// whole inbox, steps it into the shards, then makes one pass over every shard
+// whole inbox (first the append responses of passes whose batch became
+// durable), steps it into the shards, then makes one pass over every shard
 // that has a Ready (ready.go):
 //
 //  1. snapshots accepted by raft are ingested (atomically with the shard's
 //     new raft state);
 //  2. log entries, HardStates, the state machine's writes for the committed
 //     entries and the applied indexes of all those shards go into ONE Pebble
-//     batch, committed with ONE sync if any shard needs it;
-//  3. messages go out, one Send per destination node (heartbeats into the
-//     node's coalescer instead, see package heartbeat);
-//  4. waiting proposals and reads complete, leader-change events publish;
-//  5. Advance. A shard with more work goes in the next pass, after the worker
-//     has taken its inbox again, so that it batches with what arrived.
+//     batch, applied at once (visible) and synced by Pebble's commit
+//     pipeline, which lets the batches of every worker share one fsync;
+//  3. messages that do not wait for durability go out, one Send per
+//     destination node (heartbeats into the node's coalescer instead, see
+//     package heartbeat); proposals and reads the pass completed are
+//     answered, leader-change events publish;
+//  4. the worker goes on: the append responses (a replica's own
+//     acknowledgement, a follower's MsgAppResp, a vote) come back through
+//     the inbox once the worker's syncer has seen the batch durable.
 //
-// Durability. Messages leave only after the batch that holds what they
-// depend on is committed. Applying writes the data and the applied index in
-// the same batch as the log, so a restart neither re-applies nor skips an
-// entry; a follower whose commit index alone moved does not sync.
+// A shard with more work goes in the next pass, after the worker has taken
+// its inbox again, so that it batches with what arrived.
+//
+// Durability. raft runs in its asynchronous storage mode (AsyncStorageWrites):
+// a message that depends on a write (an acknowledgement, a vote, a leader
+// counting its own append) is delivered only after the batch that holds the
+// write is durable, and raft hands out for applying only entries durable on
+// this node. No worker waits for an fsync. Applying writes the data and the
+// applied index in the same batch as the log, so a restart neither
+// re-applies nor skips an entry; a pass that holds neither entries nor a
+// vote or term change does not sync. Config.SyncInWorker restores the
+// synchronous path (raft's Ready/Advance, the worker committing and syncing
+// each pass itself), the baseline of benchmarks.
 //
 // Proposals carry an ID (package group) matched at apply; a proposal whose
 // index was taken by another leader's entry fails with ErrProposalDropped,

@@ -68,7 +68,7 @@ type shardRanges struct {
 
 type engineStats struct {
 	applied     atomic.Uint64 // commands applied by the state machine
-	syncs       atomic.Uint64 // synced batch commits
+	syncs       atomic.Uint64 // synced batch commits (or hand-offs to the syncer)
 	commits     atomic.Uint64 // batch commits
 	snapsSent   atomic.Uint64
 	snapsRecv   atomic.Uint64
@@ -92,8 +92,14 @@ type engineStats struct {
 
 // Stats are counters of an engine since it started.
 type Stats struct {
-	Applied             uint64 // commands applied by the state machine
-	Syncs               uint64 // synced batch commits (fsyncs)
+	Applied uint64 // commands applied by the state machine
+	// Syncs counts the synced batch commits: the passes whose batch needed
+	// a sync. Batches of several workers may share one fsync: FileSyncs
+	// counts those.
+	Syncs uint64
+	// FileSyncs counts the store's file syncs (fsyncs of the write-ahead
+	// log, sstables and manifest).
+	FileSyncs           uint64
 	Commits             uint64 // batch commits
 	SnapshotsSent       uint64
 	SnapshotsRecv       uint64
@@ -742,6 +748,7 @@ func (e *Engine) Stats() Stats {
 	return Stats{
 		Applied:             e.stats.applied.Load(),
 		Syncs:               e.stats.syncs.Load(),
+		FileSyncs:           e.store.FileSyncs(),
 		Commits:             e.stats.commits.Load(),
 		SnapshotsSent:       e.stats.snapsSent.Load(),
 		SnapshotsRecv:       e.stats.snapsRecv.Load(),

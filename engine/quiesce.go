@@ -271,7 +271,7 @@ func (w *worker) tickReplica(r *replica) {
 
 // idleLeader reports whether r leads and has nothing in flight.
 func (w *worker) idleLeader(r *replica) bool {
-	if !r.g.IsLeader() || r.g.Pending() > 0 || r.dirty || r.busy || r.g.RN.HasReady() {
+	if !r.g.IsLeader() || r.g.Pending() > 0 || r.dirty || r.unsynced > 0 || r.g.RN.HasReady() {
 		return false
 	}
 	bs := r.g.RN.BasicStatus()

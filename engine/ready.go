@@ -13,58 +13,74 @@ import (
 	"go.etcd.io/raft/v3/tracker"
 )
 
-// Durability off the workers. A pass takes the Ready of every dirty shard
-// that is not busy and writes one Pebble batch for all of them: snapshots
+// Durability off the workers. raft runs in its asynchronous storage mode
+// (etcd raft's AsyncStorageWrites): a Ready is never advanced; what to
+// persist comes with a message to the local append thread, whose responses
+// (the replica's own acknowledgement of its append, a follower's MsgAppResp,
+// a vote) may only be delivered once the write is durable, and what to apply
+// with a message to the local apply thread. A pass takes the Ready of every
+// dirty shard and writes one Pebble batch for all of them: snapshots
 // (ingested first), log entries, HardStates, the state machine's writes for
-// the committed entries and the applied indexes. Then:
+// the committed entries (raft hands out only entries durable here) and the
+// applied indexes. Then:
 //
-//   - a batch that needs no sync (no entries, no vote or term change) is
-//     committed at once, and the pass finishes: messages sent, results
-//     handed out, Advance;
-//   - a batch that needs one is applied with Pebble's ApplyNoSyncWait: its
-//     writes are visible at once, and the proposals whose entries it
-//     applied are answered (committed entries are on a quorum's disks: in
-//     raft's synchronous mode a leader counts its own append only at
-//     Advance, after its sync). Its shards are busy: the worker takes no
-//     other Ready of theirs. The syncer waits for the sync (Pebble's commit
-//     pipeline lets the batches of every worker share one) and hands the
-//     pass back through the inbox; only then does the worker send the
-//     pass's messages (votes, acknowledgements of followers, everything but
-//     a leader's MsgApps of its current term, which went before the write:
-//     followers then write in parallel with their leader) and Advance.
+//  1. the batch is applied with Pebble's ApplyNoSyncWait if it needs a sync
+//     (its writes are visible at once) and handed to the worker's syncer,
+//     or committed at once if it needs none;
+//  2. the messages that do not wait for durability go out at once (a
+//     leader's appends: followers write in parallel with their leader's
+//     sync; a snapshot, which must hold the pass's writes);
+//  3. the proposals it applied are answered, reads whose index it reached
+//     are served, and raft is told what was applied;
+//  4. once the syncer has seen the batch durable (Pebble's commit pipeline
+//     lets the batches of every worker share one fsync), the worker steps
+//     the append responses addressed to its replicas and sends the others.
 //
-// Meanwhile the worker goes on with the other shards: stepping messages,
-// taking proposals and writing the next passes. A worker never waits for an
-// fsync. With Config.SyncInWorker (the baseline of benchmarks) it commits
-// and syncs each pass's batch itself before it finishes the pass.
+// Append responses are delivered in the order of their passes, so the
+// responses of a pass that needed no sync wait behind those of earlier
+// passes still syncing. The worker never waits for an fsync: while a
+// batch syncs it steps messages, takes proposals and writes the next
+// passes, and a shard may have several appends in flight. A leader counts
+// its own append only when its response is stepped, after the sync; a
+// follower acknowledges only what is durable; votes and term changes are
+// durable before they are sent (their responses wait like the others).
+//
+// With Config.SyncInWorker (the baseline of benchmarks) raft runs in its
+// synchronous mode and the worker commits and syncs each pass's batch
+// itself, then sends, answers and calls Advance.
 
 // syncQueueLen bounds the passes of a worker waiting for their sync; a
 // worker that has that many waits for the syncer (never in practice: one
 // sync covers all of them).
 const syncQueueLen = 1024
 
-// inflight is a pass whose batch waits for its sync.
+// inflight is a pass whose append responses wait for its batch's sync (b
+// nil: the batch needed none, the responses wait behind earlier passes).
 type inflight struct {
-	b   *storage.Batch
-	rds []readyShard
-	t0  time.Time // applied
+	b     *storage.Batch
+	resps []localResp
+	t0    time.Time // applied
+}
+
+// localResp is a response of the local append thread, for replica r.
+type localResp struct {
+	r *replica
+	m raftpb.Message
 }
 
 // handleReady processes the Ready of every dirty shard, batched across
-// shards: collect the Readies; write one batch; commit it (or hand it to
-// the syncer); send the messages, hand out results, Advance. Shards with
-// more work go round again.
+// shards. Shards with more work go round again.
 func (w *worker) handleReady() {
 	t0 := time.Now()
 	defer func() { w.e.stats.passNanos.Add(uint64(time.Since(t0))) }()
-	// One pass: shards that have more work after Advance stay dirty and go
-	// in the next pass, after the worker has taken its inbox again, so that
+	// One pass: shards that have more work after it stay dirty and go in
+	// the next pass, after the worker has taken its inbox again, so that
 	// the pass batches them with everything that arrived meanwhile.
 	w.rds = w.rds[:0]
 	if len(w.dirty) > 0 {
 		for _, r := range w.dirty {
 			r.dirty = false
-			if !r.destroyed && !r.busy && r.g.RN.HasReady() {
+			if !r.destroyed && r.g.RN.HasReady() {
 				w.rds = append(w.rds, readyShard{r: r, rd: r.g.RN.Ready()})
 			}
 		}
@@ -74,24 +90,10 @@ func (w *worker) handleReady() {
 	if len(w.rds) > 0 {
 		w.e.stats.passes.Add(1)
 		w.e.stats.readies.Add(uint64(len(w.rds)))
-		if !w.e.cfg.SendAfterSync {
-			w.sendAppendsEarly()
-		}
 		if w.e.cfg.SyncInWorker || w.e.cfg.SyncEachShard {
-			w.persistAndApply()
-			w.commit()
-			w.completeAll()
-			w.finish(w.rds)
+			w.passInWorker()
 		} else {
-			w.persistAndApply()
-			w.mergeApplyBatch()
-			if w.batch.NeedsSync() {
-				w.handOff()
-			} else {
-				w.commit()
-				w.completeAll()
-				w.finish(w.rds)
-			}
+			w.passAsync()
 		}
 		clear(w.rds)
 		w.rds = w.rds[:0]
@@ -103,34 +105,140 @@ func (w *worker) handleReady() {
 	w.staged = w.staged[:0]
 }
 
-// handOff applies the pass's batch without waiting for its sync, answers
-// the proposals it applied, and hands the pass to the syncer.
-func (w *worker) handOff() {
-	b := w.batch
-	w.e.stats.syncs.Add(1)
-	w.e.stats.commits.Add(1)
-	if err := b.ApplyNoSyncWait(); err != nil {
-		panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+// passInWorker is the synchronous pass: write, commit and sync, send,
+// answer, Advance.
+func (w *worker) passInWorker() {
+	if !w.e.cfg.SendAfterSync {
+		w.sendAppendsEarly()
 	}
+	w.persistAndApply()
+	w.commit()
+	w.send(w.rds)
 	w.completeAll()
+	for i := range w.rds {
+		rs := &w.rds[i]
+		if rs.r.destroyed {
+			continue
+		}
+		if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
+			applied, _ := rs.r.log.Applied()
+			rs.r.g.Applied(applied)
+		}
+		rs.r.g.RN.Advance(rs.rd)
+		if rs.r.remove {
+			w.destroy(rs.r)
+			continue
+		}
+		if len(rs.rd.CommittedEntries) > 0 {
+			// Only now: raft reads the entries it has not advanced past
+			// (unapplied conf changes) from the log.
+			w.maybeTruncate(rs.r)
+		}
+		if rs.r.g.RN.HasReady() {
+			w.markDirty(rs.r)
+		}
+	}
+}
+
+// passAsync is the pass of asynchronous durability (see above).
+func (w *worker) passAsync() {
+	w.persistAndApply()
+	w.mergeApplyBatch()
+	// The local messages: append responses wait for the batch; apply
+	// responses are stepped once the batch is visible.
+	for i := range w.rds {
+		r, rd := w.rds[i].r, &w.rds[i].rd
+		for j := range rd.Messages {
+			m := &rd.Messages[j]
+			switch m.To {
+			case raft.LocalAppendThread:
+				for _, resp := range m.Responses {
+					w.resps = append(w.resps, localResp{r: r, m: resp})
+					r.unsynced++
+				}
+			}
+		}
+	}
+	b := w.batch
 	var f *inflight
+	if b.NeedsSync() {
+		w.e.stats.syncs.Add(1)
+		w.e.stats.commits.Add(1)
+		if err := b.ApplyNoSyncWait(); err != nil {
+			panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+		}
+		f = w.newInflight()
+		f.b = b
+		if n := len(w.spareB); n > 0 {
+			w.batch, w.spareB = w.spareB[n-1], w.spareB[:n-1]
+		} else {
+			w.batch = w.e.store.NewBatch()
+		}
+	} else {
+		w.commit()
+		if len(w.resps) > 0 && w.inflight > 0 {
+			f = w.newInflight() // behind the passes still syncing
+		}
+	}
+	// After the write: a snapshot sent now describes the shard as applied
+	// by this pass and must hold its writes.
+	w.send(w.rds)
+	if f != nil {
+		f.resps = append(f.resps[:0], w.resps...)
+		f.t0 = time.Now()
+		w.inflight++
+		w.syncq <- f
+	} else {
+		w.deliver(w.resps)
+	}
+	clear(w.resps)
+	w.resps = w.resps[:0]
+	w.completeAll()
+	for i := range w.rds {
+		rs := &w.rds[i]
+		r := rs.r
+		if r.destroyed {
+			continue
+		}
+		if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
+			applied, _ := r.log.Applied()
+			r.g.Applied(applied)
+		}
+	}
+	for i := range w.rds {
+		r, rd := w.rds[i].r, &w.rds[i].rd
+		if r.destroyed || len(rd.CommittedEntries) == 0 {
+			continue
+		}
+		for j := range rd.Messages {
+			if m := &rd.Messages[j]; m.To == raft.LocalApplyThread {
+				for _, resp := range m.Responses {
+					_ = r.g.RN.Step(resp)
+				}
+			}
+		}
+		if r.remove {
+			w.destroy(r)
+			continue
+		}
+		// Only now: raft reads the entries it has not seen applied
+		// (unapplied conf changes) from the log.
+		w.maybeTruncate(r)
+	}
+	for i := range w.rds {
+		if r := w.rds[i].r; !r.destroyed && r.g.RN.HasReady() {
+			w.markDirty(r)
+		}
+	}
+}
+
+func (w *worker) newInflight() *inflight {
 	if n := len(w.spareF); n > 0 {
-		f, w.spareF = w.spareF[n-1], w.spareF[:n-1]
-	} else {
-		f = new(inflight)
+		f := w.spareF[n-1]
+		w.spareF = w.spareF[:n-1]
+		return f
 	}
-	f.b, f.t0 = b, time.Now()
-	f.rds = append(f.rds[:0], w.rds...)
-	for i := range f.rds {
-		f.rds[i].r.busy = true
-	}
-	if n := len(w.spareB); n > 0 {
-		w.batch, w.spareB = w.spareB[n-1], w.spareB[:n-1]
-	} else {
-		w.batch = w.e.store.NewBatch()
-	}
-	w.inflight++
-	w.syncq <- f
+	return new(inflight)
 }
 
 // syncLoop waits for the sync of each batch handed off by the worker, in
@@ -139,15 +247,19 @@ func (w *worker) handOff() {
 func (w *worker) syncLoop() {
 	defer w.e.syncers.Done()
 	for f := range w.syncq {
-		if err := f.b.SyncWait(); err != nil {
-			panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+		if f.b != nil {
+			if err := f.b.SyncWait(); err != nil {
+				panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+			}
+			d := time.Since(f.t0)
+			w.e.stats.commitNanos.Add(uint64(d))
+			w.e.syncLatency.observe(d)
 		}
-		d := time.Since(f.t0)
-		w.e.stats.commitNanos.Add(uint64(d))
-		w.e.syncLatency.observe(d)
 		in := w.lockInbox()
 		if in == nil {
-			f.b.Close()
+			if f.b != nil {
+				f.b.Close()
+			}
 			continue
 		}
 		in.synced = append(in.synced, f)
@@ -155,19 +267,38 @@ func (w *worker) syncLoop() {
 	}
 }
 
-// finishSynced finishes a pass whose batch is durable now.
+// finishSynced delivers the append responses of a pass whose batch is
+// durable now.
 func (w *worker) finishSynced(f *inflight) {
 	w.inflight--
-	for i := range f.rds {
-		f.rds[i].r.busy = false
+	w.deliver(f.resps)
+	clear(f.resps)
+	f.resps = f.resps[:0]
+	if f.b != nil {
+		f.b.Reset()
+		w.spareB = append(w.spareB, f.b)
+		f.b = nil
 	}
-	w.finish(f.rds)
-	clear(f.rds)
-	f.rds = f.rds[:0]
-	f.b.Reset()
-	w.spareB = append(w.spareB, f.b)
-	f.b = nil
 	w.spareF = append(w.spareF, f)
+}
+
+// deliver steps the append responses addressed to this node's replicas and
+// sends the others (a follower's MsgAppResp, a vote).
+func (w *worker) deliver(resps []localResp) {
+	for i := range resps {
+		r, m := resps[i].r, &resps[i].m
+		r.unsynced--
+		if r.destroyed {
+			continue // superseded or removed while its batch was syncing
+		}
+		if m.To == r.replicaID {
+			_ = r.g.RN.Step(*m)
+		} else {
+			w.sendOne(r, m)
+		}
+		w.markDirty(r)
+	}
+	w.flushOut()
 }
 
 // completeAll answers the proposals applied by the pass and publishes its
@@ -183,39 +314,6 @@ func (w *worker) completeAll() {
 	w.e.descHub.publish(w.descEvs)
 	clear(w.descEvs)
 	w.descEvs = w.descEvs[:0]
-}
-
-// finish ends the Readies of a pass whose writes are durable: their
-// messages go out, reads are served, raft advances; a shard with more work
-// is dirty again.
-func (w *worker) finish(rds []readyShard) {
-	w.send(rds)
-	for i := range rds {
-		rs := &rds[i]
-		if rs.r.destroyed {
-			rs.rd = raft.Ready{}
-			continue // superseded while its batch was syncing
-		}
-		if len(rs.rd.CommittedEntries) > 0 || len(rs.rd.ReadStates) > 0 || !raft.IsEmptySnap(rs.rd.Snapshot) {
-			applied, _ := rs.r.log.Applied()
-			rs.r.g.Applied(applied)
-		}
-		rs.r.g.RN.Advance(rs.rd)
-		if len(rs.rd.CommittedEntries) > 0 && !rs.r.remove {
-			// Only now: raft reads the entries it has not advanced past
-			// yet (unapplied conf changes) from the log. The truncation
-			// goes in the next pass's batch.
-			w.maybeTruncate(rs.r)
-		}
-		rs.rd = raft.Ready{}
-		if rs.r.remove {
-			w.destroy(rs.r)
-			continue
-		}
-		if rs.r.g.RN.HasReady() {
-			w.markDirty(rs.r)
-		}
-	}
 }
 
 func (w *worker) persistAndApply() {
@@ -357,34 +455,40 @@ func (w *worker) maybeTruncate(r *replica) {
 }
 
 // send hands every message of rds to the transport, one Send per
-// destination node; snapshots go out on their own stream.
+// destination node; snapshots go out on their own stream. Messages to the
+// local append and apply threads are the pass's own business.
 func (w *worker) send(rds []readyShard) {
-	coalesce := w.e.coalesce
 	for i := range rds {
 		r, rd := rds[i].r, &rds[i].rd
 		if r.destroyed {
 			continue
 		}
 		for j := range rd.Messages {
-			m := &rd.Messages[j]
-			if m.Type == raftpb.MsgPreVoteResp && m.Reject {
-				w.rejectedCampaign(r)
-			}
-			to := r.nodeOf(m.To)
-			if to == 0 {
-				continue // a replica no descriptor of r's names: nowhere to send
-			}
-			switch {
-			case m.Type == raftpb.MsgSnap:
-				w.sendSnapshot(r, to, *m)
-			case coalesce && heartbeat.IsCoalescable(m):
-				w.e.beats.Add(to, heartbeat.FromMessage(r.shardID, m))
-			default:
-				w.out[to] = append(w.out[to], Message{ShardID: r.shardID, Msg: *m})
+			if m := &rd.Messages[j]; m.To != raft.LocalAppendThread && m.To != raft.LocalApplyThread {
+				w.sendOne(r, m)
 			}
 		}
 	}
 	w.flushOut()
+}
+
+// sendOne queues m of r for the transport (flushOut sends).
+func (w *worker) sendOne(r *replica, m *raftpb.Message) {
+	if m.Type == raftpb.MsgPreVoteResp && m.Reject {
+		w.rejectedCampaign(r)
+	}
+	to := r.nodeOf(m.To)
+	if to == 0 {
+		return // a replica no descriptor of r's names: nowhere to send
+	}
+	switch {
+	case m.Type == raftpb.MsgSnap:
+		w.sendSnapshot(r, to, *m)
+	case w.e.coalesce && heartbeat.IsCoalescable(m):
+		w.e.beats.Add(to, heartbeat.FromMessage(r.shardID, m))
+	default:
+		w.out[to] = append(w.out[to], Message{ShardID: r.shardID, Msg: *m})
+	}
 }
 
 // sendAppendsEarly sends the MsgApps of the shards this node led before this

@@ -154,13 +154,6 @@ func (w *worker) stepSnapshot(s snapReq) {
 		s.done <- fmt.Errorf("%w: shard %d", ErrShardNotFound, s.shardID)
 		return
 	}
-	if r.busy {
-		// Its last Ready waits for a sync: raft's next one, which may hold
-		// this snapshot, comes after; the staged snapshot must outlive the
-		// passes until then.
-		w.waitSnaps = append(w.waitSnaps, s)
-		return
-	}
 	r.staged = append(r.staged, stagedSnap{index: s.msg.Snapshot.Metadata.Index, st: s.staged})
 	w.staged = append(w.staged, r)
 	_ = r.g.RN.Step(s.msg)

@@ -43,13 +43,13 @@ type worker struct {
 	leaderEvs  []LeaderEvent
 	descEvs    []DescriptorEvent
 	staged     []*replica // replicas holding staged snapshots this cycle
-	// Asynchronous durability (ready.go): passes whose batch waits for its
-	// sync, the syncer's queue, and spare batches and passes for reuse.
-	syncq     chan *inflight
-	inflight  int // passes handed to the syncer and not finished
-	spareB    []*storage.Batch
-	spareF    []*inflight
-	waitSnaps []snapReq // snapshots for replicas that were busy
+	// Asynchronous durability (ready.go): the syncer's queue, the passes
+	// in it, and spare batches and passes for reuse.
+	syncq    chan *inflight
+	inflight int
+	spareB   []*storage.Batch
+	spareF   []*inflight
+	resps    []localResp // the pass's responses of the local append thread
 }
 
 type inbox struct {
@@ -119,14 +119,19 @@ type replica struct {
 	// raft still addresses to them in the Ready that removed them find
 	// their node.
 	former []storage.Replica
+	// nodes caches the node of the replica IDs looked up last: a replica
+	// ID belongs to one node for good (IDs are never reused), so an entry
+	// never goes stale, and the per-message lookups stay in the replica's
+	// own cache lines instead of chasing the descriptor.
+	nodes  [4]replicaNode
 	g      *group.Group
 	log    *storage.Log
 	staged []stagedSnap
 	dirty  bool
-	// busy: raft handed out a Ready that is not advanced yet: its batch
-	// waits for its sync (ready.go). No other Ready is taken meanwhile.
-	busy   bool
-	remove bool
+	// unsynced counts the responses of this replica's appends that wait
+	// for a sync (ready.go): the shard is not idle meanwhile.
+	unsynced int
+	remove   bool
 	// destroyed: the replica is gone (a newer one of this node superseded
 	// it mid-cycle); a pass must not touch its storage again.
 	destroyed bool
@@ -169,6 +174,7 @@ func (w *worker) groupConfig(r *replica) group.Config {
 		MaxInflightMsgs:           c.MaxInflightMsgs,
 		MaxUncommittedBytes:       c.MaxUncommittedBytes,
 		MaxCommittedBytesPerReady: 4 << 20,
+		AsyncStorageWrites:        !c.SyncInWorker && !c.SyncEachShard,
 		Logger:                    w.e.raftLog,
 	}
 }
@@ -191,17 +197,29 @@ func (w *worker) open(log *storage.Log) (*replica, error) {
 	return r, nil
 }
 
+type replicaNode struct{ replica, node uint64 }
+
 // nodeOf returns the node of one of r's replicas (0 if unknown).
 func (r *replica) nodeOf(replicaID uint64) uint64 {
-	if n := r.log.NodeOf(replicaID); n != 0 {
-		return n
-	}
-	for _, rep := range r.former {
-		if rep.ReplicaID == replicaID {
-			return rep.NodeID
+	for i := range r.nodes {
+		if r.nodes[i].replica == replicaID && replicaID != 0 {
+			return r.nodes[i].node
 		}
 	}
-	return 0
+	n := r.log.NodeOf(replicaID)
+	if n == 0 {
+		for _, rep := range r.former {
+			if rep.ReplicaID == replicaID {
+				n = rep.NodeID
+				break
+			}
+		}
+	}
+	if n != 0 {
+		copy(r.nodes[1:], r.nodes[:len(r.nodes)-1])
+		r.nodes[0] = replicaNode{replica: replicaID, node: n}
+	}
+	return n
 }
 
 // notePeer records that replica id is on node, as a message from it says:
@@ -412,12 +430,14 @@ func (w *worker) shutdown() {
 	for _, r := range in.reads {
 		r.r.Done <- group.Result{Err: ErrClosed}
 	}
-	for _, s := range append(in.snaps, w.waitSnaps...) {
+	for _, s := range in.snaps {
 		s.staged.Abort()
 		s.done <- ErrClosed
 	}
 	for _, f := range in.synced {
-		f.b.Close()
+		if f.b != nil {
+			f.b.Close()
+		}
 	}
 	for _, b := range w.spareB {
 		b.Close()
@@ -443,13 +463,6 @@ func (w *worker) cycle() {
 	w.e.stats.propsIn.Add(uint64(len(in.props)))
 	for _, f := range in.synced {
 		w.finishSynced(f)
-	}
-	if len(w.waitSnaps) > 0 {
-		waiting := w.waitSnaps
-		w.waitSnaps = nil
-		for _, s := range waiting {
-			w.stepSnapshot(s)
-		}
 	}
 	for _, fn := range in.fns {
 		fn()

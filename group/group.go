@@ -80,7 +80,12 @@ type Config struct {
 	MaxUncommittedBytes uint64
 	// MaxCommittedBytesPerReady bounds the entries applied in one Ready.
 	MaxCommittedBytesPerReady uint64
-	Logger                    raft.Logger
+	// AsyncStorageWrites runs raft in its asynchronous storage mode: no
+	// Advance; what to persist and what to apply arrive as messages to the
+	// local append and apply threads, whose responses the engine steps back
+	// once the writes are durable (appends) or done (applies).
+	AsyncStorageWrites bool
+	Logger             raft.Logger
 }
 
 // Result is what a proposal or read waiter receives.
@@ -143,6 +148,7 @@ type Group struct {
 // applied (the applied index persisted with the state machine).
 func New(cfg Config, shardID uint64, storage raft.Storage, applied uint64) (*Group, error) {
 	rc := &raft.Config{
+		AsyncStorageWrites:        cfg.AsyncStorageWrites,
 		ID:                        cfg.ReplicaID,
 		ElectionTick:              cfg.ElectionTicks,
 		HeartbeatTick:             cfg.HeartbeatTicks,

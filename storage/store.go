@@ -104,7 +104,11 @@ type Store struct {
 	db     *pebble.DB
 	closed atomic.Bool
 	seq    atomic.Uint64 // names of staged snapshot files
+	syncs  atomic.Uint64 // file syncs (syncfs.go)
 }
+
+// FileSyncs returns the number of file syncs (fsyncs) the store has done.
+func (s *Store) FileSyncs() uint64 { return s.syncs.Load() }
 
 // Open opens (creating if needed) the store in cfg.Dir.
 func Open(cfg Config) (*Store, error) {
@@ -114,8 +118,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref()
+	s := &Store{cfg: cfg}
 	opts := &pebble.Options{
-		FS:                 cfg.FS,
+		FS:                 syncFS{FS: cfg.FS, n: &s.syncs},
 		Cache:              cache,
 		MemTableSize:       cfg.MemTableBytes,
 		FormatMajorVersion: pebble.FormatNewest,
@@ -129,7 +134,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
-	s := &Store{cfg: cfg, db: db}
+	s.db = db
 	if err := s.checkVersion(); err != nil {
 		db.Close()
 		return nil, err
