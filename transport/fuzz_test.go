@@ -73,7 +73,10 @@ func checkBatch(t *testing.T, b *engine.Batch, n int) {
 		t.Fatalf("accepted batch %d/%d/%d with %d of %d messages", b.ClusterID, b.From, b.To, len(b.Messages), n)
 	}
 	for _, m := range b.Messages {
-		if m.ShardID == 0 || m.Msg.To != 1 || m.Msg.From != b.From || m.Msg.Type == raftpb.MsgSnap {
+		// Shards' messages carry replica IDs, node-level ones (shard 0,
+		// heartbeats) the frame's node IDs.
+		if m.ShardID == 0 && (m.Msg.Type != raftpb.MsgHeartbeat || m.Msg.To != b.To || m.Msg.From != b.From) ||
+			m.Msg.To == 0 || m.Msg.From == 0 || m.Msg.Type == raftpb.MsgSnap {
 			t.Fatalf("accepted message %+v", m)
 		}
 		if _, ok := raftpb.MessageType_name[int32(m.Msg.Type)]; !ok {
