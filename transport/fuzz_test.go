@@ -2,9 +2,12 @@ package transport
 
 import (
 	"errors"
+	"reflect"
+	"slices"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flotilla-db/flotilla/engine"
@@ -13,9 +16,13 @@ import (
 
 var fuzzIdentity = identity{clusterID: testCluster, nodeID: 1, isRemoved: func(id uint64) bool { return id == 9 }}
 
-// FuzzDecodeFrame feeds arbitrary bytes to the receiver's frame decoder: it
-// never panics, refuses with one of the documented errors, and what it
-// accepts honours every invariant the handler relies on.
+// FuzzDecodeFrame feeds arbitrary bytes to the receiver's frame decoder
+// (frameCodec into a frameReader): it never panics, agrees with the proto
+// path (gRPC's proto codec, then decodeFrame) on what is a frame, what is
+// refused and why, and what is delivered; it refuses with one of the
+// documented errors, and what it accepts honours every invariant the
+// handler relies on. A second decode by the same reader leaves the batch of
+// the first alone.
 func FuzzDecodeFrame(f *testing.F) {
 	add := func(fr *transportpb.Frame) {
 		data, err := proto.Marshal(fr)
@@ -31,15 +38,29 @@ func FuzzDecodeFrame(f *testing.F) {
 	bad.Messages[1].RaftMessage = []byte{0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}
 	add(bad)
 	add(&transportpb.Frame{ClusterId: testCluster, From: 3, To: 1})
+	for _, data := range unknownFieldFrames(f) {
+		f.Add(data)
+	}
+	// Tags protobuf refuses or reads specially.
+	tag := func(b []byte, num protowire.Number, typ protowire.Type) []byte {
+		return protowire.AppendTag(b, num, typ)
+	}
+	f.Add(protowire.AppendVarint(tag(nil, protowire.MaxValidNumber, protowire.VarintType), 1))
+	f.Add(protowire.AppendVarint(tag(nil, protowire.MaxValidNumber+1, protowire.VarintType), 1))
+	f.Add(tag(nil, 5, protowire.EndGroupType))
+	f.Add(tag(tag(nil, 5, protowire.StartGroupType), 5, protowire.EndGroupType))
+	f.Add(tag(tag(nil, 5, protowire.StartGroupType), 6, protowire.EndGroupType))
+	f.Add(protowire.AppendBytes(tag(nil, 4, protowire.BytesType), tag(nil, protowire.MaxValidNumber+1, protowire.Fixed32Type)))
+	f.Add(protowire.AppendBytes(tag(nil, 4, protowire.BytesType), tag(tag(nil, 3, protowire.StartGroupType), 3, protowire.EndGroupType)))
 	f.Add([]byte{0x22, 0x03, 0x08, 0x07, 0x12})
 	f.Add([]byte("garbage"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var fr transportpb.Frame
-		if err := proto.Unmarshal(data, &fr); err != nil {
+		r := &frameReader{id: fuzzIdentity}
+		b, err, ok := decodeBoth(t, r, data, false)
+		if !ok {
 			return
 		}
-		b, err := fuzzIdentity.decodeFrame(&fr)
 		if err != nil {
 			if !errors.Is(err, ErrClusterMismatch) && !errors.Is(err, ErrWrongNode) &&
 				!errors.Is(err, ErrRemovedNode) && !errors.Is(err, ErrBadMessage) {
@@ -47,12 +68,24 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			return
 		}
-		checkBatch(t, b, len(fr.Messages))
+		checkBatch(t, b, len(b.Messages))
+		var fr transportpb.Frame
+		if err := proto.Unmarshal(data, &fr); err != nil {
+			t.Fatal(err)
+		}
 		// frameSize agrees with protobuf when nothing unknown was decoded.
 		if len(fr.ProtoReflect().GetUnknown()) == 0 && !hasUnknown(&fr) {
 			if got, want := frameSize(&fr), proto.Size(&fr); got != want {
 				t.Fatalf("frameSize %d, proto.Size %d", got, want)
 			}
+		}
+		kept := *b
+		kept.Messages = slices.Clone(b.Messages)
+		if _, _, ok := decodeBoth(t, r, data, true); !ok {
+			t.Fatal("the second decode failed")
+		}
+		if !reflect.DeepEqual(*b, kept) {
+			t.Fatal("the second decode changed the first batch")
 		}
 	})
 }
@@ -66,7 +99,7 @@ func hasUnknown(fr *transportpb.Frame) bool {
 	return false
 }
 
-// checkBatch checks what decodeFrame accepted.
+// checkBatch checks what a frame decoder accepted.
 func checkBatch(t *testing.T, b *engine.Batch, n int) {
 	t.Helper()
 	if b.ClusterID != testCluster || b.To != 1 || b.From == 0 || b.From == 1 || b.From == 9 || len(b.Messages) != n {
@@ -165,13 +198,9 @@ func FuzzFrameRoundTrip(f *testing.F) {
 		if len(wire) != want || frameSize(&s.frame) != want {
 			t.Fatalf("encoded %d bytes, computed %d", len(wire), want)
 		}
-		var fr transportpb.Frame
-		if err := proto.Unmarshal(wire, &fr); err != nil {
-			t.Fatal(err)
-		}
-		b, err := fuzzIdentity.decodeFrame(&fr)
-		if err != nil {
-			t.Fatal(err)
+		b, err, ok := decodeBoth(t, &frameReader{id: fuzzIdentity}, wire, true)
+		if !ok || err != nil {
+			t.Fatalf("decoded: %v, refused: %v", ok, err)
 		}
 		checkBatch(t, b, n)
 		for i := range ms {
