@@ -13,9 +13,10 @@ import (
 	"github.com/flotilla-db/flotilla/engine"
 )
 
-// This file holds the gRPC codec of the raft stream: it reads a Frame
-// straight into engine.Messages, from the bytes transportpb.Frame's proto
-// codec would read (doc.go, "Wire format").
+// This file holds the gRPC codec of the raft stream: it writes a Frame
+// straight from the sender's engine.Messages and reads one straight into
+// engine.Messages, in the bytes transportpb.Frame's proto codec would write
+// and read (doc.go, "Wire format").
 
 // Field numbers of transportpb.Frame and transportpb.ShardMessage.
 const (
@@ -27,11 +28,13 @@ const (
 	shardMsgRaftData protowire.Number = 2
 )
 
-// frameCodec is the gRPC codec of this package's server. It decodes into a
+// frameCodec is the gRPC codec of this package's server and of the raft
+// stream's client side. It encodes a *frameWriter and decodes into a
 // *frameReader itself, and hands every other message (snapshot requests,
-// replies, transportpb.Frames) to gRPC's proto codec. Its name is "proto":
-// a frame written by a peer's proto codec decodes here. It holds no state
-// and is safe for concurrent use.
+// replies) to gRPC's proto codec. Its name is "proto": the bytes it writes
+// are a transportpb.Frame's, so a peer decodes them with the proto codec,
+// and a frame written by a peer's proto codec decodes here. It holds no
+// state and is safe for concurrent use.
 type frameCodec struct{}
 
 var _ encoding.CodecV2 = frameCodec{}
@@ -41,7 +44,12 @@ var protoCodec = encoding.GetCodecV2(grpcproto.Name)
 
 func (frameCodec) Name() string { return grpcproto.Name }
 
-func (frameCodec) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if w, ok := v.(*frameWriter); ok {
+		return w.marshal()
+	}
+	return protoCodec.Marshal(v)
+}
 
 // Unmarshal decodes data into v. gRPC frees data once it returns: a
 // frameReader keeps nothing of it (raftpb's Unmarshal copies every byte
@@ -56,6 +64,77 @@ func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	return r.unmarshal(buf.ReadOnlyData())
+}
+
+// frameWriter is one outgoing frame: the header of the stream's frames and
+// the messages of this one with their encoded sizes, size bytes in all
+// (frameHeaderSize plus a frameEntrySize per message).
+type frameWriter struct {
+	clusterID, from, to uint64
+	msgs                []engine.Message
+	sizes               []int // msgs[i].Msg.Size()
+	size                int
+}
+
+// marshal encodes w in one buffer, from gRPC's pool if it is large enough
+// to be worth pooling (gRPC returns it there once written).
+func (w *frameWriter) marshal() (mem.BufferSlice, error) {
+	if mem.IsBelowBufferPoolingThreshold(w.size) {
+		buf := make([]byte, 0, w.size)
+		buf, err := w.appendTo(buf)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
+	}
+	pool := mem.DefaultBufferPool()
+	buf := pool.Get(w.size)
+	if _, err := w.appendTo((*buf)[:0]); err != nil {
+		pool.Put(buf)
+		return nil, err
+	}
+	*buf = (*buf)[:w.size]
+	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+}
+
+// appendTo encodes w into buf, which has room for w.size bytes, as proto's
+// deterministic Marshal encodes the equivalent transportpb.Frame: fields in
+// order, zero scalars and empty bytes omitted.
+func (w *frameWriter) appendTo(buf []byte) ([]byte, error) {
+	buf = appendUint64Field(buf, frameClusterID, w.clusterID)
+	buf = appendUint64Field(buf, frameFrom, w.from)
+	buf = appendUint64Field(buf, frameTo, w.to)
+	for i := range w.msgs {
+		m, n := &w.msgs[i], w.sizes[i]
+		buf = protowire.AppendTag(buf, frameMessages, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(shardMessageSize(m.ShardID, n)))
+		buf = appendUint64Field(buf, shardMsgShardID, m.ShardID)
+		if n == 0 {
+			continue
+		}
+		buf = protowire.AppendTag(buf, shardMsgRaftData, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(n))
+		if len(buf)+n > cap(buf) {
+			return nil, fmt.Errorf("transport: encode frame: %d bytes past its computed size %d", len(buf)+n-w.size, w.size)
+		}
+		if _, err := m.Msg.MarshalToSizedBuffer(buf[len(buf) : len(buf)+n]); err != nil {
+			return nil, fmt.Errorf("transport: encode raft message of shard %d: %w", m.ShardID, err)
+		}
+		buf = buf[:len(buf)+n]
+	}
+	if len(buf) != w.size {
+		return nil, fmt.Errorf("transport: encoded a frame of %d bytes, computed %d", len(buf), w.size)
+	}
+	return buf, nil
+}
+
+// appendUint64Field appends a proto3 uint64 field, omitted when zero.
+func appendUint64Field(buf []byte, num protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return buf
+	}
+	buf = protowire.AppendTag(buf, num, protowire.VarintType)
+	return protowire.AppendVarint(buf, v)
 }
 
 // frameReader is the decoding state of one incoming raft stream, owned by
