@@ -33,6 +33,28 @@
 // nothing back: it refuses a sender by ending the stream with an error
 // status.
 //
+// Frames do not go through transportpb.Frame: the stream's gRPC codec
+// (codec.go, named "proto" and used by this package's server for every RPC,
+// by its client for Raft.Stream only; other messages go to gRPC's proto
+// codec) reads and writes them straight from and to engine.Messages, in the
+// bytes proto would write and read, so that nodes with and without it
+// interoperate (codec_test.go runs one against the other). The sender
+// encodes each frame in one pass into one buffer (from gRPC's buffer pool
+// above gRPC's pooling threshold of 1 KiB; gRPC returns it once written):
+// header, then per message the ShardMessage's tag and length, the shard ID,
+// and the raft message marshalled in place, its size known from Send. The
+// receiver decodes each frame in one pass over the bytes gRPC read (one
+// buffer used in place, or several copied into one pooled buffer), raft
+// messages unmarshalled straight into the Batch's messages (a scan of the
+// top-level tags counts them first, so that their slice is allocated at its
+// size); fields out of order, repeated or unknown are read as proto3 reads
+// them. gRPC frees those bytes once the codec returns, which is safe because
+// raftpb's generated Unmarshal copies every byte field (entry data, context,
+// snapshot data) out of its input: nothing delivered aliases a network
+// buffer. A stream's Batches and their message slices are carved from slabs
+// allocated for many frames; the handler owns what it gets, which the
+// receiver never writes again.
+//
 // A snapshot is one client-streaming RPC, Raft.Snapshot, on its own
 // connection so that it never holds up raft traffic: the first request is a
 // SnapshotHeader {cluster_id, from, to, shard_id, raft_message (the
@@ -55,18 +77,20 @@
 // carry a MsgSnap with a snapshot); a refused header, an oversized chunk or
 // a second header fails the stream and the sender gets a *RemoteError.
 // Nothing read from the network can make the receiver panic: the decoders
-// are fuzzed (fuzz_test.go).
+// are fuzzed (fuzz_test.go), the frame codec against proto's decoding
+// followed by the checks above, on what it accepts, refuses and delivers.
 //
 // # Concurrency
 //
 // Every exported method is safe for concurrent use. The goroutines are:
 //   - per peer, one sender, started by the first Send to it and stopped by
-//     RemovePeer or Close. It owns the peer's connection and stream and its
-//     encoding buffers.
+//     RemovePeer or Close. It owns the peer's connection and stream; gRPC's
+//     codec encodes its frames in the sender's goroutine, during SendMsg.
 //   - the gRPC server's: per incoming raft stream, one goroutine that
-//     decodes frames and calls HandleBatch (so HandleBatch runs concurrently
-//     for different senders, in order for one sender); per incoming
-//     snapshot, one that calls HandleSnapshot.
+//     decodes frames (gRPC's codec runs in it, into the stream's
+//     frameReader, which it owns) and calls HandleBatch (so HandleBatch runs
+//     concurrently for different senders, in order for one sender); per
+//     incoming snapshot, one that calls HandleSnapshot.
 //   - gRPC's own connection goroutines.
 //
 // Send never blocks: it appends to the peer's queue under the queue's mutex

@@ -30,7 +30,7 @@ func (s *raftServer) Stream(stream transportpb.Raft_StreamServer) error {
 		stats *counters // its counters
 	)
 	checkSize := t.cfg.MaxFrameBytes < t.cfg.MaxSnapshotChunkBytes+frameSlack // gRPC's limit is looser
-	f := new(transportpb.Frame)
+	f := &frameReader{id: t.id}                                               // frameCodec decodes into it
 	for {
 		if err := stream.RecvMsg(f); err != nil {
 			switch {
@@ -41,16 +41,14 @@ func (s *raftServer) Stream(stream transportpb.Raft_StreamServer) error {
 			}
 			return err
 		}
-		if checkSize {
-			if n := frameSize(f); n > t.cfg.MaxFrameBytes {
-				err := &SizeError{What: "frame", Size: n, Limit: t.cfg.MaxFrameBytes}
-				t.refuse(f.GetFrom(), "frame", err)
-				return status.Error(codes.ResourceExhausted, err.Error())
-			}
+		if checkSize && f.size > t.cfg.MaxFrameBytes {
+			err := &SizeError{What: "frame", Size: f.size, Limit: t.cfg.MaxFrameBytes}
+			t.refuse(f.from, "frame", err)
+			return status.Error(codes.ResourceExhausted, err.Error())
 		}
-		b, err := t.id.decodeFrame(f)
+		b, err := f.batch()
 		if err != nil {
-			t.refuse(f.GetFrom(), "frame", err)
+			t.refuse(f.from, "frame", err)
 			if errors.Is(err, ErrBadMessage) {
 				continue
 			}
@@ -61,7 +59,7 @@ func (s *raftServer) Stream(stream transportpb.Raft_StreamServer) error {
 		}
 		stats.framesRecv.Add(1)
 		stats.msgsRecv.Add(uint64(len(b.Messages)))
-		stats.bytesRecv.Add(uint64(frameSize(f)))
+		stats.bytesRecv.Add(uint64(f.size))
 		t.handler.HandleBatch(b)
 	}
 }

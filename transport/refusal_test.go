@@ -124,8 +124,9 @@ func TestOversizedFrameRefused(t *testing.T) {
 			if _, err := stream.CloseAndRecv(); status.Code(err) != codes.ResourceExhausted {
 				t.Fatalf("stream ended with %v, want ResourceExhausted", err)
 			}
-			waitUntil(t, "refusal", func() bool { return refused(a) == 1 })
-			if !sink.contains("refused frame") || len(ha.batches()) != 0 {
+			// refuse counts, then logs.
+			waitUntil(t, "refusal", func() bool { return refused(a) == 1 && sink.contains("refused frame") })
+			if len(ha.batches()) != 0 {
 				t.Fatalf("not refused: %q", sink.lines)
 			}
 			b, _ := start(t, testConfig(2, nil))

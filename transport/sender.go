@@ -161,15 +161,10 @@ type sender struct {
 	backoff  *backoff.Backoff   // the wait after each failure
 
 	// Buffers reused from frame to frame.
-	msgs    []engine.Message
-	sizes   []int
-	frame   transportpb.Frame
-	entries []*transportpb.ShardMessage
-	buf     []byte
+	msgs  []engine.Message
+	sizes []int
+	frame frameWriter // encoded by frameCodec
 }
-
-// maxKeptBuffer is the largest encoding buffer a sender keeps between frames.
-const maxKeptBuffer = 4 << 20
 
 // run is the sender goroutine: on every wake-up it takes everything queued
 // and writes it as frames on the peer's stream, connecting first if needed.
@@ -234,7 +229,7 @@ func (s *sender) connect() error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	stream, err := transportpb.NewRaftClient(cc).Stream(ctx)
+	stream, err := transportpb.NewRaftClient(cc).Stream(ctx, grpc.ForceCodecV2(frameCodec{}))
 	if err != nil {
 		cancel()
 		cc.Close()
@@ -280,22 +275,21 @@ func (s *sender) disconnect() {
 func (s *sender) send(msgs []engine.Message, sizes []int) (int, error) {
 	p, cfg := s.p, &s.p.t.cfg
 	header := frameHeaderSize(cfg.ClusterID, cfg.NodeID, p.nodeID)
-	s.frame.ClusterId, s.frame.From, s.frame.To = cfg.ClusterID, cfg.NodeID, p.nodeID
-	defer s.release()
+	f := &s.frame
+	f.clusterID, f.from, f.to = cfg.ClusterID, cfg.NodeID, p.nodeID
+	defer func() { f.msgs, f.sizes = nil, nil }()
 	for start := 0; start < len(msgs); {
-		size, payload, end := header, 0, start
+		size, end := header, start
 		for ; end < len(msgs); end++ {
 			n := frameEntrySize(msgs[end].ShardID, sizes[end])
 			if end > start && size+n > cfg.MaxFrameBytes {
 				break
 			}
 			size += n
-			payload += sizes[end]
 		}
-		if err := s.encode(msgs[start:end], sizes[start:end], payload); err != nil {
-			return start, err
-		}
-		if err := s.stream.Send(&s.frame); err != nil {
+		// frameCodec encodes the frame before SendMsg returns.
+		f.msgs, f.sizes, f.size = msgs[start:end], sizes[start:end], size
+		if err := s.stream.SendMsg(f); err != nil {
 			if errors.Is(err, io.EOF) { // the peer ended the stream: get its status
 				if _, err = s.stream.CloseAndRecv(); err == nil {
 					err = errors.New("transport: stream closed by the peer")
@@ -309,41 +303,6 @@ func (s *sender) send(msgs []engine.Message, sizes []int) (int, error) {
 		start = end
 	}
 	return len(msgs), nil
-}
-
-// encode fills s.frame with msgs, encoded in s.buf (payload bytes).
-func (s *sender) encode(msgs []engine.Message, sizes []int, payload int) error {
-	if cap(s.buf) < payload {
-		s.buf = make([]byte, payload)
-	}
-	buf := s.buf[:payload]
-	for len(s.entries) < len(msgs) {
-		s.entries = append(s.entries, new(transportpb.ShardMessage))
-	}
-	off := 0
-	for i := range msgs {
-		n := sizes[i]
-		if _, err := msgs[i].Msg.MarshalToSizedBuffer(buf[off : off+n]); err != nil {
-			return fmt.Errorf("transport: encode raft message of shard %d: %w", msgs[i].ShardID, err)
-		}
-		e := s.entries[i]
-		e.ShardId, e.RaftMessage = msgs[i].ShardID, buf[off:off+n:off+n]
-		off += n
-	}
-	s.frame.Messages = s.entries[:len(msgs)]
-	return nil
-}
-
-// release drops the frame's references to the encoding buffer, and the
-// buffer itself if it grew large.
-func (s *sender) release() {
-	for _, e := range s.frame.Messages {
-		e.RaftMessage = nil
-	}
-	s.frame.Messages = nil
-	if cap(s.buf) > maxKeptBuffer {
-		s.buf = nil
-	}
 }
 
 // fail handles a failed connection or stream: it drops the lost messages and

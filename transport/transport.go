@@ -129,6 +129,7 @@ func (t *Transport) Start(h engine.Handler) error {
 	serverMax := max(t.cfg.MaxFrameBytes, t.cfg.MaxSnapshotChunkBytes+frameSlack)
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(serverMax),
+		grpc.ForceServerCodecV2(frameCodec{}), // proto's for all but frames
 		grpc.WaitForHandlers(true),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			Time: t.cfg.KeepaliveInterval, Timeout: t.cfg.KeepaliveTimeout,

@@ -12,7 +12,8 @@ import (
 )
 
 // This file holds the pure code between engine types and the wire: frame size
-// arithmetic for the sender, and the validating decoders for the receiver.
+// arithmetic, the checks of what the receiver decodes (codec.go decodes
+// frames), and the snapshot header's encoding.
 
 // frameHeaderSize is the encoded size of a Frame's scalar fields.
 func frameHeaderSize(clusterID, from, to uint64) int {
@@ -22,20 +23,17 @@ func frameHeaderSize(clusterID, from, to uint64) int {
 // frameEntrySize is what one ShardMessage with n bytes of raft message adds
 // to the encoded size of a Frame, those n bytes included.
 func frameEntrySize(shardID uint64, n int) int {
+	return 1 + protowire.SizeBytes(shardMessageSize(shardID, n))
+}
+
+// shardMessageSize is the encoded size of a ShardMessage with n bytes of
+// raft message.
+func shardMessageSize(shardID uint64, n int) int {
 	sm := uint64FieldSize(shardID)
 	if n > 0 {
 		sm += 1 + protowire.SizeBytes(n)
 	}
-	return 1 + protowire.SizeBytes(sm)
-}
-
-// frameSize is the encoded size of f.
-func frameSize(f *transportpb.Frame) int {
-	n := frameHeaderSize(f.GetClusterId(), f.GetFrom(), f.GetTo())
-	for _, sm := range f.GetMessages() {
-		n += frameEntrySize(sm.GetShardId(), len(sm.GetRaftMessage()))
-	}
-	return n
+	return sm
 }
 
 // uint64FieldSize is the encoded size of a proto3 uint64 field numbered
@@ -80,13 +78,25 @@ func (id identity) checkSender(clusterID, from, to uint64) error {
 }
 
 // decodeMessage decodes and validates one raft message of shard shardID sent
-// by node from to node to. Its errors wrap ErrBadMessage. Shard 0 carries
-// node-level messages: only the coalesced heartbeats (a MsgHeartbeat whose
-// Context the engine decodes with package heartbeat).
+// by node from to node to (see checkMessage). Its errors wrap ErrBadMessage.
 func decodeMessage(shardID uint64, raw []byte, from, to uint64, m *raftpb.Message) error {
 	if err := m.Unmarshal(raw); err != nil {
-		return fmt.Errorf("%w: shard %d: %v", ErrBadMessage, shardID, err)
+		return unmarshalError(shardID, err)
 	}
+	return checkMessage(shardID, from, to, m)
+}
+
+// unmarshalError is the error of a raft message of shard shardID that did
+// not unmarshal.
+func unmarshalError(shardID uint64, err error) error {
+	return fmt.Errorf("%w: shard %d: %v", ErrBadMessage, shardID, err)
+}
+
+// checkMessage validates the decoded raft message m of shard shardID sent by
+// node from to node to. Its errors wrap ErrBadMessage. Shard 0 carries
+// node-level messages: only the coalesced heartbeats (a MsgHeartbeat whose
+// Context the engine decodes with package heartbeat).
+func checkMessage(shardID, from, to uint64, m *raftpb.Message) error {
 	if shardID == 0 && m.Type != raftpb.MsgHeartbeat {
 		return fmt.Errorf("%w: shard ID 0 with %v", ErrBadMessage, m.Type)
 	}
@@ -100,33 +110,6 @@ func decodeMessage(shardID uint64, raw []byte, from, to uint64, m *raftpb.Messag
 			ErrBadMessage, shardID, m.Type, m.From, m.To, from, to)
 	}
 	return nil
-}
-
-// decodeFrame validates f and returns its messages as one Batch. An error
-// wrapping ErrBadMessage refuses this frame only; any other refuses the
-// sender (see checkSender). Frames carry no MsgSnap: snapshots have their
-// own stream.
-func (id identity) decodeFrame(f *transportpb.Frame) (*engine.Batch, error) {
-	if err := id.checkSender(f.GetClusterId(), f.GetFrom(), f.GetTo()); err != nil {
-		return nil, err
-	}
-	b := &engine.Batch{
-		ClusterID: f.ClusterId,
-		From:      f.From,
-		To:        f.To,
-		Messages:  make([]engine.Message, len(f.Messages)),
-	}
-	for i, sm := range f.Messages {
-		m := &b.Messages[i]
-		m.ShardID = sm.GetShardId()
-		if err := decodeMessage(m.ShardID, sm.GetRaftMessage(), f.From, f.To, &m.Msg); err != nil {
-			return nil, fmt.Errorf("message %d of %d: %w", i, len(f.Messages), err)
-		}
-		if m.Msg.Type == raftpb.MsgSnap {
-			return nil, fmt.Errorf("%w: shard %d: MsgSnap in a frame", ErrBadMessage, m.ShardID)
-		}
-	}
-	return b, nil
 }
 
 // encodeSnapshotHeader returns the wire form of h.
