@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,17 +61,6 @@ commands:
 `)
 }
 
-// tuneRuntime gives the Go scheduler more Ps than cores: the engine's
-// goroutines spend much of their time in fsync, and with only as many Ps as
-// cores the other goroutines wait for those Ps to be handed back (measured:
-// replicated writes/s at 1,000 shards on 2 cores rise ~2x from GOMAXPROCS 2
-// to 4). An explicit GOMAXPROCS in the environment wins.
-func tuneRuntime() {
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(4 * runtime.NumCPU())
-	}
-}
-
 func logger(level string) *slog.Logger {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -91,7 +79,6 @@ func demo(args []string) error {
 	httpBase := fs.Int("http-port", 7301, "metrics port of the first node (the others take the next ones; 0: off)")
 	level := fs.String("log-level", "error", "log level: debug, info, warn, error")
 	fs.Parse(args)
-	tuneRuntime()
 	log := logger(*level)
 	dir := *dataDir
 	if dir == "" {
@@ -247,7 +234,6 @@ func start(args []string) error {
 		}
 		cfg.GossipKey = b
 	}
-	tuneRuntime()
 	log := logger(*level)
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
