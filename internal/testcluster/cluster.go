@@ -6,6 +6,14 @@
 // node once; RunClock ticks them at a fixed real interval in the background,
 // for tests with concurrent clients. Helpers that wait for a condition tick
 // (or let the clock tick) and check, until a deadline: none sleeps.
+//
+// Durability: Config.OnSend sees every batch of raft messages a node hands
+// its transport, in the sending goroutine and before the network has them.
+// The engine sends a shard's messages from the worker that owns the shard,
+// so that a hook that looks at the sender's disk synchronously sees it as it
+// was when the messages left. CrashImage takes what a node's disk holds at
+// this instant, the synced data only, without stopping the node:
+// storage.Open on it (ReadOnly) reads the node's durable raft state and data.
 package testcluster
 
 import (
@@ -42,13 +50,25 @@ type Config struct {
 	// drops and duplicates still apply (in the transport path); delays and
 	// reordering do not.
 	GRPC bool
+	// OnSend, if set, is called with every batch of raft messages a node
+	// hands its transport (Transport.Send: the workers' messages, and the
+	// coalesced heartbeats of shard 0 from the tick loop; not snapshot
+	// streams); from is the sending node, to the destination node. It is
+	// called in the sending goroutine, before the transport or the
+	// cluster's faults see msgs, and the sender waits for it: what it reads
+	// of the sender's disk (CrashImage) is the state the messages leave in.
+	// It is called concurrently, by the goroutines of every node. It must
+	// not keep msgs (the sender reuses the slice; the entries the messages
+	// point to are never modified), and must not call into an engine (a
+	// worker of it may be the one waiting).
+	OnSend func(from, to uint64, msgs []engine.Message)
 }
 
 // Node is one node of the cluster.
 type Node struct {
 	ID     uint64
 	Engine *engine.Engine // nil while stopped
-	fs     *vfs.MemFS
+	fs     *vfs.MemFS     // guarded by Cluster.mu
 	ticks  chan struct{}
 	image  *vfs.MemFS // crash image taken while stopping
 }
@@ -59,7 +79,7 @@ type Cluster struct {
 	cfg Config
 	Net *memtransport.Network
 
-	mu    sync.Mutex // guards nodes' Engine and ticks, and addrs
+	mu    sync.Mutex // guards nodes' Engine, ticks and fs, and addrs
 	nodes map[uint64]*Node
 	addrs map[uint64]string // gRPC listen addresses, kept across restarts
 	f     *faults           // faults of the gRPC mode
@@ -117,12 +137,13 @@ func (c *Cluster) Engine(id uint64) *engine.Engine {
 func (c *Cluster) Start(id uint64) error {
 	c.mu.Lock()
 	n := c.nodes[id]
+	fs := n.fs
 	c.mu.Unlock()
 	if n.Engine != nil {
 		return fmt.Errorf("node %d already running", id)
 	}
 	cfg := engine.DefaultConfig(c.cfg.ClusterID, id, "/data")
-	cfg.FS = n.fs
+	cfg.FS = fs
 	cfg.Workers = 2
 	cfg.StoreCacheBytes = 8 << 20
 	ticks := make(chan struct{}, 1)
@@ -131,7 +152,7 @@ func (c *Cluster) Start(id uint64) error {
 		cfg.FS = vfs.Default
 		cfg.Dir = filepath.Join(c.cfg.Dir, fmt.Sprint(id))
 	} else {
-		cfg.BeforeStoreClose = func() { n.image = n.fs.CrashClone(vfs.CrashCloneCfg{}) }
+		cfg.BeforeStoreClose = func() { n.image = fs.CrashClone(vfs.CrashCloneCfg{}) }
 	}
 	if c.cfg.Engine != nil {
 		c.cfg.Engine(&cfg)
@@ -147,6 +168,9 @@ func (c *Cluster) Start(id uint64) error {
 	}
 	if err != nil {
 		return err
+	}
+	if c.cfg.OnSend != nil {
+		t = &hookTransport{Transport: t, id: id, onSend: c.cfg.OnSend}
 	}
 	e, err := engine.New(cfg, t)
 	if err != nil {
@@ -190,9 +214,39 @@ func (c *Cluster) stop(id uint64, crash bool) {
 		if n.image == nil {
 			c.t.Fatalf("node %d: no crash image", id)
 		}
+		c.mu.Lock()
 		n.fs = n.image
+		c.mu.Unlock()
 	}
 	n.image = nil
+}
+
+// CrashImage returns what node id's disk would hold after a crash at this
+// instant: a copy of its file system with exactly the synced data, taken
+// without stopping the node (the store is in /data). Writes in progress
+// wait while the copy is made. The cluster must be on the in-memory file
+// system (no Config.Dir).
+func (c *Cluster) CrashImage(id uint64) *vfs.MemFS {
+	if c.cfg.Dir != "" {
+		panic("testcluster: CrashImage needs the in-memory file system")
+	}
+	c.mu.Lock()
+	fs := c.nodes[id].fs
+	c.mu.Unlock()
+	return fs.CrashClone(vfs.CrashCloneCfg{})
+}
+
+// hookTransport calls Config.OnSend before handing messages to the node's
+// transport.
+type hookTransport struct {
+	engine.Transport
+	id     uint64
+	onSend func(from, to uint64, msgs []engine.Message)
+}
+
+func (t *hookTransport) Send(to uint64, msgs []engine.Message) error {
+	t.onSend(t.id, to, msgs)
+	return t.Transport.Send(to, msgs)
 }
 
 // grpcTransport makes node id's gRPC transport on loopback, on the address
