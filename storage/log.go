@@ -533,11 +533,18 @@ func (l *Log) trimCache() {
 // ReleaseCache frees the entry cache, for a shard that went idle.
 func (l *Log) ReleaseCache() { l.cache, l.cacheBytes = nil, 0 }
 
-// SetHardState writes hs. The batch is synced only for what raft says must
+// SetHardState records hs. The batch is synced only for what raft says must
 // be (MarkSync): a HardState whose commit index alone moved need not be.
 func (l *Log) SetHardState(b *Batch, hs raftpb.HardState) {
+	// A new commit index alone is not written: raft needs only the term
+	// and the vote durable, and learns the commit index again. It goes
+	// with the next write of the record (every applied index writes it),
+	// which saves a key per replica per write on the hot path.
+	write := hs.Term != l.hs.Term || hs.Vote != l.hs.Vote
 	l.hs = hs
-	b.stateChanged(l)
+	if write {
+		b.stateChanged(l)
+	}
 }
 
 // SetApplied records the applied index and its term. The engine writes it in
