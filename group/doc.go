@@ -15,9 +15,11 @@
 // *AmbiguousError, never as dropped.
 //
 // A Group has no goroutines and is not safe for concurrent use: the engine
-// worker that owns the shard drives it (Step, Tick, Ready, Advance) and does
-// all I/O. Nothing here allocates for a shard that is idle: the proposal map
-// and the read list are created on first use and dropped when empty.
+// worker that owns the shard drives it (Step, Tick, Ready, and Advance or,
+// in raft's asynchronous storage mode, the local append and apply
+// responses) and does all I/O. A shard that never writes allocates nothing
+// here: the proposal map is created on the first proposal (and kept, empty,
+// once a shard writes), the read list on the first read.
 //
 // Entry format: a normal entry proposed through a Group carries
 // [version 1][proposal ID u64][command]; an empty entry is the leader's

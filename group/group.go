@@ -106,6 +106,10 @@ type Proposal struct {
 // Complete hands r to the waiter.
 func (p *Proposal) Complete(r Result) { p.Done <- r }
 
+// Reset readies a proposal whose result was received for reuse (its Done
+// channel is kept, empty).
+func (p *Proposal) Reset() { *p = Proposal{Done: p.Done} }
+
 // Read is a linearizable read waiting for its read index to be applied.
 type Read struct {
 	ctx   [8]byte
@@ -455,8 +459,8 @@ func (g *Group) TakeProposal(id uint64) *Proposal {
 	return p
 }
 
-// Applied is called after entries up to index are applied and durable in
-// the engine's batch: proposals whose entry index is at or below it but
+// Applied is called after entries up to index are applied (their writes
+// visible in the store): proposals whose entry index is at or below it but
 // which were not taken were replaced by another leader's entries
 // (ErrProposalDropped), and reads whose index is reached complete.
 func (g *Group) Applied(index uint64) {
