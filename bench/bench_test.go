@@ -200,8 +200,8 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 2 || rep.Rows[0].Variant != "sync-in-worker" || rep.Rows[1].Variant != "async" {
-		t.Fatalf("rows %+v, want the baseline, then async", rep.Rows)
+	if n := len(rep.Rows); n != len(writeScenario.Variants) || rep.Rows[0].Variant != "sync-in-worker" || rep.Rows[n-1].Variant != "async" {
+		t.Fatalf("rows %+v, want every variant, the baseline first and the engine's path (async) last", rep.Rows)
 	}
 	for _, row := range rep.Rows {
 		r := rec.run(row)

@@ -19,6 +19,8 @@ var writeScenario = &scenario{
 	Variants: []variant{
 		{Name: "sync-in-worker", Desc: "the path before asynchronous durability: one synced batch per worker pass, committed by the worker, which waits for the fsync",
 			Engine: func(c *engine.Config) { c.SyncInWorker = true }},
+		{Name: "async-sync-2ms", Desc: "async, with the write-ahead log's syncs at least 2 ms apart (Config.WALMinSyncInterval): more passes per fsync",
+			Engine: func(c *engine.Config) { c.WALMinSyncInterval = 2 * time.Millisecond }},
 		{Name: "async", Desc: "the engine's path: raft's asynchronous storage writes; each pass's batch applied at once and synced by Pebble's commit pipeline (fsyncs shared by every worker); only what depends on a write waits for its sync; the worker never waits"},
 	},
 	Params: []string{"shards", "payload", "clients"},

@@ -62,6 +62,9 @@ type Config struct {
 	StoreCacheBytes int64
 	// MemTableBytes is the size of one Pebble memtable; default 32 MiB.
 	MemTableBytes uint64
+	// WALMinSyncInterval spaces the store's write-ahead log syncs so that
+	// more passes share one fsync (see storage.Config); 0: none.
+	WALMinSyncInterval time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// DisableHeartbeatCoalescing sends every shard's heartbeats as messages

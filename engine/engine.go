@@ -138,7 +138,7 @@ func New(cfg Config, t Transport) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	store, err := storage.Open(storage.Config{Dir: cfg.Dir, FS: cfg.FS, CacheBytes: cfg.StoreCacheBytes, MemTableBytes: cfg.MemTableBytes, Logger: cfg.Logger.With("node", cfg.NodeID)})
+	store, err := storage.Open(storage.Config{Dir: cfg.Dir, FS: cfg.FS, CacheBytes: cfg.StoreCacheBytes, MemTableBytes: cfg.MemTableBytes, WALMinSyncInterval: cfg.WALMinSyncInterval, Logger: cfg.Logger.With("node", cfg.NodeID)})
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -35,6 +36,10 @@ type Config struct {
 	CacheBytes int64
 	// MemTableBytes is the size of one Pebble memtable, in bytes; default 32 MiB.
 	MemTableBytes uint64
+	// WALMinSyncInterval spaces the syncs of the write-ahead log: a sync
+	// asked for sooner after the last one waits, so that more batches
+	// share it (Pebble's option of that name). 0: no wait.
+	WALMinSyncInterval time.Duration
 	// EntryCacheEntries caps the entries each shard keeps in memory for raft
 	// (the tail of its log); default 256. Entries beyond the cap are read
 	// back from Pebble.
@@ -123,6 +128,7 @@ func Open(cfg Config) (*Store, error) {
 		FS:                 syncFS{FS: cfg.FS, n: &s.syncs},
 		Cache:              cache,
 		MemTableSize:       cfg.MemTableBytes,
+		WALMinSyncInterval: func() time.Duration { return cfg.WALMinSyncInterval },
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{l: cfg.Logger},
 		ReadOnly:           cfg.ReadOnly,
