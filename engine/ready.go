@@ -138,6 +138,7 @@ func (w *worker) passInWorker() {
 			w.markDirty(rs.r)
 		}
 	}
+	w.commitTruncations()
 }
 
 // passAsync is the pass of asynchronous durability (see above).
@@ -225,6 +226,7 @@ func (w *worker) passAsync() {
 		// (unapplied conf changes) from the log.
 		w.maybeTruncate(r)
 	}
+	w.commitTruncations()
 	for i := range w.rds {
 		if r := w.rds[i].r; !r.destroyed && r.g.RN.HasReady() {
 			w.markDirty(r)
@@ -449,9 +451,23 @@ func (w *worker) maybeTruncate(r *replica) {
 	if index < first {
 		return
 	}
-	if err := r.log.Truncate(w.batch, index); err != nil {
+	if err := r.log.Truncate(w.truncs, index); err != nil {
 		panic(fmt.Sprintf("engine: shard %d: truncate: %v", r.shardID, err))
 	}
+}
+
+// commitTruncations commits the pass's truncations (no sync: a lost one is
+// done again), right after the pass: left for the next pass's batch, a
+// truncation would follow whatever that pass writes, such as a snapshot of
+// the same shard, which an older truncation point must never overwrite.
+func (w *worker) commitTruncations() {
+	if w.truncs.Empty() {
+		return
+	}
+	if err := w.truncs.Commit(false); err != nil {
+		panic(fmt.Sprintf("engine: node %d: storage failed: %v", w.e.cfg.NodeID, err))
+	}
+	w.truncs.Reset()
 }
 
 // send hands every message of rds to the transport, one Send per

@@ -36,7 +36,8 @@ type worker struct {
 	dirty      []*replica
 	rds        []readyShard
 	batch      *storage.Batch
-	applyBatch *pebble.Batch // indexed: the state machine reads its own writes
+	truncs     *storage.Batch // the pass's log truncations (ready.go)
+	applyBatch *pebble.Batch  // indexed: the state machine reads its own writes
 	actx       ApplyContext
 	out        map[uint64][]Message // per destination node, handed to the transport
 	done       []completion
@@ -155,6 +156,7 @@ func newWorker(e *Engine, id int) *worker {
 		ticking:    make(map[uint64]*replica),
 		tombstones: make(map[uint64]uint64),
 		batch:      e.store.NewBatch(),
+		truncs:     e.store.NewBatch(),
 		applyBatch: e.store.DB().NewIndexedBatch(),
 		out:        make(map[uint64][]Message),
 		syncq:      make(chan *inflight, syncQueueLen),
@@ -447,6 +449,7 @@ func (w *worker) shutdown() {
 		w.abortStaged(r)
 	}
 	w.batch.Close()
+	w.truncs.Close()
 	_ = w.applyBatch.Close()
 }
 
