@@ -114,13 +114,21 @@ func runCrashSafety(t *testing.T, seed uint64) {
 		acked = map[string]string{}
 		wg    sync.WaitGroup
 	)
-	deadline := time.Now().Add(1500 * time.Millisecond)
+	// The load runs for 1.5 s, and on until 200 writes were acknowledged
+	// (over gRPC under the race detector on a loaded machine, the crashes
+	// leave little time to write: every restart reconnects), at most 30 s.
+	start := time.Now()
+	ackedN := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	running := func() bool {
+		d := time.Since(start)
+		return d < 1500*time.Millisecond || (d < 30*time.Second && ackedN() < 200)
+	}
 	for w := 0; w < 4; w++ {
 		wg.Add(1)
 		wrng := rand.New(rand.NewPCG(seed, uint64(100+w)))
 		go func() {
 			defer wg.Done()
-			for n := 0; n < 5000 && time.Now().Before(deadline); n++ {
+			for n := 0; n < 50000 && running(); n++ {
 				key := fmt.Sprintf("w%d-k%d", w, n)
 				shard := rt.shardOf([]byte(key))
 				e := rt.target(wrng, shard)
@@ -145,7 +153,7 @@ func runCrashSafety(t *testing.T, seed uint64) {
 	crashes := 0
 	ticker := time.NewTicker(20 * time.Millisecond)
 	var down uint64
-	for time.Now().Before(deadline) {
+	for running() {
 		<-ticker.C
 		if down != 0 {
 			if err := c.Start(down); err != nil {

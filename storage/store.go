@@ -112,6 +112,15 @@ type Store struct {
 	syncs  atomic.Uint64 // file syncs (syncfs.go)
 }
 
+// walMinSyncInterval is Pebble's option: nil when there is no interval.
+func (c Config) walMinSyncInterval() func() time.Duration {
+	if c.WALMinSyncInterval <= 0 {
+		return nil
+	}
+	d := c.WALMinSyncInterval
+	return func() time.Duration { return d }
+}
+
 // FileSyncs returns the number of file syncs (fsyncs) the store has done.
 func (s *Store) FileSyncs() uint64 { return s.syncs.Load() }
 
@@ -128,7 +137,7 @@ func Open(cfg Config) (*Store, error) {
 		FS:                 syncFS{FS: cfg.FS, n: &s.syncs},
 		Cache:              cache,
 		MemTableSize:       cfg.MemTableBytes,
-		WALMinSyncInterval: func() time.Duration { return cfg.WALMinSyncInterval },
+		WALMinSyncInterval: cfg.walMinSyncInterval(),
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{l: cfg.Logger},
 		ReadOnly:           cfg.ReadOnly,
