@@ -54,12 +54,3 @@ func withDisk(st State) State {
 	}
 	return st
 }
-
-func replicaOn(sh *Shard, nodeID uint64) (Replica, bool) {
-	for _, r := range sh.Replicas {
-		if r.NodeID == nodeID {
-			return r, true
-		}
-	}
-	return Replica{}, false
-}
