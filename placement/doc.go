@@ -2,16 +2,17 @@
 // gets a new replica on which node, which replica leaves, which voter
 // should lead. It never executes anything. Plan is a pure function of a
 // snapshot of the cluster (State), a Config and the operations already in
-// flight; it returns operations (Op), each with a reason for people. A
-// driver (a later step: it runs on the meta shard's leader) builds the
-// snapshot, executes the operations through the node, and calls Plan
-// again. The package imports nothing of Flotilla's: it has its own
+// flight; it returns operations (Op), each with a reason for people. The
+// Driver runs on the meta shard's leader: it reads the snapshot from a
+// Source, calls Plan, and executes the operations step by step through an
+// Actuator, recording the intent of each move in an IntentStore; the node
+// implements the three interfaces (actuator.go). The package imports nothing of Flotilla's: it has its own
 // vocabulary of nodes, shards, replicas and roles, which mirrors the
 // storage package's descriptors and the meta shard's records.
 //
 // # Concurrency
 //
-// None: Plan starts no goroutine, holds no state between calls, reads no
+// Plan: none. It starts no goroutine, holds no state between calls, reads no
 // clock (State.Now is the time) and does not change its arguments. It may
 // be called from any goroutine. The same input gives the same plan,
 // whatever the order of the nodes, shards, replicas and operations in it:

@@ -675,3 +675,43 @@ func TestDriverConfigValidate(t *testing.T) {
 		t.Error("Validate changed its receiver")
 	}
 }
+
+// TestNextAction walks a leader's move and a two-voter meta growth through
+// the steps nextAction picks from the shard alone.
+func TestNextAction(t *testing.T) {
+	nodes := liveNodes(5)
+	r := func(node, id uint64, role Role) Replica { return Replica{NodeID: node, ReplicaID: id, Role: role} }
+	st := func(leader uint64, joint bool, rs ...Replica) State {
+		return State{Now: t0, Nodes: nodes, Shards: []Shard{{ID: 1, Last: 1, Leader: leader, Joint: joint, Replicas: rs}}}
+	}
+	move := Op{Kind: RebalanceReplica, ShardID: 1, Add: []uint64{4}, Remove: r(1, 1, Voter)}
+	meta := Op{Kind: MetaVoter, ShardID: 1, Add: []uint64{4, 5}}
+	for _, tc := range []struct {
+		name string
+		op   Op
+		st   State
+		want string
+	}{
+		{"add learner", move, st(1, false, r(1, 1, Voter), r(2, 2, Voter), r(3, 3, Voter)), "add learner on n4"},
+		{"promote and demote", move, st(1, false, r(1, 1, Voter), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, Learner)), "promote [4] demote [1]"},
+		{"hand leadership over while joint", move, st(1, true, r(1, 1, VoterDemoting), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, VoterIncoming)), "transfer leadership to n4"},
+		{"leave joint", move, st(4, true, r(1, 1, VoterDemoting), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, VoterIncoming)), "leave joint"},
+		{"remove the demoted replica", move, st(4, false, r(1, 1, Learner), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, Voter)), "remove replica 1"},
+		{"done", move, st(4, false, r(2, 2, Voter), r(3, 3, Voter), r(4, 4, Voter)), "done"},
+		{"stale: replica gone", move, st(2, false, r(2, 2, Voter), r(3, 3, Voter), r(5, 5, Voter)), "dropped: shard 1 no longer has replica 1 on node 1"},
+		{"stale: a joint shard not ours", move, st(1, true, r(1, 1, Voter), r(2, 2, VoterOutgoing), r(3, 3, Voter)), "dropped: shard 1 is joint"},
+		{"meta: second learner", meta, st(1, false, r(1, 1, Voter), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, Learner)), "add learner on n5"},
+		{"meta: promote both", meta, st(1, false, r(1, 1, Voter), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, Learner), r(5, 5, Learner)), "promote [4 5] demote []"},
+	} {
+		if got := nextAction(tc.op, tc.st, true).String(); got != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	dead := st(1, false, r(1, 1, Voter), r(2, 2, Voter), r(3, 3, Voter), r(4, 4, Learner))
+	dead.Nodes = slices.Clone(nodes)
+	dead.Nodes[1].Liveness, dead.Nodes[1].Since = Dead, t0
+	dead.Nodes[2].Liveness = Suspect
+	if a := nextAction(move, dead, true); a.kind != actRollback {
+		t.Errorf("a change without a live quorum: %v, want a rollback", a)
+	}
+}
