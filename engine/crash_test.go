@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -194,12 +195,20 @@ func runCrashSafety(t *testing.T, seed uint64) {
 	}
 	for key, want := range acked {
 		shard := rt.shardOf([]byte(key))
+		var where []string // what each node holds, said when one misses the key
+		missing := false
 		for _, id := range c.IDs() {
 			res, err := c.Engine(id).ReadLocal(shard, engine.GetQuery([]byte(key)))
 			v, found, _ := engine.DecodeGetResult(res)
+			st, serr := c.Engine(id).Status(ctx, shard)
+			where = append(where, fmt.Sprintf("node %d: %q found %v err %v; shard %d applied %d, log %d..%d, term %d, %s (status err %v)",
+				id, v, found, err, shard, st.Applied, st.FirstIndex, st.LastIndex, st.Term, st.State, serr))
 			if err != nil || !found || string(v) != want {
-				t.Fatalf("seed %d: acknowledged %q missing on node %d: %q %v %v", seed, key, id, v, found, err)
+				missing = true
 			}
+		}
+		if missing {
+			t.Fatalf("seed %d: acknowledged %q missing:\n%s", seed, key, strings.Join(where, "\n"))
 		}
 	}
 	checkReplicasIdentical(t, c, descs)
