@@ -39,9 +39,16 @@ func rangeHash(t *testing.T, e *engine.Engine, d storage.Descriptor) uint64 {
 // applied index as the others and as its leader's commit, with a leader.
 func waitConverged(t *testing.T, ctx context.Context, c *testcluster.Cluster, descs []storage.Descriptor) {
 	t.Helper()
+	// Converged: every replica applied its shard's leader's whole log. Equal
+	// applied and commit indexes are not enough right after a restart: the
+	// commit index a node restarts with may lag (a commit index alone is not
+	// written; it goes with the next applied index), and a new leader
+	// commits the entries of earlier terms only with an entry of its own,
+	// which is last in its log.
 	if err := c.WaitFor(ctx, "replicas converged", func() bool {
 		applied := map[uint64]map[uint64]bool{}
 		leaders := c.Leaders(ctx)
+		leaderLast := map[uint64]uint64{}
 		for _, id := range c.IDs() {
 			e := c.Engine(id)
 			if e == nil {
@@ -59,10 +66,13 @@ func waitConverged(t *testing.T, ctx context.Context, c *testcluster.Cluster, de
 				if st.Applied != st.Commit {
 					return false
 				}
+				if leaders[st.ShardID] == id && st.State == "StateLeader" {
+					leaderLast[st.ShardID] = st.LastIndex
+				}
 			}
 		}
 		for _, d := range descs {
-			if len(applied[d.ShardID]) != 1 || leaders[d.ShardID] == 0 {
+			if len(applied[d.ShardID]) != 1 || leaders[d.ShardID] == 0 || !applied[d.ShardID][leaderLast[d.ShardID]] {
 				return false
 			}
 		}
