@@ -1,4 +1,4 @@
-// Command bench is Flotilla's benchmark harness (DESIGN.md §9): it runs a
+// Command bench is Flotilla's benchmark harness: it runs a
 // named scenario against an in-process cluster (N engines in this process,
 // stores on the real disk with real fsyncs, each node with its own ticker,
 // talking over the in-process memtransport or over gRPC on loopback),

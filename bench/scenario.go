@@ -13,7 +13,7 @@ import (
 // A variant is one engine configuration a scenario runs. The first variant
 // of a scenario is its baseline: every other variant is run right after it
 // at the same point of the sweep, in the same process, and reported with
-// the ratio of its metrics to the baseline's (DESIGN.md §9).
+// the ratio of its metrics to the baseline's.
 //
 // Adding an optimisation to a scenario is adding a variant whose Engine
 // sets the config field that turns it on; a variant that is planned but not

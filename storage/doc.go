@@ -10,10 +10,13 @@
 // the goroutine that drives its shard; a Batch to the goroutine that fills
 // and commits it.
 //
-// Durability contract with the engine: log entries and HardState are written
-// into a Batch that is committed with Sync before any message that depends on
-// them is sent; the state machine's writes for applied entries and the
-// applied index go into the same batch, so that a restart neither re-applies
-// nor skips an entry. Snapshots are ingested as sstables, atomically with the
-// shard's new raft state.
+// Durability contract with the engine: log entries and HardState (its term
+// and vote; a commit index alone is not written, it goes with the next
+// applied index) are written into a Batch that is durable (Commit with Sync,
+// or ApplyNoSyncWait then SyncWait) before any message that depends on them
+// is sent; the state machine's writes for applied entries and the applied
+// index go into the same batch, so that a restart neither re-applies nor
+// skips an entry. Snapshots are ingested as sstables, atomically with the
+// shard's new raft state. The store counts its file syncs (FileSyncs): with
+// batches sharing syncs, the synced commits do not count the fsyncs.
 package storage

@@ -1,5 +1,5 @@
-// Package transport is the gRPC engine.Transport between Flotilla nodes
-// (DESIGN.md §5). It owns the network side of raft: one stream per ordered
+// Package transport is the gRPC engine.Transport between Flotilla nodes.
+// It owns the network side of raft: one stream per ordered
 // node pair carrying batched frames, a bounded send queue and a sender
 // goroutine per peer, snapshot streaming in chunks, the checks that refuse
 // traffic from another cluster or a removed node, size limits, and optional
