@@ -1,5 +1,5 @@
 // Package node assembles one Flotilla node: engine, transport, router,
-// placement and the client and admin gRPC services (DESIGN.md section 2),
+// and the client and admin gRPC services,
 // so that a database can embed a whole node in its own process. It
 // assembles; the parts own their state: package node/meta owns the meta
 // shard's records (cluster, nodes, ring header, one record per shard) and

@@ -1,5 +1,5 @@
 // Package router maps keys to the shards that own them and to the nodes that
-// serve those shards (DESIGN.md section 6).
+// serve those shards.
 //
 // # What it owns
 //

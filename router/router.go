@@ -50,7 +50,7 @@ type Route struct {
 	Term uint64
 	// Generation is the generation of the ring this route was read from; a
 	// request carries it so that the shard can refuse it at apply if the ring
-	// has changed since (DESIGN.md section 6).
+	// has changed since.
 	Generation uint64
 }
 

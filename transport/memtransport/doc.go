@@ -15,7 +15,7 @@
 // restarted node. Batches are bound to the incarnation that was up when they
 // left the queue, so nothing sent to a crashed node reaches its successor.
 //
-// Raft traffic follows the design of the real transport (DESIGN.md §5): each
+// Raft traffic follows the design of the real transport (package transport): each
 // endpoint keeps one bounded queue per destination node (Config.QueueLen
 // messages) and one sender goroutine per destination, which drains everything
 // queued into ONE engine.Batch and hands it to the destination's
