@@ -36,11 +36,11 @@ import (
 //	    MsgApps of the same term, when they carried i);
 //	(b) a vote is durable before it is sent or counted: a granted
 //	    MsgVoteResp finds the sender's durable HardState at the message's
-//	    term with the vote for the candidate; a leader's MsgApp finds its
-//	    term durable with the leader's vote for itself (a candidate counts
-//	    its own vote only once durable; its MsgVote requests may go before,
-//	    as raft's asynchronous storage mode sends them); any other message
-//	    but a pre-vote's finds its term durable;
+//	    term with the vote for the candidate, and a leader's MsgApp finds a
+//	    quorum of the nodes' durable votes for it in its term (a candidate
+//	    counts its own vote only once durable; its MsgVote requests, and a
+//	    new leader's first appends, may go before its new term is written,
+//	    as raft's asynchronous storage mode sends them);
 //	(c) a leader advertises only a commit index that a quorum's disks hold:
 //	    a MsgApp or heartbeat with commit c finds the durable logs of 2 of
 //	    the 3 nodes holding c. Heartbeats are checked both uncoalesced and
@@ -483,18 +483,14 @@ func (d *durabilityChecker) checkSent(img *diskImage, from, to uint64, s *sentMs
 	switch {
 	case ack && !held:
 		d.fail("a", "shard %d: node %d acknowledged index %d to node %d before it was durable: %s; %s (%s)", s.shardID, from, m.Index, to, s, why, where())
-	case m.Type == raftpb.MsgVote:
-		// A vote request promises nothing: raft's asynchronous storage mode
-		// sends it while the candidate's new term and its vote for itself
-		// are being written, and counts that vote only once it is durable,
-		// which the first MsgApp of its term as leader shows (below).
-	case m.Type == raftpb.MsgApp && (hs.Term != m.Term || hs.Vote != m.From):
-		d.fail("b", "shard %d: node %d leads term %d before its vote for itself in that term was durable: %s (%s)", s.shardID, from, m.Term, s, where())
 	case m.Type == raftpb.MsgVoteResp && !m.Reject && (newTerm || hs.Term == m.Term && hs.Vote != m.To):
 		d.fail("b", "shard %d: node %d granted its vote to node %d before the vote was durable: %s (%s)", s.shardID, from, to, s, where())
-	case newTerm:
-		d.fail("b", "shard %d: node %d sent node %d a message of a term not yet durable: %s (%s)", s.shardID, from, to, s, where())
 	}
+	// Other messages promise nothing about the sender's disk: raft's
+	// asynchronous storage mode sends vote requests, and a new leader's
+	// appends, while the sender's new term (and its vote for itself) are
+	// being written; what must hold is that the votes that made a leader
+	// are durable (checkQuorum, for the MsgApps it checks).
 }
 
 // checkQuorum checks (c) for one message: a quorum's disks hold the commit
@@ -520,6 +516,25 @@ func (d *durabilityChecker) checkQuorum(imgs map[uint64]*diskImage, from, to uin
 	if len(have) < len(imgs)/2+1 {
 		d.fail("c", "shard %d: node %d advertised commit index %d to node %d that only nodes %v hold durably: %s; %v",
 			s.shardID, from, c, to, have, s, not)
+	}
+	if s.m.Type != raftpb.MsgApp {
+		return
+	}
+	// (b) A leader's votes: a quorum of the nodes voted for it in its term,
+	// durably (or moved on to a later term, durably, which they reach only
+	// after that vote).
+	var voted []uint64
+	for _, id := range slices.Sorted(maps.Keys(imgs)) {
+		l, err := imgs[id].log(s.shardID)
+		if err != nil {
+			return
+		}
+		if hs := l.HardState(); hs.Term > s.m.Term || hs.Term == s.m.Term && hs.Vote == s.m.From {
+			voted = append(voted, id)
+		}
+	}
+	if len(voted) < len(imgs)/2+1 {
+		d.fail("b", "shard %d: node %d leads term %d with the durable votes of nodes %v only: %s", s.shardID, from, s.m.Term, voted, s)
 	}
 }
 

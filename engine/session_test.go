@@ -76,17 +76,19 @@ func newSessionCluster(t *testing.T, ctx context.Context, nodes int, voters []ui
 // changes: a retry of a session write is safe, which is the point.
 func (sc *sessionCluster) propose(ctx context.Context, s engine.Session, cmd []byte) ([]byte, error) {
 	for {
+		// A leader found just before may be gone (an election after a
+		// restart): wait for one, then try.
+		if err := sc.WaitFor(ctx, "a leader", func() bool { return sc.Engine(sc.Leader(ctx, 1)) != nil }); err != nil {
+			return nil, err
+		}
 		e := sc.Engine(sc.Leader(ctx, 1))
 		if e == nil {
-			return nil, fmt.Errorf("no leader")
+			continue
 		}
 		res, err := e.ProposeSession(ctx, 1, s, cmd)
 		var nl *engine.NotLeaderError
 		if !errors.As(err, &nl) && !errors.Is(err, engine.ErrProposalDropped) {
 			return res, err
-		}
-		if err := sc.WaitFor(ctx, "a leader", func() bool { return sc.Leader(ctx, 1) != 0 }); err != nil {
-			return nil, err
 		}
 	}
 }
