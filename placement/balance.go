@@ -13,14 +13,7 @@ const epsilon = 1e-9
 // capacity when capacities differ; a node that is full keeps at most what
 // it has). A move goes from a node to another only by the rule of balance.
 func (p *planner) balanceReplicas() {
-	var nodes []*pnode
-	var total float64
-	for _, n := range p.nodes {
-		if n.eligible() {
-			nodes = append(nodes, n)
-			total += float64(n.replicas)
-		}
-	}
+	nodes, total := p.eligibleNodes(func(n *pnode) int { return n.replicas })
 	if len(nodes) < 2 {
 		return
 	}
@@ -99,14 +92,7 @@ func (p *planner) movable(sh *pshard, s *pnode) bool {
 // back and forth. Leadership transfers are planned before replica moves:
 // they are cheap.
 func (p *planner) balanceLeaders() {
-	var nodes []*pnode
-	var total float64
-	for _, n := range p.nodes {
-		if n.eligible() {
-			nodes = append(nodes, n)
-			total += float64(n.leaders)
-		}
-	}
+	nodes, total := p.eligibleNodes(func(n *pnode) int { return n.leaders })
 	if len(nodes) < 2 {
 		return
 	}
@@ -274,4 +260,18 @@ func waterFill(total float64, weights, caps []float64) []float64 {
 		wsum -= weights[i]
 	}
 	return out
+}
+
+// eligibleNodes returns the nodes that may take replicas and leaderships,
+// in the planner's order, and the sum of count over them.
+func (p *planner) eligibleNodes(count func(*pnode) int) ([]*pnode, float64) {
+	var nodes []*pnode
+	var total float64
+	for _, n := range p.nodes {
+		if n.eligible() {
+			nodes = append(nodes, n)
+			total += float64(count(n))
+		}
+	}
+	return nodes, total
 }

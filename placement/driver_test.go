@@ -190,19 +190,7 @@ func (f *fakeCluster) ChangeVoters(_ context.Context, shardID uint64, promote, d
 
 func (f *fakeCluster) LeaveJoint(_ context.Context, shardID uint64) error {
 	return f.do("LeaveJoint", shardID, func(sh *fakeShard) error {
-		var out []Replica
-		for _, r := range sh.Replicas {
-			switch r.Role {
-			case VoterIncoming:
-				r.Role = Voter
-			case VoterDemoting:
-				r.Role = Learner
-			case VoterOutgoing:
-				continue
-			}
-			out = append(out, r)
-		}
-		sh.Replicas, sh.Joint = out, false
+		sh.Replicas, sh.Joint = leftJoint(sh.Replicas, func(Replica) {}), false
 		return nil
 	})
 }

@@ -340,20 +340,28 @@ func (s *sim) record(f *simOp, m map[[3]uint64]int, what string, k [3]uint64) {
 
 // leaveJoint makes the incoming configuration the only one.
 func (s *sim) leaveJoint(sh *Shard, op Op) {
+	sh.Replicas = leftJoint(sh.Replicas, func(r Replica) { s.dropped(sh, r, op) })
+	sh.Joint = false
+}
+
+// leftJoint returns replicas as they are once the joint configuration is
+// left: incoming voters are voters, demoting ones learners, and outgoing
+// ones gone (dropped is told of each).
+func leftJoint(replicas []Replica, dropped func(Replica)) []Replica {
 	var out []Replica
-	for _, r := range sh.Replicas {
+	for _, r := range replicas {
 		switch r.Role {
 		case VoterIncoming:
 			r.Role = Voter
 		case VoterDemoting:
 			r.Role = Learner
 		case VoterOutgoing:
-			s.dropped(sh, r, op)
+			dropped(r)
 			continue
 		}
 		out = append(out, r)
 	}
-	sh.Replicas, sh.Joint = out, false
+	return out
 }
 
 func (s *sim) remove(sh *Shard, rm Replica) {
