@@ -79,7 +79,7 @@ func readOnLeader(ctx context.Context, c *testcluster.Cluster, shard uint64, que
 }
 
 // waitSettled waits until every shard has a leader whose configuration is
-// not joint and whose log is applied to its end (so no conf change is
+// not joint (it leaves a joint state entered explicitly) and whose log is applied to its end (so no conf change is
 // pending), and every replica its descriptor names has applied as far,
 // under the same replica ID and descriptor.
 func waitSettled(t *testing.T, ctx context.Context, c *testcluster.Cluster, shards []uint64) {
@@ -116,6 +116,12 @@ func settled(ctx context.Context, c *testcluster.Cluster, shard uint64) string {
 	case err != nil:
 		return fmt.Sprintf("shard %d: leader %d: %v", shard, l, err)
 	case isJoint(st.Desc):
+		// A joint state entered explicitly stays until it is left, as the
+		// placement driver's repair would (one left automatically is
+		// refused as a change in progress: nothing to do).
+		lctx, cancel := context.WithTimeout(ctx, changeTimeout)
+		_ = c.Engine(l).ChangeReplicasWith(lctx, engine.ChangeRequest{ShardID: shard, LeaveJoint: true})
+		cancel()
 		return fmt.Sprintf("shard %d is joint: %v", shard, st.Desc)
 	case st.Applied != st.Commit || st.LastIndex != st.Applied:
 		return fmt.Sprintf("shard %d: leader %d applied %d, commit %d, last index %d", shard, l, st.Applied, st.Commit, st.LastIndex)

@@ -26,7 +26,12 @@ import (
 //     then promoted: it must come back under a fresh replica ID;
 //   - learners are added on the spare nodes and removed again;
 //   - a learner is promoted and a voter removed (or demoted) in one joint
-//     change, left automatically.
+//     change, left automatically, or explicitly (as the placement driver
+//     moves a leader's replica): the shard then stays joint until the
+//     nemesis comes back to it and hands the leadership of a demoted or
+//     outgoing leader to an incoming voter, or leaves the joint state.
+//
+// Changes of replicas the shard holds are fenced by their replica IDs.
 //
 // A shard below its number of voters is repaired first (the removed node is
 // added back, then promoted), so that shards have their voters most of the
@@ -97,17 +102,62 @@ func (m *memberNemesis) step(ctx context.Context) {
 	}
 	m.hist.observe(leader, st)
 	if isJoint(st.Desc) {
-		m.refused["joint (not yet left)"]++
+		m.joint(ctx, e, st)
 		return
 	}
 	kind, changes := m.plan(st)
 	if len(changes) == 0 {
 		return
 	}
+	req := engine.ChangeRequest{ShardID: shard, Changes: changes}
+	if len(changes) > 1 && m.rng.IntN(2) == 0 {
+		req.Explicit = true
+		kind += " (explicit)"
+	}
 	cctx, cancel := context.WithTimeout(ctx, changeTimeout)
-	err = e.ChangeReplicas(cctx, shard, changes...)
+	err = e.ChangeReplicasWith(cctx, req)
 	cancel()
 	m.settle(ctx, e, st.Desc, kind, changes, err)
+}
+
+// joint works on a shard whose configuration is joint, led by e: a leader
+// on its way out hands its leadership to an incoming voter half of the
+// time; otherwise the joint state is left (explicitly: one left
+// automatically is refused as in progress, or left already).
+func (m *memberNemesis) joint(ctx context.Context, e *engine.Engine, st engine.ShardStatus) {
+	self, _ := st.Desc.ReplicaOfNode(e.NodeID())
+	var incoming []uint64
+	for _, r := range st.Desc.Replicas {
+		if r.Role == storage.RoleVoterIncoming {
+			incoming = append(incoming, r.NodeID)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, changeTimeout)
+	defer cancel()
+	if (self.Role == storage.RoleVoterDemoting || self.Role == storage.RoleVoterOutgoing) && len(incoming) > 0 && m.rng.IntN(2) == 0 {
+		to := incoming[m.rng.IntN(len(incoming))]
+		if err := e.TransferLeader(cctx, st.ShardID, to); err != nil {
+			m.refused["transfer while joint: "+errClass(err)]++
+			return
+		}
+		m.done["transfer while joint"]++
+		return
+	}
+	m.settle(ctx, e, st.Desc, "leave joint", nil, e.ChangeReplicasWith(cctx, engine.ChangeRequest{ShardID: st.ShardID, LeaveJoint: true}))
+}
+
+// errClass names the kind of a refusal for the summary.
+func errClass(err error) string {
+	var nl *engine.NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		return "not leader"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, engine.ErrClosed), errors.Is(err, engine.ErrShardNotFound), errors.Is(err, engine.ErrShardRemoved):
+		return "leader gone"
+	}
+	return err.Error()
 }
 
 // plan picks the next change of st's shard.
@@ -125,7 +175,8 @@ func (m *memberNemesis) plan(st engine.ShardStatus) (kind string, changes []engi
 	}
 	pick := func(ids []uint64) uint64 { return ids[m.rng.IntN(len(ids))] }
 	change := func(t engine.ChangeType, node uint64) engine.ReplicaChange {
-		return engine.ReplicaChange{Type: t, NodeID: node}
+		rep, _ := st.Desc.ReplicaOfNode(node) // fenced: that very replica
+		return engine.ReplicaChange{Type: t, NodeID: node, ReplicaID: rep.ReplicaID}
 	}
 	// Repairs first: the node removed last comes back as a learner, and is
 	// promoted once caught up (now and then before: a voter that lags).

@@ -45,13 +45,27 @@ const (
 type ReplicaChange struct {
 	Type   ChangeType
 	NodeID uint64
+	// ReplicaID, if set, fences the change: the node's replica must have
+	// this ID (a promotion, demotion or removal of that very replica, not of
+	// one that replaced it since), else the change fails with
+	// ErrReplicaNotFound. It must be 0 for a node that holds no replica yet.
+	ReplicaID uint64
 }
 
 // ChangeRequest is a membership change of one shard. One change is simple;
-// several go through joint consensus, left automatically.
+// several go through joint consensus, left automatically unless Explicit.
 type ChangeRequest struct {
 	ShardID uint64
 	Changes []ReplicaChange
+	// Explicit: the change enters a joint configuration (even a single
+	// change) that stays until a request with LeaveJoint leaves it, so that
+	// the caller can, say, hand the leadership from an outgoing voter to an
+	// incoming one while both configurations must agree. raft's
+	// ConfChangeTransitionJointExplicit.
+	Explicit bool
+	// LeaveJoint, with no Changes, leaves the shard's joint configuration.
+	// It succeeds at once, proposing nothing, when the shard is not joint.
+	LeaveJoint bool
 	// Force proposes a change that leaves fewer live voters (nodes not
 	// suspected down) than a quorum of the new configuration: the shard
 	// then cannot commit until enough of them are back.
@@ -72,7 +86,10 @@ func (e *Engine) ChangeReplicas(ctx context.Context, shardID uint64, changes ...
 // proposing: ErrConfChangeInProgress (raft dropped it), ErrConfChangeRejected
 // (refused at apply), an *AmbiguousError, or ctx's error.
 func (e *Engine) ChangeReplicasWith(ctx context.Context, req ChangeRequest) error {
-	if len(req.Changes) == 0 {
+	switch {
+	case req.LeaveJoint && (len(req.Changes) > 0 || req.Explicit):
+		return fmt.Errorf("%w: leaving a joint configuration takes no change", ErrBadRequest)
+	case !req.LeaveJoint && len(req.Changes) == 0:
 		return fmt.Errorf("%w: no change", ErrBadRequest)
 	}
 	seen := map[uint64]bool{}
@@ -97,6 +114,10 @@ func (e *Engine) ChangeReplicasWith(ctx context.Context, req ChangeRequest) erro
 	return err
 }
 
+// errNothingToDo completes a membership request that needs no proposal
+// (leaving a joint configuration the shard is not in) successfully.
+var errNothingToDo = errors.New("engine: nothing to do")
+
 // planConfChange turns changes (by node) into raft's conf change (by replica
 // ID) against desc. It returns the replica IDs it adds (replica ID -> node)
 // and the nodes of the voters of the resulting (incoming) configuration.
@@ -111,6 +132,9 @@ func planConfChange(desc storage.Descriptor, changes []ReplicaChange) (cc raftpb
 	added = map[uint64]uint64{}
 	for _, c := range changes {
 		rep, exists := desc.ReplicaOfNode(c.NodeID)
+		if c.ReplicaID != 0 && (!exists || rep.ReplicaID != c.ReplicaID) {
+			return cc, nil, nil, fmt.Errorf("%w: node %d holds no replica %d of shard %d", ErrReplicaNotFound, c.NodeID, c.ReplicaID, desc.ShardID)
+		}
 		var single raftpb.ConfChangeSingle
 		switch c.Type {
 		case AddVoter:
@@ -158,6 +182,13 @@ func (w *worker) proposeConfChange(r *replica, p *group.Proposal, req *ChangeReq
 	}
 	applied, _ := r.log.Applied()
 	cs := r.log.ConfState()
+	if req.LeaveJoint {
+		if len(cs.VotersOutgoing) == 0 {
+			return errNothingToDo
+		}
+		cc := raftpb.ConfChangeV2{Context: group.ConfChangeContext(p.ID, nil)}
+		return r.g.ProposeConfChange(p, cc, applied, cs)
+	}
 	if !r.g.ConfChangeAllowed(applied, cs) {
 		return fmt.Errorf("%w: shard %d", ErrConfChangeInProgress, r.shardID)
 	}
@@ -175,6 +206,9 @@ func (w *worker) proposeConfChange(r *replica, p *group.Proposal, req *ChangeReq
 		if len(live) < len(voters)/2+1 {
 			return &QuorumError{ShardID: r.shardID, Voters: voters, Live: live}
 		}
+	}
+	if req.Explicit {
+		cc.Transition = raftpb.ConfChangeTransitionJointExplicit
 	}
 	cc.Context = group.ConfChangeContext(p.ID, encodeAdded(added))
 	return r.g.ProposeConfChange(p, cc, applied, cs)

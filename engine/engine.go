@@ -616,10 +616,16 @@ func (e *Engine) TransferLeader(ctx context.Context, shardID, target uint64) err
 				}
 				return false, &NotLeaderError{ShardID: shardID, Leader: l, Term: t}
 			}
-			to := r.replicaOn(target)
-			if to == 0 {
+			d, _ := r.log.Descriptor()
+			rep, ok := d.ReplicaOfNode(target)
+			if !ok {
 				return false, fmt.Errorf("%w: node %d holds no replica of shard %d", ErrBadRequest, target, shardID)
 			}
+			if !rep.Role.IsVoter() {
+				// raft ignores a transfer to a learner: it would never end.
+				return false, fmt.Errorf("%w: node %d's replica of shard %d is a %s, not a voter", ErrBadRequest, target, shardID, rep.Role)
+			}
+			to := rep.ReplicaID
 			if r.g.RN.BasicStatus().LeadTransferee == 0 {
 				w.wake(r)
 				r.g.RN.TransferLeader(to)

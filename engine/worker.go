@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -617,6 +618,11 @@ func (w *worker) propose(req proposalReq) {
 		err = w.proposeConfChange(r, req.p, req.change)
 	} else {
 		err = r.g.Propose(req.p, req.data)
+	}
+	if errors.Is(err, errNothingToDo) {
+		err = nil
+		req.p.Complete(group.Result{})
+		return
 	}
 	if err != nil {
 		req.p.Complete(group.Result{Err: err})

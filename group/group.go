@@ -240,15 +240,26 @@ func (g *Group) ConfChangeAllowed(applied uint64, cs raftpb.ConfState) bool {
 	return g.pendingConf <= applied && len(cs.VotersOutgoing) == 0
 }
 
+// leaveJointAllowed reports whether raft would accept leaving the joint
+// configuration now: it is joint and no other change is pending.
+func (g *Group) leaveJointAllowed(applied uint64, cs raftpb.ConfState) bool {
+	return g.pendingConf <= applied && len(cs.VotersOutgoing) > 0
+}
+
 // ProposeConfChange proposes cc, whose Context starts with the proposal ID
-// (ConfChangeContext). It fails with ErrConfChangeInProgress if raft would
-// drop it (see ConfChangeAllowed); should raft drop it all the same, the
+// (ConfChangeContext); a cc with no changes leaves a joint configuration.
+// It fails with ErrConfChangeInProgress if raft would drop it (see
+// ConfChangeAllowed; leaving needs a joint configuration instead); should raft drop it all the same, the
 // proposal completes with that error at the next Ready.
 func (g *Group) ProposeConfChange(p *Proposal, cc raftpb.ConfChangeV2, applied uint64, cs raftpb.ConfState) error {
 	if g.state != raft.StateLeader {
 		return g.notLeader()
 	}
-	if !g.ConfChangeAllowed(applied, cs) {
+	allowed := g.ConfChangeAllowed(applied, cs)
+	if cc.LeaveJoint() {
+		allowed = g.leaveJointAllowed(applied, cs)
+	}
+	if !allowed {
 		return ErrConfChangeInProgress
 	}
 	if err := g.RN.ProposeConfChange(cc); err != nil {
