@@ -163,3 +163,22 @@ func (s *Store) CreateCluster(ctx context.Context, rec ClusterRecord) error {
 	_, _, _, err = engine.DecodeCASResult(res)
 	return err
 }
+
+// SetDraining marks node nodeID as draining (decommissioned: placement moves
+// its replicas and leaderships off it) or clears the mark, through
+// UpdateNode; setting it again is no write. It fails with an error
+// matching ErrNotFound for a node without a record and ErrNodeRemoved for
+// a removed one. This node must lead the meta shard.
+func (s *Store) SetDraining(ctx context.Context, nodeID uint64, draining bool) error {
+	return s.UpdateNode(ctx, nodeID, func(rec *NodeRecord, found bool) (bool, error) {
+		switch {
+		case !found:
+			return false, fmt.Errorf("%w: node %d", ErrNotFound, nodeID)
+		case rec.Removed:
+			return false, fmt.Errorf("%w: node %d: cannot set draining %v", ErrNodeRemoved, nodeID, draining)
+		}
+		change := rec.Draining != draining
+		rec.Draining = draining
+		return change, nil
+	})
+}
