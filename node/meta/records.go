@@ -43,6 +43,12 @@ type NodeIndex struct {
 	IDs     []uint64 `json:"ids"` // sorted
 }
 
+// IntentIndex lists the shards that have an intent record (key
+// "intents"), so that reading the intents needs no scan of the meta shard.
+type IntentIndex struct {
+	ShardIDs []uint64 `json:"shard_ids"` // sorted
+}
+
 // Role is a replica's part in its shard's configuration. While a
 // configuration is joint, a voter of the incoming configuration only is
 // RoleVoterIncoming, one of the outgoing configuration only is

@@ -108,8 +108,9 @@ func TestKeys(t *testing.T) {
 	if !slices.IsSorted(keys) {
 		t.Errorf("shard keys do not sort by ID: %q", keys)
 	}
-	if string(NodeKey(5)) != "node/00000000000000000005" || string(ChangeKey(12)) != "ring/change/00000000000000000012" {
-		t.Errorf("keys: %s %s", NodeKey(5), ChangeKey(12))
+	if string(NodeKey(5)) != "node/00000000000000000005" || string(ChangeKey(12)) != "ring/change/00000000000000000012" ||
+		string(IntentKey(7)) != "intent/00000000000000000007" {
+		t.Errorf("keys: %s %s %s", NodeKey(5), ChangeKey(12), IntentKey(7))
 	}
 	for _, bad := range []string{"shard/12", "node/00000000000000000005", "shard/0000000000000000000x"} {
 		if _, ok := ParseShardKey([]byte(bad)); ok {
