@@ -12,18 +12,22 @@
 //
 //	cluster                 ClusterRecord: the cluster's bootstrap parameters
 //	nodes                   NodeIndex: the IDs of all node records, and a version
-//	node/<node ID>          NodeRecord, one per node; IDs are never reused
+//	node/<node ID>          NodeRecord, one per node: addresses, removed, draining; IDs are never reused
 //	ring                    RingHeader: ring generation, shard count, version, change-log start
 //	ring/change/<version>   RingChange: the shards whose records that version wrote
 //	shard/<shard ID>        ShardRecord, one per shard: range, generation, conf index,
 //	                        next replica ID, replicas (node ID, replica ID, role)
+//	intents                 IntentIndex: the IDs of the shards with an intent record
+//	intent/<shard ID>       the placement driver's intent of the operation in flight
+//	                        on that shard, as the caller encoded it (JSON)
 //
 // The key-value state machine keeps a shard's keys in the order of their
 // hash (the engine's PartitionRule), not of the keys: the records of one
 // prefix are not contiguous, so a scan of shard/ walks the whole meta shard
 // (almost all of which is shard records anyway) and sorts what it keeps.
 // Everything else is found without a scan: the node index lists the node
-// records, and change entries name the shard records that changed.
+// records, the intent index the intent records, and change entries name
+// the shard records that changed.
 //
 // # Writing
 //
@@ -54,6 +58,41 @@
 // the router's ring, rises with every batch that adds a shard or changes a
 // range. Node records are written with a compare-and-swap each, together
 // with the node index. Nothing but this package may write these keys.
+//
+// # Intents
+//
+// The placement driver runs on the meta shard's leader and records an
+// intent per shard for every multi-step operation in flight, so that the
+// next leader can finish or roll it back (placement.IntentStore). PutIntent,
+// DeleteIntent and Intents keep them. The value is opaque to this package:
+// JSON made by the caller (the node encodes placement.Intent), checked to
+// be JSON and stored as is. This package does not import placement and
+// store placement.Intent itself because that type is not a storage format:
+// it and its Op carry no JSON tags, and Op.Kind is an iota, so a renamed
+// field or a reordered kind in a package that does not know it is writing
+// records would silently change what a new meta leader reads back. The
+// encoder (the node's adapter) owns that format and can pin it; keeping the
+// intent's shard ID equal to the key's is its duty too.
+//
+// An intent record and the intent index are written in one batch with
+// compare-and-swap, the index only when a shard gains or loses its intent
+// (a record replaced in place proves by its own compare-and-swap that it
+// exists, hence that the index lists it). Intents reads the index and then
+// the records it lists: at 100,000 shard records (TestScale) that takes
+// about 1 ms for 300 intents, where a scan of the intent/ prefix walks the
+// whole meta shard and takes some 165 ms, a hundred pages of shard records
+// read to keep none. The index costs one more key in a batch.
+//
+// Writes need the meta shard's leader. On another node, the first
+// (linearizable) read of every write fails with the engine's
+// *engine.NotLeaderError, as a proposal would: nothing is written, even
+// when there was nothing to write. A leader deposed after it proposed gets
+// engine.ErrProposalDropped if the new leader's log replaced its entry (it never
+// applies), an *engine.AmbiguousError if it cannot tell (it may have
+// applied), or nil if the entry was in the new leader's log and committed
+// by it; so a write that returns nil is durable, and a new leader's
+// Intents with Linearizable (served only once it has committed an entry of
+// its own term, and so every earlier entry it will ever commit) sees it.
 //
 // # Following
 //

@@ -19,6 +19,9 @@ var (
 	ErrCorrupt = errors.New("meta: corrupt record")
 	// ErrTooLarge: one record does not fit in a proposal.
 	ErrTooLarge = errors.New("meta: record too large for one proposal")
+	// ErrNodeRemoved: the node's record is marked Removed, and the change
+	// asked of it applies only to a node of the cluster.
+	ErrNodeRemoved = errors.New("meta: node removed")
 	// ErrClosed: the Reconciler is closed.
 	ErrClosed = errors.New("meta: closed")
 )

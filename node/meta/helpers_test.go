@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,27 +24,40 @@ func TestMain(m *testing.M) {
 // returns a store on it.
 func newStore(t testing.TB, cfg Config) (*Store, *engine.Engine) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c := testcluster.New(t, testcluster.Config{Nodes: 1, Engine: func(cfg *engine.Config) {
-		// The engine's default block cache, not the test cluster's 8 MiB:
-		// 100,000 records and their raft log do not fit in that.
-		cfg.StoreCacheBytes = engine.DefaultConfig(0, 0, "").StoreCacheBytes
-	}})
-	c.RunClock(2 * time.Millisecond)
-	e := c.Engine(1)
-	desc := storage.Descriptor{ShardID: ShardID, Start: 0, Last: ^uint64(0), Generation: 1}
-	if err := e.CreateShard(ctx, engine.ShardSpec{Desc: desc, Voters: []uint64{1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitLeaders(ctx, []uint64{ShardID}); err != nil {
-		t.Fatal(err)
-	}
+	e := newMetaCluster(t, 1).Engine(1)
 	s, err := New(e, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, e
+}
+
+// newMetaCluster starts a cluster of n nodes with the meta shard's voter
+// on node 1, which leads it, and a learner on every other node (which can
+// never lead). The clock runs.
+func newMetaCluster(t testing.TB, n int) *testcluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := testcluster.New(t, testcluster.Config{Nodes: n, Engine: func(cfg *engine.Config) {
+		// The engine's default block cache, not the test cluster's 8 MiB:
+		// 100,000 records and their raft log do not fit in that.
+		cfg.StoreCacheBytes = engine.DefaultConfig(0, 0, "").StoreCacheBytes
+	}})
+	c.RunClock(2 * time.Millisecond)
+	spec := engine.ShardSpec{Desc: storage.Descriptor{ShardID: ShardID, Start: 0, Last: ^uint64(0), Generation: 1}, Voters: []uint64{1}}
+	for id := uint64(2); id <= uint64(n); id++ {
+		spec.Learners = append(spec.Learners, id)
+	}
+	for _, id := range c.IDs() {
+		if err := c.Engine(id).CreateShard(ctx, spec); err != nil && !errors.Is(err, engine.ErrShardExists) {
+			t.Fatal(err)
+		}
+	}
+	if err := c.WaitLeaders(ctx, []uint64{ShardID}); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // record returns a well-formed record of shard id with replicas on nodes,

@@ -18,9 +18,11 @@ const (
 	KeyCluster   = "cluster"
 	KeyNodes     = "nodes"
 	KeyRing      = "ring"
+	KeyIntents   = "intents"
 	NodePrefix   = "node/"
 	ShardPrefix  = "shard/"
 	ChangePrefix = "ring/change/"
+	IntentPrefix = "intent/"
 )
 
 func idKey(prefix string, id uint64) []byte {
@@ -34,6 +36,10 @@ func ShardKey(shardID uint64) []byte { return idKey(ShardPrefix, shardID) }
 // NodeKey returns the key of node nodeID's record: "node/" and the ID in 20
 // zero-padded digits.
 func NodeKey(nodeID uint64) []byte { return idKey(NodePrefix, nodeID) }
+
+// IntentKey returns the key of shard shardID's intent record: "intent/"
+// and the ID in 20 zero-padded digits.
+func IntentKey(shardID uint64) []byte { return idKey(IntentPrefix, shardID) }
 
 // ChangeKey returns the key of the change entry of ring version v.
 func ChangeKey(v uint64) []byte { return idKey(ChangePrefix, v) }

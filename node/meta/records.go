@@ -21,6 +21,8 @@ type ClusterRecord struct {
 
 // NodeRecord is the meta shard's record of one node (key "node/<id>").
 // Node IDs are never reused: a removed node's record stays, marked Removed.
+// A Draining node is being decommissioned: placement moves its replicas
+// and leaderships off it and places nothing new on it (Store.SetDraining).
 type NodeRecord struct {
 	NodeID     uint64    `json:"node_id"`
 	Instance   uint64    `json:"instance"` // the data directory's random instance ID
@@ -29,6 +31,7 @@ type NodeRecord struct {
 	GossipAddr string    `json:"gossip_addr"`
 	HTTPAddr   string    `json:"http_addr,omitempty"`
 	Removed    bool      `json:"removed,omitempty"`
+	Draining   bool      `json:"draining,omitempty"`
 	Joined     time.Time `json:"joined"`
 }
 
@@ -38,6 +41,12 @@ type NodeRecord struct {
 type NodeIndex struct {
 	Version uint64   `json:"version"`
 	IDs     []uint64 `json:"ids"` // sorted
+}
+
+// IntentIndex lists the shards that have an intent record (key
+// "intents"), so that reading the intents needs no scan of the meta shard.
+type IntentIndex struct {
+	ShardIDs []uint64 `json:"shard_ids"` // sorted
 }
 
 // Role is a replica's part in its shard's configuration. While a

@@ -1,10 +1,12 @@
 package meta
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestValidate(t *testing.T) {
@@ -60,6 +62,39 @@ func TestNewer(t *testing.T) {
 	}
 }
 
+// TestNodeRecordDraining: Draining round-trips through JSON, is left out
+// when false, and a record written before it existed decodes as not
+// draining.
+func TestNodeRecordDraining(t *testing.T) {
+	joined := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, r := range []NodeRecord{
+		{NodeID: 3, Instance: 7, RaftAddr: "r:1", Joined: joined, Draining: true},
+		{NodeID: 3, Instance: 7, RaftAddr: "r:1", Joined: joined, Draining: true, Removed: true},
+		{NodeID: 3, Instance: 7, RaftAddr: "r:1", Joined: joined},
+	} {
+		raw, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decode[NodeRecord](NodeKey(3), raw)
+		if err != nil || got != r {
+			t.Fatalf("%s decodes to %+v, %v", raw, got, err)
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(raw, &fields); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := fields["draining"]; ok != r.Draining || (ok && v != true) {
+			t.Fatalf("%s: draining field %v, %v", raw, v, ok)
+		}
+	}
+	old := `{"node_id":4,"instance":9,"raft_addr":"r:4","client_addr":"c:4","gossip_addr":"g:4","joined":"2024-05-01T12:00:00Z"}`
+	got, err := decode[NodeRecord](NodeKey(4), []byte(old))
+	if err != nil || got.Draining || got.NodeID != 4 || got.GossipAddr != "g:4" {
+		t.Fatalf("a record without draining: %+v, %v", got, err)
+	}
+}
+
 func TestKeys(t *testing.T) {
 	ids := []uint64{1, 9, 10, 99, 100, 1 << 40, math.MaxUint64 >> 1}
 	var keys []string
@@ -73,8 +108,9 @@ func TestKeys(t *testing.T) {
 	if !slices.IsSorted(keys) {
 		t.Errorf("shard keys do not sort by ID: %q", keys)
 	}
-	if string(NodeKey(5)) != "node/00000000000000000005" || string(ChangeKey(12)) != "ring/change/00000000000000000012" {
-		t.Errorf("keys: %s %s", NodeKey(5), ChangeKey(12))
+	if string(NodeKey(5)) != "node/00000000000000000005" || string(ChangeKey(12)) != "ring/change/00000000000000000012" ||
+		string(IntentKey(7)) != "intent/00000000000000000007" {
+		t.Errorf("keys: %s %s %s", NodeKey(5), ChangeKey(12), IntentKey(7))
 	}
 	for _, bad := range []string{"shard/12", "node/00000000000000000005", "shard/0000000000000000000x"} {
 		if _, ok := ParseShardKey([]byte(bad)); ok {

@@ -119,4 +119,28 @@ func TestScale(t *testing.T) {
 		t.Fatalf("writing the same records again wrote: %+v -> %+v", after, again)
 	}
 	step("the same records again (no-op)", start)
+
+	// The placement driver's intents: a few hundred among the shard
+	// records, read through their index, and for comparison by a scan of
+	// their prefix, which walks the whole meta shard.
+	const intents = 300
+	start = time.Now()
+	for i := range uint64(intents) {
+		id := i*uint64(n)/intents + 1
+		if err := s.PutIntent(ctx, id, intent(id, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(strconv.Itoa(intents)+" intents written", start)
+	start = time.Now()
+	if got, err := s.Intents(ctx, Linearizable); err != nil || len(got) != intents {
+		t.Fatalf("%d intents, %v", len(got), err)
+	}
+	step(strconv.Itoa(intents)+" intents read through their index", start)
+	start = time.Now()
+	scanned := 0
+	if err := s.scan(ctx, IntentPrefix, Linearizable, func(key, value []byte) error { scanned++; return nil }); err != nil || scanned != intents {
+		t.Fatalf("%d intent records scanned, %v", scanned, err)
+	}
+	step(strconv.Itoa(intents)+" intents read by a scan of their prefix (for comparison)", start)
 }

@@ -198,6 +198,49 @@ func TestUpdateNode(t *testing.T) {
 	}
 }
 
+// TestSetDraining: the mark is set and cleared through the node record
+// (one write each; setting it again writes nothing), and refused for an
+// unknown node and for a removed one.
+func TestSetDraining(t *testing.T) {
+	s, _ := newStore(t, Config{})
+	ctx := context.Background()
+	for _, id := range []uint64{1, 2} {
+		if err := s.UpdateNode(ctx, id, func(r *NodeRecord, _ bool) (bool, error) {
+			*r = NodeRecord{NodeID: id, RaftAddr: fmt.Sprint("raft-", id), Removed: id == 2}
+			return true, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x, _ := s.NodeIndex(ctx, Linearizable)
+	for i, draining := range []bool{true, true, false, false} {
+		if err := s.SetDraining(ctx, 1, draining); err != nil {
+			t.Fatalf("set %d (%v): %v", i, draining, err)
+		}
+		n, err := s.Node(ctx, 1, Linearizable)
+		if err != nil || n.Draining != draining || n.RaftAddr != "raft-1" {
+			t.Fatalf("set %d (%v): %+v, %v", i, draining, n, err)
+		}
+	}
+	if after, _ := s.NodeIndex(ctx, Linearizable); after.Version != x.Version+2 {
+		t.Fatalf("node index version %d -> %d: want two writes", x.Version, after.Version)
+	}
+	if err := s.SetDraining(ctx, 3, true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("an unknown node: %v", err)
+	}
+	if _, err := s.Node(ctx, 3, Linearizable); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("SetDraining created a record: %v", err)
+	}
+	for _, draining := range []bool{true, false} {
+		if err := s.SetDraining(ctx, 2, draining); !errors.Is(err, ErrNodeRemoved) {
+			t.Fatalf("a removed node (draining %v): %v", draining, err)
+		}
+	}
+	if n, _ := s.Node(ctx, 2, Linearizable); n.Draining || !n.Removed {
+		t.Fatalf("removed node: %+v", n)
+	}
+}
+
 // TestPutShardStaleCopy: a write that read a lagging local copy (absent
 // records, an absent header) loses the header's compare-and-swap, reads
 // again linearizably and does the right thing: a newer record lands, an

@@ -76,6 +76,33 @@ func (s *Store) batch(ctx context.Context, ops ...[]byte) (engine.BatchResult, e
 	return engine.DecodeBatchResult(res)
 }
 
+// swap is a compare-and-swap of one key from what a write last saw of it
+// to new (nil: delete the key).
+type swap struct {
+	key []byte
+	v   *seen
+	new []byte
+}
+
+// swapAll proposes swaps as one batch, all or nothing, and reports whether
+// it applied. When it did not, the swap whose condition failed takes the
+// value the batch found (seen.refresh), for the caller's next round.
+func (s *Store) swapAll(ctx context.Context, swaps ...swap) (bool, error) {
+	ops := make([][]byte, len(swaps))
+	for i, w := range swaps {
+		ops[i] = engine.CASCommand(w.key, w.v.old(), w.new)
+	}
+	br, err := s.batch(ctx, ops...)
+	if err != nil || br.Applied {
+		return br.Applied, err
+	}
+	if br.Failed < 0 || br.Failed >= len(swaps) {
+		return false, fmt.Errorf("%w: batch result names op %d of %d", engine.ErrBadRequest, br.Failed, len(swaps))
+	}
+	w := swaps[br.Failed]
+	return false, w.v.refresh(w.key, br)
+}
+
 // UpdateNode changes node nodeID's record: fn gets the current record
 // (found false: none yet, rec zero) and changes it in place, returning
 // whether to write it. The record and the node index (its version, and
@@ -128,20 +155,12 @@ func (s *Store) UpdateNode(ctx context.Context, nodeID uint64, fn func(rec *Node
 		if err != nil {
 			return err
 		}
-		br, err := s.batch(ctx, engine.CASCommand(key, rec.old(), raw), engine.CASCommand([]byte(KeyNodes), x.old(), xraw))
-		if err != nil || br.Applied {
+		applied, err := s.swapAll(ctx, swap{key, &rec, raw}, swap{[]byte(KeyNodes), &x, xraw})
+		if err != nil || applied {
 			return err
 		}
 		if attempt == maxAttempts {
 			return fmt.Errorf("%w: node %d: %d rounds lost", ErrConflict, nodeID, attempt)
-		}
-		if br.Failed == 0 {
-			err = rec.refresh(key, br)
-		} else {
-			err = x.refresh([]byte(KeyNodes), br)
-		}
-		if err != nil {
-			return err
 		}
 	}
 }
@@ -162,4 +181,23 @@ func (s *Store) CreateCluster(ctx context.Context, rec ClusterRecord) error {
 	}
 	_, _, _, err = engine.DecodeCASResult(res)
 	return err
+}
+
+// SetDraining marks node nodeID as draining (decommissioned: placement moves
+// its replicas and leaderships off it) or clears the mark, through
+// UpdateNode; setting it again is no write. It fails with an error
+// matching ErrNotFound for a node without a record and ErrNodeRemoved for
+// a removed one. This node must lead the meta shard.
+func (s *Store) SetDraining(ctx context.Context, nodeID uint64, draining bool) error {
+	return s.UpdateNode(ctx, nodeID, func(rec *NodeRecord, found bool) (bool, error) {
+		switch {
+		case !found:
+			return false, fmt.Errorf("%w: node %d", ErrNotFound, nodeID)
+		case rec.Removed:
+			return false, fmt.Errorf("%w: node %d: cannot set draining %v", ErrNodeRemoved, nodeID, draining)
+		}
+		change := rec.Draining != draining
+		rec.Draining = draining
+		return change, nil
+	})
 }
