@@ -48,8 +48,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -108,16 +106,6 @@ func (c *command) synopsis() string {
 	return strings.TrimSpace("flotillactl [flags] " + c.name + " " + c.usage)
 }
 
-// env holds the global settings and the output streams of one run.
-type env struct {
-	stdout, stderr io.Writer
-	endpoints      string
-	output         string
-	timeout        time.Duration
-	stale          bool   // get: also accepted before the command
-	dataDir        string // debug dump: also accepted before the command
-}
-
 // run runs flotillactl with args (without the program name) and returns
 // the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
@@ -165,36 +153,6 @@ func (e *env) globalFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&e.timeout, "timeout", e.timeout, "time allowed for the command")
 }
 
-// check validates the global flags.
-func (e *env) check() error {
-	if e.output != "table" && e.output != "json" {
-		return usageErrorf("", "--output must be table or json, not %q", e.output)
-	}
-	if e.timeout <= 0 {
-		return usageErrorf("", "--timeout must be positive, not %v", e.timeout)
-	}
-	if len(e.endpointList()) == 0 {
-		return usageErrorf("", "--endpoints names no address")
-	}
-	return nil
-}
-
-// endpointList returns the addresses of --endpoints, without blanks.
-func (e *env) endpointList() []string {
-	var eps []string
-	for _, a := range strings.Split(e.endpoints, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			eps = append(eps, a)
-		}
-	}
-	return eps
-}
-
-// context returns the context of a command: it ends after --timeout.
-func (e *env) context() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), e.timeout)
-}
-
 // usage prints the list of commands.
 func (e *env) usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: flotillactl [--endpoints ADDR,...] [--output table|json] [--timeout D] COMMAND [ARGS]")
@@ -209,42 +167,4 @@ func (e *env) usage(w io.Writer) {
 	fmt.Fprintf(w, "  --endpoints ADDR,...  client addresses of some nodes (default %s)\n", defaultEndpoints)
 	fmt.Fprintln(w, "  --output table|json   output format (default table)")
 	fmt.Fprintln(w, "  --timeout D           time allowed for the command (default 10s)")
-}
-
-// fail reports err (if any) on stderr and returns the exit code.
-func (e *env) fail(err error) int {
-	if err == nil {
-		return exitOK
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(e.stderr, "flotillactl: %s\n", ue.msg)
-		if ue.synopsis != "" {
-			fmt.Fprintf(e.stderr, "usage: %s (flotillactl help lists the commands)\n", ue.synopsis)
-		} else {
-			fmt.Fprintln(e.stderr, "run flotillactl help for the commands and flags")
-		}
-		return exitUsage
-	}
-	fmt.Fprintf(e.stderr, "flotillactl: %s\n", e.describe(err))
-	return exitFailure
-}
-
-// emit writes v as one JSON document, or calls table with an aligning
-// writer, as --output asks.
-func (e *env) emit(v any, table func(w io.Writer)) error {
-	if e.output == "json" {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	table(tw)
-	return tw.Flush()
-}
-
-// emitText writes v as one JSON document, or text as it is (plus a
-// newline), as --output asks.
-func (e *env) emitText(v any, text string) error {
-	return e.emit(v, func(io.Writer) { fmt.Fprintln(e.stdout, text) })
 }
