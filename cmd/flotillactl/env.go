@@ -9,9 +9,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-// env holds the global settings and the output streams of one run.
+// env holds the settings and the output streams of one run: the flags of
+// the command tree (newRoot) are bound to its fields.
 type env struct {
 	stdout, stderr io.Writer
 	endpoints      string
@@ -21,16 +24,26 @@ type env struct {
 	dataDir        string // debug dump: also accepted before the command
 }
 
-// check validates the global flags.
-func (e *env) check() error {
+// execute runs the command tree root, built by newRoot(e), on args
+// (without the program name) and returns the exit code.
+func (e *env) execute(root *cobra.Command, args []string) int {
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	// Never nil: cobra would parse os.Args instead.
+	root.SetArgs(append([]string{}, args...))
+	return e.fail(root.Execute())
+}
+
+// check validates the global flags for command c.
+func (e *env) check(c *cobra.Command) error {
 	if e.output != "table" && e.output != "json" {
-		return usageErrorf("", "--output must be table or json, not %q", e.output)
+		return usageErrorf(c, "--output must be table or json, not %q", e.output)
 	}
 	if e.timeout <= 0 {
-		return usageErrorf("", "--timeout must be positive, not %v", e.timeout)
+		return usageErrorf(c, "--timeout must be positive, not %v", e.timeout)
 	}
 	if len(e.endpointList()) == 0 {
-		return usageErrorf("", "--endpoints names no address")
+		return usageErrorf(c, "--endpoints names no address")
 	}
 	return nil
 }
@@ -59,8 +72,8 @@ func (e *env) fail(err error) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(e.stderr, "flotillactl: %s\n", ue.msg)
-		if ue.synopsis != "" {
-			fmt.Fprintf(e.stderr, "usage: %s (flotillactl help lists the commands)\n", ue.synopsis)
+		if s := synopsis(ue.cmd); s != "" {
+			fmt.Fprintf(e.stderr, "usage: %s (see flotillactl help %s)\n", s, cmdPath(ue.cmd))
 		} else {
 			fmt.Fprintln(e.stderr, "run flotillactl help for the commands and flags")
 		}
