@@ -92,7 +92,7 @@ func parseOnly(t *testing.T, path string, args ...string) parsed {
 }
 
 // TestFlagPositions: flags before, between and after the positional
-// arguments; "--" ends them.
+// arguments, with one dash or two; "--" ends them.
 func TestFlagPositions(t *testing.T) {
 	for _, tc := range []struct {
 		args    []string
@@ -104,6 +104,8 @@ func TestFlagPositions(t *testing.T) {
 		{[]string{"add-replica", "7", "--learner", "4"}, []string{"7", "4"}, true},
 		{[]string{"add-replica", "--learner", "7", "4"}, []string{"7", "4"}, true},
 		{[]string{"add-replica", "--learner=false", "7", "4"}, []string{"7", "4"}, false},
+		{[]string{"add-replica", "-learner=false", "7", "4"}, []string{"7", "4"}, false},
+		{[]string{"-endpoints", "a:1", "add-replica", "-learner", "7", "4"}, []string{"7", "4"}, true},
 		{[]string{"add-replica", "7", "--", "4"}, []string{"7", "4"}, false},
 	} {
 		p := parseOnly(t, "add-replica", tc.args...)
@@ -125,7 +127,7 @@ func TestDashDashEndsFlags(t *testing.T) {
 }
 
 // TestGlobalFlags: the global flags and their defaults, before the command
-// and after it.
+// and after it, with one dash or two.
 func TestGlobalFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args      []string
@@ -136,6 +138,7 @@ func TestGlobalFlags(t *testing.T) {
 		{[]string{"status"}, defaultEndpoints, "table", 10 * time.Second},
 		{[]string{"--endpoints", "a:1,b:2", "--output", "json", "--timeout", "3s", "status"}, "a:1,b:2", "json", 3 * time.Second},
 		{[]string{"status", "--endpoints=a:1", "--output=json", "--timeout=250ms"}, "a:1", "json", 250 * time.Millisecond},
+		{[]string{"-endpoints", "a:1", "status", "-output=json", "-timeout", "1m"}, "a:1", "json", time.Minute},
 	} {
 		p := parseOnly(t, "status", tc.args...)
 		if p.code != exitOK || p.env.endpoints != tc.endpoints || p.env.output != tc.output || p.env.timeout != tc.timeout {
@@ -148,7 +151,7 @@ func TestGlobalFlags(t *testing.T) {
 // TestPreCommandFlags: the flags of get and debug dump are also accepted
 // before the command, as they always were.
 func TestPreCommandFlags(t *testing.T) {
-	for _, args := range [][]string{{"--stale", "get", "k"}, {"get", "k", "--stale"}} {
+	for _, args := range [][]string{{"--stale", "get", "k"}, {"get", "k", "--stale"}, {"-stale", "get", "k"}} {
 		if p := parseOnly(t, "get", args...); p.code != exitOK || !p.env.stale || !slices.Equal(p.args, []string{"k"}) {
 			t.Errorf("%q: exit %d, stale %v, arguments %q", args, p.code, p.env.stale, p.args)
 		}
@@ -207,11 +210,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"status", "--timeout", "abc"}, `status: invalid argument "abc" for "--timeout" flag: time: invalid duration "abc"`},
 		{[]string{"status", "--timeout", "-1s"}, "--timeout must be positive, not -1s"},
 		{[]string{"status", "--timeout"}, "status: flag needs an argument: --timeout"},
-		// Flags of other commands.
+		// Flags of other commands, with one dash or two.
 		{[]string{"add-replica", "1", "2", "-voter"}, "add-replica: flag provided but not defined: -voter"},
 		{[]string{"status", "--stale"}, "status: flag provided but not defined: -stale"},
 		{[]string{"--stale", "status"}, "status: flag provided but not defined: -stale"},
-		{[]string{"get", "k", "--data-dir", "/d"}, "get: flag provided but not defined: -data-dir"},
+		{[]string{"get", "k", "-data-dir", "/d"}, "get: flag provided but not defined: -data-dir"},
 	} {
 		args := append([]string{"--endpoints", "127.0.0.1:1", "--timeout", "1s"}, tc.args...)
 		stdout, stderr, code := runCmd(t, args...)
@@ -253,7 +256,7 @@ func TestUsageHintNamesTheCommand(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	commands := newRoot(&env{}).Commands()
-	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}} {
+	for _, args := range [][]string{{"help"}, {"--help"}, {"-h"}, {"-help"}} {
 		stdout, stderr, code := runCmd(t, args...)
 		if code != exitOK || stderr != "" {
 			t.Errorf("%q: exit %d, stderr %q", args, code, stderr)

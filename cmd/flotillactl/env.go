@@ -30,7 +30,7 @@ func (e *env) execute(root *cobra.Command, args []string) int {
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	// Never nil: cobra would parse os.Args instead.
-	root.SetArgs(append([]string{}, args...))
+	root.SetArgs(longFlagsWithOneDash(root, args))
 	return e.fail(root.Execute())
 }
 
