@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/spf13/cobra"
 )
 
 // JSON documents of the admin commands.
@@ -68,10 +69,68 @@ type (
 	}
 )
 
-func cmdStatus(e *env, c *command, args []string) error {
-	if _, err := e.parse(c, e.flags(c), args); err != nil {
-		return err
+// adminCommands are the commands of the nodes' Admin gRPC service: the
+// first endpoint that answers serves a request, forwarding it where it
+// must run.
+func adminCommands(e *env) []*cobra.Command {
+	addReplica := &cobra.Command{
+		Use:   "add-replica SHARD NODE [--learner]",
+		Short: "add a replica of a shard on a node",
+		Long: `Add a replica of SHARD on NODE: a learner, promoted to voter once caught
+up unless --learner is given.`,
+		Args: argNames("SHARD", "NODE"),
 	}
+	learner := addReplica.Flags().Bool("learner", false, "stop at learner (do not promote to voter)")
+	addReplica.RunE = func(c *cobra.Command, args []string) error {
+		return e.changeReplica(c, args, nodepb.ReplicaOp_REPLICA_OP_ADD, *learner)
+	}
+	return []*cobra.Command{
+		{
+			Use:   "status",
+			Short: "the cluster's nodes, their state and load",
+			Long: `The cluster ID, the meta shard's leader, and per node its state
+(live/suspect/dead/removed/unknown), addresses, replicas and leaderships.`,
+			Args: argNames(),
+			RunE: e.status,
+		},
+		{
+			Use:   "shards",
+			Short: "every shard: range, leader, raft state, replicas",
+			Long: `Per shard: hash range, leader, term, commit and applied index, replicas
+(node ID/replica ID) with their roles, quiesced; then the nodes that did not
+answer.`,
+			Args: argNames(),
+			RunE: e.shards,
+		},
+		{
+			Use:   "transfer-leader SHARD NODE",
+			Short: "move a shard's leadership to one of its voters",
+			Long:  "Move SHARD's leadership to NODE, one of its voters.",
+			Args:  argNames("SHARD", "NODE"),
+			RunE:  e.transferLeader,
+		},
+		addReplica,
+		{
+			Use:   "remove-replica SHARD NODE",
+			Short: "remove a node's replica of a shard",
+			Long:  "Remove NODE's replica of SHARD.",
+			Args:  argNames("SHARD", "NODE"),
+			RunE: func(c *cobra.Command, args []string) error {
+				return e.changeReplica(c, args, nodepb.ReplicaOp_REPLICA_OP_REMOVE, false)
+			},
+		},
+		{
+			Use:   "remove-node NODE",
+			Short: "remove a stopped node that holds no replica (its ID is never reused)",
+			Long: `Remove NODE, a stopped node that holds no replica, from the cluster; its ID
+is never used again.`,
+			Args: argNames("NODE"),
+			RunE: e.removeNode,
+		},
+	}
+}
+
+func (e *env) status(*cobra.Command, []string) error {
 	ctx, cancel := e.context()
 	defer cancel()
 	resp, err := adminCall(ctx, e, true, func(ctx context.Context, a nodepb.AdminClient) (*nodepb.StatusResponse, error) {
@@ -116,10 +175,7 @@ func statusTable(w io.Writer, v statusView) {
 	}
 }
 
-func cmdShards(e *env, c *command, args []string) error {
-	if _, err := e.parse(c, e.flags(c), args); err != nil {
-		return err
-	}
+func (e *env) shards(*cobra.Command, []string) error {
 	ctx, cancel := e.context()
 	defer cancel()
 	resp, err := adminCall(ctx, e, true, func(ctx context.Context, a nodepb.AdminClient) (*nodepb.ShardsResponse, error) {
@@ -175,12 +231,8 @@ func shardsTable(w io.Writer, v shardsView) {
 	fmt.Fprintf(w, "unreachable: %s (their replicas are shown as the other nodes see them)\n", strings.Join(ids, ", "))
 }
 
-func cmdTransferLeader(e *env, c *command, args []string) error {
-	pos, err := e.parse(c, e.flags(c), args, "SHARD", "NODE")
-	if err != nil {
-		return err
-	}
-	shard, node, err := parseShardNode(c, pos)
+func (e *env) transferLeader(c *cobra.Command, args []string) error {
+	shard, node, err := parseShardNode(c, args)
 	if err != nil {
 		return err
 	}
@@ -198,14 +250,10 @@ func cmdTransferLeader(e *env, c *command, args []string) error {
 	})
 }
 
-func cmdRemoveNode(e *env, c *command, args []string) error {
-	pos, err := e.parse(c, e.flags(c), args, "NODE")
+func (e *env) removeNode(c *cobra.Command, args []string) error {
+	node, err := parseNode(args[0])
 	if err != nil {
-		return err
-	}
-	node, err := parseNode(pos[0])
-	if err != nil {
-		return usageErrorf(c.synopsis(), "%v", err)
+		return usageErrorf(c, "%s: %v", cmdPath(c), err)
 	}
 	ctx, cancel := e.context()
 	defer cancel()
@@ -219,28 +267,10 @@ func cmdRemoveNode(e *env, c *command, args []string) error {
 	})
 }
 
-func cmdAddReplica(e *env, c *command, args []string) error {
-	fs := e.flags(c)
-	learner := fs.Bool("learner", false, "stop at learner (do not promote to voter)")
-	pos, err := e.parse(c, fs, args, "SHARD", "NODE")
-	if err != nil {
-		return err
-	}
-	return changeReplica(e, c, pos, nodepb.ReplicaOp_REPLICA_OP_ADD, *learner)
-}
-
-func cmdRemoveReplica(e *env, c *command, args []string) error {
-	pos, err := e.parse(c, e.flags(c), args, "SHARD", "NODE")
-	if err != nil {
-		return err
-	}
-	return changeReplica(e, c, pos, nodepb.ReplicaOp_REPLICA_OP_REMOVE, false)
-}
-
 // changeReplica runs add-replica or remove-replica on the SHARD NODE
-// arguments pos.
-func changeReplica(e *env, c *command, pos []string, op nodepb.ReplicaOp, learner bool) error {
-	shard, node, err := parseShardNode(c, pos)
+// arguments args.
+func (e *env) changeReplica(c *cobra.Command, args []string, op nodepb.ReplicaOp, learner bool) error {
+	shard, node, err := parseShardNode(c, args)
 	if err != nil {
 		return err
 	}

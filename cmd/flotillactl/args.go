@@ -1,12 +1,11 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // metaShardID is the ID of the meta shard (storage.SystemShardBase, the
@@ -15,69 +14,59 @@ const metaShardID uint64 = 1 << 63
 
 // usageError is a command used wrongly: exit code 2, with a hint.
 type usageError struct {
-	msg      string
-	synopsis string // the command's usage line, or "" for a general hint
+	msg string
+	cmd *cobra.Command // the command used wrongly; nil or the root for a general hint
 }
 
 func (u *usageError) Error() string { return u.msg }
 
-func usageErrorf(synopsis, format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...), synopsis: synopsis}
+func usageErrorf(c *cobra.Command, format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...), cmd: c}
 }
 
-// flags returns the FlagSet of command c; it accepts the global flags too.
-func (e *env) flags(c *command) *flag.FlagSet {
-	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	e.globalFlags(fs)
-	return fs
+// argNames is the Args check of a command whose positional arguments are
+// exactly names: a usage error says which are missing or the first extra.
+func argNames(names ...string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) < len(names) {
+			return usageErrorf(c, "%s: missing %s", cmdPath(c), strings.Join(names[len(args):], " and "))
+		}
+		if len(args) > len(names) {
+			return usageErrorf(c, "%s: unexpected argument %q", cmdPath(c), args[len(names)])
+		}
+		return nil
+	}
 }
 
-// parse parses the arguments of command c with fs, allowing flags before,
-// between and after the positional arguments ("--" ends the flags), and
-// checks that the positional arguments are exactly those named.
-func (e *env) parse(c *command, fs *flag.FlagSet, args []string, names ...string) ([]string, error) {
-	pos, err := parseInterspersed(fs, args)
-	if errors.Is(err, flag.ErrHelp) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, usageErrorf(c.synopsis(), "%s: %v", c.name, err)
-	}
-	if len(pos) < len(names) {
-		return nil, usageErrorf(c.synopsis(), "%s: missing %s", c.name, strings.Join(names[len(pos):], " and "))
-	}
-	if len(pos) > len(names) {
-		return nil, usageErrorf(c.synopsis(), "%s: unexpected argument %q", c.name, pos[len(names)])
-	}
-	if err := e.check(); err != nil {
-		var ue *usageError
-		if errors.As(err, &ue) {
-			ue.synopsis = c.synopsis()
-		}
-		return nil, err
-	}
-	return pos, nil
+// cmdPath is the path of c below the root: "add-replica", "debug dump".
+func cmdPath(c *cobra.Command) string {
+	return strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")
 }
 
-// parseInterspersed parses args with fs and returns the positional
-// arguments, which may come between flags.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
-			return append(pos, rest...), nil // everything after "--" is positional
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+// synopsis is the one-line usage of c, "flotillactl [flags] add-replica
+// SHARD NODE [--learner]"; a group lists its commands, "flotillactl
+// [flags] debug dump"; "" for the root and help (and nil).
+func synopsis(c *cobra.Command) string {
+	if c == nil || !c.HasParent() || (c.Parent() == c.Root() && c.Name() == "help") {
+		return ""
 	}
+	args := strings.TrimPrefix(c.Use, c.Name())
+	if c.HasAvailableSubCommands() {
+		args = " " + strings.Join(subcommandNames(c), "|")
+	}
+	return c.Root().Name() + " [flags] " + cmdPath(c) + args
+}
+
+// subcommandNames lists the names of the commands of group c, as help
+// shows them.
+func subcommandNames(c *cobra.Command) []string {
+	var names []string
+	for _, sub := range c.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	return names
 }
 
 // parseShard parses a SHARD argument: a shard ID, or "meta".
@@ -102,12 +91,12 @@ func parseNode(s string) (uint64, error) {
 }
 
 // parseShardNode parses the SHARD NODE arguments of c.
-func parseShardNode(c *command, pos []string) (shard, node uint64, err error) {
-	if shard, err = parseShard(pos[0]); err == nil {
-		node, err = parseNode(pos[1])
+func parseShardNode(c *cobra.Command, args []string) (shard, node uint64, err error) {
+	if shard, err = parseShard(args[0]); err == nil {
+		node, err = parseNode(args[1])
 	}
 	if err != nil {
-		return 0, 0, usageErrorf(c.synopsis(), "%s: %v", c.name, err)
+		return 0, 0, usageErrorf(c, "%s: %v", cmdPath(c), err)
 	}
 	return shard, node, nil
 }

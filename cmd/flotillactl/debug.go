@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/flotilla-db/flotilla/storage"
+	"github.com/spf13/cobra"
 )
 
 // identityFileName is the identity file of a data directory of a node
@@ -38,21 +39,31 @@ type identityInfo struct {
 	err  error
 }
 
-// cmdDebug runs "debug dump --data-dir DIR".
-func cmdDebug(e *env, c *command, args []string) error {
-	fs := e.flags(c)
-	fs.StringVar(&e.dataDir, "data-dir", e.dataDir, "the data directory of a stopped node")
-	pos, err := e.parse(c, fs, args, "dump")
-	if err != nil {
-		return err
+// debugCommands are the commands that inspect a stopped node offline:
+// "debug dump --data-dir DIR".
+func debugCommands(e *env) []*cobra.Command {
+	debug := asGroup(&cobra.Command{
+		Use:   "debug",
+		Short: "offline inspection of a stopped node: debug dump --data-dir DIR",
+	})
+	dump := &cobra.Command{
+		Use:   "dump --data-dir DIR",
+		Short: "dump a stopped node's store (offline)",
+		Long: `Dump the store of a stopped node. DIR is a node's data directory (as given
+to flotilla start: its identity file is printed, then DIR/store is dumped)
+or a store directory. Per shard: range, HardState, applied and truncated
+index, log, replicas.`,
+		Args: argNames(),
+		RunE: func(c *cobra.Command, _ []string) error {
+			if e.dataDir == "" {
+				return usageErrorf(c, "debug dump needs --data-dir (the data directory of a stopped node)")
+			}
+			return e.dump(e.dataDir)
+		},
 	}
-	if pos[0] != "dump" {
-		return usageErrorf(c.synopsis(), "debug: unknown subcommand %q (there is only dump)", pos[0])
-	}
-	if e.dataDir == "" {
-		return usageErrorf(c.synopsis(), "debug dump needs --data-dir (the data directory of a stopped node)")
-	}
-	return e.dump(e.dataDir)
+	dump.Flags().StringVar(&e.dataDir, "data-dir", "", "the data directory (`DIR`) of a stopped node, or a store directory")
+	debug.AddCommand(dump)
+	return []*cobra.Command{debug}
 }
 
 // dump prints the identity file of the data directory dir, if it has one,

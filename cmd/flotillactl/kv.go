@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/flotilla-db/flotilla/client"
+	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -29,11 +30,35 @@ func (e *env) withClient(fn func(context.Context, *client.Client) error) error {
 	return fn(ctx, c)
 }
 
-func cmdPut(e *env, c *command, args []string) error {
-	pos, err := e.parse(c, e.flags(c), args, "KEY", "VALUE")
-	if err != nil {
-		return err
+// kvCommands are the commands that read and write keys, through the client
+// package (routed to the keys' leaders).
+func kvCommands(e *env) []*cobra.Command {
+	get := &cobra.Command{
+		Use:   "get KEY [--stale]",
+		Short: "read a key",
+		Long:  "Read KEY from its shard's leader, or from any replica (possibly stale) with --stale.",
+		Args:  argNames("KEY"),
+		RunE:  e.get,
 	}
+	get.Flags().BoolVar(&e.stale, "stale", false, "read any replica (possibly stale), not the leader")
+	return []*cobra.Command{
+		{
+			Use:   "put KEY VALUE",
+			Short: "set a key",
+			Args:  argNames("KEY", "VALUE"),
+			RunE:  e.put,
+		},
+		get,
+		{
+			Use:   "del KEY",
+			Short: "delete a key",
+			Args:  argNames("KEY"),
+			RunE:  e.del,
+		},
+	}
+}
+
+func (e *env) put(_ *cobra.Command, pos []string) error {
 	return e.withClient(func(ctx context.Context, cl *client.Client) error {
 		if err := cl.Put(ctx, []byte(pos[0]), []byte(pos[1])); err != nil {
 			return err
@@ -42,13 +67,7 @@ func cmdPut(e *env, c *command, args []string) error {
 	})
 }
 
-func cmdGet(e *env, c *command, args []string) error {
-	fs := e.flags(c)
-	fs.BoolVar(&e.stale, "stale", e.stale, "read any replica (possibly stale), not the leader")
-	pos, err := e.parse(c, fs, args, "KEY")
-	if err != nil {
-		return err
-	}
+func (e *env) get(_ *cobra.Command, pos []string) error {
 	var opts []client.ReadOption
 	if e.stale {
 		opts = append(opts, client.Stale)
@@ -65,11 +84,7 @@ func cmdGet(e *env, c *command, args []string) error {
 	})
 }
 
-func cmdDel(e *env, c *command, args []string) error {
-	pos, err := e.parse(c, e.flags(c), args, "KEY")
-	if err != nil {
-		return err
-	}
+func (e *env) del(_ *cobra.Command, pos []string) error {
 	return e.withClient(func(ctx context.Context, cl *client.Client) error {
 		existed, err := cl.Delete(ctx, []byte(pos[0]))
 		if err != nil {

@@ -35,29 +35,25 @@
 //	                                            flotilla start: its identity file is printed,
 //	                                            then DIR/store is dumped) or a store directory
 //
-// Flags may come before the command or anywhere after it:
+// Flags may come before the command or anywhere after it ("--" ends them):
 //
 //	--endpoints ADDR,...  client addresses of some nodes (default 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003)
 //	--output table|json   aligned columns, or one JSON document on stdout (default table)
 //	--timeout D           time allowed for the command (default 10s)
 //
-// "flotillactl help" (or --help) lists the commands; "flotillactl COMMAND
-// --help" shows one. Errors are reported on stderr as "flotillactl: ...";
-// the exit code is 1 when a command fails and 2 when it is used wrongly
-// (with a usage hint).
+// "flotillactl help" (or --help) lists the commands; "flotillactl help
+// COMMAND" (or "flotillactl COMMAND --help") shows one, with its flags.
+// Errors are reported on stderr as "flotillactl: ..."; the exit code is 1
+// when a command fails and 2 when it is used wrongly (with a usage hint).
+//
+// The commands are github.com/spf13/cobra commands: root.go builds the
+// tree from one constructor per group of commands (admin.go, kv.go,
+// debug.go).
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"os"
-	"strings"
-	"text/tabwriter"
-	"time"
 )
 
 const defaultEndpoints = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
@@ -73,178 +69,9 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// command is one subcommand of flotillactl.
-type command struct {
-	name  string
-	usage string // the arguments after the name
-	help  string
-	run   func(e *env, c *command, args []string) error
-}
-
-var commands = []*command{
-	{"status", "", "the cluster's nodes, their state and load", cmdStatus},
-	{"shards", "", "every shard: range, leader, raft state, replicas", cmdShards},
-	{"transfer-leader", "SHARD NODE", "move a shard's leadership to one of its voters", cmdTransferLeader},
-	{"add-replica", "SHARD NODE [--learner]", "add a replica of a shard on a node", cmdAddReplica},
-	{"remove-replica", "SHARD NODE", "remove a node's replica of a shard", cmdRemoveReplica},
-	{"remove-node", "NODE", "remove a stopped node that holds no replica (its ID is never reused)", cmdRemoveNode},
-	{"put", "KEY VALUE", "set a key", cmdPut},
-	{"get", "KEY [--stale]", "read a key", cmdGet},
-	{"del", "KEY", "delete a key", cmdDel},
-	{"debug", "dump --data-dir DIR", "dump a stopped node's store (offline)", cmdDebug},
-}
-
-func findCommand(name string) *command {
-	for _, c := range commands {
-		if c.name == name {
-			return c
-		}
-	}
-	return nil
-}
-
-// synopsis is the one-line usage of c.
-func (c *command) synopsis() string {
-	return strings.TrimSpace("flotillactl [flags] " + c.name + " " + c.usage)
-}
-
-// env holds the global settings and the output streams of one run.
-type env struct {
-	stdout, stderr io.Writer
-	endpoints      string
-	output         string
-	timeout        time.Duration
-	stale          bool   // get: also accepted before the command
-	dataDir        string // debug dump: also accepted before the command
-}
-
 // run runs flotillactl with args (without the program name) and returns
 // the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, endpoints: defaultEndpoints, output: "table", timeout: 10 * time.Second}
-	fs := flag.NewFlagSet("flotillactl", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	e.globalFlags(fs)
-	fs.BoolVar(&e.stale, "stale", false, "get: read any replica (possibly stale)")
-	fs.StringVar(&e.dataDir, "data-dir", "", "debug dump: the data directory of a stopped node")
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		e.usage(stdout)
-		return exitOK
-	case err != nil:
-		return e.fail(usageErrorf("", "%v", err))
-	case fs.NArg() == 0:
-		return e.fail(usageErrorf("", "no command given"))
-	}
-	if err := e.check(); err != nil {
-		return e.fail(err)
-	}
-	name := fs.Arg(0)
-	if name == "help" {
-		e.usage(stdout)
-		return exitOK
-	}
-	c := findCommand(name)
-	if c == nil {
-		return e.fail(usageErrorf("", "unknown command %q", name))
-	}
-	err = c.run(e, c, fs.Args()[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(stdout, "usage: %s\n  %s\n", c.synopsis(), c.help)
-		return exitOK
-	}
-	return e.fail(err)
-}
-
-// globalFlags registers the flags that every command accepts, bound to e
-// (their defaults are e's current values).
-func (e *env) globalFlags(fs *flag.FlagSet) {
-	fs.StringVar(&e.endpoints, "endpoints", e.endpoints, "client addresses of cluster nodes, comma-separated")
-	fs.StringVar(&e.output, "output", e.output, "output format: table or json")
-	fs.DurationVar(&e.timeout, "timeout", e.timeout, "time allowed for the command")
-}
-
-// check validates the global flags.
-func (e *env) check() error {
-	if e.output != "table" && e.output != "json" {
-		return usageErrorf("", "--output must be table or json, not %q", e.output)
-	}
-	if e.timeout <= 0 {
-		return usageErrorf("", "--timeout must be positive, not %v", e.timeout)
-	}
-	if len(e.endpointList()) == 0 {
-		return usageErrorf("", "--endpoints names no address")
-	}
-	return nil
-}
-
-// endpointList returns the addresses of --endpoints, without blanks.
-func (e *env) endpointList() []string {
-	var eps []string
-	for _, a := range strings.Split(e.endpoints, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			eps = append(eps, a)
-		}
-	}
-	return eps
-}
-
-// context returns the context of a command: it ends after --timeout.
-func (e *env) context() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), e.timeout)
-}
-
-// usage prints the list of commands.
-func (e *env) usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: flotillactl [--endpoints ADDR,...] [--output table|json] [--timeout D] COMMAND [ARGS]")
-	fmt.Fprintln(w, "\ncommands:")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	for _, c := range commands {
-		fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(c.name+" "+c.usage), c.help)
-	}
-	tw.Flush()
-	fmt.Fprintln(w, "\nSHARD is a shard ID or \"meta\"; NODE is a node ID.")
-	fmt.Fprintf(w, "flags (before the command or after it):\n")
-	fmt.Fprintf(w, "  --endpoints ADDR,...  client addresses of some nodes (default %s)\n", defaultEndpoints)
-	fmt.Fprintln(w, "  --output table|json   output format (default table)")
-	fmt.Fprintln(w, "  --timeout D           time allowed for the command (default 10s)")
-}
-
-// fail reports err (if any) on stderr and returns the exit code.
-func (e *env) fail(err error) int {
-	if err == nil {
-		return exitOK
-	}
-	var ue *usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(e.stderr, "flotillactl: %s\n", ue.msg)
-		if ue.synopsis != "" {
-			fmt.Fprintf(e.stderr, "usage: %s (flotillactl help lists the commands)\n", ue.synopsis)
-		} else {
-			fmt.Fprintln(e.stderr, "run flotillactl help for the commands and flags")
-		}
-		return exitUsage
-	}
-	fmt.Fprintf(e.stderr, "flotillactl: %s\n", e.describe(err))
-	return exitFailure
-}
-
-// emit writes v as one JSON document, or calls table with an aligning
-// writer, as --output asks.
-func (e *env) emit(v any, table func(w io.Writer)) error {
-	if e.output == "json" {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	table(tw)
-	return tw.Flush()
-}
-
-// emitText writes v as one JSON document, or text as it is (plus a
-// newline), as --output asks.
-func (e *env) emitText(v any, text string) error {
-	return e.emit(v, func(io.Writer) { fmt.Fprintln(e.stdout, text) })
+	e := &env{stdout: stdout, stderr: stderr}
+	return e.execute(newRoot(e), args)
 }
