@@ -199,6 +199,7 @@ func TestSetMetaPropagates(t *testing.T) {
 	m.ClusterID = 0xC1
 	m.Bootstrap = []uint64{1, 2, 3}
 	m.Replicas, m.Leaders = 42, 17
+	m.DiskUsed, m.DiskCapacity, m.WriteRate = 1<<30, 1<<40, 5<<20
 	m.HTTPAddr = "10.0.0.2:8080"
 	if err := nodes[1].SetMeta(m); err != nil {
 		t.Fatalf("SetMeta: %v", err)
