@@ -19,6 +19,13 @@
 // is still decoded. Within what it knows the decoder is strict and rejects
 // anything malformed with ErrMalformedMeta instead of guessing.
 //
+// A member whose metadata does not decode is not dropped: it is listed
+// with its State and its node ID only, flagged with the decode error
+// (Member.MetaErr, Member.Usable reports false), counted in
+// Stats.MetaInvalid and logged when it turns bad. Nothing it advertises
+// is known, so it must not be given work; the flag clears when it
+// advertises metadata that decodes.
+//
 // The package keeps its own member table, fed by memberlist's EventDelegate
 // (join, update, leave), because memberlist's public API does not expose a
 // node's state: Node.State is never filled in (memberlist's internal

@@ -106,10 +106,24 @@ func (s State) Gone() bool { return s == Dead || s == Left }
 
 // Member is a node of the cluster as seen by the local node.
 type Member struct {
+	// Meta is what the member advertises. When MetaErr is set it holds
+	// nothing but NodeID (taken from the member's gossip name).
 	Meta  Meta
 	Addr  string // gossip address, host:port
 	State State
+	// MetaErr, when not nil, is why the member's last metadata did not
+	// decode (it wraps ErrMalformedMeta): a node of an incompatible
+	// version, or a bug. Its State is still what failure detection says,
+	// but nothing it advertises is known: it must not be taken for a
+	// healthy node, nor be given work (placement treats its liveness as
+	// unknown). The flag clears when the member advertises metadata that
+	// decodes.
+	MetaErr error
 }
+
+// Usable reports whether m is Alive and its metadata decoded: the only
+// members whose Meta describes a node fit to be given work.
+func (m Member) Usable() bool { return m.State == Alive && m.MetaErr == nil }
 
 // Meta wire format. The first byte is the version; each version's decoder
 // is strict about what it knows and rejects anything malformed with
@@ -166,7 +180,7 @@ type Member struct {
 //   - An unknown tag is skipped if it is even. An odd tag is mandatory: a
 //     newer peer's field that must not be ignored (one that changes how
 //     other fields read, say). A decoder that does not know it fails, and
-//     the member's meta is rejected rather than misread.
+//     the member is listed flagged (Member.MetaErr) rather than misread.
 //     Every tag above is even.
 //   - Unknown flag bits are ignored (decodeMeta returns the known ones
 //     only): a newer peer may add only flags that are safe to ignore, and
