@@ -179,24 +179,33 @@ func (cs *clusterState) leaderLoop(ctx context.Context) {
 	}
 }
 
-// loadLoop advertises this node's replica and leader counts every second.
+// loadLoop advertises this node's load by gossip: its replica and leader
+// counts, the disk its store uses and could use, and the rate it writes
+// (see loadSampler). It samples every loadInterval and re-advertises when
+// the load moved (loadMoved), or changed at all and loadRefresh passed.
 func (cs *clusterState) loadLoop(ctx context.Context) {
 	defer cs.wg.Done()
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(loadInterval)
 	defer t.Stop()
+	ls := newLoadSampler(cs.n.Engine.Store(), time.Now())
+	var advertised time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		now := time.Now()
 		st := cs.n.Engine.Stats()
 		m := cs.g.Meta()
-		if m.Replicas == uint32(st.Shards) && m.Leaders == uint32(st.ShardsLeading) {
+		next := m
+		next.Replicas, next.Leaders = uint32(st.Shards), uint32(st.ShardsLeading)
+		next.DiskUsed, next.DiskCapacity, next.WriteRate = ls.sample(now)
+		if next.Equal(m) || (!loadMoved(m, next) && now.Sub(advertised) < loadRefresh) {
 			continue
 		}
-		m.Replicas, m.Leaders = uint32(st.Shards), uint32(st.ShardsLeading)
-		if err := cs.g.SetMeta(m); err != nil {
+		advertised = now
+		if err := cs.g.SetMeta(next); err != nil {
 			cs.log.Debug("advertise load", "err", err)
 		}
 	}

@@ -124,6 +124,11 @@ func (c Config) walMinSyncInterval() func() time.Duration {
 // FileSyncs returns the number of file syncs (fsyncs) the store has done.
 func (s *Store) FileSyncs() uint64 { return s.syncs.Load() }
 
+// DiskUsage returns the space of the file system that holds the store, as
+// the store's vfs.FS reports it (an error where it cannot, as on an
+// in-memory FS). The store's own size is DB().Metrics().DiskSpaceUsage().
+func (s *Store) DiskUsage() (vfs.DiskUsage, error) { return s.cfg.FS.GetDiskUsage(s.cfg.Dir) }
+
 // Open opens (creating if needed) the store in cfg.Dir.
 func Open(cfg Config) (*Store, error) {
 	cfg = cfg.withDefaults() // fill, then check (Pebble's order)

@@ -6,11 +6,25 @@
 //
 // Every node runs one memberlist instance named after its decimal node ID.
 // What a node advertises about itself (addresses, cluster ID, bootstrap
-// parameters, load) is a Meta, carried as memberlist node metadata and
-// therefore limited to memberlist.MetaMaxSize (512) bytes once encoded. The
-// encoding is a version byte followed by uvarints, zig-zag varints and
-// length-prefixed strings (encoding/binary); the decoder is strict and
-// rejects anything malformed with ErrMalformedMeta instead of guessing.
+// parameters, and its load: replicas, leaders, disk used and capacity,
+// write rate) is a Meta, carried as memberlist node metadata and therefore
+// limited to memberlist.MetaMaxSize (512) bytes once encoded. The encoding
+// (meta.go) is a version byte followed, from version 2 on, by tagged fields
+// (tag, length, payload), so that nodes of different versions read each
+// other during a rolling upgrade: a field an older peer does not send is
+// zero, a field a newer peer sends under a tag this version does not know
+// is skipped (unless the newer peer marks it mandatory), and any version
+// from 2 up is read that way. A new field therefore takes a new tag, not a
+// new version. Version 1, the fixed layout of nodes before the load fields,
+// is still decoded. Within what it knows the decoder is strict and rejects
+// anything malformed with ErrMalformedMeta instead of guessing.
+//
+// A member whose metadata does not decode is not dropped: it is listed
+// with its State and its node ID only, flagged with the decode error
+// (Member.MetaErr, Member.Usable reports false), counted in
+// Stats.MetaInvalid and logged when it turns bad. Nothing it advertises
+// is known, so it must not be given work; the flag clears when it
+// advertises metadata that decodes.
 //
 // The package keeps its own member table, fed by memberlist's EventDelegate
 // (join, update, leave), because memberlist's public API does not expose a

@@ -136,6 +136,7 @@ type Gossip struct {
 		leaderUpdatesSent, leaderMessagesSent         atomic.Uint64
 		leaderMessagesReceived, leaderMessagesInvalid atomic.Uint64
 		leaderUpdatesReceived, leaderUpdatesDuplicate atomic.Uint64
+		metaInvalid                                   atomic.Uint64
 	}
 }
 

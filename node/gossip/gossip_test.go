@@ -199,6 +199,7 @@ func TestSetMetaPropagates(t *testing.T) {
 	m.ClusterID = 0xC1
 	m.Bootstrap = []uint64{1, 2, 3}
 	m.Replicas, m.Leaders = 42, 17
+	m.DiskUsed, m.DiskCapacity, m.WriteRate = 1<<30, 1<<40, 5<<20
 	m.HTTPAddr = "10.0.0.2:8080"
 	if err := nodes[1].SetMeta(m); err != nil {
 		t.Fatalf("SetMeta: %v", err)
@@ -632,6 +633,126 @@ func TestLogBridge(t *testing.T) {
 	for _, msg := range []string{"memberlist: Suspect  has failed, no acks received", "memberlist: Marking 4 as failed", "memberlist: Suspect 4"} {
 		if name, ok := suspectedName(msg); ok {
 			t.Errorf("suspectedName(%q) = %q", msg, name)
+		}
+	}
+}
+
+// advertiseRaw makes n advertise b as its meta, whatever it is, and waits
+// for the broadcast.
+func advertiseRaw(t *testing.T, n *testNode, b []byte) {
+	t.Helper()
+	n.Gossip.mu.Lock()
+	n.metaBytes = b
+	n.Gossip.mu.Unlock()
+	if err := n.ml.UpdateNode(5 * time.Second); err != nil {
+		t.Fatalf("UpdateNode: %v", err)
+	}
+}
+
+// waitMember waits until n sees node id as cond wants it.
+func waitMember(t *testing.T, n *testNode, id uint64, what string, cond func(Member) error) {
+	t.Helper()
+	waitFor(t, 10*time.Second, what, func() error {
+		m, ok := n.Member(id)
+		if !ok {
+			return fmt.Errorf("node %d not listed", id)
+		}
+		if err := cond(m); err != nil {
+			return fmt.Errorf("%w: %+v", err, m)
+		}
+		return nil
+	})
+}
+
+// flagged is a waitMember condition: m is listed in state s, with no meta
+// but its node ID and an error wrapping ErrMalformedMeta.
+func flagged(s State) func(Member) error {
+	return func(m Member) error {
+		if m.State != s || !errors.Is(m.MetaErr, ErrMalformedMeta) || m.Usable() || !m.Meta.Equal(Meta{NodeID: m.Meta.NodeID}) {
+			return fmt.Errorf("not %v and flagged", s)
+		}
+		return nil
+	}
+}
+
+// TestUndecodableMeta: a peer whose meta does not decode is listed with its
+// state but flagged (MetaErr, not Usable), counted and logged once per
+// distinct error, and unflagged once it advertises a meta that decodes; a
+// newer peer's meta with fields this version does not know is not flagged.
+func TestUndecodableMeta(t *testing.T) {
+	t.Parallel()
+	var warnings atomic.Int64 // node 1's
+	nodes := startCluster(t, 2, func(c *Config) {
+		if c.Meta.NodeID == 1 {
+			c.Logger = slog.New(&countingHandler{Handler: c.Logger.Handler(),
+				msg: "gossip: member's meta does not decode: listed, flagged unusable", n: &warnings})
+		}
+	})
+	a := nodes[0]
+	bad := startNode(t, 3, nil)
+	advertiseRaw(t, bad, []byte{metaVersion, 0xff}) // a truncated tag
+	joinCtx(t, bad, a.LocalAddr())
+	for _, n := range nodes {
+		waitMember(t, n, 3, "node 3 listed alive and flagged", flagged(Alive))
+	}
+	if m, _ := a.Member(3); m.Addr != bad.LocalAddr() {
+		t.Errorf("flagged member's address %q, want %q", m.Addr, bad.LocalAddr())
+	}
+	if ms := a.Members(); len(ms) != 3 || ms[2].MetaErr == nil || ms[1].MetaErr != nil {
+		t.Errorf("Members() = %+v", ms)
+	}
+	t.Logf("flagged: %v", func() error { m, _ := a.Member(3); return m.MetaErr }())
+
+	// Another meta with the same error: counted, not logged again.
+	before := a.Stats().MetaInvalid
+	if before == 0 {
+		t.Fatal("MetaInvalid not counted")
+	}
+	advertiseRaw(t, bad, []byte{metaVersion, 0xff, 0xff})
+	waitFor(t, 10*time.Second, "the second bad meta", func() error {
+		if a.Stats().MetaInvalid == before {
+			return errors.New("not counted")
+		}
+		return nil
+	})
+	if n := warnings.Load(); n != 1 {
+		t.Errorf("%d warnings for one error", n)
+	}
+
+	// A newer version with a field this one does not know: decoded.
+	enc, err := encodeMeta(bad.Meta(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := append([]byte{metaVersion + 1}, enc[1:]...)
+	newer = append(newer, tagged(0, field{metaTagEnd, []byte("a later field")})[1:]...)
+	advertiseRaw(t, bad, newer)
+	waitMember(t, a, 3, "node 3's newer meta decoded", func(m Member) error {
+		if !m.Usable() || !m.Meta.Equal(bad.Meta()) {
+			return errors.New("not usable with its meta")
+		}
+		return nil
+	})
+
+	// A mandatory field this version does not know: flagged again.
+	advertiseRaw(t, bad, append(slices.Clone(newer), tagged(0, field{metaTagEnd + 1, nil})[1:]...))
+	waitMember(t, a, 3, "node 3 flagged for a mandatory field", flagged(Alive))
+	if n := warnings.Load(); n != 2 {
+		t.Errorf("%d warnings for two errors", n)
+	}
+
+	// Its failure is seen: it stays listed, dead and flagged.
+	if err := bad.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		waitMember(t, n, 3, "node 3 listed dead and flagged", flagged(Dead))
+	}
+	for _, n := range nodes {
+		for _, o := range nodes {
+			if m, _ := n.Member(o.Meta().NodeID); !m.Usable() || !m.Meta.Equal(o.Meta()) {
+				t.Errorf("node %d sees %+v", n.Meta().NodeID, m)
+			}
 		}
 	}
 }

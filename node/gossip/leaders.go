@@ -23,7 +23,8 @@ func (u LeaderUpdate) newer(old LeaderUpdate) bool {
 	return u.Term > old.Term || (u.Term == old.Term && u.Leader > old.Leader)
 }
 
-// Stats are counters of the leader gossip.
+// Stats are counters of the gossip: of the leader gossip, and of the
+// members' metadata that did not decode.
 type Stats struct {
 	// LeaderUpdatesSent counts updates packed into messages (own and
 	// re-gossiped ones).
@@ -40,6 +41,10 @@ type Stats struct {
 	LeaderUpdatesReceived uint64
 	// LeaderUpdatesDuplicate counts received updates that were not new.
 	LeaderUpdatesDuplicate uint64
+	// MetaInvalid counts the members' metadata that did not decode, or
+	// named another node than the member's name: each join, update and
+	// leave event that carried it counts once.
+	MetaInvalid uint64
 }
 
 // Leader message wire format, version 1:
@@ -357,7 +362,7 @@ func (g *Gossip) deliverLoop() {
 	}
 }
 
-// Stats returns the leader gossip counters.
+// Stats returns the gossip counters.
 func (g *Gossip) Stats() Stats {
 	return Stats{
 		LeaderUpdatesSent:      g.stats.leaderUpdatesSent.Load(),
@@ -366,6 +371,7 @@ func (g *Gossip) Stats() Stats {
 		LeaderMessagesInvalid:  g.stats.leaderMessagesInvalid.Load(),
 		LeaderUpdatesReceived:  g.stats.leaderUpdatesReceived.Load(),
 		LeaderUpdatesDuplicate: g.stats.leaderUpdatesDuplicate.Load(),
+		MetaInvalid:            g.stats.metaInvalid.Load(),
 	}
 }
 

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"cmp"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -13,11 +14,16 @@ import (
 
 // memberEntry is a remote member in the table.
 type memberEntry struct {
-	meta    Meta
+	meta    Meta // only NodeID while metaErr is set
+	metaErr error
 	addr    string
 	state   State
-	leaving bool      // its last meta carried the leaving flag
+	leaving bool      // its last meta that decoded carried the leaving flag
 	since   time.Time // last state change
+}
+
+func (e *memberEntry) member() Member {
+	return Member{Meta: e.meta.Clone(), Addr: e.addr, State: e.state, MetaErr: e.metaErr}
 }
 
 // delegate implements memberlist's Delegate, EventDelegate,
@@ -129,7 +135,9 @@ func (g *Gossip) remoteID(name string) (uint64, bool) {
 	return id, err == nil && id != 0
 }
 
-// nodeAlive records a join or meta update.
+// nodeAlive records a join or meta update. A node whose meta does not
+// decode is recorded all the same, flagged with the error (see
+// Member.MetaErr).
 func (g *Gossip) nodeAlive(n *memberlist.Node, event string) {
 	if n.Name == g.name {
 		kick(g.changeKick) // our own meta changed
@@ -140,14 +148,7 @@ func (g *Gossip) nodeAlive(n *memberlist.Node, event string) {
 		g.log.Warn("gossip: ignoring a node whose name is not a node ID", "name", n.Name, "addr", n.Address())
 		return
 	}
-	meta, flags, err := decodeMeta(n.Meta)
-	if err == nil && meta.NodeID != id {
-		err = errNameMismatch
-	}
-	if err != nil {
-		g.log.Warn("gossip: ignoring a node with bad meta", "node", id, "addr", n.Address(), "err", err)
-		return
-	}
+	meta, flags, err := g.decodeMemberMeta(id, n.Meta)
 	addr := n.Address()
 	conflict := false
 	g.mu.Lock()
@@ -158,20 +159,49 @@ func (g *Gossip) nodeAlive(n *memberlist.Node, event string) {
 	} else {
 		// A live node ID re-appearing under another instance is a second
 		// process claiming the ID (a restart keeps the data directory, hence
-		// the instance).
+		// the instance). A flagged meta has no instance.
 		conflict = !e.state.Gone() && e.meta.Instance != 0 && meta.Instance != 0 &&
 			e.meta.Instance != meta.Instance
 		g.setStateLocked(id, e, Alive)
 	}
-	e.meta, e.addr, e.leaving = meta, addr, flags&metaFlagLeaving != 0
+	prevErr := e.metaErr
+	e.meta, e.metaErr, e.addr = meta, err, addr
+	if err == nil {
+		e.leaving = flags&metaFlagLeaving != 0
+	}
 	g.mu.Unlock()
-	g.log.Debug("gossip: member "+event, "node", id, "addr", addr, "cluster", meta.ClusterID)
+	switch {
+	case err != nil && (prevErr == nil || prevErr.Error() != err.Error()):
+		// Logged when the member turns bad, not at each of its updates.
+		g.log.Warn("gossip: member's meta does not decode: listed, flagged unusable", "node", id, "addr", addr,
+			"event", event, "bytes", len(n.Meta), "err", err)
+	case err != nil:
+		g.log.Debug("gossip: member's meta still does not decode", "node", id, "addr", addr, "event", event, "err", err)
+	case prevErr != nil:
+		g.log.Info("gossip: member's meta decodes again", "node", id, "addr", addr, "cluster", meta.ClusterID)
+	default:
+		g.log.Debug("gossip: member "+event, "node", id, "addr", addr, "cluster", meta.ClusterID)
+	}
 	if conflict {
 		g.log.Error("gossip: node ID claimed by another instance", "node", id, "addr", addr,
 			"instance", meta.Instance)
 		g.addConflict(id)
 	}
 	kick(g.changeKick)
+}
+
+// decodeMemberMeta decodes the meta of node id. On failure, counted, it
+// returns a Meta holding only id and an error wrapping ErrMalformedMeta.
+func (g *Gossip) decodeMemberMeta(id uint64, b []byte) (Meta, uint64, error) {
+	meta, flags, err := decodeMeta(b)
+	if err == nil && meta.NodeID != id {
+		err = fmt.Errorf("%w: %w (%d)", ErrMalformedMeta, errNameMismatch, meta.NodeID)
+	}
+	if err != nil {
+		g.stats.metaInvalid.Add(1)
+		return Meta{NodeID: id}, 0, err
+	}
+	return meta, flags, nil
 }
 
 // errNameMismatch: a node's meta names another node ID than its memberlist
@@ -188,16 +218,14 @@ func (g *Gossip) nodeGone(n *memberlist.Node) {
 	if !ok {
 		return
 	}
-	meta, flags, err := decodeMeta(n.Meta)
+	meta, flags, err := g.decodeMemberMeta(id, n.Meta)
 	g.mu.Lock()
 	e := g.members[id]
-	if e == nil {
-		if err != nil || meta.NodeID != id {
-			g.mu.Unlock()
-			return
-		}
-		e = &memberEntry{meta: meta, addr: n.Address(), state: Alive, since: time.Now()}
+	if e == nil { // gone before we saw it alive
+		e = &memberEntry{meta: meta, metaErr: err, addr: n.Address(), state: Alive, since: time.Now()}
 		g.members[id] = e
+	} else if err != nil || e.metaErr != nil {
+		e.meta, e.metaErr = meta, err
 	}
 	if err == nil && flags&metaFlagLeaving != 0 {
 		e.leaving = true
@@ -264,7 +292,7 @@ func (g *Gossip) Members() []Member {
 	ms := make([]Member, 0, len(g.members)+1)
 	ms = append(ms, g.selfLocked())
 	for _, e := range g.members {
-		ms = append(ms, Member{Meta: e.meta.Clone(), Addr: e.addr, State: e.state})
+		ms = append(ms, e.member())
 	}
 	slices.SortFunc(ms, func(a, b Member) int { return cmp.Compare(a.Meta.NodeID, b.Meta.NodeID) })
 	return ms
@@ -282,7 +310,7 @@ func (g *Gossip) Member(nodeID uint64) (Member, bool) {
 	if e == nil {
 		return Member{}, false
 	}
-	return Member{Meta: e.meta.Clone(), Addr: e.addr, State: e.state}, true
+	return e.member(), true
 }
 
 func (g *Gossip) selfLocked() Member {
