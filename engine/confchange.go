@@ -342,3 +342,36 @@ func (w *worker) applyConfChange(r *replica, e *raftpb.Entry) {
 	w.descChanged(r)
 	complete(nil)
 }
+
+// DestroyStaleReplica destroys this node's replica replicaID of shardID,
+// which the shard no longer has: its authority (the meta shard's record of
+// the shard, a copy of a descriptor the shard applied) lists replica IDs
+// below nextReplicaID and not replicaID. A replica removed from a shard
+// does not always hear of it (its leader stops sending to it once the
+// removal applies); replica IDs are never reused, so a replica ID below
+// the shard's NextReplicaID that its configuration lacks is gone for good.
+// It refuses a replicaID at or above nextReplicaID (ErrBadRequest: the
+// record predates the replica), and does nothing when this node's replica
+// of the shard is gone or has another ID.
+func (e *Engine) DestroyStaleReplica(ctx context.Context, shardID, replicaID, nextReplicaID uint64) error {
+	if replicaID == 0 || replicaID >= nextReplicaID {
+		return fmt.Errorf("%w: replica %d of shard %d is not below the record's next replica ID %d", ErrBadRequest, replicaID, shardID, nextReplicaID)
+	}
+	_, err := call(ctx, e, shardID, func(w *worker) (struct{}, error) {
+		r := w.shards[shardID]
+		if r == nil || r.replicaID != replicaID {
+			return struct{}{}, nil
+		}
+		if desc, ok := r.log.Descriptor(); ok && desc.NextReplicaID > nextReplicaID {
+			// This replica knows a newer configuration than the record.
+			if _, member := desc.Replica(replicaID); member {
+				return struct{}{}, fmt.Errorf("%w: replica %d of shard %d is a member of its newer configuration %v", ErrBadRequest, replicaID, shardID, desc)
+			}
+		}
+		w.e.cfg.Logger.Info("replica removed from its shard while it could not hear of it: destroying it",
+			"shard", shardID, "replica", replicaID, "next_replica_id", nextReplicaID)
+		w.destroy(r)
+		return struct{}{}, nil
+	})
+	return err
+}

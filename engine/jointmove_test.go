@@ -106,3 +106,41 @@ func TestExplicitJointMoveHandsLeadershipOverBeforeLeaving(t *testing.T) {
 	}
 	waitRemoved(t, ctx, c, leader, 1)
 }
+
+// TestReplicaRemovedWhileCutOffIsDestroyedByItsRecord: a learner removed
+// while it could not hear of it keeps its replica (its leader no longer
+// sends to it); DestroyStaleReplica, given the shard's NextReplicaID from
+// the shard's record, destroys it, and refuses a replica ID the record
+// cannot know about.
+func TestReplicaRemovedWhileCutOffIsDestroyedByItsRecord(t *testing.T) {
+	c := newCluster(t, testcluster.Config{Nodes: 4})
+	ctx := ctxT(t, 60*time.Second)
+	c.RunClock(2 * time.Millisecond)
+	_, leader := oneShard(t, ctx, c, []uint64{1, 2, 3})
+	if err := c.Engine(leader).ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddLearner, NodeID: 4}); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, ctx, c, 1, 4)
+	rid := status(t, ctx, c, 4, 1).ReplicaID
+	c.Isolate(4)
+	leader = c.Leader(ctx, 1)
+	if err := c.Engine(leader).ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.Remove, NodeID: 4, ReplicaID: rid}); err != nil {
+		t.Fatal(err)
+	}
+	c.Heal()
+	desc := status(t, ctx, c, leader, 1).Desc
+	if _, err := c.Engine(4).Status(ctx, 1); err != nil {
+		t.Fatalf("the cut-off learner's replica: %v", err)
+	}
+	if err := c.Engine(4).DestroyStaleReplica(ctx, 1, desc.NextReplicaID, desc.NextReplicaID); !errors.Is(err, engine.ErrBadRequest) {
+		t.Fatalf("a replica ID the record cannot know: %v", err)
+	}
+	if err := c.Engine(4).DestroyStaleReplica(ctx, 1, rid, desc.NextReplicaID); err != nil {
+		t.Fatal(err)
+	}
+	waitRemoved(t, ctx, c, 4, 1)
+	// Its messages no longer create it: a tombstone is left.
+	if err := c.Engine(4).DestroyStaleReplica(ctx, 1, rid, desc.NextReplicaID); err != nil {
+		t.Fatalf("again: %v", err)
+	}
+}

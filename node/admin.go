@@ -527,11 +527,17 @@ const confChangeRetry = 2 * time.Second
 // confChangeRetry, and checked against the configuration afresh each time;
 // then the refusal is returned.
 func (a *adminService) changeReplicas(ctx context.Context, shard uint64, change engine.ReplicaChange) error {
+	return retryInProgress(ctx, func() error { return a.n.Engine.ChangeReplicas(ctx, shard, change) })
+}
+
+// retryInProgress calls change until it is not refused as a change in
+// progress, every 20ms for up to confChangeRetry.
+func retryInProgress(ctx context.Context, change func() error) error {
 	deadline := time.Now().Add(confChangeRetry)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		err := a.n.Engine.ChangeReplicas(ctx, shard, change)
+		err := change()
 		if !errors.Is(err, engine.ErrConfChangeInProgress) || time.Now().After(deadline) {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
@@ -18,6 +19,8 @@ import (
 	"github.com/flotilla-db/flotilla/node/gossip"
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/flotilla-db/flotilla/node/placer"
+	"github.com/flotilla-db/flotilla/placement"
 	"github.com/flotilla-db/flotilla/storage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -56,6 +59,12 @@ type ClusterConfig struct {
 	Engine func(*engine.Config)
 	// Gossip, if set, adjusts the gossip config (tests shorten timers).
 	Gossip func(*gossip.Config)
+	// Placement, if set, adjusts the placement driver's config (its
+	// defaults, with the cluster's replication factor).
+	Placement func(*placement.DriverConfig)
+	// NoPlacement runs no placement driver on this node: replicas move
+	// only by hand (add-replica, remove-replica).
+	NoPlacement bool
 	// Reconciler, if set, adjusts the config of the reconciler that keeps
 	// the shard records of the shards this node leads current (tests
 	// shorten its interval).
@@ -82,6 +91,9 @@ type clusterState struct {
 	rec    *nodemeta.Reconciler
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// placer runs the placement driver; set once the cluster record is
+	// readable (nil before, and with NoPlacement).
+	placer atomic.Pointer[placer.Placer]
 
 	// syncMu serializes syncMeta, which owns watcher.
 	syncMu  sync.Mutex
@@ -322,6 +334,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	go cs.leaderLoop(lctx)
 	go cs.loadLoop(lctx)
 	go cs.reportLoop(lctx, descs)
+	cs.wg.Add(1)
+	go cs.staleReplicaLoop(lctx)
+	if !cfg.NoPlacement {
+		cs.wg.Add(1)
+		go cs.placementLoop(lctx)
+	}
 	if member && !cs.id.RecordsWritten {
 		cs.wg.Add(1)
 		go cs.writeBootstrapRecords(lctx, cr)

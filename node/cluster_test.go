@@ -17,7 +17,9 @@ import (
 // startClusterNodes starts size gossip-discovered nodes in one process, the
 // first `expect` of them bootstrapping the cluster together, the rest
 // joining it.
-func startClusterNodes(t *testing.T, ctx context.Context, dir string, size, expect int) []*Node {
+// The placement driver is off unless adjust turns it on: these tests place
+// replicas by hand.
+func startClusterNodes(t *testing.T, ctx context.Context, dir string, size, expect int, adjust ...func(i int, cfg *ClusterConfig)) []*Node {
 	t.Helper()
 	nodes := make([]*Node, size)
 	errs := make([]error, size)
@@ -27,7 +29,10 @@ func startClusterNodes(t *testing.T, ctx context.Context, dir string, size, expe
 		cfg := ClusterConfig{
 			DataDir: filepath.Join(dir, fmt.Sprint(i)), RaftAddr: "127.0.0.1:0", ClientAddr: "127.0.0.1:0",
 			GossipAddr: "127.0.0.1:0", InitialShards: 8, Replication: 3, BootstrapStable: 200 * time.Millisecond,
-			Join: []string{seed},
+			Join: []string{seed}, NoPlacement: true,
+		}
+		for _, f := range adjust {
+			f(i, &cfg)
 		}
 		if i == 0 {
 			cfg.GossipAddr, cfg.Join = seed, nil

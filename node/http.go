@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/node/placer"
 	"github.com/flotilla-db/flotilla/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -40,6 +41,12 @@ func NewHTTPHandler(n *Node) http.Handler {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newEngineCollector(n.Engine, n.transport),
+		placer.NewCollector(func() *placer.Placer {
+			if n.cl == nil {
+				return nil
+			}
+			return n.cl.placer.Load()
+		}),
 	)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

@@ -21,6 +21,10 @@ type DriverConfig struct {
 	IsLeader func() bool
 	// Interval between two steps of Run. Default 1s.
 	Interval time.Duration
+	// BusyInterval is the wait between two steps of Run while operations
+	// are in flight, so that a move's steps follow each other closely.
+	// Default 50ms.
+	BusyInterval time.Duration
 	// MovesPerMinute bounds the operations that add replicas (each costs
 	// a snapshot) started in any minute. Default 30.
 	MovesPerMinute int
@@ -44,6 +48,7 @@ func DefaultDriverConfig() DriverConfig {
 	return DriverConfig{
 		Placement:        DefaultConfig(),
 		Interval:         time.Second,
+		BusyInterval:     50 * time.Millisecond,
 		MovesPerMinute:   30,
 		MaxConcurrentOps: 16,
 		CatchUpTimeout:   10 * time.Minute,
@@ -57,6 +62,9 @@ func (c DriverConfig) withDefaults() DriverConfig {
 	c.Placement = c.Placement.withDefaults()
 	if c.Interval == 0 {
 		c.Interval = d.Interval
+	}
+	if c.BusyInterval == 0 {
+		c.BusyInterval = d.BusyInterval
 	}
 	if c.MovesPerMinute == 0 {
 		c.MovesPerMinute = d.MovesPerMinute
@@ -101,8 +109,8 @@ func (c DriverConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d < 1", f.name, f.v))
 		}
 	}
-	if c.Interval < 0 || c.CatchUpTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Interval %v or CatchUpTimeout %v < 0", c.Interval, c.CatchUpTimeout))
+	if c.Interval < 0 || c.BusyInterval < 0 || c.CatchUpTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Interval %v, BusyInterval %v or CatchUpTimeout %v < 0", c.Interval, c.BusyInterval, c.CatchUpTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
@@ -239,10 +247,11 @@ func NewDriver(cfg DriverConfig, src Source, act Actuator, intents IntentStore, 
 	return d, nil
 }
 
-// Run steps every Interval until ctx ends, and returns ctx's error. A step
-// that fails is logged.
+// Run steps every Interval, or every BusyInterval while operations are in
+// flight, until ctx ends, and returns ctx's error. A step that fails is
+// logged.
 func (d *Driver) Run(ctx context.Context) error {
-	t := time.NewTicker(d.cfg.Interval)
+	t := time.NewTimer(d.cfg.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -252,6 +261,11 @@ func (d *Driver) Run(ctx context.Context) error {
 		}
 		if err := d.Step(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("placement: step failed", "err", err)
+		}
+		if len(d.inflight) > 0 {
+			t.Reset(d.cfg.BusyInterval)
+		} else {
+			t.Reset(d.cfg.Interval)
 		}
 	}
 }

@@ -542,3 +542,14 @@ func (p *planner) why(n *pnode) string {
 	}
 	return fmt.Sprintf("node %d %s", n.ID, n.Liveness)
 }
+
+// UnmarshalText reads a Kind's name, as MarshalText writes it.
+func (k *Kind) UnmarshalText(b []byte) error {
+	for c := Repair; c <= QuorumLost; c++ {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("placement: unknown operation kind %q", b)
+}

@@ -267,3 +267,20 @@ func sortedBy(n int, key func(int) uint64) func(yield func(int) bool) {
 		}
 	}
 }
+
+// MarshalText makes a Role its name in JSON.
+func (r Role) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// UnmarshalText reads a Role's name, as MarshalText writes it.
+func (r *Role) UnmarshalText(b []byte) error {
+	for c := Voter; c <= VoterDemoting; c++ {
+		if c.String() == string(b) {
+			*r = c
+			return nil
+		}
+	}
+	return fmt.Errorf("placement: unknown role %q", b)
+}
+
+// MarshalText makes a Liveness its name in JSON.
+func (l Liveness) MarshalText() ([]byte, error) { return []byte(l.String()), nil }

@@ -168,6 +168,132 @@ func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{0}
 }
 
+type StepKind int32
+
+const (
+	StepKind_STEP_KIND_UNSPECIFIED StepKind = 0
+	// Add a learner on node_id; replica_id in the response.
+	StepKind_STEP_KIND_ADD_LEARNER StepKind = 1
+	// Whether learner replica_id has caught up (caught_up in the response).
+	StepKind_STEP_KIND_CAUGHT_UP StepKind = 2
+	// One joint change, left explicitly: promote learners, demote voters
+	// (replica IDs). One promotion and no demotion is a simple change.
+	StepKind_STEP_KIND_CHANGE_VOTERS StepKind = 3
+	// Leave the joint configuration (a no-op when not joint).
+	StepKind_STEP_KIND_LEAVE_JOINT StepKind = 4
+	// Remove replica_id (a learner, or a voter by a simple change).
+	StepKind_STEP_KIND_REMOVE_REPLICA StepKind = 5
+	// Hand the leadership to the voter on node_id; returns once it leads.
+	StepKind_STEP_KIND_TRANSFER_LEADER StepKind = 6
+)
+
+// Enum value maps for StepKind.
+var (
+	StepKind_name = map[int32]string{
+		0: "STEP_KIND_UNSPECIFIED",
+		1: "STEP_KIND_ADD_LEARNER",
+		2: "STEP_KIND_CAUGHT_UP",
+		3: "STEP_KIND_CHANGE_VOTERS",
+		4: "STEP_KIND_LEAVE_JOINT",
+		5: "STEP_KIND_REMOVE_REPLICA",
+		6: "STEP_KIND_TRANSFER_LEADER",
+	}
+	StepKind_value = map[string]int32{
+		"STEP_KIND_UNSPECIFIED":     0,
+		"STEP_KIND_ADD_LEARNER":     1,
+		"STEP_KIND_CAUGHT_UP":       2,
+		"STEP_KIND_CHANGE_VOTERS":   3,
+		"STEP_KIND_LEAVE_JOINT":     4,
+		"STEP_KIND_REMOVE_REPLICA":  5,
+		"STEP_KIND_TRANSFER_LEADER": 6,
+	}
+)
+
+func (x StepKind) Enum() *StepKind {
+	p := new(StepKind)
+	*p = x
+	return p
+}
+
+func (x StepKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StepKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_node_proto_enumTypes[1].Descriptor()
+}
+
+func (StepKind) Type() protoreflect.EnumType {
+	return &file_node_proto_enumTypes[1]
+}
+
+func (x StepKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StepKind.Descriptor instead.
+func (StepKind) EnumDescriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{1}
+}
+
+type PlacementAction int32
+
+const (
+	PlacementAction_PLACEMENT_ACTION_UNSPECIFIED PlacementAction = 0
+	PlacementAction_PLACEMENT_ACTION_PLAN        PlacementAction = 1 // the operations the planner would issue now
+	PlacementAction_PLACEMENT_ACTION_MOVES       PlacementAction = 2 // operations in flight and the last ones done
+	PlacementAction_PLACEMENT_ACTION_PAUSE       PlacementAction = 3
+	PlacementAction_PLACEMENT_ACTION_RESUME      PlacementAction = 4
+	PlacementAction_PLACEMENT_ACTION_STATUS      PlacementAction = 5 // the driver's counters
+)
+
+// Enum value maps for PlacementAction.
+var (
+	PlacementAction_name = map[int32]string{
+		0: "PLACEMENT_ACTION_UNSPECIFIED",
+		1: "PLACEMENT_ACTION_PLAN",
+		2: "PLACEMENT_ACTION_MOVES",
+		3: "PLACEMENT_ACTION_PAUSE",
+		4: "PLACEMENT_ACTION_RESUME",
+		5: "PLACEMENT_ACTION_STATUS",
+	}
+	PlacementAction_value = map[string]int32{
+		"PLACEMENT_ACTION_UNSPECIFIED": 0,
+		"PLACEMENT_ACTION_PLAN":        1,
+		"PLACEMENT_ACTION_MOVES":       2,
+		"PLACEMENT_ACTION_PAUSE":       3,
+		"PLACEMENT_ACTION_RESUME":      4,
+		"PLACEMENT_ACTION_STATUS":      5,
+	}
+)
+
+func (x PlacementAction) Enum() *PlacementAction {
+	p := new(PlacementAction)
+	*p = x
+	return p
+}
+
+func (x PlacementAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PlacementAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_node_proto_enumTypes[2].Descriptor()
+}
+
+func (PlacementAction) Type() protoreflect.EnumType {
+	return &file_node_proto_enumTypes[2]
+}
+
+func (x PlacementAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PlacementAction.Descriptor instead.
+func (PlacementAction) EnumDescriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{2}
+}
+
 type ReplicaOp int32
 
 const (
@@ -201,11 +327,11 @@ func (x ReplicaOp) String() string {
 }
 
 func (ReplicaOp) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[1].Descriptor()
+	return file_node_proto_enumTypes[3].Descriptor()
 }
 
 func (ReplicaOp) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[1]
+	return &file_node_proto_enumTypes[3]
 }
 
 func (x ReplicaOp) Number() protoreflect.EnumNumber {
@@ -214,7 +340,7 @@ func (x ReplicaOp) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaOp.Descriptor instead.
 func (ReplicaOp) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{1}
+	return file_node_proto_rawDescGZIP(), []int{3}
 }
 
 // Session makes a write exactly-once (the raft dissertation, section 6.3):
@@ -1826,6 +1952,397 @@ func (x *Error) GetNotApplied() bool {
 	return false
 }
 
+type ReplicaStepRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Kind          StepKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=flotilla.node.v1.StepKind" json:"kind,omitempty"`
+	NodeId        uint64                 `protobuf:"varint,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ReplicaId     uint64                 `protobuf:"varint,4,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Promote       []uint64               `protobuf:"varint,5,rep,packed,name=promote,proto3" json:"promote,omitempty"`
+	Demote        []uint64               `protobuf:"varint,6,rep,packed,name=demote,proto3" json:"demote,omitempty"`
+	Hops          uint32                 `protobuf:"varint,7,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStepRequest) Reset() {
+	*x = ReplicaStepRequest{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStepRequest) ProtoMessage() {}
+
+func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStepRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaStepRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReplicaStepRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ReplicaStepRequest) GetKind() StepKind {
+	if x != nil {
+		return x.Kind
+	}
+	return StepKind_STEP_KIND_UNSPECIFIED
+}
+
+func (x *ReplicaStepRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReplicaStepRequest) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *ReplicaStepRequest) GetPromote() []uint64 {
+	if x != nil {
+		return x.Promote
+	}
+	return nil
+}
+
+func (x *ReplicaStepRequest) GetDemote() []uint64 {
+	if x != nil {
+		return x.Demote
+	}
+	return nil
+}
+
+func (x *ReplicaStepRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type ReplicaStepResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId uint64                 `protobuf:"varint,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	CaughtUp  bool                   `protobuf:"varint,2,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	// The shard's descriptor on its leader after the step, as a meta shard
+	// record (JSON), and the leader then: the driver decides its next step
+	// from them while the shard's record in the meta shard lags.
+	RecordJson    []byte `protobuf:"bytes,3,opt,name=record_json,json=recordJson,proto3" json:"record_json,omitempty"`
+	Leader        uint64 `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaStepResponse) Reset() {
+	*x = ReplicaStepResponse{}
+	mi := &file_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaStepResponse) ProtoMessage() {}
+
+func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaStepResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaStepResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReplicaStepResponse) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
+func (x *ReplicaStepResponse) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
+}
+
+func (x *ReplicaStepResponse) GetRecordJson() []byte {
+	if x != nil {
+		return x.RecordJson
+	}
+	return nil
+}
+
+func (x *ReplicaStepResponse) GetLeader() uint64 {
+	if x != nil {
+		return x.Leader
+	}
+	return 0
+}
+
+type PlacementRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Action        PlacementAction        `protobuf:"varint,1,opt,name=action,proto3,enum=flotilla.node.v1.PlacementAction" json:"action,omitempty"`
+	Hops          uint32                 `protobuf:"varint,2,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementRequest) Reset() {
+	*x = PlacementRequest{}
+	mi := &file_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementRequest) ProtoMessage() {}
+
+func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
+func (*PlacementRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PlacementRequest) GetAction() PlacementAction {
+	if x != nil {
+		return x.Action
+	}
+	return PlacementAction_PLACEMENT_ACTION_UNSPECIFIED
+}
+
+func (x *PlacementRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+// PlacementResponse carries the placement package's own types as JSON
+// (placement.Op, placement.Move, placement.Stats), so that flotillactl shows
+// exactly what the driver decided.
+type PlacementResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node that answered (the meta shard's leader).
+	NodeId        uint64 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Paused        bool   `protobuf:"varint,2,opt,name=paused,proto3" json:"paused,omitempty"`
+	OpsJson       []byte `protobuf:"bytes,3,opt,name=ops_json,json=opsJson,proto3" json:"ops_json,omitempty"`
+	MovesJson     []byte `protobuf:"bytes,4,opt,name=moves_json,json=movesJson,proto3" json:"moves_json,omitempty"`
+	StatsJson     []byte `protobuf:"bytes,5,opt,name=stats_json,json=statsJson,proto3" json:"stats_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementResponse) Reset() {
+	*x = PlacementResponse{}
+	mi := &file_node_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementResponse) ProtoMessage() {}
+
+func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
+func (*PlacementResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PlacementResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *PlacementResponse) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *PlacementResponse) GetOpsJson() []byte {
+	if x != nil {
+		return x.OpsJson
+	}
+	return nil
+}
+
+func (x *PlacementResponse) GetMovesJson() []byte {
+	if x != nil {
+		return x.MovesJson
+	}
+	return nil
+}
+
+func (x *PlacementResponse) GetStatsJson() []byte {
+	if x != nil {
+		return x.StatsJson
+	}
+	return nil
+}
+
+type SetDrainingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Draining      bool                   `protobuf:"varint,2,opt,name=draining,proto3" json:"draining,omitempty"`
+	Hops          uint32                 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainingRequest) Reset() {
+	*x = SetDrainingRequest{}
+	mi := &file_node_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainingRequest) ProtoMessage() {}
+
+func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainingRequest.ProtoReflect.Descriptor instead.
+func (*SetDrainingRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SetDrainingRequest) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *SetDrainingRequest) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *SetDrainingRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type SetDrainingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDrainingResponse) Reset() {
+	*x = SetDrainingResponse{}
+	mi := &file_node_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDrainingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDrainingResponse) ProtoMessage() {}
+
+func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDrainingResponse.ProtoReflect.Descriptor instead.
+func (*SetDrainingResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{28}
+}
+
 type RemoveNodeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -1836,7 +2353,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1848,7 +2365,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1861,7 +2378,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -1886,7 +2403,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1898,7 +2415,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1911,7 +2428,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 type PrepareReplicaRequest struct {
@@ -1923,7 +2440,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2452,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2465,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -1966,7 +2483,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2495,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2508,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 // ShardRecord is the meta shard's record of one shard (package node/meta).
@@ -2010,7 +2527,7 @@ type ShardRecord struct {
 
 func (x *ShardRecord) Reset() {
 	*x = ShardRecord{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2539,7 @@ func (x *ShardRecord) String() string {
 func (*ShardRecord) ProtoMessage() {}
 
 func (x *ShardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2552,7 @@ func (x *ShardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRecord.ProtoReflect.Descriptor instead.
 func (*ShardRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ShardRecord) GetShardId() uint64 {
@@ -2099,7 +2616,7 @@ type ReplicaRecord struct {
 
 func (x *ReplicaRecord) Reset() {
 	*x = ReplicaRecord{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2628,7 @@ func (x *ReplicaRecord) String() string {
 func (*ReplicaRecord) ProtoMessage() {}
 
 func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2641,7 @@ func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplicaRecord) GetNodeId() uint64 {
@@ -2158,7 +2675,7 @@ type PutShardRecordsRequest struct {
 
 func (x *PutShardRecordsRequest) Reset() {
 	*x = PutShardRecordsRequest{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2687,7 @@ func (x *PutShardRecordsRequest) String() string {
 func (*PutShardRecordsRequest) ProtoMessage() {}
 
 func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2700,7 @@ func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PutShardRecordsRequest) GetRecords() []*ShardRecord {
@@ -2208,7 +2725,7 @@ type PutShardRecordsResponse struct {
 
 func (x *PutShardRecordsResponse) Reset() {
 	*x = PutShardRecordsResponse{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2737,7 @@ func (x *PutShardRecordsResponse) String() string {
 func (*PutShardRecordsResponse) ProtoMessage() {}
 
 func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2750,7 @@ func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 type NodeRecord struct {
@@ -2250,7 +2767,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2779,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2792,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -2332,7 +2849,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2861,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2874,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -2390,7 +2907,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2919,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2932,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -2433,7 +2950,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2962,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2975,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 type NodeStatus struct {
@@ -2475,7 +2992,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +3004,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +3017,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -2543,7 +3060,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +3072,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +3085,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -2607,7 +3124,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +3136,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +3149,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 type Replica struct {
@@ -2653,7 +3170,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +3182,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +3195,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -2731,7 +3248,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2743,7 +3260,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2756,7 +3273,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -2854,7 +3371,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3383,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3396,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -2904,7 +3421,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2916,7 +3433,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2929,7 +3446,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{47}
 }
 
 type LocalShardsResponse struct {
@@ -2942,7 +3459,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2954,7 +3471,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2967,7 +3484,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -2995,7 +3512,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3524,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3537,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -3053,7 +3570,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3582,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3595,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{44}
+	return file_node_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -3102,7 +3619,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3631,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3644,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{45}
+	return file_node_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -3174,7 +3691,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3186,7 +3703,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3199,7 +3716,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{46}
+	return file_node_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -3330,7 +3847,39 @@ const file_node_proto_rawDesc = "" +
 	"\x04size\x18\n" +
 	" \x01(\x04R\x04size\x12\x1f\n" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
-	"notApplied\"@\n" +
+	"notApplied\"\xdd\x01\n" +
+	"\x12ReplicaStepRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12.\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1a.flotilla.node.v1.StepKindR\x04kind\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\x04R\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x04 \x01(\x04R\treplicaId\x12\x18\n" +
+	"\apromote\x18\x05 \x03(\x04R\apromote\x12\x16\n" +
+	"\x06demote\x18\x06 \x03(\x04R\x06demote\x12\x12\n" +
+	"\x04hops\x18\a \x01(\rR\x04hops\"\x8a\x01\n" +
+	"\x13ReplicaStepResponse\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x1b\n" +
+	"\tcaught_up\x18\x02 \x01(\bR\bcaughtUp\x12\x1f\n" +
+	"\vrecord_json\x18\x03 \x01(\fR\n" +
+	"recordJson\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\x04R\x06leader\"a\n" +
+	"\x10PlacementRequest\x129\n" +
+	"\x06action\x18\x01 \x01(\x0e2!.flotilla.node.v1.PlacementActionR\x06action\x12\x12\n" +
+	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x9d\x01\n" +
+	"\x11PlacementResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x16\n" +
+	"\x06paused\x18\x02 \x01(\bR\x06paused\x12\x19\n" +
+	"\bops_json\x18\x03 \x01(\fR\aopsJson\x12\x1d\n" +
+	"\n" +
+	"moves_json\x18\x04 \x01(\fR\tmovesJson\x12\x1d\n" +
+	"\n" +
+	"stats_json\x18\x05 \x01(\fR\tstatsJson\"]\n" +
+	"\x12SetDrainingRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1a\n" +
+	"\bdraining\x18\x02 \x01(\bR\bdraining\x12\x12\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\"\x15\n" +
+	"\x13SetDrainingResponse\"@\n" +
 	"\x11RemoveNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x12\n" +
 	"\x04hops\x18\x02 \x01(\rR\x04hops\"\x14\n" +
@@ -3458,7 +4007,22 @@ const file_node_proto_rawDesc = "" +
 	"\x15REASON_NODE_NOT_FOUND\x10\x11\x12\x1c\n" +
 	"\x18REASON_SESSION_NOT_FOUND\x10\x12\x12\x1c\n" +
 	"\x18REASON_DUPLICATE_REQUEST\x10\x13\x12\x14\n" +
-	"\x10REASON_AMBIGUOUS\x10\x14*R\n" +
+	"\x10REASON_AMBIGUOUS\x10\x14*\xce\x01\n" +
+	"\bStepKind\x12\x19\n" +
+	"\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15STEP_KIND_ADD_LEARNER\x10\x01\x12\x17\n" +
+	"\x13STEP_KIND_CAUGHT_UP\x10\x02\x12\x1b\n" +
+	"\x17STEP_KIND_CHANGE_VOTERS\x10\x03\x12\x19\n" +
+	"\x15STEP_KIND_LEAVE_JOINT\x10\x04\x12\x1c\n" +
+	"\x18STEP_KIND_REMOVE_REPLICA\x10\x05\x12\x1d\n" +
+	"\x19STEP_KIND_TRANSFER_LEADER\x10\x06*\xc0\x01\n" +
+	"\x0fPlacementAction\x12 \n" +
+	"\x1cPLACEMENT_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PLACEMENT_ACTION_PLAN\x10\x01\x12\x1a\n" +
+	"\x16PLACEMENT_ACTION_MOVES\x10\x02\x12\x1a\n" +
+	"\x16PLACEMENT_ACTION_PAUSE\x10\x03\x12\x1b\n" +
+	"\x17PLACEMENT_ACTION_RESUME\x10\x04\x12\x1b\n" +
+	"\x17PLACEMENT_ACTION_STATUS\x10\x05*R\n" +
 	"\tReplicaOp\x12\x1a\n" +
 	"\x16REPLICA_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREPLICA_OP_ADD\x10\x01\x12\x15\n" +
@@ -3470,7 +4034,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xb1\x06\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xbf\b\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -3481,7 +4045,10 @@ const file_node_proto_rawDesc = "" +
 	"\x0fPutShardRecords\x12(.flotilla.node.v1.PutShardRecordsRequest\x1a).flotilla.node.v1.PutShardRecordsResponse\x12c\n" +
 	"\x0ePrepareReplica\x12'.flotilla.node.v1.PrepareReplicaRequest\x1a(.flotilla.node.v1.PrepareReplicaResponse\x12W\n" +
 	"\n" +
-	"RemoveNode\x12#.flotilla.node.v1.RemoveNodeRequest\x1a$.flotilla.node.v1.RemoveNodeResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"RemoveNode\x12#.flotilla.node.v1.RemoveNodeRequest\x1a$.flotilla.node.v1.RemoveNodeResponse\x12Z\n" +
+	"\vReplicaStep\x12$.flotilla.node.v1.ReplicaStepRequest\x1a%.flotilla.node.v1.ReplicaStepResponse\x12T\n" +
+	"\tPlacement\x12\".flotilla.node.v1.PlacementRequest\x1a#.flotilla.node.v1.PlacementResponse\x12Z\n" +
+	"\vSetDraining\x12$.flotilla.node.v1.SetDrainingRequest\x1a%.flotilla.node.v1.SetDrainingResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -3495,127 +4062,143 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                     // 0: flotilla.node.v1.Reason
-	(ReplicaOp)(0),                  // 1: flotilla.node.v1.ReplicaOp
-	(*Session)(nil),                 // 2: flotilla.node.v1.Session
-	(*PutRequest)(nil),              // 3: flotilla.node.v1.PutRequest
-	(*PutResponse)(nil),             // 4: flotilla.node.v1.PutResponse
-	(*GetRequest)(nil),              // 5: flotilla.node.v1.GetRequest
-	(*GetResponse)(nil),             // 6: flotilla.node.v1.GetResponse
-	(*DeleteRequest)(nil),           // 7: flotilla.node.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 8: flotilla.node.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 9: flotilla.node.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 10: flotilla.node.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),             // 11: flotilla.node.v1.ScanRequest
-	(*KeyValue)(nil),                // 12: flotilla.node.v1.KeyValue
-	(*ScanResponse)(nil),            // 13: flotilla.node.v1.ScanResponse
-	(*Op)(nil),                      // 14: flotilla.node.v1.Op
-	(*OpResult)(nil),                // 15: flotilla.node.v1.OpResult
-	(*BatchRequest)(nil),            // 16: flotilla.node.v1.BatchRequest
-	(*BatchResponse)(nil),           // 17: flotilla.node.v1.BatchResponse
-	(*RoutesRequest)(nil),           // 18: flotilla.node.v1.RoutesRequest
-	(*RoutesResponse)(nil),          // 19: flotilla.node.v1.RoutesResponse
-	(*ShardRoute)(nil),              // 20: flotilla.node.v1.ShardRoute
-	(*NodeAddress)(nil),             // 21: flotilla.node.v1.NodeAddress
-	(*PartitionRule)(nil),           // 22: flotilla.node.v1.PartitionRule
-	(*Limits)(nil),                  // 23: flotilla.node.v1.Limits
-	(*Error)(nil),                   // 24: flotilla.node.v1.Error
-	(*RemoveNodeRequest)(nil),       // 25: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 26: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),   // 27: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),  // 28: flotilla.node.v1.PrepareReplicaResponse
-	(*ShardRecord)(nil),             // 29: flotilla.node.v1.ShardRecord
-	(*ReplicaRecord)(nil),           // 30: flotilla.node.v1.ReplicaRecord
-	(*PutShardRecordsRequest)(nil),  // 31: flotilla.node.v1.PutShardRecordsRequest
-	(*PutShardRecordsResponse)(nil), // 32: flotilla.node.v1.PutShardRecordsResponse
-	(*NodeRecord)(nil),              // 33: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),             // 34: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),            // 35: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),           // 36: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),              // 37: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),          // 38: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),           // 39: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                 // 40: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),               // 41: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),          // 42: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),      // 43: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),     // 44: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),   // 45: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),  // 46: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),    // 47: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),   // 48: flotilla.node.v1.ChangeReplicaResponse
+	(StepKind)(0),                   // 1: flotilla.node.v1.StepKind
+	(PlacementAction)(0),            // 2: flotilla.node.v1.PlacementAction
+	(ReplicaOp)(0),                  // 3: flotilla.node.v1.ReplicaOp
+	(*Session)(nil),                 // 4: flotilla.node.v1.Session
+	(*PutRequest)(nil),              // 5: flotilla.node.v1.PutRequest
+	(*PutResponse)(nil),             // 6: flotilla.node.v1.PutResponse
+	(*GetRequest)(nil),              // 7: flotilla.node.v1.GetRequest
+	(*GetResponse)(nil),             // 8: flotilla.node.v1.GetResponse
+	(*DeleteRequest)(nil),           // 9: flotilla.node.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 10: flotilla.node.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 11: flotilla.node.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 12: flotilla.node.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 13: flotilla.node.v1.ScanRequest
+	(*KeyValue)(nil),                // 14: flotilla.node.v1.KeyValue
+	(*ScanResponse)(nil),            // 15: flotilla.node.v1.ScanResponse
+	(*Op)(nil),                      // 16: flotilla.node.v1.Op
+	(*OpResult)(nil),                // 17: flotilla.node.v1.OpResult
+	(*BatchRequest)(nil),            // 18: flotilla.node.v1.BatchRequest
+	(*BatchResponse)(nil),           // 19: flotilla.node.v1.BatchResponse
+	(*RoutesRequest)(nil),           // 20: flotilla.node.v1.RoutesRequest
+	(*RoutesResponse)(nil),          // 21: flotilla.node.v1.RoutesResponse
+	(*ShardRoute)(nil),              // 22: flotilla.node.v1.ShardRoute
+	(*NodeAddress)(nil),             // 23: flotilla.node.v1.NodeAddress
+	(*PartitionRule)(nil),           // 24: flotilla.node.v1.PartitionRule
+	(*Limits)(nil),                  // 25: flotilla.node.v1.Limits
+	(*Error)(nil),                   // 26: flotilla.node.v1.Error
+	(*ReplicaStepRequest)(nil),      // 27: flotilla.node.v1.ReplicaStepRequest
+	(*ReplicaStepResponse)(nil),     // 28: flotilla.node.v1.ReplicaStepResponse
+	(*PlacementRequest)(nil),        // 29: flotilla.node.v1.PlacementRequest
+	(*PlacementResponse)(nil),       // 30: flotilla.node.v1.PlacementResponse
+	(*SetDrainingRequest)(nil),      // 31: flotilla.node.v1.SetDrainingRequest
+	(*SetDrainingResponse)(nil),     // 32: flotilla.node.v1.SetDrainingResponse
+	(*RemoveNodeRequest)(nil),       // 33: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 34: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),   // 35: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),  // 36: flotilla.node.v1.PrepareReplicaResponse
+	(*ShardRecord)(nil),             // 37: flotilla.node.v1.ShardRecord
+	(*ReplicaRecord)(nil),           // 38: flotilla.node.v1.ReplicaRecord
+	(*PutShardRecordsRequest)(nil),  // 39: flotilla.node.v1.PutShardRecordsRequest
+	(*PutShardRecordsResponse)(nil), // 40: flotilla.node.v1.PutShardRecordsResponse
+	(*NodeRecord)(nil),              // 41: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),             // 42: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),            // 43: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),           // 44: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),              // 45: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),          // 46: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),           // 47: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                 // 48: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),               // 49: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),          // 50: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),      // 51: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),     // 52: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),   // 53: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),  // 54: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),    // 55: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),   // 56: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
-	2,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
-	2,  // 1: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
-	2,  // 2: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
-	12, // 3: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
-	3,  // 4: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
-	5,  // 5: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
-	7,  // 6: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
-	9,  // 7: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
-	4,  // 8: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
-	6,  // 9: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
-	8,  // 10: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
-	10, // 11: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
-	24, // 12: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
-	14, // 13: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
-	15, // 14: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
-	20, // 15: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
-	21, // 16: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
-	22, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
-	23, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
+	4,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
+	4,  // 1: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
+	4,  // 2: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
+	14, // 3: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
+	5,  // 4: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
+	7,  // 5: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
+	9,  // 6: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
+	11, // 7: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
+	6,  // 8: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
+	8,  // 9: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
+	10, // 10: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
+	12, // 11: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
+	26, // 12: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
+	16, // 13: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
+	17, // 14: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
+	22, // 15: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
+	23, // 16: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
+	24, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
+	25, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	30, // 20: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
-	29, // 21: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
-	33, // 22: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	33, // 23: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	37, // 24: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	40, // 25: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	41, // 26: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	41, // 27: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	1,  // 28: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	40, // 29: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	3,  // 30: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	5,  // 31: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	7,  // 32: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	9,  // 33: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	11, // 34: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	16, // 35: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	18, // 36: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	34, // 37: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	36, // 38: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	39, // 39: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	43, // 40: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	45, // 41: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	47, // 42: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	31, // 43: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
-	27, // 44: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	25, // 45: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	4,  // 46: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	6,  // 47: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	8,  // 48: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	10, // 49: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	13, // 50: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	17, // 51: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	19, // 52: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	35, // 53: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	38, // 54: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	42, // 55: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	44, // 56: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	46, // 57: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	48, // 58: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	32, // 59: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
-	28, // 60: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	26, // 61: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	46, // [46:62] is the sub-list for method output_type
-	30, // [30:46] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	1,  // 20: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
+	2,  // 21: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
+	38, // 22: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
+	37, // 23: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
+	41, // 24: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	41, // 25: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	45, // 26: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	48, // 27: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	49, // 28: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	49, // 29: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	3,  // 30: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	48, // 31: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	5,  // 32: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	7,  // 33: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	9,  // 34: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	11, // 35: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	13, // 36: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	18, // 37: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	20, // 38: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	42, // 39: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	44, // 40: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	47, // 41: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	51, // 42: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	53, // 43: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	55, // 44: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	39, // 45: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	35, // 46: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	33, // 47: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	27, // 48: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
+	29, // 49: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
+	31, // 50: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
+	6,  // 51: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	8,  // 52: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	10, // 53: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	12, // 54: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	15, // 55: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	19, // 56: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	21, // 57: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	43, // 58: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	46, // 59: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	50, // 60: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	52, // 61: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	54, // 62: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	56, // 63: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	40, // 64: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	36, // 65: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	34, // 66: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	28, // 67: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
+	30, // 68: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
+	32, // 69: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
+	51, // [51:70] is the sub-list for method output_type
+	32, // [32:51] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -3641,8 +4224,8 @@ func file_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   47,
+			NumEnums:      4,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

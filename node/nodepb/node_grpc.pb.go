@@ -401,6 +401,9 @@ const (
 	Admin_PutShardRecords_FullMethodName = "/flotilla.node.v1.Admin/PutShardRecords"
 	Admin_PrepareReplica_FullMethodName  = "/flotilla.node.v1.Admin/PrepareReplica"
 	Admin_RemoveNode_FullMethodName      = "/flotilla.node.v1.Admin/RemoveNode"
+	Admin_ReplicaStep_FullMethodName     = "/flotilla.node.v1.Admin/ReplicaStep"
+	Admin_Placement_FullMethodName       = "/flotilla.node.v1.Admin/Placement"
+	Admin_SetDraining_FullMethodName     = "/flotilla.node.v1.Admin/SetDraining"
 )
 
 // AdminClient is the client API for Admin service.
@@ -440,6 +443,18 @@ type AdminClient interface {
 	// shard learner) from the cluster: its record is kept, marked removed,
 	// so that its ID is never used again.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// ReplicaStep takes one step of a placement operation on a shard's
+	// leader (forwarded there): the placement driver's actuator. Every step
+	// names replicas by replica ID and fails, changing nothing, when the
+	// shard no longer has them in the expected role.
+	ReplicaStep(ctx context.Context, in *ReplicaStepRequest, opts ...grpc.CallOption) (*ReplicaStepResponse, error)
+	// Placement shows and steers the placement driver, which runs on the
+	// meta shard's leader (forwarded there): its plan (dry run), its moves,
+	// pause and resume.
+	Placement(ctx context.Context, in *PlacementRequest, opts ...grpc.CallOption) (*PlacementResponse, error)
+	// SetDraining marks a node draining (decommission: its replicas and
+	// leaderships move off) or not (recommission), in its meta record.
+	SetDraining(ctx context.Context, in *SetDrainingRequest, opts ...grpc.CallOption) (*SetDrainingResponse, error)
 }
 
 type adminClient struct {
@@ -540,6 +555,36 @@ func (c *adminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) ReplicaStep(ctx context.Context, in *ReplicaStepRequest, opts ...grpc.CallOption) (*ReplicaStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicaStepResponse)
+	err := c.cc.Invoke(ctx, Admin_ReplicaStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Placement(ctx context.Context, in *PlacementRequest, opts ...grpc.CallOption) (*PlacementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlacementResponse)
+	err := c.cc.Invoke(ctx, Admin_Placement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetDraining(ctx context.Context, in *SetDrainingRequest, opts ...grpc.CallOption) (*SetDrainingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetDrainingResponse)
+	err := c.cc.Invoke(ctx, Admin_SetDraining_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -577,6 +622,18 @@ type AdminServer interface {
 	// shard learner) from the cluster: its record is kept, marked removed,
 	// so that its ID is never used again.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// ReplicaStep takes one step of a placement operation on a shard's
+	// leader (forwarded there): the placement driver's actuator. Every step
+	// names replicas by replica ID and fails, changing nothing, when the
+	// shard no longer has them in the expected role.
+	ReplicaStep(context.Context, *ReplicaStepRequest) (*ReplicaStepResponse, error)
+	// Placement shows and steers the placement driver, which runs on the
+	// meta shard's leader (forwarded there): its plan (dry run), its moves,
+	// pause and resume.
+	Placement(context.Context, *PlacementRequest) (*PlacementResponse, error)
+	// SetDraining marks a node draining (decommission: its replicas and
+	// leaderships move off) or not (recommission), in its meta record.
+	SetDraining(context.Context, *SetDrainingRequest) (*SetDrainingResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -613,6 +670,15 @@ func (UnimplementedAdminServer) PrepareReplica(context.Context, *PrepareReplicaR
 }
 func (UnimplementedAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedAdminServer) ReplicaStep(context.Context, *ReplicaStepRequest) (*ReplicaStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplicaStep not implemented")
+}
+func (UnimplementedAdminServer) Placement(context.Context, *PlacementRequest) (*PlacementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Placement not implemented")
+}
+func (UnimplementedAdminServer) SetDraining(context.Context, *SetDrainingRequest) (*SetDrainingResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetDraining not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -797,6 +863,60 @@ func _Admin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ReplicaStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicaStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ReplicaStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ReplicaStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ReplicaStep(ctx, req.(*ReplicaStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Placement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlacementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Placement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Placement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Placement(ctx, req.(*PlacementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetDraining_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetDrainingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetDraining(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetDraining_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetDraining(ctx, req.(*SetDrainingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -839,6 +959,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveNode",
 			Handler:    _Admin_RemoveNode_Handler,
+		},
+		{
+			MethodName: "ReplicaStep",
+			Handler:    _Admin_ReplicaStep_Handler,
+		},
+		{
+			MethodName: "Placement",
+			Handler:    _Admin_Placement_Handler,
+		},
+		{
+			MethodName: "SetDraining",
+			Handler:    _Admin_SetDraining_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,136 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/internal/backoff"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
+	"github.com/flotilla-db/flotilla/node/placer"
+	"github.com/flotilla-db/flotilla/placement"
+	"github.com/flotilla-db/flotilla/storage"
+)
+
+// The placement driver's assembly (package node/placer owns it) and the
+// loop that destroys replicas their shards removed while they could not
+// hear of it.
+
+// placementLoop starts the placement driver once the local copy of the
+// meta shard holds the cluster record (its replication factor), and runs
+// it until ctx ends. The driver steps only while this node leads the meta
+// shard.
+func (cs *clusterState) placementLoop(ctx context.Context) {
+	defer cs.wg.Done()
+	var cr ClusterRecord
+	err := backoff.Retry(ctx, backoff.DefaultConfig(), cs.attempt("read the cluster record", func(ctx context.Context) error {
+		var err error
+		cr, err = cs.store.Cluster(ctx, nodemeta.Local)
+		return err
+	}))
+	if err != nil {
+		return // closing
+	}
+	dc := placement.DefaultDriverConfig()
+	dc.Placement.ReplicationFactor = cr.Replication
+	dc.Placement.MetaVoters = MaxMetaVoters
+	if cs.cfg.Placement != nil {
+		cs.cfg.Placement(&dc)
+	}
+	e, self := cs.n.Engine, cs.id.NodeID
+	dc.IsLeader = func() bool {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		st, err := e.Status(sctx, MetaShardID)
+		return err == nil && st.State == "StateLeader" && st.Leader == self
+	}
+	admin, err := cs.n.admin.d.admin(cs.clientAddr)
+	if err != nil {
+		cs.log.Error("placement: no client of the node's own Admin service: driver not started", "err", err)
+		return
+	}
+	p, err := placer.New(dc, placer.Cluster{
+		Store:   cs.store,
+		Members: cs.g.Members,
+		Leaders: func() map[uint64]uint64 {
+			routes := cs.n.Router.Routes()
+			m := make(map[uint64]uint64, len(routes))
+			for _, r := range routes {
+				m[r.ShardID] = r.Leader
+			}
+			return m
+		},
+		Meta: func(ctx context.Context) (storage.Descriptor, uint64, error) {
+			st, err := e.Status(ctx, MetaShardID)
+			return st.Desc, st.Leader, err
+		},
+	}, admin, cs.log)
+	if err != nil {
+		cs.log.Error("placement: driver not started", "err", err)
+		return
+	}
+	cs.placer.Store(p)
+	p.Run(ctx)
+}
+
+// staleReplicaInterval is how often staleReplicaLoop looks.
+const staleReplicaInterval = 5 * time.Second
+
+// staleReplicaLoop destroys this node's replicas of user shards that their
+// shards removed: a replica removed while it could not hear of it (its
+// leader stops sending to it once the removal applies) stays otherwise,
+// and a drained node would never be empty. The shard's record in the
+// meta shard decides (engine.DestroyStaleReplica): a replica ID below the
+// record's next replica ID that the record does not list is gone for good.
+func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
+	defer cs.wg.Done()
+	t := time.NewTicker(staleReplicaInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cs.destroyStaleReplicas(ctx)
+	}
+}
+
+func (cs *clusterState) destroyStaleReplicas(ctx context.Context) {
+	e, self := cs.n.Engine, cs.id.NodeID
+	ids, err := e.Shards(ctx)
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		if id == MetaShardID {
+			continue
+		}
+		if rt, err := cs.n.Router.Route(id); err == nil && slices.Contains(rt.Replicas, self) {
+			continue // a voter by the router's replicas: the common case, no read
+		}
+		rec, err := cs.store.Shard(ctx, id, nodemeta.Local)
+		if err != nil {
+			continue // no record yet (a shard being created): not ours to judge
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := e.Status(sctx, id)
+		cancel()
+		if err != nil || st.ReplicaID == 0 || st.ReplicaID >= rec.NextReplicaID {
+			continue
+		}
+		listed := false
+		for _, r := range rec.Replicas {
+			listed = listed || r.ReplicaID == st.ReplicaID
+		}
+		if listed {
+			continue
+		}
+		err = e.DestroyStaleReplica(ctx, id, st.ReplicaID, rec.NextReplicaID)
+		if err != nil && !errors.Is(err, engine.ErrClosed) && ctx.Err() == nil {
+			cs.log.Warn("destroying a removed replica", "shard", id, "replica", st.ReplicaID, "err", err)
+		}
+	}
+}

@@ -1,0 +1,217 @@
+package placer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/flotilla-db/flotilla/node/gossip"
+	nodemeta "github.com/flotilla-db/flotilla/node/meta"
+	"github.com/flotilla-db/flotilla/placement"
+	"github.com/flotilla-db/flotilla/storage"
+)
+
+// Cluster is what the Source reads of the node, as functions so that tests
+// can give their own.
+type Cluster struct {
+	// Store is the meta shard's records (its local copy is read).
+	Store *nodemeta.Store
+	// Members lists gossip's members (liveness and load).
+	Members func() []gossip.Member
+	// Leaders returns the leader of every shard the router knows (0:
+	// unknown).
+	Leaders func() map[uint64]uint64
+	// Meta returns the meta shard's descriptor and leader as this node's
+	// replica knows them.
+	Meta func(ctx context.Context) (storage.Descriptor, uint64, error)
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// source implements placement.Source.
+type source struct {
+	c Cluster
+	w *nodemeta.Watcher
+
+	// Owned by the driver's goroutine (State is never called concurrently).
+	shards map[uint64]nodemeta.ShardRecord
+	nodes  []nodemeta.NodeRecord
+	seen   map[uint64]seenState // node -> its liveness and since when
+
+	// fresh holds descriptors the actuator's steps returned, newer than
+	// the records until these catch up; written by the actuator (the same
+	// goroutine) and read by State.
+	mu    sync.Mutex
+	fresh map[uint64]fresh
+}
+
+type seenState struct {
+	l     placement.Liveness
+	since time.Time
+}
+
+type fresh struct {
+	rec    nodemeta.ShardRecord
+	leader uint64
+	at     time.Time
+}
+
+// freshFor is how long a step's descriptor and leader stand in for the
+// records and gossip: the reconciler writes a record well within it, and
+// gossip spreads a leader change within a second or two.
+const freshFor = 10 * time.Second
+
+func newSource(c Cluster) *source {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return &source{c: c, w: nodemeta.NewWatcher(c.Store), shards: map[uint64]nodemeta.ShardRecord{},
+		seen: map[uint64]seenState{}, fresh: map[uint64]fresh{}}
+}
+
+// reset forgets when nodes were seen dying: called when this node starts
+// leading the meta shard, so that a dead node's clock starts afresh rather
+// than from what an earlier term of leadership saw.
+func (s *source) reset() { s.seen = map[uint64]seenState{} }
+
+// noteStep records what the shard looked like after a step on its leader.
+func (s *source) noteStep(rec nodemeta.ShardRecord, leader uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur, ok := s.fresh[rec.ShardID]; ok && cur.rec.ConfIndex > rec.ConfIndex {
+		return
+	}
+	s.fresh[rec.ShardID] = fresh{rec: rec, leader: leader, at: s.c.Now()}
+}
+
+// State implements placement.Source.
+func (s *source) State(ctx context.Context) (placement.State, error) {
+	now := s.c.Now()
+	if recs, changed, err := s.w.PollNodes(ctx); err != nil {
+		return placement.State{}, fmt.Errorf("placer: node records: %w", err)
+	} else if changed {
+		s.nodes = recs
+	}
+	u, changed, err := s.w.Poll(ctx)
+	if err != nil {
+		return placement.State{}, fmt.Errorf("placer: shard records: %w", err)
+	}
+	if changed {
+		if u.Full {
+			clear(s.shards)
+		}
+		for _, r := range u.Shards {
+			s.shards[r.ShardID] = r
+		}
+		for _, id := range u.Removed {
+			delete(s.shards, id)
+		}
+	}
+	metaDesc, metaLeader, err := s.c.Meta(ctx)
+	if err != nil {
+		return placement.State{}, fmt.Errorf("placer: meta shard: %w", err)
+	}
+	st := placement.State{Now: now}
+	st.Nodes = s.liveness(now)
+	leaders := s.c.Leaders()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, r := range s.shards {
+		leader := leaders[id]
+		if f, ok := s.fresh[id]; ok {
+			switch {
+			case f.rec.ConfIndex < r.ConfIndex || now.Sub(f.at) > freshFor:
+				delete(s.fresh, id) // the record went past it, or it is old
+			default:
+				r = f.rec
+				if f.leader != 0 {
+					leader = f.leader
+				}
+			}
+		}
+		st.Shards = append(st.Shards, shardOf(r, leader, false))
+	}
+	st.Shards = append(st.Shards, shardOf(nodemeta.RecordOf(metaDesc), metaLeader, true))
+	return st, nil
+}
+
+// liveness builds the nodes of the state from the node records and
+// gossip. A node gossip does not list (never seen, or forgotten after it
+// died) or whose metadata does not decode is dead or unknown: never live.
+func (s *source) liveness(now time.Time) []placement.Node {
+	members := map[uint64]gossip.Member{}
+	for _, m := range s.c.Members() {
+		prev, ok := members[m.Meta.NodeID]
+		if !ok || (prev.State != gossip.Alive && m.State == gossip.Alive) || (prev.MetaErr != nil && m.MetaErr == nil) {
+			members[m.Meta.NodeID] = m
+		}
+	}
+	out := make([]placement.Node, 0, len(s.nodes))
+	for _, rec := range s.nodes {
+		n := placement.Node{ID: rec.NodeID, Draining: rec.Draining, Removed: rec.Removed}
+		m, ok := members[rec.NodeID]
+		switch {
+		case !ok:
+			n.Liveness = placement.Dead
+		case m.MetaErr != nil:
+			n.Liveness = placement.Unknown // its load and identity are unknown: nothing moves for it
+		case m.Meta.Instance != 0 && rec.Instance != 0 && m.Meta.Instance != rec.Instance:
+			n.Liveness = placement.Unknown // another data directory claims the ID
+		case m.State == gossip.Alive:
+			n.Liveness = placement.Live
+		case m.State == gossip.Suspect:
+			n.Liveness = placement.Suspect
+		case m.State.Gone():
+			n.Liveness = placement.Dead
+		}
+		if ok && m.MetaErr == nil {
+			n.Replicas, n.Leaders = int(m.Meta.Replicas), int(m.Meta.Leaders)
+			n.DiskUsed, n.DiskCapacity, n.WriteRate = m.Meta.DiskUsed, m.Meta.DiskCapacity, float64(m.Meta.WriteRate)
+		}
+		prev, seen := s.seen[n.ID]
+		if !seen || prev.l != n.Liveness {
+			prev = seenState{l: n.Liveness, since: now}
+			s.seen[n.ID] = prev
+		}
+		n.Since = prev.since
+		out = append(out, n)
+	}
+	return out
+}
+
+// shardOf converts a shard record.
+func shardOf(r nodemeta.ShardRecord, leader uint64, meta bool) placement.Shard {
+	sh := placement.Shard{ID: r.ShardID, Start: r.Start, Last: r.Last, Generation: r.Generation, Meta: meta}
+	isVoter := false
+	for _, rep := range r.Replicas {
+		role := roleOf(rep.Role)
+		sh.Replicas = append(sh.Replicas, placement.Replica{NodeID: rep.NodeID, ReplicaID: rep.ReplicaID, Role: role})
+		if role != placement.Voter && role != placement.Learner {
+			sh.Joint = true
+		}
+		if rep.NodeID == leader && role != placement.Learner {
+			isVoter = true
+		}
+	}
+	if isVoter {
+		sh.Leader = leader
+	}
+	return sh
+}
+
+func roleOf(r nodemeta.Role) placement.Role {
+	switch r {
+	case nodemeta.RoleVoter:
+		return placement.Voter
+	case nodemeta.RoleLearner:
+		return placement.Learner
+	case nodemeta.RoleVoterIncoming:
+		return placement.VoterIncoming
+	case nodemeta.RoleVoterOutgoing:
+		return placement.VoterOutgoing
+	case nodemeta.RoleVoterDemoting:
+		return placement.VoterDemoting
+	}
+	return 0 // refused by State.Validate: a record the planner cannot read
+}
