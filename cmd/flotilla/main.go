@@ -24,6 +24,7 @@ import (
 
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node"
+	"github.com/flotilla-db/flotilla/placement"
 	"github.com/flotilla-db/flotilla/transport"
 )
 
@@ -196,12 +197,28 @@ func start(args []string) error {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM, time allowed to hand leaderships to other nodes")
 	sessionTTL := fs.Duration("session-ttl", time.Hour, "client sessions unused for this long are expired (by a replicated command); a client must never retry one request for longer")
+	pdef := placement.DefaultDriverConfig()
+	noPlacement := fs.Bool("no-placement", false, "run no placement driver on this node: replicas move only by hand (add-replica, remove-replica)")
+	downAfter := fs.Duration("down-after", pdef.Placement.DownAfter, "how long a node must be dead before the placement driver replaces its replicas")
+	movesPerMinute := fs.Int("placement-moves-per-minute", pdef.MovesPerMinute, "replica moves (each costs a snapshot) the placement driver starts per minute, at most")
+	snapshotsPerNode := fs.Int("placement-snapshots-per-node", pdef.Placement.MaxSnapshotsPerNode, "replicas a node receives at once (snapshots in flight), at most")
+	maxOps := fs.Int("placement-max-ops", pdef.MaxConcurrentOps, "placement operations in flight, at most")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("start: unexpected arguments %q", fs.Args())
 	}
 	if *dataDir == "" {
 		return errors.New("start: --data-dir is required")
+	}
+	if *movesPerMinute < 1 || *snapshotsPerNode < 1 || *maxOps < 1 || *downAfter <= 0 {
+		return errors.New("start: --placement-moves-per-minute, --placement-snapshots-per-node and --placement-max-ops must be at least 1, --down-after positive")
+	}
+	pcfg := pdef
+	pcfg.Placement.DownAfter, pcfg.MovesPerMinute, pcfg.Placement.MaxSnapshotsPerNode, pcfg.MaxSnapshotsPerNode, pcfg.MaxConcurrentOps =
+		*downAfter, *movesPerMinute, *snapshotsPerNode, *snapshotsPerNode, *maxOps
+	pcfg.IsLeader = func() bool { return false } // checked here; the node sets its own
+	if err := pcfg.Validate(); err != nil {
+		return fmt.Errorf("start: placement flags: %w", err)
 	}
 	cfg := node.ClusterConfig{
 		DataDir: *dataDir, NodeID: *nodeID,
@@ -213,6 +230,11 @@ func start(args []string) error {
 	}
 	ttl := *sessionTTL
 	cfg.Engine = func(c *engine.Config) { c.SessionTTL = ttl }
+	cfg.NoPlacement = *noPlacement
+	cfg.Placement = func(c *placement.DriverConfig) {
+		c.Placement.DownAfter, c.MovesPerMinute, c.MaxConcurrentOps = pcfg.Placement.DownAfter, pcfg.MovesPerMinute, pcfg.MaxConcurrentOps
+		c.Placement.MaxSnapshotsPerNode, c.MaxSnapshotsPerNode = pcfg.Placement.MaxSnapshotsPerNode, pcfg.MaxSnapshotsPerNode
+	}
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
 		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
 			return errors.New("start: --tls-cert, --tls-key and --tls-ca go together")

@@ -303,13 +303,13 @@ func writeKeys(ctx context.Context, t *testing.T, c *client.Client, from, to int
 
 // startCluster starts three `flotilla start` processes in base/n1..n3 that
 // bootstrap a cluster of shards shards by gossip, waits until each is ready,
-// and returns them with their client addresses. The processes are killed
-// when the test ends.
-func startCluster(ctx context.Context, t *testing.T, base string, shards int) (ps []*proc, endpoints []string) {
+// and returns them with their client addresses; extra goes on every
+// command line. The processes are killed when the test ends.
+func startCluster(ctx context.Context, t *testing.T, base string, shards int, extra ...string) (ps []*proc, endpoints []string) {
 	t.Helper()
 	for i := range 3 {
-		ps = append(ps, newProc(t, fmt.Sprintf("node%d", i+1), filepath.Join(base, fmt.Sprintf("n%d", i+1)),
-			"--bootstrap-expect", "3", "--initial-shards", strconv.Itoa(shards)))
+		args := append([]string{"--bootstrap-expect", "3", "--initial-shards", strconv.Itoa(shards)}, extra...)
+		ps = append(ps, newProc(t, fmt.Sprintf("node%d", i+1), filepath.Join(base, fmt.Sprintf("n%d", i+1)), args...))
 	}
 	for i, p := range ps {
 		p.args = append(p.args, "--join", ps[(i+1)%3].gossip)
