@@ -85,7 +85,13 @@
 // Membership (confchange.go). Changes are checked against the descriptor
 // and refused with typed errors before they are proposed, refused up front
 // when raft would drop them (ErrConfChangeInProgress), and applied with the
-// new descriptor in the same batch. Each change publishes a
+// new descriptor in the same batch. A change may be fenced by the replica
+// ID it expects (a replica replaced since is not touched), and a joint
+// change may be left explicitly (ChangeRequest.Explicit, then LeaveJoint),
+// so that the placement driver hands a demoted leader's leadership to an
+// incoming voter before the joint state ends. A replica removed while it
+// could not hear of its removal is destroyed on the word of its shard's
+// record (DestroyStaleReplica). Each change publishes a
 // DescriptorEvent (WatchDescriptors), from which the node keeps the meta
 // shard's records current.
 //

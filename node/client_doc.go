@@ -4,8 +4,9 @@
 // assembles; the parts own their state: package node/meta owns the meta
 // shard's records (cluster, nodes, ring header, one record per shard) and
 // the code that writes, follows and repairs them, package node/gossip the
-// discovery of nodes. Nothing in this package reads or writes a key of the
-// meta shard but through a node/meta Store.
+// discovery of nodes and their load, package node/placer the placement
+// driver (package placement) in the node. Nothing in this package reads or
+// writes a key of the meta shard but through a node/meta Store.
 //
 // # The cluster (cluster*.go, records.go, admin.go)
 //
@@ -23,9 +24,17 @@
 // are read the authority: RemoveNode reads the shard records
 // linearizably and asks the live nodes which replicas they host.
 //
+// Placement (placement.go, admin_placement.go). Every node runs a
+// node/placer.Placer, whose driver steps while the node leads the meta
+// shard (ClusterConfig.NoPlacement turns it off); the steps of its
+// operations reach each shard's leader as Admin ReplicaStep requests,
+// served here on the engine's fenced, explicit joint changes.
+// staleReplicaLoop destroys a replica that its shard removed while it could
+// not hear of it, on the word of the shard's record.
+//
 // The cluster state's loops (metaLoop, leaderLoop, reportLoop, loadLoop,
-// writeBootstrapRecords) and the reconciler run from StartCluster to
-// Close. syncMeta, which owns the watcher, is serialized by a mutex of its
+// staleReplicaLoop, placementLoop, writeBootstrapRecords) and the
+// reconciler run from StartCluster to Close. syncMeta, which owns the watcher, is serialized by a mutex of its
 // own, so that handlers may call it; clusterState.mu guards the node
 // records and the liveness view. Handlers forward a request that must run
 // on a shard's leader (the meta shard's, for Join, RemoveNode and

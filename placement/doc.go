@@ -6,7 +6,8 @@
 // Driver runs on the meta shard's leader: it reads the snapshot from a
 // Source, calls Plan, and executes the operations step by step through an
 // Actuator, recording the intent of each move in an IntentStore; the node
-// implements the three interfaces (actuator.go). The package imports nothing of Flotilla's: it has its own
+// implements the three interfaces (actuator.go; package node/placer). The
+// package imports nothing of Flotilla's: it has its own
 // vocabulary of nodes, shards, replicas and roles, which mirrors the
 // storage package's descriptors and the meta shard's records.
 //
@@ -204,6 +205,12 @@
 // being live; enforces the rate limits that are about time (moves per
 // minute, snapshot bytes per second); reports QuorumLost without acting;
 // and counts and logs every operation by kind with its reason.
+//
+// Package node/placer is that driver's home in a node: it builds State
+// from the local copy of the meta shard, gossip and the router, runs each
+// step on the shard's leader through the Admin service, and keeps intents
+// in the meta shard. Not enforced yet: the snapshot bytes-per-second
+// limit (snapshots are counted per node instead, MaxSnapshotsPerNode).
 //
 // Not done here: placing new shards (splits keep their replicas), split
 // and merge policy, load-based balancing, locality constraints. Leaderships
