@@ -375,6 +375,31 @@ func TestMetaShard(t *testing.T) {
 	}
 }
 
+// TestMetaShardEvenVotersShedAGoneOne: four meta voters, one gone and no
+// node to take its place (every live node votes already): the gone voter
+// is removed, so that the three left need two of them, not all three. With
+// three voters, one gone, it is kept.
+func TestMetaShardEvenVotersShedAGoneOne(t *testing.T) {
+	meta := Shard{ID: 1 << 63, Last: math.MaxUint64, Generation: 1, Size: mb, Meta: true, Leader: 1,
+		Replicas: []Replica{{1, 1, Voter}, {2, 2, Voter}, {3, 3, Voter}, {4, 4, Voter}}}
+	nodes := liveNodes(4)
+	nodes[3].Liveness, nodes[3].Since = Dead, t0.Add(-time.Hour)
+	st := State{Now: t0, Nodes: nodes, Shards: []Shard{shardOn(1, 1, 2, 3), meta}}
+	ops := mustPlan(t, st, Config{}, nil)
+	i := slices.IndexFunc(ops, func(op Op) bool { return op.ShardID == 1<<63 })
+	if i < 0 || ops[i].Kind != MetaVoter || len(ops[i].Add) != 0 || ops[i].Remove.NodeID != 4 {
+		t.Fatalf("want node 4's meta voter removed: %v", ops)
+	}
+	nodes = liveNodes(5)
+	nodes[4].Liveness, nodes[4].Since = Dead, t0.Add(-time.Hour)
+	meta.Replicas = append(meta.Replicas, Replica{5, 5, Voter}) // five voters: odd
+	st = State{Now: t0, Nodes: nodes, Shards: []Shard{shardOn(1, 1, 2, 3), meta}}
+	ops = mustPlan(t, st, Config{}, nil)
+	if slices.ContainsFunc(ops, func(op Op) bool { return op.ShardID == 1<<63 && op.Remove.NodeID != 0 }) {
+		t.Fatalf("an odd meta shard lost a voter: %v", ops)
+	}
+}
+
 func metaVoters(st State) []uint64 {
 	var out []uint64
 	for _, sh := range st.Shards {

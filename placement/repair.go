@@ -180,10 +180,14 @@ func (p *planner) extraVoter(sh *pshard, voters []Replica) (Replica, bool) {
 
 // repairMeta replaces a gone voter of the meta shard (by promoting a
 // learner where it can), or removes a learner from a gone node. A gone
-// voter with no replacement is kept: removing it would not make the shard
-// more available, and the node may come back.
+// voter with no replacement is kept while the voters are odd: removing it
+// would not make the shard more available, and the node may come back.
+// Among an even count it is removed: 4 voters with one gone need all 3
+// others, 3 voters need 2 of them (a decommission that found no node for
+// a meta voter, with another voter gone, leaves such a shard).
 func (p *planner) repairMeta(sh *pshard) {
-	for _, r := range sh.voters() {
+	voters := sh.voters()
+	for _, r := range voters {
 		n := p.node[r.NodeID]
 		if !n.gone {
 			continue
@@ -191,6 +195,11 @@ func (p *planner) repairMeta(sh *pshard) {
 		if t := p.target(sh); t != nil && p.safe(sh, []uint64{t.ID}, r.NodeID) {
 			p.add(Op{Kind: MetaVoter, ShardID: sh.ID, Add: []uint64{t.ID}, Remove: r,
 				Reason: fmt.Sprintf("meta voter on %s: node %d takes its place", p.why(n), t.ID)})
+			return
+		}
+		if len(voters)%2 == 0 && p.safe(sh, nil, r.NodeID) {
+			p.add(Op{Kind: MetaVoter, ShardID: sh.ID, Remove: r,
+				Reason: fmt.Sprintf("meta voter on %s: no node can take its place, and %d voters are even", p.why(n), len(voters))})
 			return
 		}
 		break
