@@ -154,14 +154,17 @@ func (a *adminService) Placement(ctx context.Context, req *nodepb.PlacementReque
 	if act == nodepb.PlacementAction_PLACEMENT_ACTION_UNSPECIFIED || nodepb.PlacementAction_name[int32(act)] == "" {
 		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: placement needs an action (plan, moves, pause, resume, status), got %v", act)
 	}
-	if a.n.cl == nil || a.n.cl.placer.Load() == nil {
-		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: this node runs no placement driver")
+	if a.n.cl == nil {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: this cluster has static membership: no placement driver")
 	}
 	resp, fw, err := forward(ctx, a, MetaShardID, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.PlacementResponse, error) {
 		return c.Placement(ctx, &nodepb.PlacementRequest{Action: act, Hops: req.GetHops() + 1})
 	})
 	if fw || err != nil {
 		return resp, err
+	}
+	if a.n.cl.placer.Load() == nil {
+		return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: the meta shard's leader (node %d) runs no placement driver (--no-placement, or still starting)", a.n.cfg.NodeID)
 	}
 	p := a.n.cl.placer.Load()
 	out := &nodepb.PlacementResponse{NodeId: a.n.cfg.NodeID}

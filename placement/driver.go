@@ -33,6 +33,10 @@ type DriverConfig struct {
 	MaxSnapshotsPerNode int
 	// MaxConcurrentOps bounds the operations in flight. Default 16.
 	MaxConcurrentOps int
+	// StepTimeout bounds one Actuator call: a step that has not finished by
+	// then fails its operation (a leadership transfer to a node that died
+	// meanwhile would otherwise hold the driver for ever). Default 10s.
+	StepTimeout time.Duration
 	// CatchUpTimeout is how long a new learner may take to catch up before
 	// its operation fails and the learner is removed. Default 10 minutes.
 	CatchUpTimeout time.Duration
@@ -49,6 +53,7 @@ func DefaultDriverConfig() DriverConfig {
 		Placement:        DefaultConfig(),
 		Interval:         time.Second,
 		BusyInterval:     50 * time.Millisecond,
+		StepTimeout:      10 * time.Second,
 		MovesPerMinute:   30,
 		MaxConcurrentOps: 16,
 		CatchUpTimeout:   10 * time.Minute,
@@ -65,6 +70,9 @@ func (c DriverConfig) withDefaults() DriverConfig {
 	}
 	if c.BusyInterval == 0 {
 		c.BusyInterval = d.BusyInterval
+	}
+	if c.StepTimeout == 0 {
+		c.StepTimeout = d.StepTimeout
 	}
 	if c.MovesPerMinute == 0 {
 		c.MovesPerMinute = d.MovesPerMinute
@@ -109,8 +117,8 @@ func (c DriverConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d < 1", f.name, f.v))
 		}
 	}
-	if c.Interval < 0 || c.BusyInterval < 0 || c.CatchUpTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Interval %v, BusyInterval %v or CatchUpTimeout %v < 0", c.Interval, c.BusyInterval, c.CatchUpTimeout))
+	if c.Interval < 0 || c.BusyInterval < 0 || c.StepTimeout < 0 || c.CatchUpTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Interval %v, BusyInterval %v, StepTimeout %v or CatchUpTimeout %v < 0", c.Interval, c.BusyInterval, c.StepTimeout, c.CatchUpTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
@@ -514,27 +522,31 @@ func (d *Driver) advance(ctx context.Context, r *running) error {
 		d.finish(ctx, r, Dropped, errors.New(a.why))
 		return nil
 	}
+	// One Actuator call at most StepTimeout; the intents are written with
+	// the driver's own context.
+	sctx, cancel := context.WithTimeout(ctx, d.cfg.StepTimeout)
+	defer cancel()
 	switch a.kind {
 	case actAddLearner:
 		var id uint64
-		if id, err = d.act.AddLearner(ctx, r.op.ShardID, a.node); err == nil && !slices.Contains(r.learners, id) {
+		if id, err = d.act.AddLearner(sctx, r.op.ShardID, a.node); err == nil && !slices.Contains(r.learners, id) {
 			r.learners = append(r.learners, id)
 			err = d.intents.Save(ctx, Intent{Op: r.op, Learners: r.learners, Started: r.started})
 		}
 	case actChangeVoters:
 		var ready bool
-		if ready, err = d.caughtUp(ctx, r, a.promote); err == nil && !ready {
+		if ready, err = d.caughtUp(sctx, r, a.promote); err == nil && !ready {
 			return nil // wait
 		}
 		if err == nil {
-			err = d.act.ChangeVoters(ctx, r.op.ShardID, a.promote, a.demote)
+			err = d.act.ChangeVoters(sctx, r.op.ShardID, a.promote, a.demote)
 		}
 	case actTransfer:
-		err = d.act.TransferLeader(ctx, r.op.ShardID, a.node)
+		err = d.act.TransferLeader(sctx, r.op.ShardID, a.node)
 	case actLeaveJoint:
-		err = d.act.LeaveJoint(ctx, r.op.ShardID)
+		err = d.act.LeaveJoint(sctx, r.op.ShardID)
 	case actRemove:
-		err = d.act.RemoveReplica(ctx, r.op.ShardID, a.replica)
+		err = d.act.RemoveReplica(sctx, r.op.ShardID, a.replica)
 	}
 	r.acted = true
 	if err != nil {
