@@ -253,9 +253,9 @@ func (e *env) transferLeader(c *cobra.Command, args []string) error {
 }
 
 func (e *env) removeNode(c *cobra.Command, args []string) error {
-	node, err := parseNode(args[0])
+	node, err := parseNodeArg(c, args[0])
 	if err != nil {
-		return usageErrorf(c, "%s: %v", cmdPath(c), err)
+		return err
 	}
 	ctx, cancel := e.context()
 	defer cancel()
