@@ -204,7 +204,7 @@ func (a *adminService) Status(ctx context.Context, _ *nodepb.StatusRequest) (*no
 		ns := &nodepb.NodeStatus{Node: &nodepb.NodeRecord{
 			NodeId: r.NodeID, Instance: r.Instance, RaftAddr: r.RaftAddr, ClientAddr: r.ClientAddr,
 			GossipAddr: r.GossipAddr, HttpAddr: r.HTTPAddr,
-		}, State: "unknown"}
+		}, State: "unknown", Draining: r.Draining}
 		if r.Removed {
 			ns.State = "removed"
 		} else if m, ok := cs.member(r.NodeID, r.Instance); ok {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-db/flotilla/internal/waitfor"
 	"github.com/flotilla-db/flotilla/node/gossip"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 )
@@ -187,17 +188,5 @@ func TestLeaderChangesReachEveryRouter(t *testing.T) {
 
 func waitFor(t *testing.T, ctx context.Context, what string, fn func() error) {
 	t.Helper()
-	tk := time.NewTicker(20 * time.Millisecond)
-	defer tk.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, err)
-		case <-tk.C:
-		}
-	}
+	waitfor.Until(t, ctx, what, fn)
 }

@@ -160,6 +160,17 @@ func (o Outcome) String() string {
 // MarshalText makes an Outcome its name in JSON.
 func (o Outcome) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
+// UnmarshalText reads an Outcome's name, as MarshalText writes it.
+func (o *Outcome) UnmarshalText(b []byte) error {
+	for c := Running; c <= Abandoned; c++ {
+		if c.String() == string(b) {
+			*o = c
+			return nil
+		}
+	}
+	return fmt.Errorf("placement: unknown outcome %q", b)
+}
+
 // Move is one operation the driver runs or ran, for flotillactl moves.
 type Move struct {
 	Op Op

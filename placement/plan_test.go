@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"reflect"
@@ -510,5 +511,31 @@ func TestOpString(t *testing.T) {
 	}
 	if b, _ := QuorumLost.MarshalText(); string(b) != "quorum-lost" {
 		t.Errorf("%s", b)
+	}
+}
+
+// TestJSONRoundTrip: what the node sends flotillactl (Ops, Moves, Stats as
+// JSON) reads back as it was, an Op that removes nothing included.
+func TestJSONRoundTrip(t *testing.T) {
+	started := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	moves := []Move{
+		{Op: Op{Kind: TransferLeader, ShardID: 3, Leader: 2, Reason: "balance"}, Step: "transfer to n2", Started: started},
+		{Op: Op{Kind: Decommission, ShardID: 7, Add: []uint64{4}, Remove: Replica{2, 5, Voter}}, Started: started,
+			Finished: started.Add(time.Second), Outcome: Dropped, Err: "stale", Resumed: true},
+	}
+	stats := Stats{Started: map[Kind]uint64{Repair: 2, QuorumLost: 1}, Succeeded: map[Kind]uint64{}, Failed: map[Kind]uint64{},
+		Dropped: map[Kind]uint64{LeaveJoint: 1}, Plans: 9, InFlight: 1, ReplicaSpread: 2, Paused: true}
+	for _, v := range []any{moves, stats} {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := reflect.New(reflect.TypeOf(v))
+		if err := json.Unmarshal(raw, back.Interface()); err != nil {
+			t.Fatalf("%s: %v", raw, err)
+		}
+		if got := back.Elem().Interface(); !reflect.DeepEqual(got, v) {
+			t.Errorf("%s read back as %+v, want %+v", raw, got, v)
+		}
 	}
 }

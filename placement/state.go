@@ -271,9 +271,10 @@ func sortedBy(n int, key func(int) uint64) func(yield func(int) bool) {
 // MarshalText makes a Role its name in JSON.
 func (r Role) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
-// UnmarshalText reads a Role's name, as MarshalText writes it.
+// UnmarshalText reads a Role's name, as MarshalText writes it; the zero
+// Role's too (the Remove of an Op that removes nothing).
 func (r *Role) UnmarshalText(b []byte) error {
-	for c := Voter; c <= VoterDemoting; c++ {
+	for c := Role(0); c <= VoterDemoting; c++ {
 		if c.String() == string(b) {
 			*r = c
 			return nil

@@ -30,6 +30,7 @@ type (
 		HTTPAddr   string `json:"http_addr"`
 		Replicas   uint32 `json:"replicas"`
 		Leaders    uint32 `json:"leaders"`
+		Draining   bool   `json:"draining"` // being decommissioned
 	}
 	shardsView struct {
 		Shards      []shardView `json:"shards"`
@@ -89,7 +90,8 @@ up unless --learner is given.`,
 			Use:   "status",
 			Short: "the cluster's nodes, their state and load",
 			Long: `The cluster ID, the meta shard's leader, and per node its state
-(live/suspect/dead/removed/unknown), addresses, replicas and leaderships.`,
+(live/suspect/dead/removed/unknown), addresses, replicas and leaderships,
+and whether it is draining (decommission).`,
 			Args: argNames(),
 			RunE: e.status,
 		},
@@ -159,7 +161,7 @@ func statusOf(resp *nodepb.StatusResponse) statusView {
 		v.Nodes = append(v.Nodes, nodeView{
 			NodeID: n.GetNodeId(), Instance: n.GetInstance(), State: state,
 			RaftAddr: n.GetRaftAddr(), ClientAddr: n.GetClientAddr(), GossipAddr: n.GetGossipAddr(), HTTPAddr: n.GetHttpAddr(),
-			Replicas: ns.GetReplicas(), Leaders: ns.GetLeaders(),
+			Replicas: ns.GetReplicas(), Leaders: ns.GetLeaders(), Draining: ns.GetDraining(),
 		})
 	}
 	slices.SortFunc(v.Nodes, func(a, b nodeView) int { return cmp.Compare(a.NodeID, b.NodeID) })
@@ -168,10 +170,10 @@ func statusOf(resp *nodepb.StatusResponse) statusView {
 
 func statusTable(w io.Writer, v statusView) {
 	fmt.Fprintf(w, "cluster %s, meta shard leader %s (answered by node %s)\n", v.ClusterID, nodeName(v.MetaLeader), nodeName(v.AnsweredBy))
-	fmt.Fprintln(w, "NODE\tSTATE\tRAFT ADDR\tCLIENT ADDR\tGOSSIP ADDR\tHTTP ADDR\tREPLICAS\tLEADERS")
+	fmt.Fprintln(w, "NODE\tSTATE\tRAFT ADDR\tCLIENT ADDR\tGOSSIP ADDR\tHTTP ADDR\tREPLICAS\tLEADERS\tDRAINING")
 	for _, n := range v.Nodes {
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", n.NodeID, n.State,
-			orDash(n.RaftAddr), orDash(n.ClientAddr), orDash(n.GossipAddr), orDash(n.HTTPAddr), n.Replicas, n.Leaders)
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", n.NodeID, n.State,
+			orDash(n.RaftAddr), orDash(n.ClientAddr), orDash(n.GossipAddr), orDash(n.HTTPAddr), n.Replicas, n.Leaders, yesNo(n.Draining))
 	}
 }
 
@@ -251,9 +253,9 @@ func (e *env) transferLeader(c *cobra.Command, args []string) error {
 }
 
 func (e *env) removeNode(c *cobra.Command, args []string) error {
-	node, err := parseNode(args[0])
+	node, err := parseNodeArg(c, args[0])
 	if err != nil {
-		return usageErrorf(c, "%s: %v", cmdPath(c), err)
+		return err
 	}
 	ctx, cancel := e.context()
 	defer cancel()

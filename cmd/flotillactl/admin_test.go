@@ -109,7 +109,7 @@ func cannedStatus() *nodepb.StatusResponse {
 		Nodes: []*nodepb.NodeStatus{
 			{Node: &nodepb.NodeRecord{NodeId: 3, RaftAddr: "127.0.0.1:8003", ClientAddr: "127.0.0.1:7003"}, State: "dead"},
 			{Node: &nodepb.NodeRecord{NodeId: 1, Instance: 77, RaftAddr: "127.0.0.1:8001", ClientAddr: "127.0.0.1:7001", GossipAddr: "127.0.0.1:9001", HttpAddr: "127.0.0.1:6001"}, State: "live", Replicas: 5, Leaders: 3},
-			{Node: &nodepb.NodeRecord{NodeId: 2, RaftAddr: "127.0.0.1:8002", ClientAddr: "127.0.0.1:7002", GossipAddr: "127.0.0.1:9002", HttpAddr: "127.0.0.1:6002"}, State: "suspect", Replicas: 4, Leaders: 1},
+			{Node: &nodepb.NodeRecord{NodeId: 2, RaftAddr: "127.0.0.1:8002", ClientAddr: "127.0.0.1:7002", GossipAddr: "127.0.0.1:9002", HttpAddr: "127.0.0.1:6002"}, State: "suspect", Replicas: 4, Leaders: 1, Draining: true},
 		},
 	}
 }
@@ -135,10 +135,10 @@ func TestStatusTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	want := `cluster 00000000000000ab, meta shard leader 1 (answered by node 2)
-NODE  STATE    RAFT ADDR       CLIENT ADDR     GOSSIP ADDR     HTTP ADDR       REPLICAS  LEADERS
-1     live     127.0.0.1:8001  127.0.0.1:7001  127.0.0.1:9001  127.0.0.1:6001  5         3
-2     suspect  127.0.0.1:8002  127.0.0.1:7002  127.0.0.1:9002  127.0.0.1:6002  4         1
-3     dead     127.0.0.1:8003  127.0.0.1:7003  -               -               0         0
+NODE  STATE    RAFT ADDR       CLIENT ADDR     GOSSIP ADDR     HTTP ADDR       REPLICAS  LEADERS  DRAINING
+1     live     127.0.0.1:8001  127.0.0.1:7001  127.0.0.1:9001  127.0.0.1:6001  5         3        no
+2     suspect  127.0.0.1:8002  127.0.0.1:7002  127.0.0.1:9002  127.0.0.1:6002  4         1        yes
+3     dead     127.0.0.1:8003  127.0.0.1:7003  -               -               0         0        no
 `
 	if stdout != want {
 		t.Errorf("status table:\n%s\nwant:\n%s", stdout, want)
@@ -158,8 +158,11 @@ func TestStatusJSON(t *testing.T) {
 	if v.ClusterID != "00000000000000ab" || v.MetaLeader != 1 || v.AnsweredBy != 2 || len(v.Nodes) != 3 {
 		t.Fatalf("status JSON: %+v", v)
 	}
-	if n := v.Nodes[0]; n.NodeID != 1 || n.State != "live" || n.Instance != 77 || n.GossipAddr != "127.0.0.1:9001" || n.HTTPAddr != "127.0.0.1:6001" || n.Replicas != 5 || n.Leaders != 3 {
+	if n := v.Nodes[0]; n.NodeID != 1 || n.State != "live" || n.Instance != 77 || n.GossipAddr != "127.0.0.1:9001" || n.HTTPAddr != "127.0.0.1:6001" || n.Replicas != 5 || n.Leaders != 3 || n.Draining {
 		t.Errorf("node 1: %+v", n)
+	}
+	if n := v.Nodes[1]; n.NodeID != 2 || !n.Draining {
+		t.Errorf("node 2: %+v", n)
 	}
 }
 

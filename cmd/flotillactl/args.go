@@ -90,6 +90,16 @@ func parseNode(s string) (uint64, error) {
 	return id, nil
 }
 
+// parseNodeArg parses s, the NODE argument of c: a bad one is a usage
+// error of c.
+func parseNodeArg(c *cobra.Command, s string) (uint64, error) {
+	id, err := parseNode(s)
+	if err != nil {
+		return 0, usageErrorf(c, "%s: %v", cmdPath(c), err)
+	}
+	return id, nil
+}
+
 // parseShardNode parses the SHARD NODE arguments of c.
 func parseShardNode(c *cobra.Command, args []string) (shard, node uint64, err error) {
 	if shard, err = parseShard(args[0]); err == nil {

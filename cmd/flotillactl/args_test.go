@@ -215,6 +215,18 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"status", "--stale"}, "status: flag provided but not defined: -stale"},
 		{[]string{"--stale", "status"}, "status: flag provided but not defined: -stale"},
 		{[]string{"get", "k", "-data-dir", "/d"}, "get: flag provided but not defined: -data-dir"},
+		// Placement.
+		{[]string{"plan", "extra"}, `plan: unexpected argument "extra"`},
+		{[]string{"moves", "7"}, `moves: unexpected argument "7"`},
+		{[]string{"decommission"}, "decommission: missing NODE"},
+		{[]string{"decommission", "x"}, `decommission: NODE must be a node ID (a positive number), not "x"`},
+		{[]string{"decommission", "1", "2"}, `decommission: unexpected argument "2"`},
+		{[]string{"recommission", "0"}, `recommission: NODE must be a node ID (a positive number), not "0"`},
+		{[]string{"recommission"}, "recommission: missing NODE"},
+		{[]string{"placement"}, "placement: no subcommand given"},
+		{[]string{"placement", "paus"}, `placement: unknown subcommand "paus" (did you mean pause?)`},
+		{[]string{"placement", "pause", "now"}, `placement pause: unexpected argument "now"`},
+		{[]string{"placement", "status", "--learner"}, "placement status: flag provided but not defined: -learner"},
 	} {
 		args := append([]string{"--endpoints", "127.0.0.1:1", "--timeout", "1s"}, tc.args...)
 		stdout, stderr, code := runCmd(t, args...)
@@ -243,6 +255,8 @@ func TestUsageHintNamesTheCommand(t *testing.T) {
 		{[]string{"add-replica", "x", "4"}, "usage: flotillactl [flags] add-replica SHARD NODE [--learner] (see flotillactl help add-replica)"},
 		{[]string{"debug", "dump"}, "usage: flotillactl [flags] debug dump --data-dir DIR (see flotillactl help debug dump)"},
 		{[]string{"debug", "load"}, "usage: flotillactl [flags] debug dump (see flotillactl help debug)"},
+		{[]string{"placement", "stop"}, "usage: flotillactl [flags] placement pause|resume|status (see flotillactl help placement)"},
+		{[]string{"decommission", "x"}, "usage: flotillactl [flags] decommission NODE (see flotillactl help decommission)"},
 		{[]string{"frobnicate"}, "run flotillactl help for the commands and flags"},
 		{[]string{"help", "frobnicate"}, "run flotillactl help for the commands and flags"},
 		{[]string{"--output", "yaml", "help"}, "run flotillactl help for the commands and flags"},

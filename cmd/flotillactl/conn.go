@@ -163,15 +163,23 @@ func detailOf(st *status.Status) *nodepb.Error {
 
 // unknownOutcome is the error of a change request whose node did not
 // answer: the change may or may not have been made.
-type unknownOutcome struct{ err error }
+type unknownOutcome struct {
+	err error
+	see string // the command that shows whether it was made
+}
 
 func (u *unknownOutcome) Error() string { return u.err.Error() }
 
-// changeError marks err as an unknown outcome if no node answered it.
-func changeError(err error) error {
+// changeError marks err as an unknown outcome of a replica change if no
+// node answered it.
+func changeError(err error) error { return changeErrorSee(err, "flotillactl shards") }
+
+// changeErrorSee marks err as an unknown outcome if no node answered it;
+// the command see shows whether the change was made.
+func changeErrorSee(err error, see string) error {
 	st, ok := status.FromError(err)
 	if ok && detailOf(st) == nil && (st.Code() == codes.DeadlineExceeded || st.Code() == codes.Unavailable) {
-		return &unknownOutcome{err}
+		return &unknownOutcome{err: err, see: see}
 	}
 	return err
 }
@@ -183,7 +191,7 @@ func (e *env) describe(err error) string {
 	var uo *unknownOutcome
 	switch {
 	case errors.As(err, &uo):
-		return e.describe(uo.err) + "; the change may or may not have been made (see flotillactl shards)"
+		return e.describe(uo.err) + "; the change may or may not have been made (see " + uo.see + ")"
 	case errors.As(err, &ae):
 		return fmt.Sprintf("the %s may or may not have applied: %s", ae.Op, e.describe(ae.Err))
 	case errors.As(err, &ce):

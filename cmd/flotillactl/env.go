@@ -91,9 +91,14 @@ func (e *env) emit(v any, table func(w io.Writer)) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	tw := tableWriter(e.stdout)
 	table(tw)
 	return tw.Flush()
+}
+
+// tableWriter aligns the columns of a table written to w.
+func tableWriter(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 }
 
 // emitText writes v as one JSON document, or text as it is (plus a

@@ -7,7 +7,7 @@
 //
 //	flotillactl status                          the cluster ID, the meta shard's leader, and per node
 //	                                            its state (live/suspect/dead/removed/unknown),
-//	                                            addresses, replicas and leaderships
+//	                                            addresses, replicas and leaderships, draining
 //	flotillactl shards                          per shard: hash range, leader, term, commit and
 //	                                            applied index, replicas (node ID/replica ID) with
 //	                                            their roles, quiesced;
@@ -22,6 +22,18 @@
 //
 // SHARD is a shard ID or "meta" (the meta shard, ID 9223372036854775808);
 // NODE is a node ID.
+//
+// Placement (the driver on the meta shard's leader; the node that answers
+// forwards the request there):
+//
+//	flotillactl plan                            the operations the planner would start now, with
+//	                                            their reasons (a dry run)
+//	flotillactl moves                           the operations in flight, then the last ones done:
+//	                                            step or outcome, start, duration, error
+//	flotillactl decommission NODE               drain NODE: its leaderships and replicas move off
+//	flotillactl recommission NODE               undo decommission
+//	flotillactl placement pause|resume|status   stop or restart the driver starting operations;
+//	                                            its state, counters by kind and spreads
 //
 // Keys and values (through the client package, routed to the keys' leaders):
 //
@@ -47,8 +59,8 @@
 // when a command fails and 2 when it is used wrongly (with a usage hint).
 //
 // The commands are github.com/spf13/cobra commands: root.go builds the
-// tree from one constructor per group of commands (admin.go, kv.go,
-// debug.go).
+// tree from one constructor per group of commands (admin.go,
+// placement.go, kv.go, debug.go).
 package main
 
 import (

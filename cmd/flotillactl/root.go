@@ -23,6 +23,7 @@ type commandGroup struct {
 func commandGroups() []commandGroup {
 	return []commandGroup{
 		{"admin", "Cluster administration (the nodes' Admin gRPC service):", adminCommands},
+		{"placement", "Placement (the driver on the meta shard's leader):", placementCommands},
 		{"kv", "Keys and values (routed to the keys' leaders):", kvCommands},
 		{"debug", "Offline inspection:", debugCommands},
 	}

@@ -2983,9 +2983,12 @@ type NodeStatus struct {
 	Node  *NodeRecord            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// live, suspect, dead (by gossip), removed (by the meta shard), or
 	// unknown (not seen by gossip).
-	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	Replicas      uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	Leaders       uint32 `protobuf:"varint,4,opt,name=leaders,proto3" json:"leaders,omitempty"`
+	State    string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Replicas uint32 `protobuf:"varint,3,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Leaders  uint32 `protobuf:"varint,4,opt,name=leaders,proto3" json:"leaders,omitempty"`
+	// Being decommissioned (its meta record): placement moves its replicas
+	// and leaderships off; replicas falls to 0 as it empties.
+	Draining      bool `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3046,6 +3049,13 @@ func (x *NodeStatus) GetLeaders() uint32 {
 		return x.Leaders
 	}
 	return 0
+}
+
+func (x *NodeStatus) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 type StatusResponse struct {
@@ -3925,13 +3935,14 @@ const file_node_proto_rawDesc = "" +
 	"\fJoinResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\"\x0f\n" +
-	"\rStatusRequest\"\x8a\x01\n" +
+	"\rStatusRequest\"\xa6\x01\n" +
 	"\n" +
 	"NodeStatus\x120\n" +
 	"\x04node\x18\x01 \x01(\v2\x1c.flotilla.node.v1.NodeRecordR\x04node\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
 	"\breplicas\x18\x03 \x01(\rR\breplicas\x12\x18\n" +
-	"\aleaders\x18\x04 \x01(\rR\aleaders\"\xa5\x01\n" +
+	"\aleaders\x18\x04 \x01(\rR\aleaders\x12\x1a\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\"\xa5\x01\n" +
 	"\x0eStatusResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x1f\n" +
