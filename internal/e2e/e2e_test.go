@@ -196,7 +196,13 @@ func (p *proc) waitReady(ctx context.Context) {
 // poll calls fn every 50ms until it returns nil or ctx ends.
 func poll(t *testing.T, ctx context.Context, what string, fn func() error) {
 	t.Helper()
-	tk := time.NewTicker(50 * time.Millisecond)
+	pollEvery(t, ctx, 50*time.Millisecond, what, fn)
+}
+
+// pollEvery calls fn every interval until it returns nil or ctx ends.
+func pollEvery(t *testing.T, ctx context.Context, interval time.Duration, what string, fn func() error) {
+	t.Helper()
+	tk := time.NewTicker(interval)
 	defer tk.Stop()
 	var err error
 	for {

@@ -79,7 +79,8 @@ func ctlBounded(ctx context.Context, t *testing.T, d time.Duration, args ...stri
 // other: no write is left with an unknown outcome.
 type writeLoad struct {
 	c       *client.Client
-	shardID uint64 // the shard being reconfigured
+	shardID uint64        // the shard being reconfigured
+	timeout time.Duration // of one Put, client retries included; 3s if 0
 	wg      sync.WaitGroup
 	stopped chan struct{}
 	stop    func()       // closes stopped; safe to call again
@@ -136,6 +137,10 @@ func (l *writeLoad) start(ctx context.Context, t *testing.T, perShard, others, k
 }
 
 func (l *writeLoad) run(ctx context.Context, wr *writer, onShard bool) {
+	timeout := l.timeout
+	if timeout == 0 {
+		timeout = 3 * time.Second
+	}
 	for seq := 0; ; seq++ {
 		select {
 		case <-l.stopped:
@@ -148,7 +153,7 @@ func (l *writeLoad) run(ctx context.Context, wr *writer, onShard bool) {
 			if ctx.Err() != nil {
 				return
 			}
-			wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			wctx, cancel := context.WithTimeout(ctx, timeout)
 			err := l.c.Put(wctx, []byte(k), []byte(v))
 			cancel()
 			if err == nil {
@@ -181,6 +186,23 @@ func (l *writeLoad) maxGap() time.Duration {
 	return l.mu.maxGap
 }
 
+// checkAcked reads back, once the load has stopped, every key written with
+// its last acknowledged value through l.c, and returns the keys.
+func (l *writeLoad) checkAcked(ctx context.Context, t *testing.T) []string {
+	t.Helper()
+	var keys []string
+	want := map[string]string{}
+	for _, wr := range l.writers {
+		for k, v := range wr.acked {
+			keys = append(keys, k)
+			want[k] = v
+		}
+	}
+	slices.Sort(keys)
+	checkValues(ctx, t, l.c, keys, want)
+	return keys
+}
+
 // waitProgress waits until more than n writes on the shard are
 // acknowledged.
 func (l *writeLoad) waitProgress(ctx context.Context, t *testing.T, what string, n int64) {
@@ -195,6 +217,21 @@ func (l *writeLoad) waitProgress(ctx context.Context, t *testing.T, what string,
 	})
 }
 
+// realProcesses skips the test under -short, builds the binaries, and
+// returns the time it began and a context that ends after d or with the
+// test.
+func realProcesses(t *testing.T, d time.Duration) (context.Context, time.Time) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs real processes")
+	}
+	build(t)
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx, began
+}
+
 // TestReconfigUnderLoad removes one node's replica of a shard and adds it
 // back, 20 times in a row, with the flotillactl binary as an operator
 // would, while three flotilla processes take a continuous write load through
@@ -207,13 +244,7 @@ func (l *writeLoad) waitProgress(ctx context.Context, t *testing.T, what string,
 // acknowledged. At the end every acknowledged write reads back, by a
 // linearizable Get, as its key's last acknowledged value.
 func TestReconfigUnderLoad(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs real processes")
-	}
-	build(t)
-	began := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx, began := realProcesses(t, 3*time.Minute)
 	// Replicas move by hand here: no placement driver fights the test.
 	ps, endpoints := startCluster(ctx, t, t.TempDir(), 4, "--no-placement")
 	eps := strings.Join(endpoints, ",")
@@ -336,16 +367,7 @@ func TestReconfigUnderLoad(t *testing.T) {
 		load.acks.Load(), load.onShard.Load(), shardID, load.failed.Load(), load.ambig.Load(), load.maxGap().Round(time.Millisecond))
 
 	// Every acknowledged write reads back as its key's last value.
-	var keys []string
-	want := map[string]string{}
-	for _, wr := range load.writers {
-		for k, v := range wr.acked {
-			keys = append(keys, k)
-			want[k] = v
-		}
-	}
-	slices.Sort(keys)
-	checkValues(ctx, t, c, keys, want)
+	keys := load.checkAcked(ctx, t)
 	t.Logf("%d keys read back with their last acknowledged values; %v in all, after the build", len(keys), time.Since(began).Round(time.Millisecond))
 }
 
