@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -60,22 +59,6 @@ func hosted(ctx context.Context, nodes []*Node, want int) (replicas, leaders map
 	return replicas, leaders, nil
 }
 
-// balanced reports whether every count is within ±max(5% of the mean, 2).
-func balanced(counts map[uint64]int) error {
-	total := 0
-	for _, c := range counts {
-		total += c
-	}
-	mean := float64(total) / float64(len(counts))
-	band := math.Max(0.05*mean, 2)
-	for id, c := range counts {
-		if math.Abs(float64(c)-mean) > band {
-			return fmt.Errorf("node %d has %d, mean %.1f ± %.1f (%v)", id, c, mean, band, counts)
-		}
-	}
-	return nil
-}
-
 // TestPlacementBalancesRepairsAndDrains: nodes that join receive replicas
 // and leaderships until every node is within the balance band; a node that
 // leaves for good is repaired around once DownAfter passed; a decommissioned
@@ -107,10 +90,10 @@ func TestPlacementBalancesRepairsAndDrains(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := balanced(reps); err != nil {
+		if err := placement.WithinBand(reps, placement.Config{}); err != nil {
 			return fmt.Errorf("replicas: %w", err)
 		}
-		if err := balanced(leads); err != nil {
+		if err := placement.WithinBand(leads, placement.Config{}); err != nil {
 			return fmt.Errorf("leaders: %w", err)
 		}
 		return nil

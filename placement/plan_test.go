@@ -539,3 +539,17 @@ func TestJSONRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestWithinBand(t *testing.T) {
+	// Mean 10, band ±2 (5% of 10 is below the minimum of 2).
+	if err := WithinBand(map[uint64]int{1: 8, 2: 10, 3: 12}, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WithinBand(map[uint64]int{1: 7, 2: 10, 3: 13}, Config{}); err == nil || !strings.Contains(err.Error(), "node 1 has 7") {
+		t.Fatalf("7 and 13 around a mean of 10: %v", err)
+	}
+	// Mean 100, band ±5.
+	if err := WithinBand(map[uint64]int{1: 94, 2: 100, 3: 106}, Config{}); err == nil {
+		t.Fatal("94 and 106 around a mean of 100 passed")
+	}
+}

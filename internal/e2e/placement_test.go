@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/flotilla-db/flotilla/client"
 	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/flotilla-db/flotilla/placement"
 )
 
 // placementShards is the number of user shards TestPlacement bootstraps.
@@ -86,10 +86,10 @@ func TestPlacement(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if err := inBand(replicas); err != nil {
+		if err := placement.WithinBand(replicas, placement.Config{}); err != nil {
 			return fmt.Errorf("replicas: %w", err)
 		}
-		if err := inBand(leaders); err != nil {
+		if err := placement.WithinBand(leaders, placement.Config{}); err != nil {
 			return fmt.Errorf("leaders: %w", err)
 		}
 		return nil
@@ -277,21 +277,4 @@ func localCounts(ctx context.Context, adms []nodepb.AdminClient) (replicas, lead
 		}
 	}
 	return replicas, leaders, nil
-}
-
-// inBand reports whether every count is within ±max(5% of the mean, 2), the
-// balance band of the placement driver's in-process test.
-func inBand(counts map[uint64]int) error {
-	total := 0
-	for _, c := range counts {
-		total += c
-	}
-	mean := float64(total) / float64(len(counts))
-	band := math.Max(0.05*mean, 2)
-	for id, c := range counts {
-		if math.Abs(float64(c)-mean) > band {
-			return fmt.Errorf("node %d has %d, mean %.1f ± %.1f (%v)", id, c, mean, band, counts)
-		}
-	}
-	return nil
 }
