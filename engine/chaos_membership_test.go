@@ -326,6 +326,11 @@ func changeShows(before, after storage.Descriptor, ch engine.ReplicaChange) stri
 	return ""
 }
 
+func (m *memberNemesis) history() *descHistory { return m.hist }
+
+// progressed: the membership nemesis makes changes all the time.
+func (m *memberNemesis) progressed() bool { return true }
+
 func (m *memberNemesis) summary() string {
 	format := func(c map[string]int) string {
 		var parts []string

@@ -123,16 +123,39 @@ func TestLinearizability(t *testing.T) {
 	for _, voters := range []int{3, 5} {
 		for _, seed := range seeds {
 			t.Run(fmt.Sprintf("voters=%d/seed=%d", voters, seed), func(t *testing.T) {
-				runLinearizability(t, voters, seed)
+				runLinearizability(t, chaosRun{voters: voters, nodes: voters + 1, shards: 3, runFor: 1500 * time.Millisecond}, seed)
 			})
 		}
 	}
 }
 
-func runLinearizability(t *testing.T, voters int, seed uint64) {
+// chaosRun shapes one run of the chaos test.
+type chaosRun struct {
+	voters int // per shard, on the first voters nodes
+	nodes  int
+	shards int
+	runFor time.Duration // with the nemesis on
+	// placement: the placement driver changes the memberships (see
+	// placementNemesis) instead of memberNemesis.
+	placement bool
+}
+
+// membershipNemesis changes the shards' memberships while the fault
+// nemesis runs, and records every descriptor it sees.
+type membershipNemesis interface {
+	run(stop chan struct{})
+	// progressed reports whether the nemesis has done enough to end the
+	// run (it is asked from another goroutine).
+	progressed() bool
+	history() *descHistory
+	summary() string
+}
+
+func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
+	voters := run.voters
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	applies := &applyCounts{n: map[applyKey]int{}}
-	c := newCluster(t, testcluster.Config{Nodes: voters + 1, Seed: int64(seed), Engine: func(cfg *engine.Config) {
+	c := newCluster(t, testcluster.Config{Nodes: run.nodes, Seed: int64(seed), Engine: func(cfg *engine.Config) {
 		// A follower a dozen entries behind gets a snapshot, and a
 		// proposal whose entry a snapshot covers ends ambiguous.
 		cfg.LogTruncateEntries = 24
@@ -140,8 +163,11 @@ func runLinearizability(t *testing.T, voters int, seed uint64) {
 		applies.wrap(cfg)
 	}})
 	ctx := ctxT(t, 120*time.Second)
-	descs := testcluster.EvenDescriptors(1, 3)
-	shards := []uint64{1, 2, 3}
+	descs := testcluster.EvenDescriptors(1, run.shards)
+	var shards []uint64
+	for _, d := range descs {
+		shards = append(shards, d.ShardID)
+	}
 	if err := c.CreateShards(ctx, descs, c.IDs()[:voters]); err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +180,9 @@ func runLinearizability(t *testing.T, voters int, seed uint64) {
 		VisualizationPath: filepath.Join(t.TempDir(), "history.html"),
 	})
 	keys := []string{"a", "b", "c", "d", "e", "f"}
+	for i := len(keys); i < 2*run.shards; i++ {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+	}
 	cnt := newCounters(descs)
 
 	// The run lasts runFor with the nemesis on. On a loaded machine (the
@@ -161,22 +190,33 @@ func runLinearizability(t *testing.T, voters int, seed uint64) {
 	// clients, and a near-empty history proves nothing: then the nemesis
 	// keeps going for up to starveFor more, is stopped, and the clients go
 	// on against the healed cluster until minOK operations succeeded. A
-	// cluster that cannot reach minOK once healed fails the test.
-	const clients, counterClients, maxOps, minOK = 6, 2, 3000, 50
-	const runFor, starveFor = 1500 * time.Millisecond, 3 * time.Second
+	// cluster that cannot reach minOK once healed fails the test. The
+	// membership nemesis may ask for more time likewise (see
+	// membershipNemesis.progressed).
+	const clients, counterClients, minOK = 6, 2, 50
+	maxOps, runFor, starveFor := 3000, run.runFor, 3*time.Second
+	if run.placement {
+		maxOps, starveFor = 10000, 10*time.Second
+	}
 	var okOps, failedOps, unknownOps atomicCounters
 	var wg sync.WaitGroup
 	var stopClients atomic.Bool
 	stopNemesis := make(chan struct{})
 	nemesisDone := make(chan struct{})
 	var snaps snapshotCounts
-	mem := newMemberNemesis(t, c, rng.Uint64(), shards, voters)
+	var mem membershipNemesis
+	down := &downNodes{}
+	if run.placement {
+		mem = newPlacementNemesis(t, c, rng.Uint64(), shards, voters, down)
+	} else {
+		mem = newMemberNemesis(t, c, rng.Uint64(), shards, voters)
+	}
 	faultSeed := rng.Uint64()
 	go func() {
 		defer close(nemesisDone)
 		var nwg sync.WaitGroup
 		nwg.Add(2)
-		go func() { defer nwg.Done(); nemesis(t, c, faultSeed, voters, &snaps, stopNemesis) }()
+		go func() { defer nwg.Done(); nemesis(t, c, faultSeed, shards, voters, down, &snaps, stopNemesis) }()
 		go func() { defer nwg.Done(); mem.run(stopNemesis) }()
 		nwg.Wait()
 	}()
@@ -224,7 +264,7 @@ wait:
 		case <-poll.C:
 		}
 		elapsed := time.Since(start)
-		if elapsed >= runFor && okOps.load() >= minOK {
+		if elapsed >= runFor && okOps.load() >= minOK && (healed || mem.progressed()) {
 			break
 		}
 		if !healed && elapsed >= runFor+starveFor {
@@ -253,7 +293,7 @@ wait:
 	if res.Outcome != linearize.Ok {
 		t.Errorf("seed %d (voters %d): history is %s\n%s", seed, voters, res.Outcome, res)
 	}
-	checkAfterChaos(t, ctx, c, descs, cnt, mem.hist, &snaps)
+	checkAfterChaos(t, ctx, c, descs, cnt, mem.history(), &snaps)
 	applies.check(t, seed)
 }
 
@@ -351,7 +391,7 @@ func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *en
 // comes back at the next step; at most a minority of the voters a shard
 // should have is cut off at once. It adds the counters of the engines it
 // crashes to snaps.
-func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, voters int, snaps *snapshotCounts, stop chan struct{}) {
+func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, shards []uint64, voters int, down *downNodes, snaps *snapshotCounts, stop chan struct{}) {
 	rng := rand.New(rand.NewPCG(seed, 1))
 	ids := c.IDs()
 	minority := (voters - 1) / 2
@@ -366,6 +406,7 @@ func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, voters int, snap
 			}
 		}
 		crashed = nil
+		down.release(downByFaults)
 	}
 	defer heal()
 	for {
@@ -395,7 +436,7 @@ func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, voters int, snap
 			_ = c.SetFaults(memtransport.Faults{DelayMin: 0, DelayMax: 5 * time.Millisecond, ReorderProb: 0.3})
 		case 4, 5: // transfer the leadership of a shard to one of its voters
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-			shard := uint64(1 + rng.IntN(3))
+			shard := shards[rng.IntN(len(shards))]
 			if e := c.Engine(c.Leader(ctx, shard)); e != nil {
 				if st, err := e.Status(ctx, shard); err == nil && len(st.Voters) > 0 {
 					_ = e.TransferLeader(ctx, shard, st.Voters[rng.IntN(len(st.Voters))])
@@ -403,6 +444,9 @@ func nemesis(t *testing.T, c *testcluster.Cluster, seed uint64, voters int, snap
 			}
 			cancel()
 		case 6:
+			if !down.take(downByFaults) {
+				break // the other nemesis holds a node down
+			}
 			for i := 0; i < 1+rng.IntN(minority); i++ {
 				id := ids[perm[i]]
 				if e := c.Engine(id); e != nil {
