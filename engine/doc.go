@@ -95,6 +95,15 @@
 // DescriptorEvent (WatchDescriptors), from which the node keeps the meta
 // shard's records current.
 //
+// Splits (split.go). Split proposes a split command on the parent's
+// leader; at apply, on every replica alike, the parent's range is narrowed
+// and a child shard is created over the rest on the same replicas, with its
+// data in place (user data is ordered by hash, not by shard) and the
+// parent's client sessions copied; the parent's leader campaigns for the
+// child at once. What a split writes does not depend on the shard's size.
+// A crash between the parent's batch and the child's creation is finished
+// at the next start from a split marker.
+//
 // Removal. A conf change that removes this node's replica destroys it after
 // the pass: its range is released, then its keys are deleted and a
 // tombstone is left; waiters fail with ErrShardRemoved (ambiguous for

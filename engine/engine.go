@@ -182,6 +182,10 @@ func New(cfg Config, t Transport) (*Engine, error) {
 			return nil, fmt.Errorf("engine: reopen shard %d: %w", id, err)
 		}
 	}
+	if err := e.finishSplits(); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("engine: finish splits: %w", err)
+	}
 	if err := t.Start(e); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("engine: start transport: %w", err)

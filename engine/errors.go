@@ -17,6 +17,9 @@ var (
 	ErrRangeOverlap   = errors.New("engine: shard range overlaps a shard on this node")
 	ErrNotInitialized = errors.New("engine: replica not initialized (waiting for a snapshot)")
 	ErrBadRequest     = errors.New("engine: bad request")
+	// ErrStaleGeneration: a request planned against an older generation of
+	// the shard's range (see *StaleGenerationError); plan it again.
+	ErrStaleGeneration = errors.New("engine: stale range generation")
 	// ErrProposalTooLarge: the command exceeds Config.MaxProposalBytes.
 	ErrProposalTooLarge = errors.New("engine: proposal too large")
 	// ErrProposalDropped: the command will never apply; safe to retry.
@@ -75,13 +78,16 @@ func (e *QuorumError) Is(target error) bool { return target == ErrQuorumAtRisk }
 type NotLeaderError = group.NotLeaderError
 
 // KeyNotInShardError is returned for a key whose hash lies outside the
-// shard's range: the request was routed with a stale ring.
+// shard's range: the request was routed with a stale ring. Start, Last and
+// Generation are the shard's range now (a split narrowed it: the rest is
+// another shard's).
 type KeyNotInShardError struct {
-	ShardID    uint64
-	Hash       uint64
-	Generation uint64
+	ShardID     uint64
+	Hash        uint64
+	Generation  uint64
+	Start, Last uint64
 }
 
 func (e *KeyNotInShardError) Error() string {
-	return fmt.Sprintf("engine: key hash %016x not in shard %d (generation %d)", e.Hash, e.ShardID, e.Generation)
+	return fmt.Sprintf("engine: key hash %016x not in shard %d [%016x, %016x] (generation %d)", e.Hash, e.ShardID, e.Start, e.Last, e.Generation)
 }

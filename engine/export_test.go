@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/flotilla-db/flotilla/group"
 	"go.etcd.io/raft/v3/raftpb"
 )
@@ -15,6 +16,21 @@ import (
 // SetReadLocalHook sets a function ReadLocal runs between finding a
 // shard's range and querying the store (nil: none).
 func SetReadLocalHook(f func(shardID uint64)) { readLocalHook = f }
+
+// SetSplitChildHook sets a function that runs on a split child's worker
+// before the child's replica is created; false skips the creation, as a
+// crash there would (nil: none).
+func SetSplitChildHook(f func(e *Engine, childID uint64) bool) {
+	if f == nil {
+		splitChildHook.Store(nil)
+		return
+	}
+	splitChildHook.Store(&f)
+}
+
+// TestingSyncWAL makes every write so far durable, as a later synced
+// batch would.
+func (e *Engine) TestingSyncWAL() error { return e.store.DB().LogData(nil, pebble.Sync) }
 
 // TestingRejectedCampaign makes shardID's replica act as if it had just
 // rejected a stale candidate's pre-vote.

@@ -113,6 +113,7 @@ func (w *worker) passInWorker() {
 	}
 	w.persistAndApply()
 	w.commit()
+	w.dispatchSplits()
 	w.send(w.rds)
 	w.completeAll()
 	for i := range w.rds {
@@ -181,6 +182,7 @@ func (w *worker) passAsync() {
 			f = w.newInflight() // behind the passes still syncing
 		}
 	}
+	w.dispatchSplits()
 	// After the write: a snapshot sent now describes the shard as applied
 	// by this pass and must hold its writes.
 	w.send(w.rds)
@@ -412,7 +414,11 @@ func (w *worker) apply(r *replica, ents []raftpb.Entry) {
 			var res []byte
 			if err == nil {
 				ctx.Index = e.Index
-				res, err = w.applyCommand(r.shardID, ctx, sm, cmd)
+				if len(cmd) > 0 && cmd[0] == cmdSplit {
+					res, err = w.applySplit(r, ctx, cmd)
+				} else {
+					res, err = w.applyCommand(r.shardID, ctx, sm, cmd)
+				}
 				w.e.stats.applied.Add(1)
 			}
 			if p := r.g.TakeProposal(id); p != nil {

@@ -43,7 +43,7 @@ type ApplyContext struct {
 func (c *ApplyContext) dataKey(key []byte) ([]byte, error) {
 	h := c.rule.Hash(key)
 	if !c.Desc.Contains(h) {
-		return nil, &KeyNotInShardError{ShardID: c.Desc.ShardID, Hash: h, Generation: c.Desc.Generation}
+		return nil, &KeyNotInShardError{ShardID: c.Desc.ShardID, Hash: h, Generation: c.Desc.Generation, Start: c.Desc.Start, Last: c.Desc.Last}
 	}
 	c.key = c.Desc.AppendDataKey(c.key[:0], h, key)
 	return c.key, nil
@@ -106,7 +106,7 @@ type QueryContext struct {
 func (c *QueryContext) Get(key []byte) (value []byte, found bool, err error) {
 	h := c.rule.Hash(key)
 	if !c.Desc.Contains(h) {
-		return nil, false, &KeyNotInShardError{ShardID: c.Desc.ShardID, Hash: h, Generation: c.Desc.Generation}
+		return nil, false, &KeyNotInShardError{ShardID: c.Desc.ShardID, Hash: h, Generation: c.Desc.Generation, Start: c.Desc.Start, Last: c.Desc.Last}
 	}
 	return getCopy(c.r, c.Desc.DataKey(h, key))
 }

@@ -44,7 +44,8 @@ type worker struct {
 	done       []completion
 	leaderEvs  []LeaderEvent
 	descEvs    []DescriptorEvent
-	staged     []*replica // replicas holding staged snapshots this cycle
+	splits     []pendingSplit // applied this pass, children not created yet
+	staged     []*replica     // replicas holding staged snapshots this cycle
 	// Asynchronous durability (ready.go): the syncer's queue, the passes
 	// in it, and spare batches and passes for reuse.
 	syncq    chan *inflight

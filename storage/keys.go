@@ -11,6 +11,8 @@ import (
 // range:
 //
 //	0x01 'm' 'i'                        node identity (cluster ID, node ID)
+//	0x01 'm' 's' <childID u64>          split marker: a split child to create
+//	                                    (split.go)
 //	0x01 'm' 'v'                        store format version (u64)
 //	0x01 'm' 'x' <shardID u64>          tombstone of removed replicas: the
 //	                                    lowest replica ID allowed here again

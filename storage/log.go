@@ -101,6 +101,11 @@ func (l *Log) LogBytes() uint64 { return l.logBytes }
 // bootstrapped in place, keeping its term and vote, if it has the same
 // replica ID.
 func (s *Store) CreateShard(desc Descriptor, replicaID uint64) (*Log, error) {
+	return s.createShard(desc, replicaID, nil)
+}
+
+// createShard is CreateShard, with extra writes (if not nil) in its batch.
+func (s *Store) createShard(desc Descriptor, replicaID uint64, extra func(*Batch)) (*Log, error) {
 	if desc.Start > desc.Last {
 		return nil, fmt.Errorf("storage: shard %d: empty range [%d, %d]", desc.ShardID, desc.Start, desc.Last)
 	}
@@ -132,6 +137,9 @@ func (s *Store) CreateShard(desc Descriptor, replicaID uint64) (*Log, error) {
 	l.SetApplied(b, InitialIndex, InitialTerm)
 	l.SetHardState(b, hs)
 	b.set(raftKey(desc.ShardID, raftTrunc), encode2(InitialIndex, InitialTerm))
+	if extra != nil {
+		extra(b)
+	}
 	l.truncIndex, l.truncTerm, l.last = InitialIndex, InitialTerm, InitialIndex
 	if err := b.Commit(true); err != nil {
 		return nil, err

@@ -62,6 +62,10 @@ type Config struct {
 	// point to are never modified), and must not call into an engine (a
 	// worker of it may be the one waiting).
 	OnSend func(from, to uint64, msgs []engine.Message)
+	// Drop, if set, is called (after OnSend) for every message of those
+	// batches; the messages it returns true for are not sent. Same
+	// constraints as OnSend.
+	Drop func(from, to uint64, m *engine.Message) bool
 }
 
 // Node is one node of the cluster.
@@ -169,8 +173,8 @@ func (c *Cluster) Start(id uint64) error {
 	if err != nil {
 		return err
 	}
-	if c.cfg.OnSend != nil {
-		t = &hookTransport{Transport: t, id: id, onSend: c.cfg.OnSend}
+	if c.cfg.OnSend != nil || c.cfg.Drop != nil {
+		t = &hookTransport{Transport: t, id: id, onSend: c.cfg.OnSend, drop: c.cfg.Drop}
 	}
 	e, err := engine.New(cfg, t)
 	if err != nil {
@@ -242,10 +246,25 @@ type hookTransport struct {
 	engine.Transport
 	id     uint64
 	onSend func(from, to uint64, msgs []engine.Message)
+	drop   func(from, to uint64, m *engine.Message) bool
 }
 
 func (t *hookTransport) Send(to uint64, msgs []engine.Message) error {
-	t.onSend(t.id, to, msgs)
+	if t.onSend != nil {
+		t.onSend(t.id, to, msgs)
+	}
+	if t.drop != nil {
+		var kept []engine.Message
+		for i := range msgs {
+			if !t.drop(t.id, to, &msgs[i]) {
+				kept = append(kept, msgs[i])
+			}
+		}
+		if len(kept) == 0 {
+			return nil
+		}
+		msgs = kept
+	}
 	return t.Transport.Send(to, msgs)
 }
 
