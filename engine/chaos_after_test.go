@@ -45,8 +45,14 @@ func checkAfterChaos(t *testing.T, ctx context.Context, c *testcluster.Cluster, 
 	}
 	t.Logf("settled in %v; %d replicas in %d (shard, applied index) groups agree; %d descriptors, %d later incarnations of a node's replica checked; %s",
 		settledIn.Round(time.Millisecond), groups.replicas, groups.groups, n, incarnations, snaps)
-	for i, key := range cnt.keys {
-		res, err := readOnLeader(sctx, c, descs[i].ShardID, engine.GetQuery([]byte(key)))
+	for _, key := range cnt.keys {
+		var shard uint64
+		for _, d := range descs {
+			if d.Contains(hashOf([]byte(key))) {
+				shard = d.ShardID
+			}
+		}
+		res, err := readOnLeader(sctx, c, shard, engine.GetQuery([]byte(key)))
 		if err != nil {
 			t.Errorf("counter %q: final read: %v", key, err)
 			continue

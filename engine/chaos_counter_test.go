@@ -89,7 +89,7 @@ func (cs *counters) increment(ctx context.Context, rt *router, rec *linearize.Re
 		old = cur
 	}
 	pend := rec.Begin(client, op)
-	res, _, err := sw.write(octx, rt, rng, shard, engine.CASCommand([]byte(key), old, []byte(next)))
+	res, _, err := sw.write(octx, rt, rng, key, engine.CASCommand([]byte(key), old, []byte(next)))
 	s.swapped, _, _, _ = engine.DecodeCASResult(res)
 	s.result = finishSessionWrite(pend, err, linearize.Result{Swapped: s.swapped})
 	cs.mu.Lock()

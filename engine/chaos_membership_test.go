@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -344,19 +345,31 @@ func (m *memberNemesis) summary() string {
 		format(m.done), m.rejoined, format(m.refused))
 }
 
-// descHistory records the descriptors that nodes report, by shard and conf
-// index, and checks them: one descriptor per conf index; a replica's own ID
+// descHistory records the descriptors that nodes report, by shard, conf
+// index and generation (a split changes a shard's range, not its
+// configuration), and checks them: one descriptor per conf index and
+// generation; a replica's own ID
 // matching its descriptor; across conf indexes, a replica ID that names one
 // node only, NextReplicaID that never goes back, and a node removed and
 // added back under a replica ID greater than every one it had.
 type descHistory struct {
 	mu    sync.Mutex
-	descs map[uint64]map[uint64]storage.Descriptor // shard -> conf index -> descriptor
+	descs map[uint64]map[descAt]storage.Descriptor // shard -> (conf index, generation) -> descriptor
 	errs  []string
 }
 
+// descAt is where a descriptor stands in its shard's history.
+type descAt struct{ conf, gen uint64 }
+
+func (a descAt) compare(b descAt) int {
+	if c := cmp.Compare(a.conf, b.conf); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.gen, b.gen)
+}
+
 func newDescHistory() *descHistory {
-	return &descHistory{descs: map[uint64]map[uint64]storage.Descriptor{}}
+	return &descHistory{descs: map[uint64]map[descAt]storage.Descriptor{}}
 }
 
 // observeAll records the descriptors of every replica on every running node.
@@ -389,13 +402,14 @@ func (h *descHistory) observe(node uint64, st engine.ShardStatus) {
 	}
 	byIndex := h.descs[st.ShardID]
 	if byIndex == nil {
-		byIndex = map[uint64]storage.Descriptor{}
+		byIndex = map[descAt]storage.Descriptor{}
 		h.descs[st.ShardID] = byIndex
 	}
-	if prev, ok := byIndex[d.ConfIndex]; !ok {
-		byIndex[d.ConfIndex] = d.Clone()
-	} else if !prev.Equal(d) {
-		h.errs = append(h.errs, fmt.Sprintf("shard %d: two descriptors at conf index %d: %v and (node %d) %v", st.ShardID, d.ConfIndex, prev, node, d))
+	at := descAt{d.ConfIndex, d.Generation}
+	if prev, ok := byIndex[at]; !ok {
+		byIndex[at] = d.Clone()
+	} else if !prev.Equal(d) || prev.Start != d.Start || prev.Last != d.Last {
+		h.errs = append(h.errs, fmt.Sprintf("shard %d: two descriptors at conf index %d, generation %d: %v and (node %d) %v", st.ShardID, d.ConfIndex, d.Generation, prev, node, d))
 	}
 }
 
@@ -406,11 +420,11 @@ func (h *descHistory) check() (errs []string, descs, incarnations int) {
 	defer h.mu.Unlock()
 	errs = slices.Clone(h.errs)
 	for shard, byIndex := range h.descs {
-		indexes := make([]uint64, 0, len(byIndex))
+		indexes := make([]descAt, 0, len(byIndex))
 		for i := range byIndex {
 			indexes = append(indexes, i)
 		}
-		slices.Sort(indexes)
+		slices.SortFunc(indexes, descAt.compare)
 		descs += len(indexes)
 		nodeOf := map[uint64]uint64{}  // replica ID -> node
 		current := map[uint64]uint64{} // node -> replica ID in the previous descriptor (0: none)

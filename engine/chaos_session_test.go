@@ -27,21 +27,32 @@ func newSessionWriter(seed uint64, client int) *sessionWriter {
 	return &sessionWriter{id: seed<<16 | uint64(client) + 1, registered: map[uint64]bool{}}
 }
 
-// write proposes cmd on shard through the session. err is nil, a definite
-// failure (nothing applied), or ambiguous (some attempt's outcome unknown).
-func (s *sessionWriter) write(ctx context.Context, rt *router, rng *rand.Rand, shard uint64, cmd []byte) (res []byte, node uint64, err error) {
+// write proposes cmd, a command on key, through the session, on the shard
+// that holds key (which a split may change between two attempts: the
+// child has the parent's sessions). err is nil, a definite failure
+// (nothing applied), or ambiguous (some attempt's outcome unknown).
+func (s *sessionWriter) write(ctx context.Context, rt *router, rng *rand.Rand, key string, cmd []byte) (res []byte, node uint64, err error) {
 	s.seq++
 	sess := engine.Session{ID: s.id, Seq: s.seq, Ack: s.seq}
 	unknown := false
 	var last error = context.DeadlineExceeded
 	for ctx.Err() == nil {
-		e := rt.target(rng, shard)
+		shard := rt.shardOf([]byte(key))
+		var e *engine.Engine
+		if shard != 0 {
+			e = rt.target(rng, shard)
+		}
 		if e == nil {
-			break
+			rt.refresh(ctx)
+			last = fmt.Errorf("%w: no shard or node for key %q", engine.ErrShardNotFound, key)
+			if !sleepCtx(ctx, time.Millisecond) {
+				break
+			}
+			continue
 		}
 		sess.Register = !s.registered[shard]
 		res, err := e.ProposeSession(ctx, shard, sess, cmd)
-		rt.learn(shard, err)
+		rt.learn(ctx, shard, err)
 		switch {
 		case err == nil:
 			s.registered[shard] = true
@@ -54,17 +65,24 @@ func (s *sessionWriter) write(ctx context.Context, rt *router, rng *rand.Rand, s
 			unknown = true
 		}
 		last = err
-		t := time.NewTimer(time.Millisecond) // a client's backoff
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		sleepCtx(ctx, time.Millisecond) // a client's backoff
 	}
 	if unknown || !definiteFailure(last) {
 		return nil, 0, fmt.Errorf("%w: %v", engine.ErrAmbiguous, last)
 	}
 	return nil, 0, last
+}
+
+// sleepCtx waits d, or until ctx ends (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // applyCounter wraps the KV state machine of every node of a chaos cluster

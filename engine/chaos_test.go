@@ -1,12 +1,14 @@
 package engine_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,22 +42,77 @@ func chaosSeeds(t *testing.T, def []uint64) []uint64 {
 }
 
 // router is the tests' client-side routing: key -> shard by the ring of
-// descs, shard -> the leader it last heard of.
+// descs (refreshed from the nodes' descriptors when a shard says a key is
+// not its own: a split), shard -> the leader it last heard of.
 type router struct {
-	c     *testcluster.Cluster
-	descs []storage.Descriptor
-	mu    sync.Mutex
-	lead  map[uint64]uint64
+	c    *testcluster.Cluster
+	mu   sync.Mutex
+	ring []storage.Descriptor // sorted by Start
+	lead map[uint64]uint64
 }
 
+func newRouter(c *testcluster.Cluster, descs []storage.Descriptor) *router {
+	return &router{c: c, ring: slices.Clone(descs), lead: map[uint64]uint64{}}
+}
+
+// shardOf returns the shard whose range holds key's hash in the ring the
+// router knows (0 if none does: a split it has half seen).
 func (r *router) shardOf(key []byte) uint64 {
 	h := engine.DefaultConfig(1, 1, "x").PartitionRule.Hash(key)
-	for _, d := range r.descs {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range r.ring {
 		if d.Contains(h) {
 			return d.ShardID
 		}
 	}
-	panic("ring gap")
+	return 0
+}
+
+// descs returns the ring the router knows.
+func (r *router) descs() []storage.Descriptor {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ring)
+}
+
+// refresh rebuilds the ring from the descriptors of the running nodes'
+// replicas: per shard the highest generation, and where two ranges
+// overlap (a node that has not applied a split yet), the higher
+// generation.
+func (r *router) refresh(ctx context.Context) {
+	best := map[uint64]storage.Descriptor{}
+	for _, id := range r.c.IDs() {
+		e := r.c.Engine(id)
+		if e == nil {
+			continue
+		}
+		sts, err := e.Statuses(ctx)
+		if err != nil {
+			continue
+		}
+		for _, st := range sts {
+			if b, ok := best[st.ShardID]; st.Initialized && !storage.IsSystemShard(st.ShardID) && (!ok || st.Desc.Generation > b.Generation) {
+				best[st.ShardID] = st.Desc
+			}
+		}
+	}
+	var ring []storage.Descriptor
+	for _, d := range best {
+		ring = append(ring, d)
+	}
+	// Higher generations first: a range overlapping one kept is older.
+	slices.SortFunc(ring, func(a, b storage.Descriptor) int { return cmp.Compare(b.Generation, a.Generation) })
+	var kept []storage.Descriptor
+	for _, d := range ring {
+		if !slices.ContainsFunc(kept, d.Overlaps) {
+			kept = append(kept, d)
+		}
+	}
+	slices.SortFunc(kept, func(a, b storage.Descriptor) int { return cmp.Compare(a.Start, b.Start) })
+	r.mu.Lock()
+	r.ring = kept
+	r.mu.Unlock()
 }
 
 // target returns the engine to send a request for shard to: the cached
@@ -77,15 +134,23 @@ func (r *router) target(rng *rand.Rand, shard uint64) *engine.Engine {
 }
 
 // pick picks one of keys, and the engine to send a request for it to (nil
-// if none runs).
+// if none runs, or the key's shard is unknown).
 func (r *router) pick(rng *rand.Rand, keys []string) (key string, shard uint64, e *engine.Engine) {
 	key = keys[rng.IntN(len(keys))]
-	shard = r.shardOf([]byte(key))
+	if shard = r.shardOf([]byte(key)); shard == 0 {
+		return key, 0, nil
+	}
 	return key, shard, r.target(rng, shard)
 }
 
-func (r *router) learn(shard uint64, err error) {
+// learn takes in what err says of shard: its leader, or a ring to refresh.
+func (r *router) learn(ctx context.Context, shard uint64, err error) {
 	var nl *engine.NotLeaderError
+	var kns *engine.KeyNotInShardError
+	if errors.As(err, &kns) || errors.Is(err, engine.ErrStaleGeneration) {
+		r.refresh(ctx)
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if errors.As(err, &nl) {
@@ -105,7 +170,8 @@ func (r *router) success(shard, node uint64) {
 // applied.
 func definiteFailure(err error) bool {
 	var nl *engine.NotLeaderError
-	return errors.As(err, &nl) || errors.Is(err, engine.ErrProposalDropped) ||
+	var kns *engine.KeyNotInShardError
+	return errors.As(err, &nl) || errors.Is(err, engine.ErrProposalDropped) || errors.As(err, &kns) ||
 		errors.Is(err, engine.ErrShardNotFound) || errors.Is(err, engine.ErrBadRequest)
 }
 
@@ -138,6 +204,8 @@ type chaosRun struct {
 	// placement: the placement driver changes the memberships (see
 	// placementNemesis) instead of memberNemesis.
 	placement bool
+	// splits: the split nemesis splits shards too (see splitNemesis).
+	splits bool
 }
 
 // membershipNemesis changes the shards' memberships while the fault
@@ -175,7 +243,7 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
 	if err := c.WaitLeaders(ctx, shards); err != nil {
 		t.Fatal(err)
 	}
-	rt := &router{c: c, descs: descs, lead: map[uint64]uint64{}}
+	rt := newRouter(c, descs)
 	rec := linearize.NewRecorder(linearize.Config{
 		VisualizationPath: filepath.Join(t.TempDir(), "history.html"),
 	})
@@ -212,12 +280,20 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
 		mem = newMemberNemesis(t, c, rng.Uint64(), shards, voters)
 	}
 	faultSeed := rng.Uint64()
+	var splits *splitNemesis
+	if run.splits {
+		splits = newSplitNemesis(t, c, rng.Uint64(), rt, down)
+	}
 	go func() {
 		defer close(nemesisDone)
 		var nwg sync.WaitGroup
 		nwg.Add(2)
 		go func() { defer nwg.Done(); nemesis(t, c, faultSeed, shards, voters, down, &snaps, stopNemesis) }()
 		go func() { defer nwg.Done(); mem.run(stopNemesis) }()
+		if splits != nil {
+			nwg.Add(1)
+			go func() { defer nwg.Done(); splits.run(stopNemesis) }()
+		}
 		nwg.Wait()
 	}()
 	for cl := 0; cl < clients+counterClients; cl++ {
@@ -283,6 +359,9 @@ wait:
 	}
 	t.Logf("seed %d: %d ok, %d failed, %d unknown operations", seed, okOps.load(), failedOps.load(), unknownOps.load())
 	t.Logf("seed %d: %s", seed, mem.summary())
+	if splits != nil {
+		t.Logf("seed %d: %s", seed, splits.summary())
+	}
 	if okOps.load() < minOK {
 		t.Errorf("seed %d: only %d operations succeeded", seed, okOps.load())
 	}
@@ -292,6 +371,13 @@ wait:
 	}
 	if res.Outcome != linearize.Ok {
 		t.Errorf("seed %d (voters %d): history is %s\n%s", seed, voters, res.Outcome, res)
+	}
+	if splits != nil {
+		// The ring the splits left, as the nodes have it once healed.
+		if err := c.WaitFor(ctx, "a ring with no gap", func() bool { rt.refresh(ctx); return ringCovers(rt.descs()) }); err != nil {
+			t.Fatal(err)
+		}
+		descs = rt.descs()
 	}
 	checkAfterChaos(t, ctx, c, descs, cnt, mem.history(), &snaps)
 	applies.check(t, seed)
@@ -330,7 +416,7 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 		return outcomeOK
 	case p < 7: // put
 		pend := rec.Begin(client, linearize.Put(key, value))
-		_, _, err := sw.write(octx, rt, rng, shard, engine.PutCommand([]byte(key), []byte(value)))
+		_, _, err := sw.write(octx, rt, rng, key, engine.PutCommand([]byte(key), []byte(value)))
 		return finishSessionWrite(pend, err, linearize.Result{})
 	case p < 9: // cas from what a local read says (often stale: fine)
 		cur, _ := e.ReadLocal(shard, engine.GetQuery([]byte(key)))
@@ -345,12 +431,12 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 			cmd = engine.CASCommand([]byte(key), nil, []byte(value))
 		}
 		pend := rec.Begin(client, op)
-		res, _, err := sw.write(octx, rt, rng, shard, cmd)
+		res, _, err := sw.write(octx, rt, rng, key, cmd)
 		swapped, _, _, _ := engine.DecodeCASResult(res)
 		return finishSessionWrite(pend, err, linearize.Result{Swapped: swapped})
 	default:
 		pend := rec.Begin(client, linearize.Delete(key))
-		_, _, err := sw.write(octx, rt, rng, shard, engine.DeleteCommand([]byte(key)))
+		_, _, err := sw.write(octx, rt, rng, key, engine.DeleteCommand([]byte(key)))
 		return finishSessionWrite(pend, err, linearize.Result{})
 	}
 }
@@ -375,7 +461,7 @@ func finishSessionWrite(pend *linearize.Pending, err error, ok linearize.Result)
 func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *engine.Engine, shard uint64, client int, key string) (value []byte, found, ok bool) {
 	pend := rec.Begin(client, linearize.Get(key))
 	res, err := e.Read(ctx, shard, engine.GetQuery([]byte(key)))
-	rt.learn(shard, err)
+	rt.learn(ctx, shard, err)
 	if err != nil {
 		pend.Failed()
 		return nil, false, false

@@ -119,7 +119,7 @@ func runCrashSafety(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	c.RunClock(time.Millisecond)
-	rt := &router{c: c, descs: descs, lead: map[uint64]uint64{}}
+	rt := newRouter(c, descs)
 	var (
 		mu    sync.Mutex
 		acked = map[string]string{}
@@ -149,7 +149,7 @@ func runCrashSafety(t *testing.T, seed uint64) {
 				octx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 				_, err := e.Propose(octx, shard, engine.PutCommand([]byte(key), []byte(key+"-v")))
 				cancel()
-				rt.learn(shard, err)
+				rt.learn(ctx, shard, err)
 				if err == nil {
 					rt.success(shard, e.NodeID())
 					mu.Lock()
@@ -235,7 +235,7 @@ func TestRestartReappliesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.RunClock(time.Millisecond)
-	rt := &router{c: c, descs: descs, lead: map[uint64]uint64{}}
+	rt := newRouter(c, descs)
 	const writes = 200
 	for i := 0; i < writes; i++ {
 		key := []byte(fmt.Sprintf("k%d", i))

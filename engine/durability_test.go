@@ -96,7 +96,7 @@ func runDurability(t *testing.T, seed uint64, syncInWorker bool) {
 	// An election timeout of 30ms: the checker's first jobs hold the
 	// workers for a while, which a faster clock turns into elections.
 	c.RunClock(3 * time.Millisecond)
-	rt := &router{c: c, descs: descs}
+	rt := newRouter(c, descs)
 
 	var (
 		mu    sync.Mutex // guards acked
