@@ -374,19 +374,7 @@ func newDescHistory() *descHistory {
 
 // observeAll records the descriptors of every replica on every running node.
 func (h *descHistory) observeAll(ctx context.Context, c *testcluster.Cluster) {
-	for _, id := range c.IDs() {
-		e := c.Engine(id)
-		if e == nil {
-			continue
-		}
-		sts, err := e.Statuses(ctx)
-		if err != nil {
-			continue
-		}
-		for _, st := range sts {
-			h.observe(id, st)
-		}
-	}
+	c.EachStatus(ctx, h.observe)
 }
 
 // observe records the descriptor of node's replica st.

@@ -82,21 +82,11 @@ func (r *router) descs() []storage.Descriptor {
 // generation.
 func (r *router) refresh(ctx context.Context) {
 	best := map[uint64]storage.Descriptor{}
-	for _, id := range r.c.IDs() {
-		e := r.c.Engine(id)
-		if e == nil {
-			continue
+	r.c.EachStatus(ctx, func(_ uint64, st engine.ShardStatus) {
+		if b, ok := best[st.ShardID]; st.Initialized && !storage.IsSystemShard(st.ShardID) && (!ok || st.Desc.Generation > b.Generation) {
+			best[st.ShardID] = st.Desc
 		}
-		sts, err := e.Statuses(ctx)
-		if err != nil {
-			continue
-		}
-		for _, st := range sts {
-			if b, ok := best[st.ShardID]; st.Initialized && !storage.IsSystemShard(st.ShardID) && (!ok || st.Desc.Generation > b.Generation) {
-				best[st.ShardID] = st.Desc
-			}
-		}
-	}
+	})
 	var ring []storage.Descriptor
 	for _, d := range best {
 		ring = append(ring, d)

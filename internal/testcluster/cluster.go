@@ -502,6 +502,24 @@ func LeadersOf(ctx context.Context, engines []*engine.Engine) map[uint64]uint64 
 	return out
 }
 
+// EachStatus calls fn with the status of every replica of every running
+// node.
+func (c *Cluster) EachStatus(ctx context.Context, fn func(node uint64, st engine.ShardStatus)) {
+	for _, id := range c.IDs() {
+		e := c.Engine(id)
+		if e == nil {
+			continue
+		}
+		sts, err := e.Statuses(ctx)
+		if err != nil {
+			continue
+		}
+		for _, st := range sts {
+			fn(id, st)
+		}
+	}
+}
+
 // WaitLeaders waits until every shard of ids has a leader at once.
 func (c *Cluster) WaitLeaders(ctx context.Context, ids []uint64) error {
 	return c.WaitFor(ctx, "leaders", func() bool {
