@@ -93,14 +93,20 @@ func waitSettled(t *testing.T, ctx context.Context, c *testcluster.Cluster, shar
 	why, stuck := "", uint64(0)
 	if err := c.WaitFor(ctx, "shards settled", func() bool {
 		for _, shard := range shards {
-			if why = settled(ctx, c, shard); why != "" {
-				stuck = shard
+			w := settled(ctx, c, shard)
+			if w != "" && ctx.Err() == nil {
+				why, stuck = w, shard // the last reason seen while ctx lived
+			}
+			if w != "" {
 				return false
 			}
 		}
 		return true
 	}); err != nil {
 		for _, id := range c.IDs() {
+			if c.Engine(id) == nil {
+				continue
+			}
 			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			st, err := c.Engine(id).Status(sctx, stuck)
 			cancel()

@@ -180,6 +180,9 @@ func (w *worker) proposeConfChange(r *replica, p *group.Proposal, req *ChangeReq
 	if !ok {
 		return fmt.Errorf("%w: shard %d", ErrNotInitialized, r.shardID)
 	}
+	if desc.Frozen() {
+		return &ShardMergingError{ShardID: r.shardID, Into: desc.MergeInto}
+	}
 	applied, _ := r.log.Applied()
 	cs := r.log.ConfState()
 	if req.LeaveJoint {
@@ -255,6 +258,9 @@ func decodeAdded(b []byte) (map[uint64]uint64, error) {
 // log, so a refusal here means a broken or replayed proposal; refusing it on
 // every replica alike keeps them identical and never wedges the shard.
 func checkAtApply(desc storage.Descriptor, cc raftpb.ConfChangeV2, added map[uint64]uint64) string {
+	if desc.Frozen() {
+		return fmt.Sprintf("the shard is frozen for a merge into shard %d", desc.MergeInto)
+	}
 	voters := map[uint64]bool{}
 	for _, r := range desc.Replicas {
 		if r.Role.IsVoter() {

@@ -104,6 +104,13 @@
 // A crash between the parent's batch and the child's creation is finished
 // at the next start from a split marker.
 //
+// Merges (merge.go). The right shard is frozen (it applies and serves
+// nothing more), each of its replicas waits until the freeze is durable,
+// then the left shard applies a merge that widens its range over the right
+// one's, folds its client sessions in, and destroys the node's replica of
+// the right shard without its data; a replica of the left shard whose
+// node's right replica has not frozen yet holds its entries until it has.
+//
 // Removal. A conf change that removes this node's replica destroys it after
 // the pass: its range is released, then its keys are deleted and a
 // tombstone is left; waiters fail with ErrShardRemoved (ambiguous for

@@ -171,6 +171,21 @@ func New(cfg Config, t Transport) (*Engine, error) {
 	for id, next := range tombs {
 		e.workerFor(id).tombstones[id] = next
 	}
+	// A merge that a crash left half done: its right shard's replica goes
+	// before the shards reopen (its range is its left neighbour's now).
+	merged, err := store.MergeMarkers()
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	for id, next := range merged {
+		cfg.Logger.Info("merge: destroying a merged shard's replica after a restart", "shard", id)
+		if err := store.DestroyMerged(id, next); err != nil {
+			store.Close()
+			return nil, err
+		}
+		e.workerFor(id).tombstones[id] = max(next, e.workerFor(id).tombstones[id])
+	}
 	ids, err := store.ShardIDs()
 	if err != nil {
 		store.Close()
@@ -556,6 +571,9 @@ func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte
 		}
 		if err != nil {
 			return nil, err
+		}
+		if d, ok := e.claimed(shardID); ok && d.Frozen() {
+			return nil, &ShardMergingError{ShardID: shardID, Into: d.MergeInto}
 		}
 		return e.ReadLocal(shardID, query)
 	}

@@ -20,6 +20,10 @@ var (
 	// ErrStaleGeneration: a request planned against an older generation of
 	// the shard's range (see *StaleGenerationError); plan it again.
 	ErrStaleGeneration = errors.New("engine: stale range generation")
+	// ErrShardMerging: the shard is frozen for a merge (see
+	// *ShardMergingError); retry once the merge completed or was
+	// abandoned.
+	ErrShardMerging = errors.New("engine: shard frozen for a merge")
 	// ErrProposalTooLarge: the command exceeds Config.MaxProposalBytes.
 	ErrProposalTooLarge = errors.New("engine: proposal too large")
 	// ErrProposalDropped: the command will never apply; safe to retry.

@@ -28,6 +28,17 @@ func SetSplitChildHook(f func(e *Engine, childID uint64) bool) {
 	splitChildHook.Store(&f)
 }
 
+// SetMergeRightHook sets a function that runs on a merged shard's worker
+// before its replica is destroyed; false skips the destruction, as a crash
+// there would (nil: none).
+func SetMergeRightHook(f func(e *Engine, shardID uint64) bool) {
+	if f == nil {
+		mergeRightHook.Store(nil)
+		return
+	}
+	mergeRightHook.Store(&f)
+}
+
 // TestingSyncWAL makes every write so far durable, as a later synced
 // batch would.
 func (e *Engine) TestingSyncWAL() error { return e.store.DB().LogData(nil, pebble.Sync) }

@@ -114,6 +114,7 @@ func (w *worker) passInWorker() {
 	w.persistAndApply()
 	w.commit()
 	w.dispatchSplits()
+	w.dispatchMerges()
 	w.send(w.rds)
 	w.completeAll()
 	for i := range w.rds {
@@ -183,6 +184,7 @@ func (w *worker) passAsync() {
 		}
 	}
 	w.dispatchSplits()
+	w.dispatchMerges()
 	// After the write: a snapshot sent now describes the shard as applied
 	// by this pass and must hold its writes.
 	w.send(w.rds)
@@ -399,25 +401,47 @@ func (w *worker) commit() {
 // batch) and applies conf changes, recording results for this node's
 // proposals.
 func (w *worker) apply(r *replica, ents []raftpb.Entry) {
+	if len(ents) == 0 {
+		return
+	}
+	if r.heldFrom != 0 {
+		// Held for a merge: applied from the log later, in order.
+		w.holdFrom(r, r.heldFrom, ents[len(ents)-1].Index)
+		return
+	}
 	desc, _ := r.log.Descriptor()
 	ctx := &w.actx
 	ctx.Desc, ctx.b = desc, w.applyBatch
 	sm := w.e.cfg.StateMachine
+	var last *raftpb.Entry
 	for i := range ents {
 		e := &ents[i]
 		switch e.Type {
 		case raftpb.EntryNormal:
 			id, cmd, err := group.DecodeEntry(e.Data)
 			if err == nil && cmd == nil {
-				continue // a new leader's empty entry
+				break // a new leader's empty entry
 			}
 			var res []byte
 			if err == nil {
 				ctx.Index = e.Index
-				if len(cmd) > 0 && cmd[0] == cmdSplit {
+				var held bool
+				switch {
+				case len(cmd) > 0 && cmd[0] == cmdSplit:
 					res, err = w.applySplit(r, ctx, cmd)
-				} else {
+				case len(cmd) > 0 && cmd[0] >= cmdFreeze && cmd[0] <= cmdBump:
+					res, held, err = w.applyRangeCommand(r, ctx, cmd)
+				case ctx.Desc.Frozen():
+					err = &ShardMergingError{ShardID: r.shardID, Into: ctx.Desc.MergeInto}
+				default:
 					res, err = w.applyCommand(r.shardID, ctx, sm, cmd)
+				}
+				if held {
+					w.holdFrom(r, e.Index, ents[len(ents)-1].Index)
+					if last != nil {
+						r.log.SetApplied(w.batch, last.Index, last.Term)
+					}
+					return
 				}
 				w.e.stats.applied.Add(1)
 			}
@@ -427,8 +451,8 @@ func (w *worker) apply(r *replica, ents []raftpb.Entry) {
 		case raftpb.EntryConfChange, raftpb.EntryConfChangeV2:
 			w.applyConfChange(r, e)
 		}
+		last = e
 	}
-	last := ents[len(ents)-1]
 	r.log.SetApplied(w.batch, last.Index, last.Term)
 }
 

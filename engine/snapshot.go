@@ -95,6 +95,9 @@ func (e *Engine) HandleSnapshot(ctx context.Context, h SnapshotHeader, body Snap
 	if rep, ok := desc.Replica(h.Msg.To); ok && rep.NodeID != e.cfg.NodeID {
 		return fmt.Errorf("%w: snapshot for replica %d of shard %d, which is on node %d", ErrBadRequest, h.Msg.To, h.ShardID, rep.NodeID)
 	}
+	if err := e.dropSubsumed(ctx, desc); err != nil {
+		return err
+	}
 	// Make sure the replica may exist here and claim its range.
 	if _, err := call(ctx, e, h.ShardID, func(w *worker) (struct{}, error) {
 		if w.replicaFor(h.ShardID, &h.Msg) == nil {
@@ -181,6 +184,11 @@ func (w *worker) applySnapshot(r *replica, rd *raft.Ready) {
 			panic(fmt.Sprintf("engine: node %d shard %d: apply snapshot: %v", w.e.cfg.NodeID, r.shardID, err))
 		}
 		r.g.SnapshotApplied(idx)
+		if r.heldFrom != 0 {
+			// raft applies what follows the snapshot again.
+			r.heldFrom, r.heldTo = 0, 0
+			delete(w.holding, r.shardID)
+		}
 		w.e.notePeers(r) // a replica created by a snapshot learns its peers here
 		w.descChanged(r)
 		return

@@ -132,6 +132,8 @@ func checkSplit(d storage.Descriptor, req SplitRequest) error {
 		return fmt.Errorf("%w: shard %d is a system shard: it has no range to split", ErrBadRequest, d.ShardID)
 	case req.ChildID == 0 || storage.IsSystemShard(req.ChildID) || req.ChildID == d.ShardID:
 		return fmt.Errorf("%w: child shard ID %d: must be a new user shard ID", ErrBadRequest, req.ChildID)
+	case d.Frozen():
+		return &ShardMergingError{ShardID: d.ShardID, Into: d.MergeInto}
 	case req.Generation != d.Generation:
 		return &StaleGenerationError{ShardID: d.ShardID, Expected: req.Generation, Generation: d.Generation, Start: d.Start, Last: d.Last}
 	case req.At <= d.Start || req.At > d.Last:

@@ -289,6 +289,24 @@ func TestSplitAppliedLateByAFollower(t *testing.T) {
 	}
 }
 
+// crashBefore returns a hook for SetSplitChildHook or SetMergeRightHook
+// that, on node victim, makes every write so far durable and skips what
+// follows (as a crash there would: the test then crashes the node), and
+// whether it has.
+func crashBefore(t *testing.T, victim uint64) (*atomic.Bool, func(e *engine.Engine, shard uint64) bool) {
+	skipped := new(atomic.Bool)
+	return skipped, func(e *engine.Engine, shard uint64) bool {
+		if e.NodeID() != victim {
+			return true
+		}
+		if err := e.TestingSyncWAL(); err != nil {
+			t.Error(err)
+		}
+		skipped.Store(true)
+		return false
+	}
+}
+
 // TestSplitFinishedAfterACrash: a node that crashes after the batch that
 // applied a split became durable, but before the child's replica was
 // created, creates it when it restarts (from the split marker), and the
@@ -306,17 +324,8 @@ func TestSplitFinishedAfterACrash(t *testing.T) {
 				victim = leader%3 + 1
 				waitCaughtUp(t, ctx, c, 1, victim)
 			}
-			var skipped atomic.Bool
-			engine.SetSplitChildHook(func(e *engine.Engine, child uint64) bool {
-				if e.NodeID() != victim {
-					return true
-				}
-				if err := e.TestingSyncWAL(); err != nil {
-					t.Error(err)
-				}
-				skipped.Store(true)
-				return false
-			})
+			skipped, hook := crashBefore(t, victim)
+			engine.SetSplitChildHook(hook)
 			t.Cleanup(func() { engine.SetSplitChildHook(nil) })
 			res := splitOn(t, ctx, c, engine.SplitRequest{ShardID: 1, Generation: desc.Generation, At: 1 << 63, ChildID: 2})
 			if err := c.WaitFor(ctx, "the victim skipped the child", skipped.Load); err != nil {

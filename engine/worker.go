@@ -44,8 +44,10 @@ type worker struct {
 	done       []completion
 	leaderEvs  []LeaderEvent
 	descEvs    []DescriptorEvent
-	splits     []pendingSplit // applied this pass, children not created yet
-	staged     []*replica     // replicas holding staged snapshots this cycle
+	splits     []pendingSplit      // applied this pass, children not created yet
+	merges     []pendingMerge      // applied this pass, right shards not destroyed yet
+	holding    map[uint64]*replica // replicas holding entries for a merge (merge.go)
+	staged     []*replica          // replicas holding staged snapshots this cycle
 	// Asynchronous durability (ready.go): the syncer's queue, the passes
 	// in it, and spare batches and passes for reuse.
 	syncq    chan *inflight
@@ -138,6 +140,9 @@ type replica struct {
 	// destroyed: the replica is gone (a newer one of this node superseded
 	// it mid-cycle); a pass must not touch its storage again.
 	destroyed bool
+	// heldFrom..heldTo are committed entries held for a merge waiting for
+	// this node's replica of the right shard (merge.go); 0: none.
+	heldFrom, heldTo uint64
 
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
@@ -160,6 +165,7 @@ func newWorker(e *Engine, id int) *worker {
 		batch:      e.store.NewBatch(),
 		truncs:     e.store.NewBatch(),
 		applyBatch: e.store.DB().NewIndexedBatch(),
+		holding:    make(map[uint64]*replica),
 		out:        make(map[uint64][]Message),
 		syncq:      make(chan *inflight, syncQueueLen),
 	}
@@ -503,6 +509,9 @@ func (w *worker) cycle() {
 		for _, r := range w.ticking {
 			w.tickReplica(r)
 		}
+		for _, r := range w.holding {
+			w.tryHeld(r)
+		}
 	}
 	in.reset()
 	w.spare = in
@@ -536,12 +545,15 @@ func (w *worker) step(m *Message) {
 //     uninitialized one.
 //
 // A leader's messages create replicas, and so do a candidate's vote
-// requests once its log goes beyond the bootstrap index: a voter that no
+// requests once its log goes beyond the bootstrap index (a split child
+// starts just beyond it: see SplitInitialIndex): a voter that no
 // leader's message has reached yet (added while its node was cut off, or
 // its creation lost in a crash) must still be able to vote, as raft lets a
 // replica with an empty log do. Otherwise a shard whose quorum needs that
 // voter, once its leader is gone, could never elect another: only a leader
-// would create the replica. A candidate whose log ends at the bootstrap
+// would create the replica. (A split child on a node whose parent replica
+// jumped over the split with a snapshot is such a voter: no split creates
+// it there.) A candidate whose log ends at the bootstrap
 // index knows only the shard's first members, whose replicas CreateShard
 // makes from the spec; letting its requests create them instead would
 // elect a leader before they exist, which then has to send each a

@@ -33,7 +33,17 @@ type Descriptor struct {
 	ConfIndex uint64
 	// Replicas, sorted by replica ID.
 	Replicas []Replica
+	// MergeInto, when not 0, is the left neighbour this shard is frozen to
+	// be merged into (a merge in progress): the shard applies nothing more
+	// and serves nothing until the merge completes (the left neighbour
+	// applies it, and this shard's replicas go) or is abandoned (the shard
+	// is unfrozen). MergeIntoGeneration is the left neighbour's generation
+	// the merge was planned against.
+	MergeInto, MergeIntoGeneration uint64
 }
+
+// Frozen reports whether the shard is frozen for a merge.
+func (d Descriptor) Frozen() bool { return d.MergeInto != 0 }
 
 // Replica is one replica of a shard.
 type Replica struct {
@@ -96,7 +106,8 @@ func (d Descriptor) Clone() Descriptor {
 // Equal reports whether d and o are the same descriptor.
 func (d Descriptor) Equal(o Descriptor) bool {
 	return d.ShardID == o.ShardID && d.Start == o.Start && d.Last == o.Last && d.Generation == o.Generation &&
-		d.NextReplicaID == o.NextReplicaID && d.ConfIndex == o.ConfIndex && slices.Equal(d.Replicas, o.Replicas)
+		d.NextReplicaID == o.NextReplicaID && d.ConfIndex == o.ConfIndex && slices.Equal(d.Replicas, o.Replicas) &&
+		d.MergeInto == o.MergeInto && d.MergeIntoGeneration == o.MergeIntoGeneration
 }
 
 // ReplicaOfNode returns the replica on nodeID.
@@ -237,7 +248,9 @@ const descriptorVersion = 2
 // Marshal encodes d: a version byte, ShardID, Start, Last, Generation,
 // NextReplicaID, ConfIndex (8 bytes each, big-endian), the number of
 // replicas (uvarint), then per replica its node ID and replica ID (uvarint
-// each) and role (one byte).
+// each) and role (one byte); then, for a frozen shard only, the tag byte
+// mergeTag and MergeInto and MergeIntoGeneration (uvarint each), so that
+// the descriptors of shards that are not frozen read as they always did.
 func (d Descriptor) Marshal() []byte {
 	b := make([]byte, 0, 1+6*8+1+len(d.Replicas)*8)
 	b = append(b, descriptorVersion)
@@ -250,8 +263,16 @@ func (d Descriptor) Marshal() []byte {
 		b = binary.AppendUvarint(b, r.ReplicaID)
 		b = append(b, byte(r.Role))
 	}
+	if d.Frozen() {
+		b = append(b, mergeTag)
+		b = binary.AppendUvarint(b, d.MergeInto)
+		b = binary.AppendUvarint(b, d.MergeIntoGeneration)
+	}
 	return b
 }
+
+// mergeTag starts the optional merge section of an encoded descriptor.
+const mergeTag = byte(0x4d)
 
 // UnmarshalDescriptor decodes what Marshal encoded and checks it: a range
 // that is not empty, replicas with node and replica IDs, no replica ID at or
@@ -293,6 +314,18 @@ func UnmarshalDescriptor(b []byte) (Descriptor, error) {
 			return Descriptor{}, fmt.Errorf("%w: descriptor of shard %d: replicas out of order", ErrCorrupt, d.ShardID)
 		}
 		d.Replicas = append(d.Replicas, Replica{NodeID: node, ReplicaID: id, Role: role})
+	}
+	if len(rest) > 0 && rest[0] == mergeTag {
+		into, w1 := binary.Uvarint(rest[1:])
+		if w1 <= 0 || into == 0 {
+			return Descriptor{}, fmt.Errorf("%w: descriptor of shard %d: merge section", ErrCorrupt, d.ShardID)
+		}
+		gen, w2 := binary.Uvarint(rest[1+w1:])
+		if w2 <= 0 {
+			return Descriptor{}, fmt.Errorf("%w: descriptor of shard %d: merge section", ErrCorrupt, d.ShardID)
+		}
+		d.MergeInto, d.MergeIntoGeneration = into, gen
+		rest = rest[1+w1+w2:]
 	}
 	if len(rest) != 0 {
 		return Descriptor{}, fmt.Errorf("%w: descriptor of shard %d: %d trailing bytes", ErrCorrupt, d.ShardID, len(rest))

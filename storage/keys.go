@@ -67,14 +67,16 @@ var (
 	versionKey = []byte{prefixLocal, localMeta, metaVersion}
 )
 
-func tombstoneKey(shardID uint64) []byte {
+func tombstoneKey(shardID uint64) []byte { return localMetaKey(metaTomb, shardID) }
+
+// localMetaKey is the key of a node-local record of kind about shardID
+// (a tombstone, a split or merge marker): 0x01 'm' kind <shardID u64>.
+func localMetaKey(kind byte, shardID uint64) []byte {
 	k := make([]byte, 3+8)
-	k[0], k[1], k[2] = prefixLocal, localMeta, metaTomb
+	k[0], k[1], k[2] = prefixLocal, localMeta, kind
 	binary.BigEndian.PutUint64(k[3:], shardID)
 	return k
 }
-
-func tombstonePrefix() []byte { return []byte{prefixLocal, localMeta, metaTomb} }
 
 // raftPrefix returns the first key of shardID's raft state.
 func raftPrefix(shardID uint64) []byte {

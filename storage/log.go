@@ -101,11 +101,12 @@ func (l *Log) LogBytes() uint64 { return l.logBytes }
 // bootstrapped in place, keeping its term and vote, if it has the same
 // replica ID.
 func (s *Store) CreateShard(desc Descriptor, replicaID uint64) (*Log, error) {
-	return s.createShard(desc, replicaID, nil)
+	return s.createShard(desc, replicaID, InitialIndex, nil)
 }
 
-// createShard is CreateShard, with extra writes (if not nil) in its batch.
-func (s *Store) createShard(desc Descriptor, replicaID uint64, extra func(*Batch)) (*Log, error) {
+// createShard is CreateShard at the initial index index, with extra writes
+// (if not nil) in its batch.
+func (s *Store) createShard(desc Descriptor, replicaID, index uint64, extra func(*Batch)) (*Log, error) {
 	if desc.Start > desc.Last {
 		return nil, fmt.Errorf("storage: shard %d: empty range [%d, %d]", desc.ShardID, desc.Start, desc.Last)
 	}
@@ -124,7 +125,7 @@ func (s *Store) createShard(desc Descriptor, replicaID uint64, extra func(*Batch
 	if old.Initialized() || old.last > 0 || (old.replicaID != 0 && old.replicaID != replicaID) {
 		return nil, fmt.Errorf("%w: shard %d", ErrShardExists, desc.ShardID)
 	}
-	hs := raftpb.HardState{Term: InitialTerm, Commit: InitialIndex}
+	hs := raftpb.HardState{Term: InitialTerm, Commit: index}
 	if old.hs.Term > InitialTerm {
 		hs.Term, hs.Vote = old.hs.Term, old.hs.Vote
 	}
@@ -134,13 +135,13 @@ func (s *Store) createShard(desc Descriptor, replicaID uint64, extra func(*Batch
 	l.SetReplicaID(b, replicaID)
 	l.SetDescriptor(b, desc)
 	l.SetConfState(b, desc.ConfState())
-	l.SetApplied(b, InitialIndex, InitialTerm)
+	l.SetApplied(b, index, InitialTerm)
 	l.SetHardState(b, hs)
-	b.set(raftKey(desc.ShardID, raftTrunc), encode2(InitialIndex, InitialTerm))
+	b.set(raftKey(desc.ShardID, raftTrunc), encode2(index, InitialTerm))
 	if extra != nil {
 		extra(b)
 	}
-	l.truncIndex, l.truncTerm, l.last = InitialIndex, InitialTerm, InitialIndex
+	l.truncIndex, l.truncTerm, l.last = index, InitialTerm, index
 	if err := b.Commit(true); err != nil {
 		return nil, err
 	}

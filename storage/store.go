@@ -316,20 +316,34 @@ func (s *Store) Tombstone(shardID uint64) (nextReplicaID uint64, ok bool, err er
 // Tombstones returns every tombstone: shard ID -> the lowest replica ID a
 // new replica of the shard may have on this node.
 func (s *Store) Tombstones() (map[uint64]uint64, error) {
-	p := tombstonePrefix()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: []byte{prefixLocal, localMeta, metaTomb + 1}})
+	out := map[uint64]uint64{}
+	err := s.scanLocalMeta(metaTomb, func(id uint64, v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: tombstone of shard %d: %d bytes", ErrCorrupt, id, len(v))
+		}
+		out[id] = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return out, err
+}
+
+// scanLocalMeta calls fn with the shard ID and value of every node-local
+// record of kind (see localMetaKey), in shard ID order.
+func (s *Store) scanLocalMeta(kind byte, fn func(shardID uint64, v []byte) error) error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixLocal, localMeta, kind}, UpperBound: []byte{prefixLocal, localMeta, kind + 1}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer it.Close()
-	out := map[uint64]uint64{}
 	for it.First(); it.Valid(); it.Next() {
-		if len(it.Key()) != 11 || len(it.Value()) != 8 {
-			return nil, fmt.Errorf("%w: tombstone %s", ErrCorrupt, DescribeKey(it.Key()))
+		if len(it.Key()) != 11 {
+			return fmt.Errorf("%w: node-local record %s", ErrCorrupt, DescribeKey(it.Key()))
 		}
-		out[binary.BigEndian.Uint64(it.Key()[3:])] = binary.BigEndian.Uint64(it.Value())
+		if err := fn(binary.BigEndian.Uint64(it.Key()[3:]), it.Value()); err != nil {
+			return err
+		}
 	}
-	return out, it.Error()
+	return it.Error()
 }
 
 // ShardIDs lists every shard with raft state on this node, in ID order: one
