@@ -17,8 +17,8 @@ import (
 // after the split, and the router polls its local copy of the meta shard).
 // Meanwhile it may send a key of the child's range to the parent, which
 // refuses it at apply with a *engine.KeyNotInShardError: nothing applied.
-// The service then brings the router up to date (ClientService.refreshRing,
-// which the node sets to a poll of its local copy of the meta shard) and,
+// The service then brings the router up to date (OnStaleRoute: the node
+// polls its local copy of the meta shard) and,
 // if the key's shard is another one now, runs the request there once more.
 // Otherwise (the router cannot follow yet: the meta shard has not got both
 // halves' records) the refusal goes back to the client as KEY_NOT_IN_SHARD
@@ -32,6 +32,19 @@ import (
 // safe there: a session the child does not know has had no write applied
 // to the child's range, by the parent before the split or by the child.
 
+// OnStaleRoute sets refresh, which the service calls when a shard refuses
+// a key that the router sent it (a split moved the key and the router has
+// not followed): it should bring the router up to date, without blocking
+// for long (it runs inside the request). The service then routes the key
+// again. nil: none. Safe to call at any time.
+func (s *ClientService) OnStaleRoute(refresh func()) {
+	if refresh == nil {
+		s.refreshRing.Store(nil)
+		return
+	}
+	s.refreshRing.Store(&refresh)
+}
+
 // onKeyShard runs op on the shard rt names for key; when that shard
 // refuses the key as not its own, it updates the router and, if the key's
 // shard is another one now, runs op there once more (again set). It
@@ -42,8 +55,8 @@ func (s *ClientService) onKeyShard(key []byte, rt router.Route, op func(shardID 
 	if err == nil || !errors.As(err, &kns) {
 		return rt.ShardID, res, err
 	}
-	if s.refreshRing != nil {
-		s.refreshRing()
+	if refresh := s.refreshRing.Load(); refresh != nil {
+		(*refresh)()
 	}
 	next, lerr := s.router.Lookup(key)
 	if lerr != nil || next.ShardID == rt.ShardID {

@@ -25,9 +25,9 @@ type ClientService struct {
 	router *router.Router
 	addrOf func(nodeID uint64) string
 	nodeID uint64
-	// refreshRing, if set (by the node, before the service serves),
-	// brings the router up to date with the meta shard: client_reroute.go.
-	refreshRing func()
+	// refreshRing, if set (OnStaleRoute), brings the router up to date
+	// with the meta shard: client_reroute.go.
+	refreshRing atomic.Pointer[func()]
 	rerouted    atomic.Uint64
 
 	// done is canceled by Close; leader feeds end with it.

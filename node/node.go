@@ -186,7 +186,7 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	}
 	if cl != nil {
 		// A key a split moved: the router polls the meta shard at once.
-		n.service.refreshRing = cl.syncMeta
+		n.service.OnStaleRoute(cl.syncMeta)
 	}
 	if n.clientLis = cfg.ClientListener; n.clientLis == nil {
 		if n.clientLis, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
