@@ -125,3 +125,28 @@ func TestSplitRecords(t *testing.T) {
 		})
 	}
 }
+
+// TestReconcilerSplitReports: the reports of a split's two halves, the
+// parent's first as its leader applies it, are written; the child's is
+// not refused for not being an initial configuration.
+func TestReconcilerSplitReports(t *testing.T) {
+	before, parent, child := splitRecords(t)
+	s, _ := newStore(t, Config{})
+	if err := s.PutShard(context.Background(), before); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastReconciler()
+	cfg.Interval = time.Hour // reports only
+	r, err := NewReconciler(cfg, s, nil, &fakeSource{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, rec := range []ShardRecord{parent, child} {
+		if err := r.Report(rec); err != nil {
+			t.Fatalf("report of shard %d: %v", rec.ShardID, err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the parent's record", hasRecord(s, parent))
+	waitFor(t, 10*time.Second, "the child's record", hasRecord(s, child))
+}
