@@ -154,7 +154,30 @@ func TestSplitUnderLoad(t *testing.T) {
 		t.Errorf("split at a given point: %v", third)
 	}
 	split(nodes[0], &nodepb.SplitRequest{ShardId: 1})
-	const shards = 4 + 4
+	// Two at once, on two nodes: the meta shard hands out two IDs.
+	var (
+		wg      sync.WaitGroup
+		resps   [2]*nodepb.SplitResponse
+		errs    [2]error
+		targets = [2]uint64{2, 4}
+	)
+	for i := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resps[i], errs[i] = nodes[i+1].admin.Split(ctx, &nodepb.SplitRequest{ShardId: targets[i]})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent split of shard %d: %v", targets[i], err)
+		}
+	}
+	if a, b := resps[0].GetChild().GetShardId(), resps[1].GetChild().GetShardId(); a == b {
+		t.Fatalf("two concurrent splits made shard %d", a)
+	}
+	const shards = 4 + 6
 
 	// Refusals, with the shard's range now where it matters.
 	p1 := first.GetParent()

@@ -13,9 +13,10 @@
 //     refused with typed errors before anything is asked of the meta
 //     shard.
 //  2. The split point, unless given: the median hash of the shard's rows
-//     (Point), counted in the leader's store up to Config.MaxScanKeys rows;
-//     for a larger shard, where Pebble estimates half of its data on disk
-//     to be; else the middle of the range. A row's hash is its partition's
+//     (PointMedian), counted in the leader's store up to
+//     Config.MaxScanKeys rows; for a larger shard, where Pebble estimates
+//     half of its data on disk to be (PointEstimate); else the middle of
+//     the range (PointMiddle). A row's hash is its partition's
 //     (router.PartitionRule: the rows of one partition share a hash), so
 //     any split point, a hash, keeps every partition whole on one side.
 //  3. A new shard ID from the meta shard's allocator (on its leader,
