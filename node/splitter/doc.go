@@ -25,14 +25,14 @@
 //  4. Engine.Split with the generation checked in step 1: a split planned
 //     against a range that changed meanwhile fails at apply with a
 //     *engine.StaleGenerationError and changes nothing (the ID is skipped).
-//  5. The records of both halves, in one meta shard batch: the ring goes
-//     from before the split to after it in one generation step. The
-//     reconcilers of the two shards' leaders write the same records (the
-//     parent's as soon as the split applies, the child's once it has a
-//     leader), so this write is an optimisation that may lose the race or
-//     fail; a router never sees the half-written state, because the
-//     meta shard's watcher builds no ring until the records tile the hash
-//     space (see package node/meta).
+//  5. The records of both halves, in one meta shard batch, so that the
+//     routers get the ring after the split at once rather than when the
+//     child has elected a leader. The reconcilers of the two shards'
+//     leaders write the same records (the parent's as soon as the split
+//     applies, the child's once it has a leader), so this write is an
+//     optimisation that may lose the race or fail; a router never sees a
+//     half-written state, because the meta shard's watcher builds no ring
+//     until the records tile the hash space (see package node/meta).
 //
 // # Concurrency
 //

@@ -154,11 +154,12 @@ type Result struct {
 // Split splits req.ShardID's range on this node, its leader: it checks the
 // request against the shard's descriptor, chooses the split point, takes a
 // new shard ID from the meta shard, proposes the split, and once it has
-// applied writes the records of both halves in one batch, so that the
-// routers go from the ring before the split to the ring after it with no
-// ring in between (the reconcilers of the two shards' leaders write the
-// same records, and repair them if this write fails, which Split only
-// logs).
+// applied writes the records of both halves in one batch: the routers get
+// the ring after the split as soon as the meta shard has it. The
+// reconcilers of the two shards' leaders write the same records (the
+// parent's often first, leaving a gap in the records for a moment, during
+// which the routers keep the ring before the split), and repair them if
+// this write fails, which Split only logs.
 //
 // Errors: engine.ErrShardNotFound (no replica here), *engine.NotLeaderError,
 // ErrSystemShard, a *PointError, ErrJointConfig,
