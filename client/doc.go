@@ -52,6 +52,22 @@
 // harmless, but a Delete then reports what its last attempt found), and
 // CompareAndSwap never is: it returns an *AmbiguousError instead.
 //
+// # Splits
+//
+// A split narrows a shard and gives the rest of its range to a new shard.
+// A request routed with a ring from before it reaches a node that routes
+// by its own router: if that one has followed, the node runs the request
+// on the new shard; if not, the shard refuses the key (KEY_NOT_IN_SHARD,
+// with the shard's range now; nothing applied) and the client refreshes
+// its routes and retries after a backoff, until some node's router has
+// followed. A refresh never installs a ring older than the one the client
+// holds (router.Router.SetRing refuses it), so answers of a lagging node
+// cannot take the client back. A write keeps its session and sequence
+// number across all this: the new shard starts with a copy of the
+// parent's sessions, so a write that applied on the parent before the
+// split, and whose response was lost, is answered on the new shard with
+// its first result, not applied again.
+//
 // Bad input is refused on the client before any round trip, with the same
 // errors the server would return: ErrEmptyKey, ErrKeyTooLarge,
 // ErrValueTooLarge (limits: Config, lowered to the server's if smaller).

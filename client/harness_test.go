@@ -24,6 +24,9 @@ type harness struct {
 	descs []storage.Descriptor
 	ids   []uint64          // shard IDs
 	addrs map[uint64]string // node ID -> client address; read-only once built
+	// routers are the nodes' routers, node ID -> router; the test keeps
+	// their ring (setRing).
+	routers map[uint64]*router.Router
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -36,7 +39,7 @@ func newHarness(t *testing.T, shards int) *harness {
 	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
 	c := testcluster.New(t, testcluster.Config{Nodes: 3})
-	h := &harness{t: t, c: c, descs: testcluster.EvenDescriptors(1, shards), addrs: map[uint64]string{}}
+	h := &harness{t: t, c: c, descs: testcluster.EvenDescriptors(1, shards), addrs: map[uint64]string{}, routers: map[uint64]*router.Router{}}
 	if err := c.CreateShards(ctx, h.descs, c.IDs()); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +74,7 @@ func newHarness(t *testing.T, shards int) *harness {
 		if err := r.SetRing(ring); err != nil {
 			t.Fatal(err)
 		}
+		h.routers[id] = r
 		for _, d := range h.descs {
 			if err := r.SetReplicas(d.ShardID, c.IDs()); err != nil {
 				t.Fatal(err)

@@ -8,7 +8,7 @@
 // driver (package placement) in the node. Nothing in this package reads or
 // writes a key of the meta shard but through a node/meta Store.
 //
-// # The cluster (cluster*.go, records.go, admin.go)
+// # The cluster (cluster*.go, records.go, admin*.go)
 //
 // StartCluster runs a node that finds its cluster by gossip. A bootstrap
 // member creates its replicas of the initial layout (nodemeta.NewLayout)
@@ -32,6 +32,14 @@
 // staleReplicaLoop destroys a replica that its shard removed while it could
 // not hear of it, on the word of the shard's record.
 //
+// Splits (admin_split.go). The Admin Split request runs on the shard's
+// leader, through package node/splitter: the child's ID from the meta
+// shard's allocator (AllocateShardID, on the meta shard's leader), the
+// engine's split, and both halves' records written in one batch (the
+// reconcilers write them too). The routers follow through their watchers,
+// which keep the ring before the split until the records tile the hash
+// space again.
+//
 // The cluster state's loops (metaLoop, leaderLoop, reportLoop, loadLoop,
 // staleReplicaLoop, placementLoop, writeBootstrapRecords) and the
 // reconciler run from StartCluster to Close. syncMeta, which owns the watcher, is serialized by a mutex of its
@@ -52,7 +60,8 @@
 //	engine / router error            code                reason
 //	*engine.NotLeaderError           Unavailable         NOT_LEADER (leader hint: node, address, term)
 //	shard not hosted here            Unavailable         NOT_LEADER (hint from the router)
-//	*engine.KeyNotInShardError       FailedPrecondition  KEY_NOT_IN_SHARD (shard, its generation)
+//	*engine.KeyNotInShardError       FailedPrecondition  KEY_NOT_IN_SHARD (shard, its generation and range now)
+//	*engine.StaleGenerationError     FailedPrecondition  STALE_GENERATION (shard, its generation and range now)
 //	empty / too large key or value   InvalidArgument     EMPTY_KEY, KEY_TOO_LARGE, VALUE_TOO_LARGE
 //	engine.ErrProposalTooLarge       InvalidArgument     TOO_LARGE
 //	unknown shard (Scan by ID)       NotFound            SHARD_NOT_FOUND
@@ -71,6 +80,11 @@
 // retries it with the same session and sequence number, and every retry
 // returns the first application's result. A write without one is proposed
 // as is (engine.Propose).
+//
+// A request routed with a ring that a split has made stale is refused by
+// the shard (KeyNotInShard, nothing applied); the service then polls the
+// meta shard and, if the key's shard changed, runs the request there once
+// more (client_reroute.go), else returns the refusal.
 //
 // The router is the caller's: it keeps the ring and replicas up to date (the
 // meta shard, gossip). StartLeaderFeed adds the engine's leader-change

@@ -127,9 +127,10 @@ func confChangeRefusal(err error) *refusal {
 // says whether the request was a command, for NotApplied.
 func (s *ClientService) engineError(err error, shardID uint64, write bool) *nodepb.Error {
 	var (
-		nl  *engine.NotLeaderError
-		kns *engine.KeyNotInShardError
-		e   *nodepb.Error
+		nl    *engine.NotLeaderError
+		kns   *engine.KeyNotInShardError
+		stale *engine.StaleGenerationError
+		e     *nodepb.Error
 	)
 	switch {
 	case errors.Is(err, engine.ErrAmbiguous):
@@ -150,7 +151,11 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 		return s.notLeader(shardID, 0, 0, write, err)
 	case errors.As(err, &kns):
 		e = s.newError(codes.FailedPrecondition, nodepb.Reason_REASON_KEY_NOT_IN_SHARD, kns.ShardID, "node: %v", err)
-		e.Generation = kns.Generation
+		e.Generation, e.Start, e.Last = kns.Generation, kns.Start, kns.Last
+		e.NotApplied = write
+	case errors.As(err, &stale):
+		e = s.newError(codes.FailedPrecondition, nodepb.Reason_REASON_STALE_GENERATION, stale.ShardID, "node: %v", err)
+		e.Generation, e.Start, e.Last = stale.Generation, stale.Start, stale.Last
 		e.NotApplied = write
 	case errors.Is(err, context.DeadlineExceeded):
 		e = s.newError(codes.DeadlineExceeded, nodepb.Reason_REASON_DEADLINE, shardID, "node: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node/nodepb"
@@ -24,6 +25,10 @@ type ClientService struct {
 	router *router.Router
 	addrOf func(nodeID uint64) string
 	nodeID uint64
+	// refreshRing, if set (OnStaleRoute), brings the router up to date
+	// with the meta shard: client_reroute.go.
+	refreshRing atomic.Pointer[func()]
+	rerouted    atomic.Uint64
 
 	// done is canceled by Close; leader feeds end with it.
 	done   context.Context
@@ -167,10 +172,11 @@ func (s *ClientService) put(ctx context.Context, req *nodepb.PutRequest) (*nodep
 	if e := s.checkValue("value", req.GetValue()); e != nil {
 		return nil, e
 	}
-	if _, err := s.propose(ctx, rt.ShardID, req.GetSession(), engine.PutCommand(req.GetKey(), req.GetValue())); err != nil {
-		return nil, s.engineError(err, rt.ShardID, true)
+	shardID, _, err := s.proposeOnKeyShard(ctx, req.GetKey(), rt, req.GetSession(), engine.PutCommand(req.GetKey(), req.GetValue()))
+	if err != nil {
+		return nil, s.engineError(err, shardID, true)
 	}
-	return &nodepb.PutResponse{ShardId: rt.ShardID}, nil
+	return &nodepb.PutResponse{ShardId: shardID}, nil
 }
 
 // Get implements nodepb.KVServer.
@@ -189,15 +195,17 @@ func (s *ClientService) get(ctx context.Context, req *nodepb.GetRequest) (*nodep
 	if e != nil {
 		return nil, e
 	}
-	res, err := s.query(ctx, rt.ShardID, engine.GetQuery(req.GetKey()), req.GetStale())
+	shardID, res, err := s.onKeyShard(req.GetKey(), rt, func(shardID uint64, _ bool) ([]byte, error) {
+		return s.query(ctx, shardID, engine.GetQuery(req.GetKey()), req.GetStale())
+	})
 	if err != nil {
-		return nil, s.engineError(err, rt.ShardID, false)
+		return nil, s.engineError(err, shardID, false)
 	}
 	value, found, err := engine.DecodeGetResult(res)
 	if err != nil {
-		return nil, s.engineError(err, rt.ShardID, false)
+		return nil, s.engineError(err, shardID, false)
 	}
-	return &nodepb.GetResponse{ShardId: rt.ShardID, Found: found, Value: value}, nil
+	return &nodepb.GetResponse{ShardId: shardID, Found: found, Value: value}, nil
 }
 
 // query runs a query linearizably, or on the local replica if stale.
@@ -227,15 +235,15 @@ func (s *ClientService) delete(ctx context.Context, req *nodepb.DeleteRequest) (
 	if e != nil {
 		return nil, e
 	}
-	res, err := s.propose(ctx, rt.ShardID, req.GetSession(), engine.DeleteCommand(req.GetKey()))
+	shardID, res, err := s.proposeOnKeyShard(ctx, req.GetKey(), rt, req.GetSession(), engine.DeleteCommand(req.GetKey()))
 	if err != nil {
-		return nil, s.engineError(err, rt.ShardID, true)
+		return nil, s.engineError(err, shardID, true)
 	}
 	existed, err := engine.DecodeDeleteResult(res)
 	if err != nil {
-		return nil, s.engineError(err, rt.ShardID, false)
+		return nil, s.engineError(err, shardID, false)
 	}
-	return &nodepb.DeleteResponse{ShardId: rt.ShardID, Existed: existed}, nil
+	return &nodepb.DeleteResponse{ShardId: shardID, Existed: existed}, nil
 }
 
 // CompareAndSwap implements nodepb.KVServer.
@@ -275,15 +283,15 @@ func (s *ClientService) cas(ctx context.Context, req *nodepb.CompareAndSwapReque
 	if !req.GetDelete() {
 		new = nonNil(req.GetNewValue())
 	}
-	res, err := s.propose(ctx, rt.ShardID, req.GetSession(), engine.CASCommand(req.GetKey(), old, new))
+	shardID, res, err := s.proposeOnKeyShard(ctx, req.GetKey(), rt, req.GetSession(), engine.CASCommand(req.GetKey(), old, new))
 	if err != nil {
-		return nil, s.engineError(err, rt.ShardID, true)
+		return nil, s.engineError(err, shardID, true)
 	}
 	swapped, cur, found, err := engine.DecodeCASResult(res)
 	if err != nil {
-		return nil, s.engineError(err, rt.ShardID, false)
+		return nil, s.engineError(err, shardID, false)
 	}
-	return &nodepb.CompareAndSwapResponse{ShardId: rt.ShardID, Swapped: swapped, Found: found, Current: cur}, nil
+	return &nodepb.CompareAndSwapResponse{ShardId: shardID, Swapped: swapped, Found: found, Current: cur}, nil
 }
 
 func nonNil(b []byte) []byte {

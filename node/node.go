@@ -184,6 +184,10 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 		n.Engine.Close()
 		return nil, err
 	}
+	if cl != nil {
+		// A key a split moved: the router polls the meta shard at once.
+		n.service.OnStaleRoute(cl.syncMeta)
+	}
 	if n.clientLis = cfg.ClientListener; n.clientLis == nil {
 		if n.clientLis, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
 			n.Engine.Close()

@@ -226,6 +226,10 @@ func describeDetail(d *nodepb.Error, fallback string) string {
 	if r := d.GetReason(); r != nodepb.Reason_REASON_UNSPECIFIED {
 		fmt.Fprintf(&b, " (%s)", strings.TrimPrefix(r.String(), "REASON_"))
 	}
+	switch d.GetReason() {
+	case nodepb.Reason_REASON_OUT_OF_RANGE, nodepb.Reason_REASON_STALE_GENERATION, nodepb.Reason_REASON_KEY_NOT_IN_SHARD:
+		fmt.Fprintf(&b, "; the shard's range is [%016x, %016x] at generation %d", d.GetStart(), d.GetLast(), d.GetGeneration())
+	}
 	if d.GetReason() == nodepb.Reason_REASON_NOT_LEADER {
 		switch {
 		case d.GetLeaderId() == 0:

@@ -35,6 +35,13 @@
 //	flotillactl placement pause|resume|status   stop or restart the driver starting operations;
 //	                                            its state, counters by kind and spreads
 //
+// Hash ranges (on the shards' leaders; the node that answers forwards there):
+//
+//	flotillactl split SHARD [--at HASH] [--generation N]
+//	                                            split SHARD's range: it keeps [start, HASH-1], a
+//	                                            new shard gets [HASH, last] on the same replicas;
+//	                                            HASH in hex, default the median hash of its rows
+//
 // Keys and values (through the client package, routed to the keys' leaders):
 //
 //	flotillactl put KEY VALUE
@@ -60,7 +67,7 @@
 //
 // The commands are github.com/spf13/cobra commands: root.go builds the
 // tree from one constructor per group of commands (admin.go,
-// placement.go, kv.go, debug.go).
+// placement.go, split.go, kv.go, debug.go).
 package main
 
 import (

@@ -17,6 +17,7 @@
 //	ring/change/<version>   RingChange: the shards whose records that version wrote
 //	shard/<shard ID>        ShardRecord, one per shard: range, generation, conf index,
 //	                        next replica ID, replicas (node ID, replica ID, role)
+//	shard-ids               ShardIDRecord: the shard ID allocator, the lowest ID never handed out
 //	intents                 IntentIndex: the IDs of the shards with an intent record
 //	intent/<shard ID>       the placement driver's intent of the operation in flight
 //	                        on that shard, as the caller encoded it (JSON)
@@ -58,6 +59,28 @@
 // the router's ring, rises with every batch that adds a shard or changes a
 // range. Node records are written with a compare-and-swap each, together
 // with the node index. Nothing but this package may write these keys.
+//
+// # Splits
+//
+// A split narrows its parent (same ConfIndex, Generation + 1: newer) and
+// creates a child whose first descriptor has the parent's replicas and
+// replica IDs, NextReplicaID and the new generation, at ConfIndex 0. Both
+// records are ordinary writes: a new shard's record is accepted whatever
+// its configuration (the child's replica IDs are not 1..n, and it may have
+// changed its configuration before its first record is written), and
+// Validate asks only for a well-formed record. Nothing but a shard's own
+// descriptor makes a record, so a record cannot claim a range its shard
+// does not have; it can only be behind. The parent's and the child's
+// records may land in either order, or in one batch (the node that ran the
+// split writes both): in between, the records overlap (child first) or
+// leave a gap (parent first), and a Watcher hands out no ring until they
+// tile the hash space again, so a router keeps the ring before the split
+// until it can have the one after.
+//
+// The child's ID comes from the shard ID allocator (AllocateShardID): a
+// record advanced by compare-and-swap, read linearizably, so that no ID is
+// handed out twice or reused, whichever node leads the meta shard. An
+// allocation that failed may have used its ID up: IDs may be skipped.
 //
 // # Intents
 //

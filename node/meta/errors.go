@@ -22,6 +22,9 @@ var (
 	// ErrNodeRemoved: the node's record is marked Removed, and the change
 	// asked of it applies only to a node of the cluster.
 	ErrNodeRemoved = errors.New("meta: node removed")
+	// ErrShardIDsExhausted: the allocator handed out every user shard ID
+	// (below storage.SystemShardBase).
+	ErrShardIDsExhausted = errors.New("meta: shard IDs exhausted")
 	// ErrClosed: the Reconciler is closed.
 	ErrClosed = errors.New("meta: closed")
 )

@@ -19,6 +19,7 @@ const (
 	KeyNodes     = "nodes"
 	KeyRing      = "ring"
 	KeyIntents   = "intents"
+	KeyShardIDs  = "shard-ids"
 	NodePrefix   = "node/"
 	ShardPrefix  = "shard/"
 	ChangePrefix = "ring/change/"

@@ -89,6 +89,21 @@ const (
 	// Retrying is safe with a client session (the retry applies at most
 	// once and returns the first result), and only then.
 	Reason_REASON_AMBIGUOUS Reason = 20
+	// The request was planned against another generation of the shard's
+	// range than the one it has (a split or a merge changed it): generation,
+	// start and last are the shard's now. Code FailedPrecondition. Never
+	// applied: plan again.
+	Reason_REASON_STALE_GENERATION Reason = 21
+	// Admin: a split point outside the shard's range (start, last], or a
+	// range of one hash: start and last are the shard's range. Code
+	// OutOfRange.
+	Reason_REASON_OUT_OF_RANGE Reason = 22
+	// Admin: the shard's configuration is joint (a replica move is under
+	// way): retry once it has left it. Code FailedPrecondition.
+	Reason_REASON_JOINT_CONFIG Reason = 23
+	// Admin: the meta shard did not answer (no leader, or it did not
+	// commit in time). Code Unavailable. Retry.
+	Reason_REASON_META_UNAVAILABLE Reason = 24
 )
 
 // Enum value maps for Reason.
@@ -115,6 +130,10 @@ var (
 		18: "REASON_SESSION_NOT_FOUND",
 		19: "REASON_DUPLICATE_REQUEST",
 		20: "REASON_AMBIGUOUS",
+		21: "REASON_STALE_GENERATION",
+		22: "REASON_OUT_OF_RANGE",
+		23: "REASON_JOINT_CONFIG",
+		24: "REASON_META_UNAVAILABLE",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":       0,
@@ -138,6 +157,10 @@ var (
 		"REASON_SESSION_NOT_FOUND": 18,
 		"REASON_DUPLICATE_REQUEST": 19,
 		"REASON_AMBIGUOUS":         20,
+		"REASON_STALE_GENERATION":  21,
+		"REASON_OUT_OF_RANGE":      22,
+		"REASON_JOINT_CONFIG":      23,
+		"REASON_META_UNAVAILABLE":  24,
 	}
 )
 
@@ -1840,7 +1863,11 @@ type Error struct {
 	Size  uint64 `protobuf:"varint,10,opt,name=size,proto3" json:"size,omitempty"`
 	// The operation certainly did not apply: a write may be retried. False
 	// for reads (nothing to apply) and when the outcome is unknown.
-	NotApplied    bool `protobuf:"varint,11,opt,name=not_applied,json=notApplied,proto3" json:"not_applied,omitempty"`
+	NotApplied bool `protobuf:"varint,11,opt,name=not_applied,json=notApplied,proto3" json:"not_applied,omitempty"`
+	// KEY_NOT_IN_SHARD, STALE_GENERATION, OUT_OF_RANGE: the shard's hash
+	// range now, both ends inclusive (its generation is generation).
+	Start         uint64 `protobuf:"varint,12,opt,name=start,proto3" json:"start,omitempty"`
+	Last          uint64 `protobuf:"varint,13,opt,name=last,proto3" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1952,6 +1979,250 @@ func (x *Error) GetNotApplied() bool {
 	return false
 }
 
+func (x *Error) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *Error) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+// SplitRequest asks for a split of shard_id's range. The hash of a key is
+// its partition's hash (the partition rule), so the rows of one partition
+// share a hash and any split point keeps them together.
+type SplitRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// The first hash of the new shard's range: start < at <= last. 0: the
+	// leader chooses the median hash of the shard's data (the rows below it
+	// stay), or the middle of the range if the shard holds too much data to
+	// count cheaply or too little to split by.
+	At uint64 `protobuf:"varint,2,opt,name=at,proto3" json:"at,omitempty"`
+	// The generation of the shard's range the split was planned against: if
+	// the range changed since, the split fails with STALE_GENERATION. 0: the
+	// generation the shard has.
+	Generation    uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Hops          uint32 `protobuf:"varint,4,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRequest) Reset() {
+	*x = SplitRequest{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRequest) ProtoMessage() {}
+
+func (x *SplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
+func (*SplitRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SplitRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *SplitRequest) GetAt() uint64 {
+	if x != nil {
+		return x.At
+	}
+	return 0
+}
+
+func (x *SplitRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *SplitRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type SplitResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard's descriptor after the split (its range narrowed) and the
+	// new shard's, as meta shard records.
+	Parent *ShardRecord `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	Child  *ShardRecord `protobuf:"bytes,2,opt,name=child,proto3" json:"child,omitempty"`
+	// How the split point was chosen: "given", "median" (of the data's
+	// hashes) or "middle" (of the range).
+	Point         string `protobuf:"bytes,3,opt,name=point,proto3" json:"point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitResponse) Reset() {
+	*x = SplitResponse{}
+	mi := &file_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitResponse) ProtoMessage() {}
+
+func (x *SplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
+func (*SplitResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SplitResponse) GetParent() *ShardRecord {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *SplitResponse) GetChild() *ShardRecord {
+	if x != nil {
+		return x.Child
+	}
+	return nil
+}
+
+func (x *SplitResponse) GetPoint() string {
+	if x != nil {
+		return x.Point
+	}
+	return ""
+}
+
+type AllocateShardIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hops          uint32                 `protobuf:"varint,1,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateShardIDRequest) Reset() {
+	*x = AllocateShardIDRequest{}
+	mi := &file_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateShardIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateShardIDRequest) ProtoMessage() {}
+
+func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateShardIDRequest.ProtoReflect.Descriptor instead.
+func (*AllocateShardIDRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AllocateShardIDRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type AllocateShardIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateShardIDResponse) Reset() {
+	*x = AllocateShardIDResponse{}
+	mi := &file_node_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateShardIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateShardIDResponse) ProtoMessage() {}
+
+func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateShardIDResponse.ProtoReflect.Descriptor instead.
+func (*AllocateShardIDResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AllocateShardIDResponse) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
 type ReplicaStepRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1967,7 +2238,7 @@ type ReplicaStepRequest struct {
 
 func (x *ReplicaStepRequest) Reset() {
 	*x = ReplicaStepRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2250,7 @@ func (x *ReplicaStepRequest) String() string {
 func (*ReplicaStepRequest) ProtoMessage() {}
 
 func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2263,7 @@ func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStepRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplicaStepRequest) GetShardId() uint64 {
@@ -2059,7 +2330,7 @@ type ReplicaStepResponse struct {
 
 func (x *ReplicaStepResponse) Reset() {
 	*x = ReplicaStepResponse{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2342,7 @@ func (x *ReplicaStepResponse) String() string {
 func (*ReplicaStepResponse) ProtoMessage() {}
 
 func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2355,7 @@ func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStepResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReplicaStepResponse) GetReplicaId() uint64 {
@@ -2125,7 +2396,7 @@ type PlacementRequest struct {
 
 func (x *PlacementRequest) Reset() {
 	*x = PlacementRequest{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2408,7 @@ func (x *PlacementRequest) String() string {
 func (*PlacementRequest) ProtoMessage() {}
 
 func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2421,7 @@ func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
 func (*PlacementRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PlacementRequest) GetAction() PlacementAction {
@@ -2184,7 +2455,7 @@ type PlacementResponse struct {
 
 func (x *PlacementResponse) Reset() {
 	*x = PlacementResponse{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2467,7 @@ func (x *PlacementResponse) String() string {
 func (*PlacementResponse) ProtoMessage() {}
 
 func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2480,7 @@ func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
 func (*PlacementResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PlacementResponse) GetNodeId() uint64 {
@@ -2258,7 +2529,7 @@ type SetDrainingRequest struct {
 
 func (x *SetDrainingRequest) Reset() {
 	*x = SetDrainingRequest{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2541,7 @@ func (x *SetDrainingRequest) String() string {
 func (*SetDrainingRequest) ProtoMessage() {}
 
 func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2554,7 @@ func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingRequest.ProtoReflect.Descriptor instead.
 func (*SetDrainingRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetDrainingRequest) GetNodeId() uint64 {
@@ -2315,7 +2586,7 @@ type SetDrainingResponse struct {
 
 func (x *SetDrainingResponse) Reset() {
 	*x = SetDrainingResponse{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2327,7 +2598,7 @@ func (x *SetDrainingResponse) String() string {
 func (*SetDrainingResponse) ProtoMessage() {}
 
 func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2340,7 +2611,7 @@ func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingResponse.ProtoReflect.Descriptor instead.
 func (*SetDrainingResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 type RemoveNodeRequest struct {
@@ -2353,7 +2624,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2636,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2649,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -2403,7 +2674,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2686,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2699,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 type PrepareReplicaRequest struct {
@@ -2440,7 +2711,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +2723,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +2736,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -2483,7 +2754,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2495,7 +2766,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2508,7 +2779,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 // ShardRecord is the meta shard's record of one shard (package node/meta).
@@ -2527,7 +2798,7 @@ type ShardRecord struct {
 
 func (x *ShardRecord) Reset() {
 	*x = ShardRecord{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2810,7 @@ func (x *ShardRecord) String() string {
 func (*ShardRecord) ProtoMessage() {}
 
 func (x *ShardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2823,7 @@ func (x *ShardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRecord.ProtoReflect.Descriptor instead.
 func (*ShardRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ShardRecord) GetShardId() uint64 {
@@ -2616,7 +2887,7 @@ type ReplicaRecord struct {
 
 func (x *ReplicaRecord) Reset() {
 	*x = ReplicaRecord{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2628,7 +2899,7 @@ func (x *ReplicaRecord) String() string {
 func (*ReplicaRecord) ProtoMessage() {}
 
 func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2641,7 +2912,7 @@ func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReplicaRecord) GetNodeId() uint64 {
@@ -2675,7 +2946,7 @@ type PutShardRecordsRequest struct {
 
 func (x *PutShardRecordsRequest) Reset() {
 	*x = PutShardRecordsRequest{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2687,7 +2958,7 @@ func (x *PutShardRecordsRequest) String() string {
 func (*PutShardRecordsRequest) ProtoMessage() {}
 
 func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2700,7 +2971,7 @@ func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PutShardRecordsRequest) GetRecords() []*ShardRecord {
@@ -2725,7 +2996,7 @@ type PutShardRecordsResponse struct {
 
 func (x *PutShardRecordsResponse) Reset() {
 	*x = PutShardRecordsResponse{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +3008,7 @@ func (x *PutShardRecordsResponse) String() string {
 func (*PutShardRecordsResponse) ProtoMessage() {}
 
 func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +3021,7 @@ func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 type NodeRecord struct {
@@ -2767,7 +3038,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2779,7 +3050,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2792,7 +3063,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -2849,7 +3120,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3132,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3145,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -2907,7 +3178,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3190,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3203,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -2950,7 +3221,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2962,7 +3233,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2975,7 +3246,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 type NodeStatus struct {
@@ -2995,7 +3266,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3278,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3291,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -3070,7 +3341,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3353,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3366,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -3134,7 +3405,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3146,7 +3417,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3159,7 +3430,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{47}
 }
 
 type Replica struct {
@@ -3180,7 +3451,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3192,7 +3463,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3205,7 +3476,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{44}
+	return file_node_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -3258,7 +3529,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3270,7 +3541,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3283,7 +3554,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{45}
+	return file_node_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -3381,7 +3652,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3393,7 +3664,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3406,7 +3677,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{46}
+	return file_node_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -3431,7 +3702,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3443,7 +3714,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3456,7 +3727,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{47}
+	return file_node_proto_rawDescGZIP(), []int{51}
 }
 
 type LocalShardsResponse struct {
@@ -3469,7 +3740,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3481,7 +3752,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3494,7 +3765,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{48}
+	return file_node_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -3522,7 +3793,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3534,7 +3805,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3547,7 +3818,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{49}
+	return file_node_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -3580,7 +3851,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3592,7 +3863,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3605,7 +3876,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{50}
+	return file_node_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -3629,7 +3900,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3641,7 +3912,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3654,7 +3925,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{51}
+	return file_node_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -3701,7 +3972,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3713,7 +3984,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3726,7 +3997,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{52}
+	return file_node_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -3840,7 +4111,7 @@ const file_node_proto_rawDesc = "" +
 	"\rmax_key_bytes\x18\x01 \x01(\x04R\vmaxKeyBytes\x12&\n" +
 	"\x0fmax_value_bytes\x18\x02 \x01(\x04R\rmaxValueBytes\x12\"\n" +
 	"\rmax_batch_ops\x18\x03 \x01(\x04R\vmaxBatchOps\x12$\n" +
-	"\x0emax_scan_limit\x18\x04 \x01(\x04R\fmaxScanLimit\"\xbf\x02\n" +
+	"\x0emax_scan_limit\x18\x04 \x01(\x04R\fmaxScanLimit\"\xe9\x02\n" +
 	"\x05Error\x120\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x18.flotilla.node.v1.ReasonR\x06reason\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
@@ -3857,7 +4128,24 @@ const file_node_proto_rawDesc = "" +
 	"\x04size\x18\n" +
 	" \x01(\x04R\x04size\x12\x1f\n" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
-	"notApplied\"\xdd\x01\n" +
+	"notApplied\x12\x14\n" +
+	"\x05start\x18\f \x01(\x04R\x05start\x12\x12\n" +
+	"\x04last\x18\r \x01(\x04R\x04last\"m\n" +
+	"\fSplitRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x0e\n" +
+	"\x02at\x18\x02 \x01(\x04R\x02at\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04hops\x18\x04 \x01(\rR\x04hops\"\x91\x01\n" +
+	"\rSplitResponse\x125\n" +
+	"\x06parent\x18\x01 \x01(\v2\x1d.flotilla.node.v1.ShardRecordR\x06parent\x123\n" +
+	"\x05child\x18\x02 \x01(\v2\x1d.flotilla.node.v1.ShardRecordR\x05child\x12\x14\n" +
+	"\x05point\x18\x03 \x01(\tR\x05point\",\n" +
+	"\x16AllocateShardIDRequest\x12\x12\n" +
+	"\x04hops\x18\x01 \x01(\rR\x04hops\"4\n" +
+	"\x17AllocateShardIDResponse\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\xdd\x01\n" +
 	"\x12ReplicaStepRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12.\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1a.flotilla.node.v1.StepKindR\x04kind\x12\x17\n" +
@@ -3995,7 +4283,7 @@ const file_node_proto_rawDesc = "" +
 	"\alearner\x18\x04 \x01(\bR\alearner\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\rR\x04hops\"N\n" +
 	"\x15ChangeReplicaResponse\x125\n" +
-	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\x93\x04\n" +
+	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xff\x04\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -4018,7 +4306,11 @@ const file_node_proto_rawDesc = "" +
 	"\x15REASON_NODE_NOT_FOUND\x10\x11\x12\x1c\n" +
 	"\x18REASON_SESSION_NOT_FOUND\x10\x12\x12\x1c\n" +
 	"\x18REASON_DUPLICATE_REQUEST\x10\x13\x12\x14\n" +
-	"\x10REASON_AMBIGUOUS\x10\x14*\xce\x01\n" +
+	"\x10REASON_AMBIGUOUS\x10\x14\x12\x1b\n" +
+	"\x17REASON_STALE_GENERATION\x10\x15\x12\x17\n" +
+	"\x13REASON_OUT_OF_RANGE\x10\x16\x12\x17\n" +
+	"\x13REASON_JOINT_CONFIG\x10\x17\x12\x1b\n" +
+	"\x17REASON_META_UNAVAILABLE\x10\x18*\xce\x01\n" +
 	"\bStepKind\x12\x19\n" +
 	"\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15STEP_KIND_ADD_LEARNER\x10\x01\x12\x17\n" +
@@ -4045,7 +4337,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xbf\b\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xf1\t\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -4059,7 +4351,9 @@ const file_node_proto_rawDesc = "" +
 	"RemoveNode\x12#.flotilla.node.v1.RemoveNodeRequest\x1a$.flotilla.node.v1.RemoveNodeResponse\x12Z\n" +
 	"\vReplicaStep\x12$.flotilla.node.v1.ReplicaStepRequest\x1a%.flotilla.node.v1.ReplicaStepResponse\x12T\n" +
 	"\tPlacement\x12\".flotilla.node.v1.PlacementRequest\x1a#.flotilla.node.v1.PlacementResponse\x12Z\n" +
-	"\vSetDraining\x12$.flotilla.node.v1.SetDrainingRequest\x1a%.flotilla.node.v1.SetDrainingResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"\vSetDraining\x12$.flotilla.node.v1.SetDrainingRequest\x1a%.flotilla.node.v1.SetDrainingResponse\x12H\n" +
+	"\x05Split\x12\x1e.flotilla.node.v1.SplitRequest\x1a\x1f.flotilla.node.v1.SplitResponse\x12f\n" +
+	"\x0fAllocateShardID\x12(.flotilla.node.v1.AllocateShardIDRequest\x1a).flotilla.node.v1.AllocateShardIDResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -4074,7 +4368,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                     // 0: flotilla.node.v1.Reason
 	(StepKind)(0),                   // 1: flotilla.node.v1.StepKind
@@ -4103,36 +4397,40 @@ var file_node_proto_goTypes = []any{
 	(*PartitionRule)(nil),           // 24: flotilla.node.v1.PartitionRule
 	(*Limits)(nil),                  // 25: flotilla.node.v1.Limits
 	(*Error)(nil),                   // 26: flotilla.node.v1.Error
-	(*ReplicaStepRequest)(nil),      // 27: flotilla.node.v1.ReplicaStepRequest
-	(*ReplicaStepResponse)(nil),     // 28: flotilla.node.v1.ReplicaStepResponse
-	(*PlacementRequest)(nil),        // 29: flotilla.node.v1.PlacementRequest
-	(*PlacementResponse)(nil),       // 30: flotilla.node.v1.PlacementResponse
-	(*SetDrainingRequest)(nil),      // 31: flotilla.node.v1.SetDrainingRequest
-	(*SetDrainingResponse)(nil),     // 32: flotilla.node.v1.SetDrainingResponse
-	(*RemoveNodeRequest)(nil),       // 33: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 34: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),   // 35: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),  // 36: flotilla.node.v1.PrepareReplicaResponse
-	(*ShardRecord)(nil),             // 37: flotilla.node.v1.ShardRecord
-	(*ReplicaRecord)(nil),           // 38: flotilla.node.v1.ReplicaRecord
-	(*PutShardRecordsRequest)(nil),  // 39: flotilla.node.v1.PutShardRecordsRequest
-	(*PutShardRecordsResponse)(nil), // 40: flotilla.node.v1.PutShardRecordsResponse
-	(*NodeRecord)(nil),              // 41: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),             // 42: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),            // 43: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),           // 44: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),              // 45: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),          // 46: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),           // 47: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                 // 48: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),               // 49: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),          // 50: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),      // 51: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),     // 52: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),   // 53: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),  // 54: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),    // 55: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),   // 56: flotilla.node.v1.ChangeReplicaResponse
+	(*SplitRequest)(nil),            // 27: flotilla.node.v1.SplitRequest
+	(*SplitResponse)(nil),           // 28: flotilla.node.v1.SplitResponse
+	(*AllocateShardIDRequest)(nil),  // 29: flotilla.node.v1.AllocateShardIDRequest
+	(*AllocateShardIDResponse)(nil), // 30: flotilla.node.v1.AllocateShardIDResponse
+	(*ReplicaStepRequest)(nil),      // 31: flotilla.node.v1.ReplicaStepRequest
+	(*ReplicaStepResponse)(nil),     // 32: flotilla.node.v1.ReplicaStepResponse
+	(*PlacementRequest)(nil),        // 33: flotilla.node.v1.PlacementRequest
+	(*PlacementResponse)(nil),       // 34: flotilla.node.v1.PlacementResponse
+	(*SetDrainingRequest)(nil),      // 35: flotilla.node.v1.SetDrainingRequest
+	(*SetDrainingResponse)(nil),     // 36: flotilla.node.v1.SetDrainingResponse
+	(*RemoveNodeRequest)(nil),       // 37: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 38: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),   // 39: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),  // 40: flotilla.node.v1.PrepareReplicaResponse
+	(*ShardRecord)(nil),             // 41: flotilla.node.v1.ShardRecord
+	(*ReplicaRecord)(nil),           // 42: flotilla.node.v1.ReplicaRecord
+	(*PutShardRecordsRequest)(nil),  // 43: flotilla.node.v1.PutShardRecordsRequest
+	(*PutShardRecordsResponse)(nil), // 44: flotilla.node.v1.PutShardRecordsResponse
+	(*NodeRecord)(nil),              // 45: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),             // 46: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),            // 47: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),           // 48: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),              // 49: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),          // 50: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),           // 51: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                 // 52: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),               // 53: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),          // 54: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),      // 55: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),     // 56: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),   // 57: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),  // 58: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),    // 59: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),   // 60: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
 	4,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
@@ -4155,61 +4453,67 @@ var file_node_proto_depIdxs = []int32{
 	24, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
 	25, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	1,  // 20: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
-	2,  // 21: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
-	38, // 22: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
-	37, // 23: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
-	41, // 24: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	41, // 25: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	45, // 26: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	48, // 27: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	49, // 28: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	49, // 29: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	3,  // 30: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	48, // 31: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	5,  // 32: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	7,  // 33: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	9,  // 34: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	11, // 35: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	13, // 36: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	18, // 37: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	20, // 38: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	42, // 39: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	44, // 40: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	47, // 41: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	51, // 42: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	53, // 43: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	55, // 44: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	39, // 45: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
-	35, // 46: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	33, // 47: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	27, // 48: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
-	29, // 49: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
-	31, // 50: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
-	6,  // 51: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	8,  // 52: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	10, // 53: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	12, // 54: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	15, // 55: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	19, // 56: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	21, // 57: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	43, // 58: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	46, // 59: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	50, // 60: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	52, // 61: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	54, // 62: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	56, // 63: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	40, // 64: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
-	36, // 65: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	34, // 66: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	28, // 67: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
-	30, // 68: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
-	32, // 69: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
-	51, // [51:70] is the sub-list for method output_type
-	32, // [32:51] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	41, // 20: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
+	41, // 21: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
+	1,  // 22: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
+	2,  // 23: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
+	42, // 24: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
+	41, // 25: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
+	45, // 26: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	45, // 27: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	49, // 28: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	52, // 29: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	53, // 30: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	53, // 31: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	3,  // 32: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	52, // 33: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	5,  // 34: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	7,  // 35: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	9,  // 36: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	11, // 37: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	13, // 38: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	18, // 39: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	20, // 40: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	46, // 41: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	48, // 42: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	51, // 43: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	55, // 44: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	57, // 45: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	59, // 46: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	43, // 47: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	39, // 48: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	37, // 49: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	31, // 50: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
+	33, // 51: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
+	35, // 52: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
+	27, // 53: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
+	29, // 54: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
+	6,  // 55: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	8,  // 56: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	10, // 57: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	12, // 58: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	15, // 59: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	19, // 60: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	21, // 61: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	47, // 62: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	50, // 63: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	54, // 64: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	56, // 65: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	58, // 66: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	60, // 67: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	44, // 68: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	40, // 69: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	38, // 70: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	32, // 71: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
+	34, // 72: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
+	36, // 73: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
+	28, // 74: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
+	30, // 75: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
+	55, // [55:76] is the sub-list for method output_type
+	34, // [34:55] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -4236,7 +4540,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   53,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

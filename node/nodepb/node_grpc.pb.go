@@ -404,6 +404,8 @@ const (
 	Admin_ReplicaStep_FullMethodName     = "/flotilla.node.v1.Admin/ReplicaStep"
 	Admin_Placement_FullMethodName       = "/flotilla.node.v1.Admin/Placement"
 	Admin_SetDraining_FullMethodName     = "/flotilla.node.v1.Admin/SetDraining"
+	Admin_Split_FullMethodName           = "/flotilla.node.v1.Admin/Split"
+	Admin_AllocateShardID_FullMethodName = "/flotilla.node.v1.Admin/AllocateShardID"
 )
 
 // AdminClient is the client API for Admin service.
@@ -455,6 +457,16 @@ type AdminClient interface {
 	// SetDraining marks a node draining (decommission: its replicas and
 	// leaderships move off) or not (recommission), in its meta record.
 	SetDraining(ctx context.Context, in *SetDrainingRequest, opts ...grpc.CallOption) (*SetDrainingResponse, error)
+	// Split splits a shard's hash range in two on its leader (forwarded
+	// there): the shard keeps [start, at-1], a new shard, whose ID the meta
+	// shard hands out, gets [at, last] on the same replicas. No data moves.
+	// It returns once the split has applied on the leader; both shards'
+	// records follow in the meta shard, and the routers with them.
+	Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error)
+	// AllocateShardID hands out a shard ID that no shard ever had and no
+	// later call returns (the meta shard's allocator, on its leader:
+	// forwarded there). Sent by the node that runs a split.
+	AllocateShardID(ctx context.Context, in *AllocateShardIDRequest, opts ...grpc.CallOption) (*AllocateShardIDResponse, error)
 }
 
 type adminClient struct {
@@ -585,6 +597,26 @@ func (c *adminClient) SetDraining(ctx context.Context, in *SetDrainingRequest, o
 	return out, nil
 }
 
+func (c *adminClient) Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitResponse)
+	err := c.cc.Invoke(ctx, Admin_Split_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) AllocateShardID(ctx context.Context, in *AllocateShardIDRequest, opts ...grpc.CallOption) (*AllocateShardIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AllocateShardIDResponse)
+	err := c.cc.Invoke(ctx, Admin_AllocateShardID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -634,6 +666,16 @@ type AdminServer interface {
 	// SetDraining marks a node draining (decommission: its replicas and
 	// leaderships move off) or not (recommission), in its meta record.
 	SetDraining(context.Context, *SetDrainingRequest) (*SetDrainingResponse, error)
+	// Split splits a shard's hash range in two on its leader (forwarded
+	// there): the shard keeps [start, at-1], a new shard, whose ID the meta
+	// shard hands out, gets [at, last] on the same replicas. No data moves.
+	// It returns once the split has applied on the leader; both shards'
+	// records follow in the meta shard, and the routers with them.
+	Split(context.Context, *SplitRequest) (*SplitResponse, error)
+	// AllocateShardID hands out a shard ID that no shard ever had and no
+	// later call returns (the meta shard's allocator, on its leader:
+	// forwarded there). Sent by the node that runs a split.
+	AllocateShardID(context.Context, *AllocateShardIDRequest) (*AllocateShardIDResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -679,6 +721,12 @@ func (UnimplementedAdminServer) Placement(context.Context, *PlacementRequest) (*
 }
 func (UnimplementedAdminServer) SetDraining(context.Context, *SetDrainingRequest) (*SetDrainingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetDraining not implemented")
+}
+func (UnimplementedAdminServer) Split(context.Context, *SplitRequest) (*SplitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Split not implemented")
+}
+func (UnimplementedAdminServer) AllocateShardID(context.Context, *AllocateShardIDRequest) (*AllocateShardIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AllocateShardID not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -917,6 +965,42 @@ func _Admin_SetDraining_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Split_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Split(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Split_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Split(ctx, req.(*SplitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_AllocateShardID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AllocateShardIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AllocateShardID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AllocateShardID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AllocateShardID(ctx, req.(*AllocateShardIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -971,6 +1055,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetDraining",
 			Handler:    _Admin_SetDraining_Handler,
+		},
+		{
+			MethodName: "Split",
+			Handler:    _Admin_Split_Handler,
+		},
+		{
+			MethodName: "AllocateShardID",
+			Handler:    _Admin_AllocateShardID_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
