@@ -213,6 +213,13 @@ func TestIntentsOnFollower(t *testing.T) {
 	if err := leader.PutIntent(ctx, 5, want[5]); err != nil {
 		t.Fatal(err)
 	}
+	// The learner names the leader once it has heard from it.
+	if err := c.WaitFor(ctx, "the learner knows its leader", func() bool {
+		st, err := c.Engine(2).Status(ctx, ShardID)
+		return err == nil && st.Leader == 1
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for name, write := range map[string]func() error{
 		"put":     func() error { return follower.PutIntent(ctx, 6, intent(6, 1)) },
 		"replace": func() error { return follower.PutIntent(ctx, 5, intent(5, 2)) },
