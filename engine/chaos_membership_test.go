@@ -289,6 +289,8 @@ func (m *memberNemesis) settle(ctx context.Context, e *engine.Engine, before sto
 		m.refused["in progress"]++
 	case errors.Is(err, engine.ErrQuorumAtRisk):
 		m.refused["quorum at risk"]++
+	case errors.Is(err, engine.ErrShardMerging):
+		m.refused["frozen for a merge"]++
 	case errors.Is(err, engine.ErrAmbiguous):
 		m.refused["ambiguous"]++
 	case errors.Is(err, context.DeadlineExceeded):

@@ -16,20 +16,21 @@ import (
 	"github.com/flotilla-db/flotilla/storage"
 )
 
-// The chaos test with splits: while the fault nemesis and the membership
-// nemesis do their work, the split nemesis splits shards in half on their
-// leaders (up to maxChaosShards), and now and then crashes the parent's
-// leader in the middle of a split: right after it has proposed the split,
-// before or after it applied it. The clients route by a ring they refresh
+// The chaos test with splits and merges: while the fault nemesis and the
+// membership nemesis do their work, the split nemesis splits shards in
+// half on their leaders (up to maxChaosShards) and merges adjacent ones
+// (chaos_merge_test.go), and now and then crashes the parent's (the left
+// shard's) leader in the middle of a split (a merge): right after it has
+// proposed it, before or after it applied it. The clients route by a ring they refresh
 // when a shard refuses a key (a KeyNotInShardError); their session writes
 // retried after a split go to the child, which holds the parent's sessions.
 
 // TestLinearizabilitySplits runs the chaos test with the split nemesis: 2
-// shards of 3 voters on 4 nodes, split up to 12 shards.
+// shards of 3 voters on 4 nodes, split up to 12 shards, and merged.
 func TestLinearizabilitySplits(t *testing.T) {
 	for _, seed := range chaosSeeds(t, []uint64{1, 2, 3, 4}) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			runLinearizability(t, chaosRun{voters: 3, nodes: 4, shards: 2, runFor: 2 * time.Second, splits: true}, seed)
+			runLinearizability(t, chaosRun{voters: 3, nodes: 4, shards: 2, runFor: 2 * time.Second, splits: true, merges: true}, seed)
 		})
 	}
 }
@@ -47,12 +48,26 @@ type splitNemesis struct {
 	next uint64 // the next child shard ID
 	// crashed is the node this nemesis crashed, restarted at its next step.
 	crashed uint64
+	merges  bool // merge adjacent shards too (chaos_merge_test.go)
 	mu      sync.Mutex
 	done    map[string]int
 }
 
-func newSplitNemesis(t *testing.T, c *testcluster.Cluster, seed uint64, rt *router, down *downNodes) *splitNemesis {
-	return &splitNemesis{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 4)), rt: rt, down: down, next: 100, done: map[string]int{}}
+func newSplitNemesis(t *testing.T, c *testcluster.Cluster, seed uint64, rt *router, down *downNodes, merges bool) *splitNemesis {
+	return &splitNemesis{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 4)), rt: rt, down: down, next: 100, merges: merges, done: map[string]int{}}
+}
+
+// settle resolves every merge left half done, once the nemesis stopped.
+func (m *splitNemesis) settle(ctx context.Context) error {
+	return m.c.WaitFor(ctx, "no shard frozen for a merge", func() bool {
+		m.resolve(ctx)
+		for _, d := range m.rt.descs() {
+			if d.Frozen() {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 const downBySplits = "splits"
@@ -95,9 +110,15 @@ func (m *splitNemesis) count(what string) {
 // step splits one shard in half on its leader, or crashes that leader in
 // the middle of it.
 func (m *splitNemesis) step(ctx context.Context) {
-	m.rt.refresh(ctx)
+	m.resolve(ctx)
 	ring := m.rt.descs()
-	if len(ring) >= maxChaosShards || m.rng.IntN(3) != 0 {
+	if m.rng.IntN(3) != 0 {
+		return
+	}
+	if len(ring) >= maxChaosShards || (m.merges && m.rng.IntN(2) == 0) {
+		if m.merges {
+			m.maybeMerge(ctx, ring)
+		}
 		return
 	}
 	d := ring[m.rng.IntN(len(ring))]
@@ -145,8 +166,12 @@ func splitOutcome(err error) string {
 		return "not leader"
 	case errors.Is(err, engine.ErrStaleGeneration):
 		return "stale generation"
-	case errors.Is(err, engine.ErrBadRequest) && strings.Contains(err.Error(), "joint"):
+	case errors.Is(err, engine.ErrJointConfig):
 		return "refused: joint configuration" // the membership nemesis's
+	case errors.Is(err, engine.ErrReplicasDiffer), errors.Is(err, engine.ErrNotFrozen):
+		return "refused: replicas on other nodes" // the membership nemesis changed them
+	case errors.Is(err, engine.ErrShardMerging):
+		return "refused: frozen for a merge"
 	case errors.Is(err, engine.ErrAmbiguous), errors.Is(err, context.DeadlineExceeded), errors.Is(err, engine.ErrClosed),
 		errors.Is(err, engine.ErrProposalDropped), errors.Is(err, engine.ErrShardNotFound), errors.Is(err, engine.ErrShardRemoved):
 		return "not known"

@@ -137,7 +137,8 @@ func (r *router) pick(rng *rand.Rand, keys []string) (key string, shard uint64, 
 func (r *router) learn(ctx context.Context, shard uint64, err error) {
 	var nl *engine.NotLeaderError
 	var kns *engine.KeyNotInShardError
-	if errors.As(err, &kns) || errors.Is(err, engine.ErrStaleGeneration) {
+	if errors.As(err, &kns) || errors.Is(err, engine.ErrStaleGeneration) || errors.Is(err, engine.ErrShardMerging) ||
+		errors.Is(err, engine.ErrShardNotFound) {
 		r.refresh(ctx)
 		return
 	}
@@ -162,7 +163,7 @@ func definiteFailure(err error) bool {
 	var nl *engine.NotLeaderError
 	var kns *engine.KeyNotInShardError
 	return errors.As(err, &nl) || errors.Is(err, engine.ErrProposalDropped) || errors.As(err, &kns) ||
-		errors.Is(err, engine.ErrShardNotFound) || errors.Is(err, engine.ErrBadRequest)
+		errors.Is(err, engine.ErrShardNotFound) || errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrShardMerging)
 }
 
 // TestLinearizability runs concurrent clients against shards of 3 and 5
@@ -194,8 +195,9 @@ type chaosRun struct {
 	// placement: the placement driver changes the memberships (see
 	// placementNemesis) instead of memberNemesis.
 	placement bool
-	// splits: the split nemesis splits shards too (see splitNemesis).
-	splits bool
+	// splits: the split nemesis splits shards too (see splitNemesis);
+	// merges: and merges them.
+	splits, merges bool
 }
 
 // membershipNemesis changes the shards' memberships while the fault
@@ -272,7 +274,7 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
 	faultSeed := rng.Uint64()
 	var splits *splitNemesis
 	if run.splits {
-		splits = newSplitNemesis(t, c, rng.Uint64(), rt, down)
+		splits = newSplitNemesis(t, c, rng.Uint64(), rt, down, run.merges)
 	}
 	go func() {
 		defer close(nemesisDone)
@@ -349,9 +351,6 @@ wait:
 	}
 	t.Logf("seed %d: %d ok, %d failed, %d unknown operations", seed, okOps.load(), failedOps.load(), unknownOps.load())
 	t.Logf("seed %d: %s", seed, mem.summary())
-	if splits != nil {
-		t.Logf("seed %d: %s", seed, splits.summary())
-	}
 	if okOps.load() < minOK {
 		t.Errorf("seed %d: only %d operations succeeded", seed, okOps.load())
 	}
@@ -363,6 +362,10 @@ wait:
 		t.Errorf("seed %d (voters %d): history is %s\n%s", seed, voters, res.Outcome, res)
 	}
 	if splits != nil {
+		if err := splits.settle(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("seed %d: %s", seed, splits.summary())
 		// The ring the splits left, as the nodes have it once healed.
 		if err := c.WaitFor(ctx, "a ring with no gap", func() bool { rt.refresh(ctx); return ringCovers(rt.descs()) }); err != nil {
 			t.Fatal(err)

@@ -330,6 +330,10 @@ func (w *worker) applyConfChange(r *replica, e *raftpb.Entry) {
 	}
 	if reason != "" {
 		w.e.cfg.Logger.Warn("conf change refused at apply", "shard", r.shardID, "index", e.Index, "reason", reason)
+		if desc.Frozen() {
+			complete(fmt.Errorf("%w: %w", ErrConfChangeRejected, &ShardMergingError{ShardID: r.shardID, Into: desc.MergeInto}))
+			return
+		}
 		complete(fmt.Errorf("%w: shard %d: %s", ErrConfChangeRejected, r.shardID, reason))
 		return
 	}

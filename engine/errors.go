@@ -20,6 +20,12 @@ var (
 	// ErrStaleGeneration: a request planned against an older generation of
 	// the shard's range (see *StaleGenerationError); plan it again.
 	ErrStaleGeneration = errors.New("engine: stale range generation")
+	// Refusals of splits and merges, each an ErrBadRequest too.
+	ErrJointConfig    = fmt.Errorf("%w: joint configuration", ErrBadRequest)
+	ErrOutOfRange     = fmt.Errorf("%w: split point outside the range", ErrBadRequest)
+	ErrNotAdjacent    = fmt.Errorf("%w: shards not adjacent", ErrBadRequest)
+	ErrReplicasDiffer = fmt.Errorf("%w: replicas on other nodes", ErrBadRequest)
+	ErrNotFrozen      = fmt.Errorf("%w: not frozen for this merge", ErrBadRequest)
 	// ErrShardMerging: the shard is frozen for a merge (see
 	// *ShardMergingError); retry once the merge completed or was
 	// abandoned.

@@ -125,7 +125,7 @@ func (e *Engine) Merge(ctx context.Context, req MergeRequest) (storage.Descripto
 	rd, ok := right.Descriptor()
 	if !ok || !rd.Frozen() || rd.MergeInto != req.Left || rd.Generation != req.RightGeneration || rd.MergeIntoGeneration != req.LeftGeneration {
 		return storage.Descriptor{}, fmt.Errorf("%w: shard %d is not frozen here for a merge into shard %d at generation %d (descriptor %v)",
-			ErrBadRequest, req.Right, req.Left, req.LeftGeneration, rd)
+			ErrNotFrozen, req.Right, req.Left, req.LeftGeneration, rd)
 	}
 	cmd := binary.BigEndian.AppendUint64([]byte{cmdMerge}, req.LeftGeneration)
 	cmd = binary.BigEndian.AppendUint64(cmd, req.Right)
@@ -212,7 +212,7 @@ func (w *worker) applyRangeCommand(r *replica, ctx *ApplyContext, cmd []byte) (r
 		case gen != d.Generation:
 			return nil, false, stale(gen)
 		case isJointDesc(d):
-			return nil, false, fmt.Errorf("%w: shard %d's configuration is joint (%v)", ErrBadRequest, d.ShardID, d)
+			return nil, false, fmt.Errorf("%w: shard %d's configuration is joint (%v)", ErrJointConfig, d.ShardID, d)
 		}
 		next.MergeInto, next.MergeIntoGeneration, next.Generation = left, leftGen, d.Generation+1
 	case cmdUnfreeze, cmdBump:
@@ -318,11 +318,11 @@ func (w *worker) applyMerge(r *replica, ctx *ApplyContext, d storage.Descriptor,
 	case d.Frozen():
 		return nil, false, &ShardMergingError{ShardID: d.ShardID, Into: d.MergeInto}
 	case isJointDesc(d):
-		return nil, false, fmt.Errorf("%w: shard %d's configuration is joint (%v)", ErrBadRequest, d.ShardID, d)
+		return nil, false, fmt.Errorf("%w: shard %d's configuration is joint (%v)", ErrJointConfig, d.ShardID, d)
 	case d.Last == ^uint64(0) || m.start != d.Last+1 || m.last < m.start:
-		return nil, false, fmt.Errorf("%w: shard %d [%016x, %016x] and shard %d [%016x, %016x] are not adjacent", ErrBadRequest, d.ShardID, d.Start, d.Last, m.right, m.start, m.last)
+		return nil, false, fmt.Errorf("%w: shard %d [%016x, %016x] and shard %d [%016x, %016x] are not adjacent", ErrNotAdjacent, d.ShardID, d.Start, d.Last, m.right, m.start, m.last)
 	case !sameNodes(d, m.nodes):
-		return nil, false, fmt.Errorf("%w: shard %d's replicas %v are not on shard %d's nodes %v", ErrBadRequest, d.ShardID, d.Replicas, m.right, m.nodes)
+		return nil, false, fmt.Errorf("%w: shard %d's replicas %v are not on shard %d's nodes %v", ErrReplicasDiffer, d.ShardID, d.Replicas, m.right, m.nodes)
 	}
 	// This node's replica of R, as its store has it: frozen for this merge
 	// once it applied the freeze (its state final from there on).
@@ -338,7 +338,7 @@ func (w *worker) applyMerge(r *replica, ctx *ApplyContext, d storage.Descriptor,
 		// Only a caller that broke the protocol gets here (an R thawed
 		// while the merge could still apply).
 		w.e.cfg.Logger.Error("merge: the right shard is not frozen for this merge on this node", "shard", d.ShardID, "right", m.right, "right_desc", rd)
-		return nil, false, fmt.Errorf("%w: shard %d is not frozen for this merge on node %d (%v)", ErrBadRequest, m.right, w.e.cfg.NodeID, rd)
+		return nil, false, fmt.Errorf("%w: shard %d is not frozen for this merge on node %d (%v)", ErrNotFrozen, m.right, w.e.cfg.NodeID, rd)
 	}
 	next := d.Clone()
 	next.Last = rd.Last

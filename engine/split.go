@@ -137,11 +137,11 @@ func checkSplit(d storage.Descriptor, req SplitRequest) error {
 	case req.Generation != d.Generation:
 		return &StaleGenerationError{ShardID: d.ShardID, Expected: req.Generation, Generation: d.Generation, Start: d.Start, Last: d.Last}
 	case req.At <= d.Start || req.At > d.Last:
-		return fmt.Errorf("%w: split point %016x is not inside shard %d's range (%016x, %016x]", ErrBadRequest, req.At, d.ShardID, d.Start, d.Last)
+		return fmt.Errorf("%w: split point %016x is not inside shard %d's range (%016x, %016x]", ErrOutOfRange, req.At, d.ShardID, d.Start, d.Last)
 	}
 	for _, r := range d.Replicas {
 		if r.Role != storage.RoleVoter && r.Role != storage.RoleLearner {
-			return fmt.Errorf("%w: shard %d's configuration is joint (%v): leave it before splitting", ErrBadRequest, d.ShardID, d)
+			return fmt.Errorf("%w: shard %d's configuration is joint (%v): leave it before splitting", ErrJointConfig, d.ShardID, d)
 		}
 	}
 	return nil

@@ -1,0 +1,185 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/storage"
+)
+
+// The merge half of the split nemesis: it merges adjacent shards whose
+// replicas are on the same nodes, running the protocol of engine/merge.go
+// as a coordinator would (freeze the right shard, wait until every one of
+// its replicas has frozen durably, merge on the left shard's leader), and
+// now and then crashes the left shard's leader just after it proposed the
+// merge. A merge left half done (a frozen right shard whose left neighbour
+// does not cover it) is finished or abandoned by resolve, at every step and
+// once the nemesis stops, as the node's recovery loop would.
+
+// maybeMerge merges a random adjacent pair of the ring, if there is one
+// whose replicas are on the same nodes.
+func (m *splitNemesis) maybeMerge(ctx context.Context, ring []storage.Descriptor) {
+	if len(ring) < 2 {
+		return
+	}
+	i := m.rng.IntN(len(ring) - 1)
+	l, r := m.leaderDesc(ctx, ring[i].ShardID), m.leaderDesc(ctx, ring[i+1].ShardID)
+	if l == nil || r == nil {
+		m.count("merge: no leader")
+		return
+	}
+	if l.Last+1 != r.Start || !sameNodeSet(*l, *r) || r.Frozen() || l.Frozen() {
+		m.count("merge: not mergeable now")
+		return
+	}
+	var frozen storage.Descriptor
+	err := m.onLeader(ctx, r.ShardID, func(e *engine.Engine) (err error) {
+		frozen, err = e.FreezeForMerge(ctx, engine.FreezeRequest{Right: r.ShardID, RightGeneration: r.Generation, Left: l.ShardID, LeftGeneration: l.Generation})
+		return err
+	})
+	if err != nil {
+		m.count("merge: freeze " + splitOutcome(err))
+		return // a freeze of unknown outcome is resolved later
+	}
+	m.finishMerge(ctx, *l, frozen, true)
+}
+
+// finishMerge runs the rest of a merge of frozen into l: every replica of
+// frozen waits until it has frozen; then the merge on l's leader (crashing
+// it just after the proposal now and then if mayCrash). A merge that
+// cannot go on is abandoned.
+func (m *splitNemesis) finishMerge(ctx context.Context, l, frozen storage.Descriptor, mayCrash bool) {
+	for _, rep := range frozen.Replicas {
+		e := m.c.Engine(rep.NodeID)
+		if e == nil {
+			m.count("merge: a node of the right shard is down (resolved later)")
+			return
+		}
+		wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		err := e.WaitFrozen(wctx, frozen.ShardID, frozen.Generation)
+		cancel()
+		if err != nil {
+			m.count("merge: wait frozen " + splitOutcome(err) + " (resolved later)")
+			return
+		}
+	}
+	req := engine.MergeRequest{Left: l.ShardID, LeftGeneration: l.Generation, Right: frozen.ShardID, RightGeneration: frozen.Generation}
+	leader := m.c.Leader(ctx, l.ShardID)
+	e := m.c.Engine(leader)
+	if e == nil {
+		m.count("merge: no left leader (resolved later)")
+		return
+	}
+	if mayCrash && m.rng.IntN(4) == 0 && m.down.take(downBySplits) {
+		done := make(chan error, 1)
+		go func() { _, err := e.Merge(ctx, req); done <- err }()
+		if !sleepCtx(ctx, time.Duration(m.rng.IntN(3000))*time.Microsecond) {
+			return
+		}
+		m.c.Crash(leader)
+		m.crashed = leader
+		m.count("crash of the left leader mid-merge: " + splitOutcome(<-done))
+		return
+	}
+	mctx, cancel := context.WithTimeout(ctx, time.Second)
+	_, err := e.Merge(mctx, req)
+	cancel()
+	m.count("merge: " + splitOutcome(err))
+	if err != nil && (errors.Is(err, engine.ErrBadRequest) || errors.Is(err, engine.ErrStaleGeneration)) {
+		m.abandon(ctx, l, frozen)
+	}
+}
+
+// resolve finishes or abandons every merge left half done: a frozen right
+// shard whose left neighbour (as its leader has it) does not cover it.
+func (m *splitNemesis) resolve(ctx context.Context) {
+	m.rt.refresh(ctx)
+	for _, d := range m.rt.descs() {
+		if !d.Frozen() {
+			continue
+		}
+		r := m.leaderDesc(ctx, d.ShardID)
+		l := m.leaderDesc(ctx, d.MergeInto)
+		switch {
+		case r == nil || l == nil:
+			m.count("resolve: no leader")
+		case l.Last >= r.Last:
+			// Merged: the right shard's replicas go as the left one applies.
+		case l.Generation != r.MergeIntoGeneration:
+			// The left shard moved on: the merge can never apply.
+			m.unfreeze(ctx, *r)
+		default:
+			if m.rng.IntN(2) == 0 {
+				m.count("resolve: finish")
+				m.finishMerge(ctx, *l, *r, false)
+			} else {
+				m.abandon(ctx, *l, *r)
+			}
+		}
+	}
+}
+
+// abandon gives up the merge of frozen into l: l's generation first, so
+// that a merge command still in flight fails, then frozen thaws.
+func (m *splitNemesis) abandon(ctx context.Context, l, frozen storage.Descriptor) {
+	err := m.onLeader(ctx, l.ShardID, func(e *engine.Engine) error {
+		_, err := e.BumpGeneration(ctx, l.ShardID, l.Generation)
+		return err
+	})
+	if err != nil {
+		m.count("abandon: bump " + splitOutcome(err))
+		return
+	}
+	m.count("abandon")
+	m.unfreeze(ctx, frozen)
+}
+
+func (m *splitNemesis) unfreeze(ctx context.Context, frozen storage.Descriptor) {
+	err := m.onLeader(ctx, frozen.ShardID, func(e *engine.Engine) error {
+		_, err := e.Unfreeze(ctx, frozen.ShardID, frozen.Generation)
+		return err
+	})
+	m.count("unfreeze: " + splitOutcome(err))
+}
+
+// leaderDesc returns shard's descriptor as its leader has it (nil if it
+// has none now).
+func (m *splitNemesis) leaderDesc(ctx context.Context, shard uint64) *storage.Descriptor {
+	e := m.c.Engine(m.c.Leader(ctx, shard))
+	if e == nil {
+		return nil
+	}
+	st, err := e.Status(ctx, shard)
+	if err != nil || st.State != "StateLeader" {
+		return nil
+	}
+	return &st.Desc
+}
+
+// onLeader runs fn on shard's leader, bounded by a second.
+func (m *splitNemesis) onLeader(ctx context.Context, shard uint64, fn func(e *engine.Engine) error) error {
+	e := m.c.Engine(m.c.Leader(ctx, shard))
+	if e == nil {
+		return fmt.Errorf("%w: shard %d has no leader", engine.ErrShardNotFound, shard)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return fn(e)
+}
+
+// sameNodeSet reports whether a's and b's replicas are on the same nodes,
+// in the same roles.
+func sameNodeSet(a, b storage.Descriptor) bool {
+	if len(a.Replicas) != len(b.Replicas) {
+		return false
+	}
+	for _, r := range a.Replicas {
+		if o, ok := b.ReplicaOfNode(r.NodeID); !ok || o.Role != r.Role {
+			return false
+		}
+	}
+	return true
+}
