@@ -58,6 +58,8 @@ type Settings struct {
 	Rate       float64 `json:"rate_per_s,omitempty"`
 	RateOfPeak float64 `json:"rate_of_peak,omitempty"`
 	LateAfter  float64 `json:"late_after_s,omitempty"`
+	// Rebalance: the rebalance scenario's phases and placement limits.
+	Rebalance *RebalanceSettings `json:"rebalance,omitempty"`
 }
 
 // PendingVariant is a variant the scenario lists but cannot run yet.
