@@ -387,8 +387,8 @@ func newProgress(quiet bool, runs int) *progress {
 	)}
 }
 
-// begin starts a run labelled label, expected to take about expect; the
-// description shows the time spent in it until end.
+// begin starts a run labelled label, expected to take about expect (0:
+// unknown); the description shows the time spent in it until end.
 func (p *progress) begin(label string, expect time.Duration) {
 	if p == nil {
 		return
@@ -405,7 +405,11 @@ func (p *progress) begin(label string, expect time.Duration) {
 			case <-p.stop:
 				return
 			case <-t.C:
-				p.bar.Describe(fmt.Sprintf("%s %v/~%v", p.label, time.Since(p.start).Round(time.Second), p.total))
+				d := fmt.Sprintf("%s %v", p.label, time.Since(p.start).Round(time.Second))
+				if p.total > 0 {
+					d += fmt.Sprintf("/~%v", p.total)
+				}
+				p.bar.Describe(d)
 			}
 		}
 	}()

@@ -86,8 +86,8 @@ type scenario struct {
 	Endpoints, OpenLoop bool
 	Points              func(o *options) ([]point, error)
 	// Settings, if set, adds the scenario's own settings to the report's
-	// and returns how long a run takes, set-up and what it waits for not
-	// included (default: --duration, plus --warmup and --settle if used).
+	// and returns how long a run takes, set-up not included, 0 if unknown
+	// (default: --duration, plus --warmup and --settle if used).
 	Settings func(o *options, st *Settings) time.Duration
 	// Run runs one point. A run that fails may return a row with its
 	// figures (Metrics set) along with the error: it is reported.
