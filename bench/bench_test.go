@@ -467,12 +467,13 @@ func TestCLI(t *testing.T) {
 	for _, args := range [][]string{{"nope"}, {"write", "--transport", "carrier-pigeon"}, {"write", "--shards", "0"}, {"write", "extra"},
 		{"write", "--rate", "-1"}, {"write", "--rate", "100", "--rate-of-peak", "0.5"}, {"router", "--rate", "100"},
 		{"failover", "--rate-of-peak", "0.5"}, {"write", "--endpoints", "127.0.0.1:1", "--variants", "async"},
-		{"write", "--endpoints", "127.0.0.1:1,"}} {
+		{"write", "--endpoints", "127.0.0.1:1,"}, {"write", "--phase", "1s"}, {"rebalance", "--duration", "1s"},
+		{"rebalance", "--joins", "0"}, {"rebalance", "--placement-moves-per-minute", "0"}, {"rebalance", "--replicas", "4"}} {
 		if code := run(ctx, args, io.Discard, io.Discard); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
 	}
-	for _, sc := range []string{"idle", "scale", "failover"} {
+	for _, sc := range []string{"idle", "scale", "failover", "rebalance"} {
 		errOut.Reset()
 		if code := run(ctx, []string{sc, "--endpoints", "127.0.0.1:1"}, io.Discard, &errOut); code != 2 ||
 			!strings.Contains(errOut.String(), "scenario "+sc+" needs the in-process cluster; --endpoints supports write and read") {

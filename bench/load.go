@@ -64,6 +64,10 @@ type loadSpec struct {
 	// acked, if set, counts acknowledged operations as they happen (for
 	// timelines: failover reads it while the load runs).
 	acked *atomic.Uint64
+	// stop, if set, ends the load early once closed: no operation starts
+	// after that (those in flight finish, as at the deadline); in an open
+	// load, the operations due later are not scheduled.
+	stop <-chan struct{}
 	// done, if set, is called after every operation (tests record them).
 	done func(client int, seq uint64, kind opKind, err error)
 	// timed, if set, is called after every operation with when it was due
@@ -187,7 +191,7 @@ func runLoad(ctx context.Context, spec loadSpec) *tally {
 
 // runClosed runs client's operations back to back until the deadline.
 func (spec *loadSpec) runClosed(ctx context.Context, client int, deadline time.Time, t *tally) {
-	for seq := spec.seqBase; ctx.Err() == nil && time.Now().Before(deadline); seq++ {
+	for seq := spec.seqBase; ctx.Err() == nil && time.Now().Before(deadline) && !spec.stopped(); seq++ {
 		t.started++
 		t0 := time.Now()
 		kind, err := spec.op(ctx, client, seq)
@@ -207,7 +211,7 @@ func (spec *loadSpec) runOpen(ctx context.Context, client int, start, deadline t
 	var prevEnd time.Time // of the client's previous operation
 	for k := uint64(0); ; k++ {
 		due := start.Add(time.Duration(float64(k*uint64(spec.clients)+uint64(client)) * perSecond))
-		if !due.Before(deadline) {
+		if !due.Before(deadline) || spec.stopped() {
 			return
 		}
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
@@ -220,6 +224,8 @@ func (spec *loadSpec) runOpen(ctx context.Context, client int, start, deadline t
 			case <-ctx.Done():
 				t.missed++
 				continue
+			case <-spec.stop:
+				return
 			case <-timer.C:
 			}
 		}
@@ -236,6 +242,16 @@ func (spec *loadSpec) runOpen(ctx context.Context, client int, start, deadline t
 		prevEnd = time.Now()
 		spec.record(t, client, seq, kind, err, due, began, prevEnd.Sub(due))
 		seq++
+	}
+}
+
+// stopped reports whether spec.stop is closed.
+func (spec *loadSpec) stopped() bool {
+	select {
+	case <-spec.stop:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -61,6 +61,26 @@
 // running node, the writes that failed after the kill (a failed write is
 // never counted as done), writes/s before the kill and after the recovery.
 //
+// rebalance: --nodes full nodes (package node's StartCluster: gossip, the
+// meta shard, the placement driver; gRPC on loopback) bootstrap --shards
+// shards (default 1,000) of --replicas replicas; --clients (default 64)
+// write through the Go client, client i to the keys of shards i,
+// i+clients, ... in turn. After --phase (default 10s) --joins nodes
+// (default 2) join, and the run waits (up to --balance-timeout, polling
+// every 500ms) until every node's replica and leader counts (Admin
+// LocalShards) are within placement.WithinBand; then --phase more. Reports
+// the time to the balance, the snapshot bytes the joiners received (the
+// staged sstables, counted through engine.Config.FS) and the snapshots
+// sent, the replica and leader spread (largest minus smallest count)
+// before the joins and at the balance, writes/s and p99 before, during and
+// after, the failed writes (any client error), and the placement
+// operations that succeeded (Admin Placement STATUS) with the time a
+// replica move took (MOVES). The JSON has more (p50/p99.9/max of each
+// phase, operations by kind, the longest time without an operation
+// finishing) and a timeline of the counts; --node-log keeps the nodes'
+// logs, --cpuprofile profiles the process from the joins to the balance. A
+// run that does not balance in time reports what it measured and fails.
+//
 // router: router.Lookup throughput from --clients goroutines (default 4)
 // with 1,000 and 100,000 shards, keys at uniformly random ring positions:
 // lookups/s, wall ns per lookup per goroutine, CPU ns and allocations per
@@ -141,6 +161,12 @@
 //	--endpoints LIST     write, read: client addresses (host:port,...) of a running cluster, loaded through the Go client
 //	--rate N             write, read: open loop, N operations per second over all clients (default 0: closed loop)
 //	--rate-of-peak F     write, read: each point closed, then open at F x its ops/s (e.g. 0.5); excludes --rate
+//	--phase D            rebalance: the measured load before the joins, and after the balance (default 10s)
+//	--balance-timeout D  rebalance: how long after the joins the balance is awaited (default 10m)
+//	--joins N            rebalance: nodes that join (default 2)
+//	--placement-moves-per-minute N, --placement-snapshots-per-node N, --placement-max-ops N
+//	                     rebalance: the placement driver's limits (defaults: the driver's, 30, 2 and 16), as flotilla start's flags
+//	--node-log FILE      rebalance: the nodes' logs and the bench's samples (default: discarded)
 package main
 
 import (
@@ -190,11 +216,16 @@ type options struct {
 	endpoints       []string
 	rate            float64
 	rateOfPeak      float64
-	cpuProfile      string          // --cpuprofile prefix
-	runName         string          // the run under way, for profile file names
-	set             map[string]bool // the flags given
-	remote          *remoteCluster  // set by runScenario with --endpoints
-	hooks           hooks
+	// rebalance (see rebalanceFlags)
+	phase, balanceTimeout                          time.Duration
+	joins                                          int
+	movesPerMinute, snapshotsPerNode, placementOps int
+	nodeLog                                        string
+	cpuProfile                                     string          // --cpuprofile prefix
+	runName                                        string          // the run under way, for profile file names
+	set                                            map[string]bool // the flags given
+	remote                                         *remoteCluster  // set by runScenario with --endpoints
+	hooks                                          hooks
 }
 
 // hooks let tests look inside a run.
@@ -312,6 +343,7 @@ func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.rate, "rate", 0, "write, read: open loop at this many operations per second over all clients (0: closed loop)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each run's measured window to PREFIX-<point>-<variant>.pprof")
 	fs.Float64Var(&o.rateOfPeak, "rate-of-peak", 0, "write, read: run each point closed-loop, then open-loop at this fraction of its ops/s (e.g. 0.5)")
+	rebalanceFlags(fs, o)
 	return fs
 }
 
@@ -385,6 +417,7 @@ func (o *options) checkScenario(s *scenario) error {
 		errs = append(errs, fmt.Errorf("--variants %s: with --endpoints the only variant is %q (%s); the engine variants need the in-process cluster",
 			strings.Join(o.variants, ","), clusterVariant.Name, clusterVariant.Desc))
 	}
+	errs = append(errs, o.checkRebalance(s))
 	return errors.Join(errs...)
 }
 
@@ -484,6 +517,9 @@ func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) 
 		rep.Settings.Settle = o.settle.Seconds()
 		expect += o.settle
 	}
+	if s.Settings != nil {
+		expect = s.Settings(o, &rep.Settings)
+	}
 	if len(s.Variants) > 1 && o.remote == nil && !o.noBaseline {
 		rep.Baseline = s.Variants[0].Name
 	}
@@ -518,12 +554,14 @@ func runScenario(ctx context.Context, s *scenario, o *options) (*Report, error) 
 		if err == nil && ctx.Err() != nil { // cut short: its numbers mean nothing
 			err = fmt.Errorf("interrupted: %w", ctx.Err())
 		}
+		if err == nil || row.Metrics != nil {
+			row.Scenario, row.Variant, row.Point = s.Name, v.Name, p
+			row.finite()
+			rep.Rows = append(rep.Rows, row) // a failed run's figures too, if it has some
+		}
 		if err != nil {
 			return 0, fmt.Errorf("%s %s %s: %w", s.Name, p, v.Name, err)
 		}
-		row.Scenario, row.Variant, row.Point = s.Name, v.Name, p
-		row.finite()
-		rep.Rows = append(rep.Rows, row)
 		return len(rep.Rows) - 1, nil
 	}
 	finish := func() {

@@ -58,6 +58,8 @@ type Settings struct {
 	Rate       float64 `json:"rate_per_s,omitempty"`
 	RateOfPeak float64 `json:"rate_of_peak,omitempty"`
 	LateAfter  float64 `json:"late_after_s,omitempty"`
+	// Rebalance: the rebalance scenario's phases and placement limits.
+	Rebalance *RebalanceSettings `json:"rebalance,omitempty"`
 }
 
 // PendingVariant is a variant the scenario lists but cannot run yet.
@@ -385,8 +387,8 @@ func newProgress(quiet bool, runs int) *progress {
 	)}
 }
 
-// begin starts a run labelled label, expected to take about expect; the
-// description shows the time spent in it until end.
+// begin starts a run labelled label, expected to take about expect (0:
+// unknown); the description shows the time spent in it until end.
 func (p *progress) begin(label string, expect time.Duration) {
 	if p == nil {
 		return
@@ -403,7 +405,11 @@ func (p *progress) begin(label string, expect time.Duration) {
 			case <-p.stop:
 				return
 			case <-t.C:
-				p.bar.Describe(fmt.Sprintf("%s %v/~%v", p.label, time.Since(p.start).Round(time.Second), p.total))
+				d := fmt.Sprintf("%s %v", p.label, time.Since(p.start).Round(time.Second))
+				if p.total > 0 {
+					d += fmt.Sprintf("/~%v", p.total)
+				}
+				p.bar.Describe(d)
 			}
 		}
 	}()

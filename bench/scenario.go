@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
 )
@@ -84,7 +85,13 @@ type scenario struct {
 	// open loads with --rate and --rate-of-peak (Run then finds p.Rate).
 	Endpoints, OpenLoop bool
 	Points              func(o *options) ([]point, error)
-	Run                 func(ctx context.Context, o *options, v variant, p point, dir string) (Row, error)
+	// Settings, if set, adds the scenario's own settings to the report's
+	// and returns how long a run takes, set-up not included, 0 if unknown
+	// (default: --duration, plus --warmup and --settle if used).
+	Settings func(o *options, st *Settings) time.Duration
+	// Run runs one point. A run that fails may return a row with its
+	// figures (Metrics set) along with the error: it is reported.
+	Run func(ctx context.Context, o *options, v variant, p point, dir string) (Row, error)
 }
 
 // Row is the result of one (point, variant) run.
@@ -105,6 +112,9 @@ type Row struct {
 	Errors   []string `json:"errors,omitempty"`
 	// Open is set for an open load (Point.Rate > 0).
 	Open *OpenLoop `json:"open_loop,omitempty"`
+	// Timeline are samples taken during the run, for people (rebalance:
+	// the nodes' counts and the placement operations done).
+	Timeline []string `json:"timeline,omitempty"`
 }
 
 // OpenLoop is what an open load was asked to do and what it did.
@@ -134,7 +144,7 @@ type OpenLoop struct {
 	P99VsClosed float64 `json:"p99_vs_closed,omitempty"`
 }
 
-var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, routerScenario}
+var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, rebalanceScenario, routerScenario}
 
 func findScenario(name string) *scenario {
 	for _, s := range scenarios {

@@ -132,11 +132,7 @@ func writers(ctx context.Context, o *options, c *cluster, descs []storage.Descri
 // per operation, the fsyncs per operation if syncs (a cluster's counter)
 // is set, and for an open load what it was asked and did.
 func measureLoad(ctx context.Context, o *options, syncs func() uint64, spec loadSpec) Row {
-	if o.warmup > 0 {
-		w := spec
-		w.duration, w.seqBase, w.done, w.timed, w.acked = o.warmup, 1<<31, nil, nil, nil
-		runLoad(ctx, w)
-	}
+	warmUp(ctx, o, spec)
 	spec.duration = o.duration
 	var syncs0, syncs1 uint64
 	if syncs != nil {
@@ -162,6 +158,17 @@ func measureLoad(ctx context.Context, o *options, syncs func() uint64, spec load
 		}
 	}
 	return r
+}
+
+// warmUp runs spec for --warmup, not measured (not reported to its hooks),
+// and returns what it did.
+func warmUp(ctx context.Context, o *options, spec loadSpec) *tally {
+	if o.warmup <= 0 {
+		return &tally{}
+	}
+	w := spec
+	w.duration, w.seqBase, w.done, w.timed, w.acked, w.stop = o.warmup, 1<<31, nil, nil, nil, nil
+	return runLoad(ctx, w)
 }
 
 // loadRow is the row of a measured load.
