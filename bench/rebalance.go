@@ -18,8 +18,12 @@ var rebalanceScenario = &scenario{
 	Summary: "full nodes (gossip, placement driver) under writes through the Go client to every shard; --joins nodes join" +
 		" after --phase: the time until every node's replicas and leaders are within the placement band, the bytes moved," +
 		" writes/s and p99 before, during and after",
-	Variants: []variant{{Name: "default", Desc: "the nodes' defaults, the placement driver as the --placement-* flags say"}},
-	Params:   []string{"shards", "clients"},
+	Variants: []variant{
+		{Name: "serial", Desc: "the placement driver makes one Actuator call at a time (MaxParallelSteps 1: the driver before parallel steps)",
+			Driver: func(c *placement.DriverConfig) { c.MaxParallelSteps = 1 }},
+		{Name: "default", Desc: "the nodes' defaults, the placement driver as the --placement-* flags say (the steps of the operations in flight at once)"},
+	},
+	Params: []string{"shards", "clients"},
 	Timing: func(st Settings) string {
 		rb := st.Rebalance
 		if rb == nil {
@@ -164,8 +168,8 @@ func rotatingWrites(ws []*remoteWriter, clients int) opFunc {
 	}
 }
 
-func runRebalance(ctx context.Context, o *options, _ variant, p point, dir string) (Row, error) {
-	fc, err := startFullCluster(ctx, o, dir, p.Shards)
+func runRebalance(ctx context.Context, o *options, v variant, p point, dir string) (Row, error) {
+	fc, err := startFullCluster(ctx, o, v, dir, p.Shards)
 	if err != nil {
 		return Row{}, err
 	}

@@ -34,6 +34,7 @@ import (
 // snapshotsSent, which any goroutine may call.
 type fullCluster struct {
 	o    *options
+	v    variant // the variant run: its Driver adjusts the placement driver
 	dir  string
 	seed string // the gossip address of the first node, which the others join
 	log  *slog.Logger
@@ -58,8 +59,8 @@ const adminTimeout = 10 * time.Second
 // startFullCluster starts o.nodes nodes that bootstrap a cluster of shards
 // shards of o.replicas replicas together, and waits until each is ready
 // (its copy of the meta shard, every local shard led).
-func startFullCluster(ctx context.Context, o *options, dir string, shards int) (*fullCluster, error) {
-	fc := &fullCluster{o: o, dir: dir, log: slog.New(slog.DiscardHandler)}
+func startFullCluster(ctx context.Context, o *options, v variant, dir string, shards int) (*fullCluster, error) {
+	fc := &fullCluster{o: o, v: v, dir: dir, log: slog.New(slog.DiscardHandler)}
 	if o.nodeLog != "" {
 		f, err := os.Create(o.nodeLog)
 		if err != nil {
@@ -161,7 +162,12 @@ func (fc *fullCluster) config(i int) flnode.ClusterConfig {
 				o.hooks.engine(c)
 			}
 		},
-		Placement: o.placementConfig,
+		Placement: func(dc *placement.DriverConfig) {
+			o.placementConfig(dc)
+			if fc.v.Driver != nil {
+				fc.v.Driver(dc)
+			}
+		},
 	}
 }
 

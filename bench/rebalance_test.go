@@ -24,10 +24,30 @@ func TestRebalance(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("rebalance of 24 shards: %v in all", time.Since(start).Round(time.Millisecond))
-	if len(rep.Rows) != 1 {
-		t.Fatalf("%d rows, want 1", len(rep.Rows))
+	if len(rep.Rows) != len(rebalanceScenario.Variants) {
+		t.Fatalf("%d rows, want one per variant", len(rep.Rows))
 	}
-	row := rep.Rows[0]
+	for _, row := range rep.Rows {
+		checkRebalanceRow(t, rec, row)
+	}
+	var out bytes.Buffer
+	if err := writeTable(&out, rebalanceScenario, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"balanced in", "2 nodes join", "at most 6000 replica moves a minute", " default ", " serial "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	checkJSON(t, rep)
+	if st := rep.Settings.Rebalance; st == nil || st.Joins != 2 || st.MovesPerMinute != 6000 || rep.Settings.Transport != "grpc" {
+		t.Errorf("settings %+v, rebalance %+v", rep.Settings, st)
+	}
+}
+
+// checkRebalanceRow checks one row of TestRebalance.
+func checkRebalanceRow(t *testing.T, rec *recorder, row Row) {
+	t.Helper()
 	r := rec.run(row)
 	checkCounts(t, row, r)
 	checkApplied(t, row, r, false) // the meta shard's writes apply too
@@ -55,17 +75,4 @@ func TestRebalance(t *testing.T) {
 	if len(row.Timeline) == 0 || !strings.Contains(row.Timeline[len(row.Timeline)-1], "placement ops done") {
 		t.Errorf("timeline %q", row.Timeline)
 	}
-	if st := rep.Settings.Rebalance; st == nil || st.Joins != 2 || st.MovesPerMinute != 6000 || rep.Settings.Transport != "grpc" {
-		t.Errorf("settings %+v, rebalance %+v", rep.Settings, st)
-	}
-	var out bytes.Buffer
-	if err := writeTable(&out, rebalanceScenario, rep); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"balanced in", "2 nodes join", "at most 6000 replica moves a minute", " default "} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("table lacks %q:\n%s", want, out.String())
-		}
-	}
-	checkJSON(t, rep)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/placement"
 )
 
 // A variant is one engine configuration a scenario runs. The first variant
@@ -20,10 +21,13 @@ import (
 // sets the config field that turns it on; a variant that is planned but not
 // buildable yet carries Pending (the reason) and is listed, not run.
 type variant struct {
-	Name    string
-	Desc    string
-	Engine  func(*engine.Config) // adjusts every node's config; nil: defaults
-	Pending string               // non-empty: not runnable yet, why
+	Name   string
+	Desc   string
+	Engine func(*engine.Config) // adjusts every node's config; nil: defaults
+	// Driver adjusts the placement driver's config of full nodes (the
+	// rebalance scenario); nil: as the flags say.
+	Driver  func(*placement.DriverConfig)
+	Pending string // non-empty: not runnable yet, why
 }
 
 // A point is one position of a scenario's sweep.

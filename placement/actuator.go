@@ -8,9 +8,12 @@ import (
 // The driver's view of the world: three small interfaces that the node
 // implements (Source from the meta shard's records and gossip, Actuator on
 // top of the engine's membership changes and leadership transfers,
-// IntentStore in the meta shard). The driver calls them from the goroutine
-// that runs Step (or Run), one call at a time: none of them is called
-// concurrently with itself or the others by one Driver.
+// IntentStore in the meta shard). The driver calls Source and IntentStore
+// from the goroutine that runs Step (or Run), one call at a time. It calls
+// the Actuator concurrently, one call per operation in flight, each of a
+// different shard (never two calls for one shard at once), while the
+// stepping goroutine waits for them all: the calls wait on raft and the
+// network, not on each other.
 
 // Source gives the driver the cluster as it is now.
 type Source interface {

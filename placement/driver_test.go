@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,6 +17,9 @@ import (
 // configuration (refused as the engine would refuse it) and, after it,
 // every shard that had a quorum of live voters must still have one.
 type fakeCluster struct {
+	// mu serializes the actuator's calls, which the driver makes
+	// concurrently (one per operation in flight).
+	mu      sync.Mutex
 	t       *testing.T
 	now     time.Time
 	nodes   map[uint64]*Node
@@ -80,6 +84,8 @@ func (f *fakeCluster) quorate(sh *fakeShard) bool {
 // do runs one actuator call on shardID: refused by fail, then checked.
 func (f *fakeCluster) do(method string, shardID uint64, fn func(sh *fakeShard) error) error {
 	f.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls[method]++
 	f.touched[shardID]++
 	sh := f.shards[shardID]
@@ -150,6 +156,8 @@ func (f *fakeCluster) AddLearner(_ context.Context, shardID, nodeID uint64) (uin
 }
 
 func (f *fakeCluster) CaughtUp(_ context.Context, shardID, replicaID uint64) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls["CaughtUp"]++
 	sh := f.shards[shardID]
 	if sh == nil || f.replica(sh, replicaID) == nil {
