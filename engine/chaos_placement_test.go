@@ -112,7 +112,7 @@ func (b *atomicBool) set(v bool) { b.mu.Lock(); b.v = v; b.mu.Unlock() }
 func (b *atomicBool) get() bool  { b.mu.Lock(); defer b.mu.Unlock(); return b.v }
 
 func newPlacementNemesis(t *testing.T, c *testcluster.Cluster, seed uint64, shards []uint64, voters int, down *downNodes) *placementNemesis {
-	cfg := placement.Config{ReplicationFactor: voters, DownAfter: placementDownAfter, MaxSnapshotsPerNode: 2}
+	cfg := placement.Config{ReplicationFactor: voters, DownAfter: placementDownAfter, MaxSnapshotsPerNode: 2, NoSplits: true, NoMerges: true}
 	m := &placementNemesis{
 		t: t, c: c, rng: rand.New(rand.NewPCG(seed, 3)), shards: shards, cfg: cfg,
 		src: newChaosSource(c, shards), act: &chaosActuator{c: c}, intents: newChaosIntents(),
@@ -567,6 +567,16 @@ func (a *chaosActuator) RemoveReplica(ctx context.Context, shard, replica uint64
 		}
 		return e.ChangeReplicasWith(ctx, engine.ChangeRequest{ShardID: shard, Changes: []engine.ReplicaChange{{Type: engine.Remove, NodeID: r.NodeID, ReplicaID: replica}}})
 	})
+}
+
+// Split and Merge are never planned by the placement nemesis's drivers
+// (placement.Config NoSplits, NoMerges): the split nemesis does those.
+func (a *chaosActuator) Split(context.Context, uint64, uint64) error {
+	return errors.New("chaos: the placement nemesis plans no splits")
+}
+
+func (a *chaosActuator) Merge(context.Context, uint64, uint64, uint64, uint64) error {
+	return errors.New("chaos: the placement nemesis plans no merges")
 }
 
 func (a *chaosActuator) TransferLeader(ctx context.Context, shard, node uint64) error {

@@ -70,6 +70,15 @@ type Actuator interface {
 	// TransferLeader hands shardID's leadership to its voter on nodeID and
 	// returns once nodeID leads. Idempotent: nil if nodeID leads already.
 	TransferLeader(ctx context.Context, shardID, nodeID uint64) error
+	// Split splits shardID's range in two, if its range is still at
+	// generation (the implementation picks the split point: the median of
+	// the shard's data by hash), and returns once the split applied.
+	Split(ctx context.Context, shardID, generation uint64) error
+	// Merge folds right into left (its right neighbour, on the same nodes
+	// in the same roles), if their ranges are still at the generations
+	// given, and returns once the merge applied. A merge that fails after
+	// it froze right is abandoned by the implementation (right thawed).
+	Merge(ctx context.Context, left, leftGeneration, right, rightGeneration uint64) error
 }
 
 // Intent is what the driver records before the first step of a

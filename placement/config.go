@@ -33,6 +33,25 @@ type Config struct {
 	// MaxOpsPerPlan bounds the operations one plan returns (reports of
 	// lost quorum are not counted). Default 64.
 	MaxOpsPerPlan int
+	// SplitSize: a user shard holding more bytes than this is split.
+	// Default 512 MiB.
+	SplitSize uint64
+	// SplitWriteRate: a user shard taking more writes a second than this
+	// (Shard.WritesPerSecond: averaged by the source over its load window,
+	// 30 s for the node's) is split. Default 2,500.
+	SplitWriteRate float64
+	// MergeSize and MergeWriteRate: two adjacent user shards that are both
+	// below them, and together below half of SplitSize and SplitWriteRate
+	// (far from a split again), are merged. Defaults SplitSize / 4 and
+	// SplitWriteRate / 10.
+	MergeSize      uint64
+	MergeWriteRate float64
+	// MergeCooldown: a shard whose range changed (a split or a merge) more
+	// recently than this is not merged, so that a split is not undone by
+	// the next plan. Default 10 minutes.
+	MergeCooldown time.Duration
+	// NoSplits and NoMerges turn those duties off.
+	NoSplits, NoMerges bool
 	// MaxSnapshotsPerNode bounds the replicas a node receives at once:
 	// operations in flight and planned that add a replica to it (each
 	// costs a snapshot). Default 2.
@@ -50,6 +69,9 @@ func DefaultConfig() Config {
 		MaxDiskFraction:     0.9,
 		MaxOpsPerPlan:       64,
 		MaxSnapshotsPerNode: 2,
+		SplitSize:           512 << 20,
+		SplitWriteRate:      2500,
+		MergeCooldown:       10 * time.Minute,
 	}
 }
 
@@ -73,6 +95,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxDiskFraction == 0 {
 		c.MaxDiskFraction = d.MaxDiskFraction
+	}
+	if c.SplitSize == 0 {
+		c.SplitSize = d.SplitSize
+	}
+	if c.SplitWriteRate == 0 {
+		c.SplitWriteRate = d.SplitWriteRate
+	}
+	if c.MergeSize == 0 {
+		c.MergeSize = c.SplitSize / 4
+	}
+	if c.MergeWriteRate == 0 {
+		c.MergeWriteRate = c.SplitWriteRate / 10
+	}
+	if c.MergeCooldown == 0 {
+		c.MergeCooldown = d.MergeCooldown
 	}
 	return c
 }
@@ -102,6 +139,13 @@ func (c Config) Validate() error {
 	}
 	if !(c.Tolerance > 0 && c.Tolerance < 1) {
 		errs = append(errs, fmt.Errorf("Tolerance %v not in (0, 1)", c.Tolerance))
+	}
+	if c.SplitWriteRate < 0 || c.MergeWriteRate < 0 || c.MergeCooldown < 0 {
+		errs = append(errs, fmt.Errorf("SplitWriteRate %v, MergeWriteRate %v or MergeCooldown %v < 0", c.SplitWriteRate, c.MergeWriteRate, c.MergeCooldown))
+	}
+	if c.MergeSize > c.SplitSize/2 || c.MergeWriteRate > c.SplitWriteRate/2 {
+		errs = append(errs, fmt.Errorf("MergeSize %d or MergeWriteRate %v above half of SplitSize %d or SplitWriteRate %v: a merged shard would be split again",
+			c.MergeSize, c.MergeWriteRate, c.SplitSize, c.SplitWriteRate))
 	}
 	if !(c.MaxDiskFraction > 0 && c.MaxDiskFraction <= 1) {
 		errs = append(errs, fmt.Errorf("MaxDiskFraction %v not in (0, 1]", c.MaxDiskFraction))

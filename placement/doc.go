@@ -74,6 +74,16 @@
 //     count not above MetaVoters (5) and the live, non-draining nodes,
 //     added two at a time in one joint change, so that the count is never
 //     even.
+//  6. Splits and merges (ranges.go): a user shard above SplitSize (512
+//     MiB) or SplitWriteRate (2,500 writes/s over the source's load
+//     window) is split (kind Split), after the decommission moves and
+//     before the balance; two adjacent shards both below MergeSize and
+//     MergeWriteRate, together below half the split thresholds, and whose
+//     ranges have not changed for MergeCooldown (10 minutes) are merged
+//     (kind Merge), last: if their replicas are not on the same nodes, a
+//     replica of the right one moves first (a move of kind Merge). No data
+//     moves for either; the hysteresis and the cool-down keep a merge from
+//     undoing a split and back.
 //
 // Within a plan, leadership transfers come right after the repairs, before
 // any replica move: decommission's first, then the leader balance's. They

@@ -622,6 +622,10 @@ func (d *Driver) call(ctx context.Context, c *stepCall) {
 		c.err = d.act.LeaveJoint(sctx, r.op.ShardID)
 	case actRemove:
 		c.err = d.act.RemoveReplica(sctx, r.op.ShardID, a.replica)
+	case actSplit:
+		c.err = d.act.Split(sctx, r.op.ShardID, r.op.Generation)
+	case actMerge:
+		c.err = d.act.Merge(sctx, r.op.ShardID, r.op.Generation, r.op.MergeRight, r.op.RightGeneration)
 	}
 }
 

@@ -711,3 +711,52 @@ func TestNextAction(t *testing.T) {
 		t.Errorf("a change without a live quorum: %v, want a rollback", a)
 	}
 }
+
+// Split splits the shard at the middle of its range: the child gets the
+// next shard ID, the same replicas, and half of the size and the writes.
+func (f *fakeCluster) Split(_ context.Context, shardID, generation uint64) error {
+	return f.do("Split", shardID, func(sh *fakeShard) error {
+		if sh.Generation != generation || sh.Start == sh.Last {
+			return fmt.Errorf("fake: shard %d at generation %d, not %d", shardID, sh.Generation, generation)
+		}
+		c := *sh
+		c.Replicas = slices.Clone(sh.Replicas)
+		c.ID = slices.Max(slices.Collect(maps.Keys(f.shards))) + 1
+		at := sh.Start + (sh.Last-sh.Start)/2 + 1
+		c.Start, sh.Last = at, at-1
+		sh.Generation++
+		c.Generation = sh.Generation
+		sh.Size /= 2
+		sh.WritesPerSecond /= 2
+		c.Size, c.WritesPerSecond = sh.Size, sh.WritesPerSecond
+		sh.RangeChanged, c.RangeChanged = f.now, f.now
+		f.shards[c.ID] = &c
+		return nil
+	})
+}
+
+// Merge folds right into left, which must be adjacent and on the same
+// nodes in the same roles.
+func (f *fakeCluster) Merge(_ context.Context, left, leftGen, right, rightGen uint64) error {
+	return f.do("Merge", left, func(l *fakeShard) error {
+		r := f.shards[right]
+		switch {
+		case r == nil || l.Generation != leftGen || r.Generation != rightGen:
+			return fmt.Errorf("fake: shards %d and %d moved on", left, right)
+		case l.Last+1 != r.Start:
+			return fmt.Errorf("fake: shards %d and %d are not adjacent", left, right)
+		}
+		for _, rep := range r.Replicas {
+			if lr, ok := replicaOn(&l.Shard, rep.NodeID); !ok || lr.Role != rep.Role {
+				f.t.Errorf("merge of shards %d and %d on other nodes: %v and %v", left, right, l.Replicas, r.Replicas)
+				return errFake
+			}
+		}
+		l.Last, l.Generation = r.Last, max(l.Generation, r.Generation)+1
+		l.Size += r.Size
+		l.WritesPerSecond += r.WritesPerSecond
+		l.RangeChanged = f.now
+		delete(f.shards, right)
+		return nil
+	})
+}

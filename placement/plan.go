@@ -33,6 +33,13 @@ const (
 	// LeaveJoint takes a shard that is joint with no operation in flight
 	// (an interrupted move) out of the joint configuration.
 	LeaveJoint
+	// Split splits a shard larger or hotter than the thresholds in two
+	// (ranges.go).
+	Split
+	// Merge merges a shard with its right neighbour (MergeRight) when both
+	// are small and cold; with Add and Remove, it first moves a replica of
+	// the right shard so that both have their replicas on the same nodes.
+	Merge
 	// QuorumLost reports a shard whose live voters are no quorum: no
 	// configuration change can commit, so the planner can do nothing for
 	// it. Not an operation to execute.
@@ -53,6 +60,10 @@ func (k Kind) String() string {
 		return "meta-voter"
 	case LeaveJoint:
 		return "leave-joint"
+	case Split:
+		return "split"
+	case Merge:
+		return "merge"
 	case QuorumLost:
 		return "quorum-lost"
 	}
@@ -93,6 +104,12 @@ type Op struct {
 	Remove Replica
 	// Leader is the node that receives the leadership (0: none).
 	Leader uint64
+	// Generation fences a split or merge: the shard's range generation it
+	// was planned on (a merge: the left shard's). RightGeneration is the
+	// right shard's, for a merge.
+	Generation, RightGeneration uint64
+	// MergeRight is the right neighbour a merge folds into ShardID.
+	MergeRight uint64
 	// Reason says why, for people: "node 4 dead for 6m12s; shard 17 has 2
 	// of 3 replicas".
 	Reason string
@@ -114,6 +131,9 @@ func (o Op) String() string {
 	if o.Leader != 0 {
 		fmt.Fprintf(&b, " leader->n%d", o.Leader)
 	}
+	if o.MergeRight != 0 && len(o.Add) == 0 {
+		fmt.Fprintf(&b, " <-shard %d", o.MergeRight)
+	}
 	if o.Reason != "" {
 		fmt.Fprintf(&b, ": %s", o.Reason)
 	}
@@ -123,7 +143,8 @@ func (o Op) String() string {
 // Plan decides what to do next: the operations the duties ask for, at
 // most one per shard and none on a shard that an operation in inflight
 // already works on, in priority order (repairs, then leadership transfers,
-// then decommission moves, then replica balance, then meta shard growth).
+// then decommission moves, then splits, then replica balance, then meta
+// shard growth, then merges).
 // Operations in inflight count as done for the balance (a replica they
 // add counts on its new node) and hold their target's snapshot slots. An
 // empty plan means there is nothing to do. Plan is pure and deterministic:
@@ -146,8 +167,10 @@ func Plan(state State, cfg Config, inflight []Op) ([]Op, error) {
 	p.drainLeaders()
 	p.balanceLeaders()
 	p.drainReplicas()
+	p.splits()
 	p.balanceReplicas()
 	p.growMeta()
+	p.merges()
 	return p.ops, nil
 }
 
@@ -321,6 +344,9 @@ func (p *planner) project(op Op, inflight bool) {
 	sh := p.shard[op.ShardID]
 	if sh != nil {
 		sh.busy = true
+	}
+	if r := p.shard[op.MergeRight]; r != nil {
+		r.busy = true // a merge's right shard, or the one moved for it
 	}
 	for _, id := range op.Add {
 		n := p.node[id]

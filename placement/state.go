@@ -151,6 +151,16 @@ type Shard struct {
 	// WriteRate in bytes per second; a tie-breaker (colder shards move
 	// first).
 	WriteRate float64
+	// WritesPerSecond: write requests a second, averaged over the source's
+	// load window; splits and merges decide on it.
+	WritesPerSecond float64
+	// RangeChanged is when the shard's range last changed (it was created
+	// by a split, split, or merged), as far as the source knows; zero:
+	// unknown, and the shard is not merged until the source knows.
+	RangeChanged time.Time
+	// Merging: the shard is frozen for a merge into its left neighbour;
+	// nothing is planned for it.
+	Merging bool
 	// Meta: the meta shard. It has voters on up to Config.MetaVoters nodes
 	// and a learner on every other node; it is placed by its own duty and
 	// left out of the replica and leader counts that are balanced.

@@ -21,6 +21,8 @@ const (
 	actTransfer                           // hand the leadership to node
 	actLeaveJoint                         // leave the joint configuration
 	actRemove                             // remove replica
+	actSplit                              // split the shard
+	actMerge                              // merge the shard with its right neighbour
 )
 
 // action is the next step of an operation.
@@ -50,6 +52,10 @@ func (a action) String() string {
 		return "leave joint"
 	case actRemove:
 		return fmt.Sprintf("remove replica %d", a.replica)
+	case actSplit:
+		return "split"
+	case actMerge:
+		return "merge"
 	}
 	return fmt.Sprintf("action(%d)", uint8(a.kind))
 }
@@ -83,6 +89,29 @@ func nextAction(op Op, st State, acted bool) action {
 	switch {
 	case op.Kind == QuorumLost:
 		return drop("a report, not an operation")
+	case op.Kind == Split:
+		switch {
+		case sh.Generation != op.Generation && acted:
+			return action{kind: actDone}
+		case sh.Generation != op.Generation:
+			return drop("shard %d's range changed since the plan (generation %d, planned on %d)", sh.ID, sh.Generation, op.Generation)
+		case joint:
+			return drop("shard %d is joint", sh.ID)
+		}
+		return action{kind: actSplit, final: true}
+	case op.Kind == Merge && len(op.Add) == 0 && op.Remove.NodeID == 0:
+		j := slices.IndexFunc(st.Shards, func(s Shard) bool { return s.ID == op.MergeRight })
+		switch {
+		case acted && (j < 0 || sh.Last >= st.Shards[j].Last):
+			return action{kind: actDone}
+		case j < 0:
+			return drop("shard %d is gone", op.MergeRight)
+		case sh.Generation != op.Generation || (st.Shards[j].Generation != op.RightGeneration && !st.Shards[j].Merging):
+			return drop("the ranges of shards %d and %d changed since the plan", sh.ID, op.MergeRight)
+		case joint || isJoint(&st.Shards[j]):
+			return drop("shard %d or %d is joint", sh.ID, op.MergeRight)
+		}
+		return action{kind: actMerge, final: true}
 	case op.Kind == LeaveJoint:
 		if !joint {
 			return action{kind: actDone}

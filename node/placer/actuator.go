@@ -3,11 +3,14 @@ package placer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 )
+
+var errNoMerges = errors.New("merges are not wired to the Admin service yet")
 
 // actuator implements placement.Actuator with Admin ReplicaStep requests
 // to this node's own Admin service, which forwards each to the shard's
@@ -65,4 +68,18 @@ func (a *actuator) RemoveReplica(ctx context.Context, shardID, replicaID uint64)
 func (a *actuator) TransferLeader(ctx context.Context, shardID, nodeID uint64) error {
 	_, err := a.step(ctx, &nodepb.ReplicaStepRequest{ShardId: shardID, Kind: nodepb.StepKind_STEP_KIND_TRANSFER_LEADER, NodeId: nodeID})
 	return err
+}
+
+func (a *actuator) Split(ctx context.Context, shardID, generation uint64) error {
+	if _, err := a.admin.Split(ctx, &nodepb.SplitRequest{ShardId: shardID, Generation: generation}); err != nil {
+		return fmt.Errorf("placer: split of shard %d: %w", shardID, err)
+	}
+	return nil
+}
+
+// Merge is not made by this node's driver until the Admin Merge request
+// exists: the source reports no range change times, so the planner plans
+// no merge (placement.Shard.RangeChanged).
+func (a *actuator) Merge(_ context.Context, left, _, right, _ uint64) error {
+	return fmt.Errorf("placer: merge of shards %d and %d: %w", left, right, errNoMerges)
 }
