@@ -405,3 +405,11 @@ func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor, nextReplicaID u
 	}
 	return b.Commit(pebble.Sync)
 }
+
+// DataSize estimates the bytes on disk of desc's data: Pebble's estimate
+// from its tables' metadata (cheap: no data is read), which counts whole
+// tables at the range's edges and nothing still in the memtables.
+func (s *Store) DataSize(desc Descriptor) (uint64, error) {
+	start, end := desc.DataSpan()
+	return s.db.EstimateDiskUsage(start, end)
+}

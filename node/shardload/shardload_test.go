@@ -1,0 +1,73 @@
+package shardload
+
+import (
+	"context"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/storage"
+)
+
+type fakeEngine struct {
+	sts   []engine.ShardStatus
+	sizes map[uint64]uint64
+}
+
+func (f *fakeEngine) Statuses(context.Context) ([]engine.ShardStatus, error) { return f.sts, nil }
+func (f *fakeEngine) SizeOf(d storage.Descriptor) (uint64, error)            { return f.sizes[d.ShardID], nil }
+
+func status(shard, gen, applied uint64, state string) engine.ShardStatus {
+	return engine.ShardStatus{ShardID: shard, State: state, Applied: applied, Initialized: true,
+		Desc: storage.Descriptor{ShardID: shard, Generation: gen}}
+}
+
+// TestLoads: the write rate is the applied index's advance over the samples
+// within the window; a shard no longer led is forgotten; a split or merge
+// (a new generation) starts the count afresh; followers, uninitialized
+// replicas and system shards are not counted.
+func TestLoads(t *testing.T) {
+	now := time.Unix(1000, 0)
+	f := &fakeEngine{sizes: map[uint64]uint64{1: 100 << 20, 2: 5}}
+	tr, err := New(Config{Window: 30 * time.Second, Interval: 10 * time.Second, Now: func() time.Time { return now }}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(applied1, applied2 uint64, gen2 uint64) []Load {
+		t.Helper()
+		f.sts = []engine.ShardStatus{status(1, 0, applied1, "StateLeader"), status(2, gen2, applied2, "StateLeader"),
+			status(3, 0, 500, "StateFollower"), status(storage.SystemShardBase, 0, 9, "StateLeader")}
+		if err := tr.Sample(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(10 * time.Second)
+		ls := tr.Loads()
+		slices.SortFunc(ls, func(a, b Load) int { return int(a.ShardID) - int(b.ShardID) })
+		return ls
+	}
+	if ls := step(0, 0, 0); len(ls) != 2 || ls[0].WritesPerSecond != 0 || ls[0].Size != 100<<20 {
+		t.Fatalf("one sample: %+v", ls)
+	}
+	step(1000, 10, 0)
+	step(2000, 20, 0)
+	ls := step(3000, 30, 0) // 4 samples over 30 s
+	if math.Abs(ls[0].WritesPerSecond-100) > 1e-9 || math.Abs(ls[1].WritesPerSecond-1) > 1e-9 {
+		t.Fatalf("rates: %+v", ls)
+	}
+	ls = step(9000, 30, 1) // shard 1: the first sample drops out of the window; shard 2 split
+	if math.Abs(ls[0].WritesPerSecond-(9000-1000)/30.0) > 1e-9 || ls[1].WritesPerSecond != 0 || ls[1].Generation != 1 {
+		t.Fatalf("after the window slid and shard 2's split: %+v", ls)
+	}
+	f.sts = f.sts[:1]
+	if err := tr.Sample(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ls := tr.Loads(); len(ls) != 1 || ls[0].ShardID != 1 {
+		t.Fatalf("shard 2 no longer led: %+v", ls)
+	}
+	if err := (Config{Window: time.Second, Interval: time.Minute}).Validate(); err == nil {
+		t.Fatal("an interval above the window was accepted")
+	}
+}
