@@ -203,6 +203,12 @@ func start(args []string) error {
 	movesPerMinute := fs.Int("placement-moves-per-minute", pdef.MovesPerMinute, "replica moves (each costs a snapshot) the placement driver starts per minute, at most")
 	snapshotsPerNode := fs.Int("placement-snapshots-per-node", pdef.Placement.MaxSnapshotsPerNode, "replicas a node receives at once (snapshots in flight), at most")
 	maxOps := fs.Int("placement-max-ops", pdef.MaxConcurrentOps, "placement operations in flight, at most")
+	splitSize := byteSize(pdef.Placement.SplitSize)
+	fs.Var(&splitSize, "split-size", "the placement driver splits a shard holding more data than this (bytes, or with a unit: 512MiB, 1GiB)")
+	splitWrites := fs.Float64("split-writes", pdef.Placement.SplitWriteRate, "the placement driver splits a shard taking more writes a second than this, averaged over 30s")
+	mergeCooldown := fs.Duration("merge-cooldown", pdef.Placement.MergeCooldown, "a shard whose range changed (split or merged) more recently than this is not merged")
+	noSplits := fs.Bool("no-splits", false, "the placement driver splits no shard (flotillactl split still does)")
+	noMerges := fs.Bool("no-merges", false, "the placement driver merges no shards (flotillactl merge still does)")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("start: unexpected arguments %q", fs.Args())
@@ -213,9 +219,14 @@ func start(args []string) error {
 	if *movesPerMinute < 1 || *snapshotsPerNode < 1 || *maxOps < 1 || *downAfter <= 0 {
 		return errors.New("start: --placement-moves-per-minute, --placement-snapshots-per-node and --placement-max-ops must be at least 1, --down-after positive")
 	}
+	if splitSize < 1<<20 || *splitWrites <= 0 || *mergeCooldown <= 0 {
+		return errors.New("start: --split-size must be at least 1MiB, --split-writes and --merge-cooldown positive")
+	}
 	pcfg := pdef
 	pcfg.Placement.DownAfter, pcfg.MovesPerMinute, pcfg.Placement.MaxSnapshotsPerNode, pcfg.MaxSnapshotsPerNode, pcfg.MaxConcurrentOps =
 		*downAfter, *movesPerMinute, *snapshotsPerNode, *snapshotsPerNode, *maxOps
+	pcfg.Placement.SplitSize, pcfg.Placement.SplitWriteRate, pcfg.Placement.MergeCooldown = uint64(splitSize), *splitWrites, *mergeCooldown
+	pcfg.Placement.NoSplits, pcfg.Placement.NoMerges = *noSplits, *noMerges
 	pcfg.IsLeader = func() bool { return false } // checked here; the node sets its own
 	if err := pcfg.Validate(); err != nil {
 		return fmt.Errorf("start: placement flags: %w", err)
@@ -234,6 +245,8 @@ func start(args []string) error {
 	cfg.Placement = func(c *placement.DriverConfig) {
 		c.Placement.DownAfter, c.MovesPerMinute, c.MaxConcurrentOps = pcfg.Placement.DownAfter, pcfg.MovesPerMinute, pcfg.MaxConcurrentOps
 		c.Placement.MaxSnapshotsPerNode, c.MaxSnapshotsPerNode = pcfg.Placement.MaxSnapshotsPerNode, pcfg.MaxSnapshotsPerNode
+		c.Placement.SplitSize, c.Placement.SplitWriteRate, c.Placement.MergeCooldown = pcfg.Placement.SplitSize, pcfg.Placement.SplitWriteRate, pcfg.Placement.MergeCooldown
+		c.Placement.NoSplits, c.Placement.NoMerges = pcfg.Placement.NoSplits, pcfg.Placement.NoMerges
 	}
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
 		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
