@@ -49,7 +49,8 @@ func (r Role) StorageRole() storage.ReplicaRole {
 // meta shard keeps of it (Version unset: the store stamps it).
 func RecordOf(d storage.Descriptor) ShardRecord {
 	r := ShardRecord{ShardID: d.ShardID, Start: d.Start, Last: d.Last, Generation: d.Generation,
-		ConfIndex: d.ConfIndex, NextReplicaID: d.NextReplicaID, Replicas: make([]Replica, len(d.Replicas))}
+		ConfIndex: d.ConfIndex, NextReplicaID: d.NextReplicaID, Replicas: make([]Replica, len(d.Replicas)),
+		MergeInto: d.MergeInto, MergeIntoGeneration: d.MergeIntoGeneration}
 	for i, rp := range d.Replicas {
 		r.Replicas[i] = Replica{NodeID: rp.NodeID, ReplicaID: rp.ReplicaID, Role: RoleOf(rp.Role)}
 	}
@@ -60,7 +61,8 @@ func RecordOf(d storage.Descriptor) ShardRecord {
 // replica ID as a descriptor keeps them.
 func (r ShardRecord) Descriptor() storage.Descriptor {
 	d := storage.Descriptor{ShardID: r.ShardID, Start: r.Start, Last: r.Last, Generation: r.Generation,
-		ConfIndex: r.ConfIndex, NextReplicaID: r.NextReplicaID, Replicas: make([]storage.Replica, len(r.Replicas))}
+		ConfIndex: r.ConfIndex, NextReplicaID: r.NextReplicaID, Replicas: make([]storage.Replica, len(r.Replicas)),
+		MergeInto: r.MergeInto, MergeIntoGeneration: r.MergeIntoGeneration}
 	for i, rp := range r.Replicas {
 		d.Replicas[i] = storage.Replica{NodeID: rp.NodeID, ReplicaID: rp.ReplicaID, Role: rp.Role.StorageRole()}
 	}
