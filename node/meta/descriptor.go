@@ -45,6 +45,17 @@ func (r Role) StorageRole() storage.ReplicaRole {
 	return 0
 }
 
+// JointConfig reports whether d's configuration is joint (a replica move
+// is under way): splits and merges wait until it has left it.
+func JointConfig(d storage.Descriptor) bool {
+	for _, r := range d.Replicas {
+		if r.Role != storage.RoleVoter && r.Role != storage.RoleLearner {
+			return true
+		}
+	}
+	return false
+}
+
 // RecordOf returns the record of a shard's replicated descriptor: what the
 // meta shard keeps of it (Version unset: the store stamps it).
 func RecordOf(d storage.Descriptor) ShardRecord {
