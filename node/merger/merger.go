@@ -88,6 +88,10 @@ const (
 	StepRecord Step = "frozen record" // its frozen record is written
 	StepWaited Step = "wait frozen"   // every replica of it is frozen durably
 	StepMerge  Step = "merge"         // the merge command
+	// StepAbandon is the abandon of a merge that failed (not the
+	// recovery's): a fault there leaves the right shard frozen, as the
+	// failure of the node that ran the merge would.
+	StepAbandon Step = "abandon"
 )
 
 // Engine is what a Merger needs of this node's engine; *engine.Engine has
@@ -137,8 +141,9 @@ type Config struct {
 	// settles it: well above WaitTimeout, so that it does not abandon a
 	// merge still running. Default 1 minute.
 	FrozenTimeout time.Duration
-	// Fault, if set, is called before each step after the freeze; an
-	// error fails that step, as a failure there would (fault injection).
+	// Fault, if set, is called before each step after the freeze, and
+	// before abandoning a merge that failed; an error fails that step, as
+	// a failure there would (fault injection).
 	Fault func(Step) error
 	// Logger; default slog.Default().
 	Logger *slog.Logger
@@ -199,6 +204,11 @@ func New(cfg Config, e Engine, c Cluster) (*Merger, error) {
 	}
 	return &Merger{cfg: cfg.withDefaults(), e: e, c: c}, nil
 }
+
+// FrozenTimeout returns the merger's Config.FrozenTimeout, defaults
+// applied: the caller of Recovery.Pass should call it at least twice as
+// often.
+func (m *Merger) FrozenTimeout() time.Duration { return m.cfg.FrozenTimeout }
 
 // Request asks for the merge of shard Left with its right neighbour.
 type Request struct {
@@ -383,7 +393,11 @@ func (m *Merger) failed(ctx context.Context, frozen storage.Descriptor, step Ste
 func (m *Merger) abandon(frozen storage.Descriptor, step Step, cause error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.SettleTimeout)
 	defer cancel()
-	out, err := m.settle(ctx, frozen)
+	var out outcome
+	err := m.step(StepAbandon, func() (err error) {
+		out, err = m.settle(ctx, frozen)
+		return err
+	})
 	switch out {
 	case outcomeMerged:
 		m.cfg.Logger.Info("merge: failed here but applied", "shard", frozen.MergeInto, "right", frozen.ShardID, "step", step, "err", cause)
