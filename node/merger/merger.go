@@ -317,21 +317,14 @@ func (m *Merger) plan(ctx context.Context, req Request) (l, r storage.Descriptor
 	if l.Last == ^uint64(0) {
 		return l, r, refuse(ErrNotAdjacent, "it is the last shard of the ring")
 	}
-	rightID, ok := m.c.ShardAt(l.Last + 1)
-	if !ok || rightID == l.ShardID {
-		return l, r, refuse(ErrNotAdjacent, "this node's ring does not follow the shard's range yet; retry")
-	}
-	rst, err := m.e.Status(ctx, rightID)
-	switch {
-	case errors.Is(err, engine.ErrShardNotFound):
-		return l, r, refuse(ErrReplicasDiffer, "its right neighbour, shard %d, has no replica on node %d, which leads shard %d", rightID, m.cfg.NodeID, l.ShardID)
-	case err != nil:
+	if r, err = m.neighbour(ctx, l); err != nil {
+		var refusal *RefusalError
+		if errors.As(err, &refusal) {
+			refusal.Left = l
+		}
 		return l, r, err
 	}
-	r = rst.Desc
 	switch {
-	case r.Start != l.Last+1:
-		return l, r, refuse(ErrNotAdjacent, "shard %d, its right neighbour by this node's ring, starts at %016x; retry", r.ShardID, r.Start)
 	case l.Frozen() || r.Frozen():
 		return l, r, refuse(ErrMerging, "shard %d is frozen for a merge into shard %d at generation %d", frozenOf(l, r).ShardID,
 			frozenOf(l, r).MergeInto, frozenOf(l, r).MergeIntoGeneration)
@@ -341,6 +334,42 @@ func (m *Merger) plan(ctx context.Context, req Request) (l, r storage.Descriptor
 		return l, r, refuse(ErrReplicasDiffer, "shard %d's replicas %v, shard %d's %v", l.ShardID, l.Replicas, r.ShardID, r.Replicas)
 	}
 	return l, r, nil
+}
+
+// neighbour returns the descriptor of l's right neighbour, from its
+// replica here: the shard this node's ring has after l's last hash, or,
+// when the ring lags a split or a merge, the one shard hosted here that
+// starts there.
+func (m *Merger) neighbour(ctx context.Context, l storage.Descriptor) (storage.Descriptor, error) {
+	next := l.Last + 1
+	if id, ok := m.c.ShardAt(next); ok && id != l.ShardID {
+		st, err := m.e.Status(ctx, id)
+		switch {
+		case err == nil && st.Desc.Start == next:
+			return st.Desc, nil
+		case err != nil && !errors.Is(err, engine.ErrShardNotFound):
+			return storage.Descriptor{}, err
+		}
+	}
+	sts, err := m.e.Statuses(ctx)
+	if err != nil {
+		return storage.Descriptor{}, err
+	}
+	var found []storage.Descriptor
+	for _, st := range sts {
+		if st.Initialized && st.ShardID != l.ShardID && !storage.IsSystemShard(st.ShardID) && st.Desc.Start == next {
+			found = append(found, st.Desc)
+		}
+	}
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		return storage.Descriptor{}, &RefusalError{Err: ErrNotAdjacent, Reason: fmt.Sprintf("shards %d and %d here both start at %016x; retry", found[0].ShardID, found[1].ShardID, next)}
+	}
+	id, _ := m.c.ShardAt(next)
+	return storage.Descriptor{}, &RefusalError{Err: ErrReplicasDiffer,
+		Reason: fmt.Sprintf("its right neighbour (shard %d by this node's ring) has no replica on node %d, which leads shard %d", id, m.cfg.NodeID, l.ShardID)}
 }
 
 func frozenOf(l, r storage.Descriptor) storage.Descriptor {

@@ -23,6 +23,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // leaders' for those that need one, and keeps the records written.
 type fakeCluster struct {
 	c *testcluster.Cluster
+	// ring, if set, answers ShardAt (a ring that lags).
+	ring func(hash uint64) (uint64, bool)
 	// bumpErr, if set, fails every bump (a left shard without a leader).
 	mu      sync.Mutex
 	bumpErr error
@@ -30,6 +32,9 @@ type fakeCluster struct {
 }
 
 func (f *fakeCluster) ShardAt(hash uint64) (uint64, bool) {
+	if f.ring != nil {
+		return f.ring(hash)
+	}
 	var best storage.Descriptor
 	ctx := context.Background()
 	f.c.EachStatus(ctx, func(_ uint64, st engine.ShardStatus) {
@@ -181,6 +186,30 @@ func TestMerge(t *testing.T) {
 	// And once more: shard 1 with shard 3, the last one.
 	if res, err = m.Merge(ctx, Request{Left: 1}); err != nil || res.Left.Start != 0 || res.Left.Last != ^uint64(0) {
 		t.Fatalf("second merge: %+v, %v", res, err)
+	}
+}
+
+// TestMergeRingLags: the ring of the left shard's leader lags a split of
+// the left shard (it has the left shard's range before the split): the
+// merger finds the neighbour, the split's child, among the shards here,
+// and merges it back.
+func TestMergeRingLags(t *testing.T) {
+	ctx := ctxT(t)
+	c, f, descs := threeShards(t, ctx, 3)
+	d1 := descOf(t, ctx, c, 1)
+	at := d1.Start + (d1.Last-d1.Start)/2
+	if _, err := c.Engine(1).Split(ctx, engine.SplitRequest{ShardID: 1, Generation: d1.Generation, At: at, ChildID: 10}); err != nil {
+		t.Fatal(err)
+	}
+	f.ring = func(hash uint64) (uint64, bool) {
+		if hash <= descs[0].Last {
+			return 1, true
+		}
+		return 0, false
+	}
+	res, err := newMerger(t, c, 1, f, nil).Merge(ctx, Request{Left: 1})
+	if err != nil || res.Right.ShardID != 10 || res.Left.Last != descs[0].Last {
+		t.Fatalf("merge with a lagging ring: %+v, %v", res, err)
 	}
 }
 

@@ -168,7 +168,8 @@ func (r *Recovery) Pass(ctx context.Context, now time.Time) ([]Settled, error) {
 			errs = append(errs, fmt.Errorf("shard %d: %w", d.ShardID, err))
 		case outcomeMerged:
 			// Its replica here goes once the left shard's replica here
-			// applies the merge.
+			// applies the merge; not asked again before another timeout.
+			r.since[d.ShardID] = frozenSince{generation: d.Generation, at: now}
 			settled = append(settled, Settled{Frozen: d, Merged: true})
 		case outcomeAbandoned:
 			delete(r.since, d.ShardID)
