@@ -201,6 +201,9 @@ func TestMergeRingLags(t *testing.T) {
 	if _, err := c.Engine(1).Split(ctx, engine.SplitRequest{ShardID: 1, Generation: d1.Generation, At: at, ChildID: 10}); err != nil {
 		t.Fatal(err)
 	}
+	if err := c.WaitLeaders(ctx, []uint64{10}); err != nil {
+		t.Fatal(err)
+	}
 	f.ring = func(hash uint64) (uint64, bool) {
 		if hash <= descs[0].Last {
 			return 1, true
