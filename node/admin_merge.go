@@ -29,7 +29,7 @@ func (a *adminService) Merge(ctx context.Context, req *nodepb.MergeRequest) (*no
 		return nil, err
 	}
 	resp, fw, err := forward(ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.MergeResponse, error) {
-		return c.Merge(ctx, &nodepb.MergeRequest{ShardId: shard, Generation: req.GetGeneration(), Hops: req.GetHops() + 1})
+		return c.Merge(ctx, &nodepb.MergeRequest{ShardId: shard, Generation: req.GetGeneration(), RightGeneration: req.GetRightGeneration(), Hops: req.GetHops() + 1})
 	})
 	if fw || err != nil {
 		return resp, err
@@ -38,7 +38,7 @@ func (a *adminService) Merge(ctx context.Context, req *nodepb.MergeRequest) (*no
 	if err != nil {
 		return nil, adminError(codes.Internal, nodepb.Reason_REASON_INTERNAL, shard, "node: %v", err)
 	}
-	res, err := m.Merge(ctx, merger.Request{Left: shard, Generation: req.GetGeneration()})
+	res, err := m.Merge(ctx, merger.Request{Left: shard, Generation: req.GetGeneration(), RightGeneration: req.GetRightGeneration()})
 	if err != nil {
 		return nil, a.mergeError(err, shard)
 	}

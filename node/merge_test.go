@@ -135,6 +135,7 @@ func TestMergeUnderLoad(t *testing.T) {
 	}{
 		{"the last shard", &nodepb.MergeRequest{ShardId: 3}, codes.FailedPrecondition, nodepb.Reason_REASON_NOT_ADJACENT},
 		{"stale generation", &nodepb.MergeRequest{ShardId: 1, Generation: 1}, codes.FailedPrecondition, nodepb.Reason_REASON_STALE_GENERATION},
+		{"stale right generation", &nodepb.MergeRequest{ShardId: 1, RightGeneration: 99}, codes.FailedPrecondition, nodepb.Reason_REASON_STALE_GENERATION},
 		{"merged shard", &nodepb.MergeRequest{ShardId: a}, codes.NotFound, nodepb.Reason_REASON_SHARD_NOT_FOUND},
 		{"system shard", &nodepb.MergeRequest{ShardId: MetaShardID}, codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST},
 	} {
@@ -146,6 +147,9 @@ func TestMergeUnderLoad(t *testing.T) {
 		}
 		if tc.reason == nodepb.Reason_REASON_NOT_ADJACENT && (e.GetLast() != ^uint64(0) || e.GetStart() != last.GetShard().GetStart()) {
 			t.Errorf("%s: the shard's range now: %v", tc.name, e)
+		}
+		if tc.req.GetRightGeneration() != 0 && (e.GetShardId() != 2 || e.GetGeneration() == 99) {
+			t.Errorf("%s: the right shard's range now: %v", tc.name, e)
 		}
 	}
 	// Replicas on other nodes: shard 2's replica moves to node 4, which

@@ -216,6 +216,9 @@ type Request struct {
 	// Generation is the left shard's generation the merge is planned
 	// against; 0: the one it has.
 	Generation uint64
+	// RightGeneration is the right neighbour's generation the merge is
+	// planned against; 0: the one it has.
+	RightGeneration uint64
 }
 
 // Result is a merge as it applied.
@@ -229,9 +232,10 @@ type Result struct {
 // (see the package doc). Errors: engine.ErrShardNotFound (no replica
 // here), *engine.NotLeaderError, a *RefusalError, an
 // *engine.StaleGenerationError (of the left shard, or of the right one if
-// it changed before the freeze), an *engine.ShardMergingError, the
-// engine's errors of the freeze (nothing frozen), and an *AbandonedError
-// for a merge that failed after the freeze.
+// it is not at req.RightGeneration or changed before the freeze), an
+// *engine.ShardMergingError, the engine's errors of the freeze (nothing
+// frozen), and an *AbandonedError for a merge that failed after the
+// freeze.
 func (m *Merger) Merge(ctx context.Context, req Request) (Result, error) {
 	l, r, err := m.plan(ctx, req)
 	if err != nil {
@@ -325,6 +329,8 @@ func (m *Merger) plan(ctx context.Context, req Request) (l, r storage.Descriptor
 		return l, r, err
 	}
 	switch {
+	case req.RightGeneration != 0 && req.RightGeneration != r.Generation:
+		return l, r, &engine.StaleGenerationError{ShardID: r.ShardID, Expected: req.RightGeneration, Generation: r.Generation, Start: r.Start, Last: r.Last}
 	case l.Frozen() || r.Frozen():
 		return l, r, refuse(ErrMerging, "shard %d is frozen for a merge into shard %d at generation %d", frozenOf(l, r).ShardID,
 			frozenOf(l, r).MergeInto, frozenOf(l, r).MergeIntoGeneration)

@@ -255,6 +255,9 @@ func TestMergeRefusals(t *testing.T) {
 		{"stale generation", m, Request{Left: 1, Generation: descs[0].Generation + 5}, func(err error) bool {
 			return errors.As(err, &stale) && stale.Generation == descs[0].Generation && stale.Last == descs[0].Last
 		}},
+		{"stale right generation", m, Request{Left: 1, RightGeneration: descs[1].Generation + 5}, func(err error) bool {
+			return errors.As(err, &stale) && stale.ShardID == 2 && stale.Generation == descs[1].Generation && stale.Start == descs[1].Start
+		}},
 		{"not the leader", newMerger(t, c, 2, f, nil), Request{Left: 1}, func(err error) bool { return errors.As(err, &nl) && nl.Leader == 1 }},
 	} {
 		if _, err := tc.m.Merge(ctx, tc.req); !tc.ok(err) {

@@ -2087,10 +2087,14 @@ type MergeRequest struct {
 	// The generation of the shard's range the merge was planned against:
 	// if the range changed since, the merge fails with STALE_GENERATION.
 	// 0: the generation the shard has.
-	Generation    uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	Hops          uint32 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Hops       uint32 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
+	// The generation of the right neighbour's range the merge was planned
+	// against (the placement driver's fence): if it changed since, the
+	// merge fails with STALE_GENERATION (of the neighbour). 0: any.
+	RightGeneration uint64 `protobuf:"varint,4,opt,name=right_generation,json=rightGeneration,proto3" json:"right_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MergeRequest) Reset() {
@@ -2140,6 +2144,13 @@ func (x *MergeRequest) GetGeneration() uint64 {
 func (x *MergeRequest) GetHops() uint32 {
 	if x != nil {
 		return x.Hops
+	}
+	return 0
+}
+
+func (x *MergeRequest) GetRightGeneration() uint64 {
+	if x != nil {
+		return x.RightGeneration
 	}
 	return 0
 }
@@ -4483,13 +4494,14 @@ const file_node_proto_rawDesc = "" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
 	"notApplied\x12\x14\n" +
 	"\x05start\x18\f \x01(\x04R\x05start\x12\x12\n" +
-	"\x04last\x18\r \x01(\x04R\x04last\"]\n" +
+	"\x04last\x18\r \x01(\x04R\x04last\"\x88\x01\n" +
 	"\fMergeRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x12\n" +
-	"\x04hops\x18\x03 \x01(\rR\x04hops\"l\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\x12)\n" +
+	"\x10right_generation\x18\x04 \x01(\x04R\x0frightGeneration\"l\n" +
 	"\rMergeResponse\x123\n" +
 	"\x05shard\x18\x01 \x01(\v2\x1d.flotilla.node.v1.ShardRecordR\x05shard\x12&\n" +
 	"\x0fmerged_shard_id\x18\x02 \x01(\x04R\rmergedShardId\"\xd3\x01\n" +
