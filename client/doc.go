@@ -68,6 +68,21 @@
 // split, and whose response was lost, is answered on the new shard with
 // its first result, not applied again.
 //
+// # Merges
+//
+// A merge folds a shard into its left neighbour. While it runs, the right
+// shard is frozen: a request to it is refused (SHARD_MERGING, nothing
+// applied) and the client retries after a backoff, refreshing its routes.
+// Once the merge is through, a request routed with the ring from before
+// it reaches a node that runs it on the left shard (its router has
+// followed) or refuses it (no replica of the merged shard any more:
+// NOT_LEADER with no hint), and the client refreshes and retries on the
+// left shard. The left shard folded the right one's sessions into its
+// own, so a write that applied on the right shard before the freeze, and
+// whose response was lost, is answered on the left shard with its first
+// result, not applied again. A merge that is abandoned thaws the right
+// shard, and the retries go on there.
+//
 // Bad input is refused on the client before any round trip, with the same
 // errors the server would return: ErrEmptyKey, ErrKeyTooLarge,
 // ErrValueTooLarge (limits: Config, lowered to the server's if smaller).

@@ -106,6 +106,11 @@ func (c *Client) judgeDetail(ctx context.Context, e *Error, asked uint64) outcom
 		}
 	case nodepb.Reason_REASON_KEY_NOT_IN_SHARD, nodepb.Reason_REASON_PROPOSAL_DROPPED:
 		o.verdict, o.refresh = verdictBackoff, true
+	case nodepb.Reason_REASON_SHARD_MERGING:
+		// Frozen for a merge, for a moment: the key is the left shard's
+		// once the merge is through (the refresh finds it), the shard's
+		// again if it is abandoned.
+		o.verdict, o.refresh = verdictBackoff, true
 	case nodepb.Reason_REASON_NO_RING, nodepb.Reason_REASON_CLOSED, nodepb.Reason_REASON_AMBIGUOUS:
 		o.verdict, o.refresh, o.avoid = verdictBackoff, true, true
 	case nodepb.Reason_REASON_SESSION_NOT_FOUND:

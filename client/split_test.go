@@ -93,21 +93,33 @@ func keyAbove(t *testing.T, c *client.Client, shardID uint64, start uint64) ([]b
 // compare-and-swap applied once.
 func TestClientSplitLostResponse(t *testing.T) {
 	h := newHarness(t, 2)
+	var at uint64
+	h.lostCASResponse("split", func(ctx context.Context) { h.setRing(h.split(ctx, 1, at, 10)) }, func(cl *client.Client) []byte {
+		var key []byte
+		key, at = keyAbove(t, cl, 1, h.descs[0].Start)
+		return key
+	}, 10)
+}
+
+// lostCASResponse runs a compare-and-swap of the key keyOf chooses whose
+// first response is lost, and reshard (a split or a merge that moves the
+// key to shard want, the routers following) before the retry: the retry
+// must find the result of the one application on shard want. Then the key
+// reads back there, and a second compare-and-swap, which needs no
+// registration of the session there, applies.
+func (h *harness) lostCASResponse(what string, reshard func(ctx context.Context), keyOf func(*client.Client) []byte, want uint64) {
+	t := h.t
+	t.Helper()
 	ctx := ctxT(t, 60*time.Second)
-	var (
-		once sync.Once
-		cl   *client.Client
-		key  []byte
-		at   uint64
-	)
-	splitAfterFirst := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	var once sync.Once
+	reshardAfterFirst := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if _, ok := req.(*nodepb.CompareAndSwapRequest); !ok || err != nil {
 			return err
 		}
 		lost := false
 		once.Do(func() {
-			h.setRing(h.split(ctx, 1, at, 10))
+			reshard(ctx)
 			lost = true
 		})
 		if lost {
@@ -115,9 +127,9 @@ func TestClientSplitLostResponse(t *testing.T) {
 		}
 		return err
 	}
-	cl = h.client(client.Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, DialOptions: []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(splitAfterFirst)}})
-	key, at = keyAbove(t, cl, 1, h.descs[0].Start)
+	cl := h.client(client.Config{BackoffMin: time.Millisecond, BackoffMax: 10 * time.Millisecond, DialOptions: []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(reshardAfterFirst)}})
+	key := keyOf(cl)
 	replays := func() (n uint64) {
 		for _, id := range h.c.IDs() {
 			n += h.c.Engine(id).Stats().SessionReplays
@@ -126,21 +138,21 @@ func TestClientSplitLostResponse(t *testing.T) {
 	}
 	r, err := cl.CompareAndSwap(ctx, key, nil, []byte("1"))
 	if err != nil || !r.Swapped {
-		t.Fatalf("compare-and-swap across the split: %+v, %v", r, err)
+		t.Fatalf("compare-and-swap across the %s: %+v, %v", what, r, err)
 	}
 	if replays() == 0 {
-		t.Fatal("the retry on the new shard applied again")
+		t.Fatalf("the retry after the %s applied again", what)
 	}
 	if err := cl.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if s, _ := cl.ShardOf(key); s != 10 {
-		t.Fatalf("the key is in shard %d after the split", s)
+	if s, _ := cl.ShardOf(key); s != want {
+		t.Fatalf("the key is in shard %d after the %s, want %d", s, what, want)
 	}
 	if v, _, err := cl.Get(ctx, key); err != nil || string(v) != "1" {
 		t.Fatalf("value %q, %v", v, err)
 	}
-	// The new shard knows the session: the next write there needs no
+	// The shard knows the session: the next write there needs no
 	// registration, and applies.
 	if r, err := cl.CompareAndSwap(ctx, key, []byte("1"), []byte("2")); err != nil || !r.Swapped {
 		t.Fatalf("second compare-and-swap: %+v, %v", r, err)

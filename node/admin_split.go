@@ -21,13 +21,7 @@ import (
 // Split implements nodepb.AdminServer.
 func (a *adminService) Split(ctx context.Context, req *nodepb.SplitRequest) (*nodepb.SplitResponse, error) {
 	shard := req.GetShardId()
-	switch {
-	case shard == 0:
-		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: split needs a shard ID")
-	case storage.IsSystemShard(shard):
-		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: shard %d is a system shard: it has no range to split", shard)
-	}
-	if _, err := a.store(); err != nil {
+	if err := a.checkRangeShard(shard, "split"); err != nil {
 		return nil, err
 	}
 	resp, fw, err := forward(ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.SplitResponse, error) {
@@ -49,6 +43,20 @@ func (a *adminService) Split(ctx context.Context, req *nodepb.SplitRequest) (*no
 	a.n.cl.syncMeta()
 	recs := shardRecordsToProto([]nodemeta.ShardRecord{nodemeta.RecordOf(res.Parent), nodemeta.RecordOf(res.Child)})
 	return &nodepb.SplitResponse{Parent: recs[0], Child: recs[1], Point: string(res.Point)}, nil
+}
+
+// checkRangeShard refuses a request to split or merge (what) no shard, or
+// a system shard, and any on a cluster with static membership, which has
+// no meta shard: no router there would learn of the change.
+func (a *adminService) checkRangeShard(shard uint64, what string) error {
+	switch {
+	case shard == 0:
+		return adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, 0, "node: %s needs a shard ID", what)
+	case storage.IsSystemShard(shard):
+		return adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: shard %d is a system shard: it has no range to %s", shard, what)
+	}
+	_, err := a.store()
+	return err
 }
 
 // splitError maps an error of splitter.Split on shardID.

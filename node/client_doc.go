@@ -5,7 +5,8 @@
 // shard's records (cluster, nodes, ring header, one record per shard) and
 // the code that writes, follows and repairs them, package node/gossip the
 // discovery of nodes and their load, package node/placer the placement
-// driver (package placement) in the node. Nothing in this package reads or
+// driver (package placement) in the node, packages node/splitter and
+// node/merger the splits and merges of hash ranges. Nothing in this package reads or
 // writes a key of the meta shard but through a node/meta Store.
 //
 // # The cluster (cluster*.go, records.go, admin*.go)
@@ -40,6 +41,15 @@
 // which keep the ring before the split until the records tile the hash
 // space again.
 //
+// Merges (admin_merge.go). The Admin Merge request runs on the left
+// shard's leader, through package node/merger: freeze the right neighbour
+// on its leader, wait until each of its nodes has it frozen (MergeStep
+// WAIT_FROZEN, sent to each), merge, and the widened record, which
+// retires the merged shard's (package node/meta). A merge that fails after
+// the freeze is abandoned (the left shard's generation bumped, the right
+// shard thawed). staleReplicaLoop also runs the merger's Recovery, which
+// settles the shards led here that have stayed frozen for too long.
+//
 // The cluster state's loops (metaLoop, leaderLoop, reportLoop, loadLoop,
 // staleReplicaLoop, placementLoop, writeBootstrapRecords) and the
 // reconciler run from StartCluster to Close. syncMeta, which owns the watcher, is serialized by a mutex of its
@@ -62,6 +72,7 @@
 //	shard not hosted here            Unavailable         NOT_LEADER (hint from the router)
 //	*engine.KeyNotInShardError       FailedPrecondition  KEY_NOT_IN_SHARD (shard, its generation and range now)
 //	*engine.StaleGenerationError     FailedPrecondition  STALE_GENERATION (shard, its generation and range now)
+//	*engine.ShardMergingError        Unavailable         SHARD_MERGING (frozen for a merge: not applied, retry)
 //	empty / too large key or value   InvalidArgument     EMPTY_KEY, KEY_TOO_LARGE, VALUE_TOO_LARGE
 //	engine.ErrProposalTooLarge       InvalidArgument     TOO_LARGE
 //	unknown shard (Scan by ID)       NotFound            SHARD_NOT_FOUND
@@ -81,10 +92,11 @@
 // returns the first application's result. A write without one is proposed
 // as is (engine.Propose).
 //
-// A request routed with a ring that a split has made stale is refused by
-// the shard (KeyNotInShard, nothing applied); the service then polls the
-// meta shard and, if the key's shard changed, runs the request there once
-// more (client_reroute.go), else returns the refusal.
+// A request routed with a ring that a split or a merge has made stale is
+// refused by the shard (KeyNotInShard, ShardMerging, or no replica here
+// any more; nothing applied); the service then polls the meta shard and,
+// if the key's shard changed, runs the request there once more
+// (client_reroute.go), else returns the refusal.
 //
 // The router is the caller's: it keeps the ring and replicas up to date (the
 // meta shard, gossip). StartLeaderFeed adds the engine's leader-change

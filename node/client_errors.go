@@ -130,6 +130,7 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 		nl    *engine.NotLeaderError
 		kns   *engine.KeyNotInShardError
 		stale *engine.StaleGenerationError
+		sm    *engine.ShardMergingError
 		e     *nodepb.Error
 	)
 	switch {
@@ -140,6 +141,12 @@ func (s *ClientService) engineError(err error, shardID uint64, write bool) *node
 		return e
 	case errors.As(err, &nl):
 		return s.notLeader(shardID, nl.Leader, nl.Term, write, err)
+	case errors.As(err, &sm):
+		// Frozen for a merge (or destroyed by one while the request
+		// waited): nothing applied; the key is the left shard's once the
+		// merge completes, the shard's again if it is abandoned.
+		e = s.newError(codes.Unavailable, nodepb.Reason_REASON_SHARD_MERGING, shardID, "node: %v", err)
+		e.NotApplied = write
 	case confChangeRefusal(err) != nil:
 		r := confChangeRefusal(err)
 		e = s.newError(r.code, r.reason, shardID, "node: %v", err)

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Requests routed with a ring that a split has made stale.
+// Requests routed with a ring that a split or a merge has made stale.
 //
 // The service routes a key with the node's router, which follows the meta
 // shard's records a moment after a split applies (the records are written
@@ -31,12 +31,24 @@ import (
 // when it split (the split copies the parent's sessions). Registering is
 // safe there: a session the child does not know has had no write applied
 // to the child's range, by the parent before the split or by the child.
+//
+// Merges: a request to a shard frozen for a merge into its left neighbour
+// is refused (*engine.ShardMergingError, nothing applied), and one to a
+// shard the merge has destroyed here finds no replica
+// (engine.ErrShardNotFound). The service brings the router up to date the
+// same way and, once the merge is in the records, runs the request on the
+// left shard, which has the key now; a write registers its session there,
+// which is safe for the same reason: the left shard folded the right
+// one's sessions into its own, so a session it does not know had no write
+// applied to either range. Until the records have the merge, the refusal
+// goes back to the client as SHARD_MERGING (or NOT_LEADER), which it
+// retries after a backoff.
 
 // OnStaleRoute sets refresh, which the service calls when a shard refuses
-// a key that the router sent it (a split moved the key and the router has
-// not followed): it should bring the router up to date, without blocking
-// for long (it runs inside the request). The service then routes the key
-// again. nil: none. Safe to call at any time.
+// a key that the router sent it (a split or a merge moved the key and the
+// router has not followed): it should bring the router up to date, without
+// blocking for long (it runs inside the request). The service then routes
+// the key again. nil: none. Safe to call at any time.
 func (s *ClientService) OnStaleRoute(refresh func()) {
 	if refresh == nil {
 		s.refreshRing.Store(nil)
@@ -46,13 +58,13 @@ func (s *ClientService) OnStaleRoute(refresh func()) {
 }
 
 // onKeyShard runs op on the shard rt names for key; when that shard
-// refuses the key as not its own, it updates the router and, if the key's
-// shard is another one now, runs op there once more (again set). It
-// returns the shard of the last attempt and op's result.
+// refuses the key as not its own, is frozen for a merge or has no replica
+// here (stale), it updates the router and, if the key's shard is another
+// one now, runs op there once more (again set). It returns the shard of
+// the last attempt and op's result.
 func (s *ClientService) onKeyShard(key []byte, rt router.Route, op func(shardID uint64, again bool) ([]byte, error)) (uint64, []byte, error) {
 	res, err := op(rt.ShardID, false)
-	var kns *engine.KeyNotInShardError
-	if err == nil || !errors.As(err, &kns) {
+	if !stale(err) {
 		return rt.ShardID, res, err
 	}
 	if refresh := s.refreshRing.Load(); refresh != nil {
@@ -65,6 +77,17 @@ func (s *ClientService) onKeyShard(key []byte, rt router.Route, op func(shardID 
 	s.rerouted.Add(1)
 	res, err = op(next.ShardID, true)
 	return next.ShardID, res, err
+}
+
+// stale reports whether err may come from a route that a split or a
+// merge made stale: nothing was applied, and the key may be another
+// shard's now.
+func stale(err error) bool {
+	if errors.Is(err, engine.ErrAmbiguous) {
+		return false // it may have applied, whatever its cause
+	}
+	var kns *engine.KeyNotInShardError
+	return errors.As(err, &kns) || errors.Is(err, engine.ErrShardMerging) || errors.Is(err, engine.ErrShardNotFound)
 }
 
 // registering returns sess, set to register when a write is sent again on
@@ -86,5 +109,5 @@ func (s *ClientService) proposeOnKeyShard(ctx context.Context, key []byte, rt ro
 }
 
 // Rerouted counts the requests run again on another shard than the
-// router first chose, after a split.
+// router first chose, after a split or a merge.
 func (s *ClientService) Rerouted() uint64 { return s.rerouted.Load() }

@@ -17,6 +17,7 @@ import (
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/internal/backoff"
 	"github.com/flotilla-db/flotilla/node/gossip"
+	"github.com/flotilla-db/flotilla/node/merger"
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/node/placer"
@@ -69,7 +70,11 @@ type ClusterConfig struct {
 	// the shard records of the shards this node leads current (tests
 	// shorten its interval).
 	Reconciler func(*nodemeta.ReconcilerConfig)
-	Logger     *slog.Logger
+	// Merger, if set, adjusts the config of the merges this node runs and
+	// of its recovery of merges left unfinished (tests shorten its
+	// timeouts and inject faults).
+	Merger func(*merger.Config)
+	Logger *slog.Logger
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the

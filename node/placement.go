@@ -8,6 +8,7 @@ import (
 
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/internal/backoff"
+	"github.com/flotilla-db/flotilla/node/merger"
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/placer"
 	"github.com/flotilla-db/flotilla/placement"
@@ -16,7 +17,7 @@ import (
 
 // The placement driver's assembly (package node/placer owns it) and the
 // loop that destroys replicas their shards removed while they could not
-// hear of it.
+// hear of it, and settles merges left unfinished.
 
 // placementLoop starts the placement driver once the local copy of the
 // meta shard holds the cluster record (its replication factor), and runs
@@ -75,7 +76,7 @@ func (cs *clusterState) placementLoop(ctx context.Context) {
 	p.Run(ctx)
 }
 
-// staleReplicaInterval is how often staleReplicaLoop looks.
+// staleReplicaInterval is how often staleReplicaLoop looks, at most.
 const staleReplicaInterval = 5 * time.Second
 
 // staleReplicaLoop destroys this node's replicas of user shards that their
@@ -84,9 +85,24 @@ const staleReplicaInterval = 5 * time.Second
 // and a drained node would never be empty. The shard's record in the
 // meta shard decides (engine.DestroyStaleReplica): a replica ID below the
 // record's next replica ID that the record does not list is gone for good.
+//
+// It also runs the merger's Recovery, which settles the shards led here
+// that have stayed frozen for a merge for longer than the merger's
+// FrozenTimeout (a merge whose node failed between the freeze and the
+// merge): it looks at least twice per FrozenTimeout.
 func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
 	defer cs.wg.Done()
-	t := time.NewTicker(staleReplicaInterval)
+	m, err := cs.n.admin.merger()
+	if err != nil {
+		cs.log.Error("merge recovery not started", "err", err)
+	}
+	var rec *merger.Recovery
+	interval := staleReplicaInterval
+	if m != nil {
+		rec = m.Recovery()
+		interval = min(interval, m.FrozenTimeout()/2)
+	}
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -95,6 +111,15 @@ func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		cs.destroyStaleReplicas(ctx)
+		if rec != nil {
+			settled, err := rec.Pass(ctx, time.Now())
+			for _, s := range settled {
+				cs.log.Info("merge recovery: settled a merge left unfinished", "shard", s.Frozen.ShardID, "into", s.Frozen.MergeInto, "merged", s.Merged)
+			}
+			if err != nil && ctx.Err() == nil {
+				cs.log.Warn("merge recovery", "err", err)
+			}
+		}
 	}
 }
 

@@ -148,7 +148,8 @@ func shardRecordsToProto(recs []nodemeta.ShardRecord) []*nodepb.ShardRecord {
 	out := make([]*nodepb.ShardRecord, len(recs))
 	for i, r := range recs {
 		p := &nodepb.ShardRecord{ShardId: r.ShardID, Start: r.Start, Last: r.Last, Generation: r.Generation,
-			ConfIndex: r.ConfIndex, NextReplicaId: r.NextReplicaID, Replicas: make([]*nodepb.ReplicaRecord, len(r.Replicas))}
+			ConfIndex: r.ConfIndex, NextReplicaId: r.NextReplicaID, Replicas: make([]*nodepb.ReplicaRecord, len(r.Replicas)),
+			MergeInto: r.MergeInto, MergeIntoGeneration: r.MergeIntoGeneration}
 		for j, rp := range r.Replicas {
 			p.Replicas[j] = &nodepb.ReplicaRecord{NodeId: rp.NodeID, ReplicaId: rp.ReplicaID, Role: string(rp.Role)}
 		}
@@ -161,7 +162,8 @@ func shardRecordsFromProto(ps []*nodepb.ShardRecord) []nodemeta.ShardRecord {
 	out := make([]nodemeta.ShardRecord, len(ps))
 	for i, p := range ps {
 		r := nodemeta.ShardRecord{ShardID: p.GetShardId(), Start: p.GetStart(), Last: p.GetLast(), Generation: p.GetGeneration(),
-			ConfIndex: p.GetConfIndex(), NextReplicaID: p.GetNextReplicaId(), Replicas: make([]nodemeta.Replica, len(p.GetReplicas()))}
+			ConfIndex: p.GetConfIndex(), NextReplicaID: p.GetNextReplicaId(), Replicas: make([]nodemeta.Replica, len(p.GetReplicas())),
+			MergeInto: p.GetMergeInto(), MergeIntoGeneration: p.GetMergeIntoGeneration()}
 		for j, rp := range p.GetReplicas() {
 			r.Replicas[j] = nodemeta.Replica{NodeID: rp.GetNodeId(), ReplicaID: rp.GetReplicaId(), Role: nodemeta.Role(rp.GetRole())}
 		}

@@ -63,6 +63,35 @@ func startWriters(ctx context.Context, c *client.Client, n int) *loadWriters {
 	return l
 }
 
+// startLoad waits until nodes are ready and starts 8 writers through a
+// client of them, stopped at the end of the test if the test does not;
+// it returns once they have written 100 keys.
+func startLoad(t *testing.T, ctx context.Context, nodes []*Node) (*client.Client, *loadWriters) {
+	t.Helper()
+	var eps []string
+	for _, n := range nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eps = append(eps, n.ClientAddr())
+	}
+	cl, err := client.New(ctx, client.Config{Endpoints: eps, BackoffMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := startWriters(ctx, cl, 8)
+	t.Cleanup(func() {
+		select {
+		case <-load.stop:
+		default:
+			load.finish()
+		}
+		cl.Close()
+	})
+	load.waitWrites(t, ctx, 100)
+	return cl, load
+}
+
 // waitWrites waits until n more writes have ended.
 func (l *loadWriters) waitWrites(t *testing.T, ctx context.Context, n int64) {
 	t.Helper()
@@ -104,27 +133,7 @@ func TestSplitUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	nodes := startClusterNodes(t, ctx, t.TempDir(), 3, 3, func(_ int, cfg *ClusterConfig) { cfg.InitialShards = 4 })
-	var eps []string
-	for _, n := range nodes {
-		if err := n.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-		eps = append(eps, n.ClientAddr())
-	}
-	cl, err := client.New(ctx, client.Config{Endpoints: eps, BackoffMax: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	load := startWriters(ctx, cl, 8)
-	defer func() {
-		select {
-		case <-load.stop:
-		default:
-			load.finish()
-		}
-	}()
-	load.waitWrites(t, ctx, 100)
+	cl, load := startLoad(t, ctx, nodes)
 
 	split := func(via *Node, req *nodepb.SplitRequest) *nodepb.SplitResponse {
 		t.Helper()
@@ -205,25 +214,39 @@ func TestSplitUnderLoad(t *testing.T) {
 
 	// Every node's router follows to the meta shard's generation, with the
 	// ranges the shards themselves report, while the load goes on.
-	var listing *router.Ring
+	checkRing(t, ctx, nodes, shards)
+	load.waitWrites(t, ctx, 100)
+	checkLoad(t, ctx, load, cl, nodes, shards)
+}
+
+// checkRing waits until the Admin listing tiles the hash space with want
+// user shards, the meta shard's records are those shards (no merged one
+// left behind, none merging), and every node's router has the meta
+// shard's ring with the listing's ranges.
+func checkRing(t *testing.T, ctx context.Context, nodes []*Node, want int) {
+	t.Helper()
 	waitFor(t, ctx, "every router at the meta shard's ring", func() error {
-		resp, err := nodes[2].admin.Shards(ctx, nil)
+		resp, err := nodes[len(nodes)-1].admin.Shards(ctx, nil)
 		if err != nil {
 			return err
 		}
-		if listing, err = userRanges(resp); err != nil {
+		listing, err := userRanges(resp)
+		if err != nil {
 			return fmt.Errorf("listing: %w", err)
 		}
-		if listing.Len() != shards {
+		if listing.Len() != want {
 			return fmt.Errorf("%d shards listed", listing.Len())
 		}
 		st, err := nodes[0].Engine.Status(ctx, MetaShardID)
 		if err != nil {
 			return err
 		}
-		h, err := metaLeader(nodes, st.Leader).cl.store.Header(ctx, nodemeta.Linearizable)
+		recs, h, err := metaLeader(nodes, st.Leader).cl.store.Shards(ctx, nodemeta.Linearizable)
 		if err != nil {
 			return err
+		}
+		if len(recs) != want || h.Shards != want || len(h.Merging) != 0 {
+			return fmt.Errorf("meta shard: %d records, header %+v", len(recs), h)
 		}
 		for _, n := range nodes {
 			rg := n.Router.Ring()
@@ -233,7 +256,13 @@ func TestSplitUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	load.waitWrites(t, ctx, 100)
+}
+
+// checkLoad stops the writers and checks that none of their writes failed
+// and every acknowledged key reads back through cl, whose ring, once
+// refreshed, has want shards.
+func checkLoad(t *testing.T, ctx context.Context, load *loadWriters, cl *client.Client, nodes []*Node, want int) {
+	t.Helper()
 	acked, failed := load.finish()
 	for _, err := range failed {
 		t.Error(err)
@@ -251,7 +280,7 @@ func TestSplitUnderLoad(t *testing.T) {
 	if err := cl.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := cl.Shards(); len(got) != shards {
+	if got := cl.Shards(); len(got) != want {
 		t.Errorf("the client's ring has %d shards", len(got))
 	}
 	var rerouted uint64

@@ -227,7 +227,8 @@ func describeDetail(d *nodepb.Error, fallback string) string {
 		fmt.Fprintf(&b, " (%s)", strings.TrimPrefix(r.String(), "REASON_"))
 	}
 	switch d.GetReason() {
-	case nodepb.Reason_REASON_OUT_OF_RANGE, nodepb.Reason_REASON_STALE_GENERATION, nodepb.Reason_REASON_KEY_NOT_IN_SHARD:
+	case nodepb.Reason_REASON_OUT_OF_RANGE, nodepb.Reason_REASON_STALE_GENERATION, nodepb.Reason_REASON_KEY_NOT_IN_SHARD,
+		nodepb.Reason_REASON_NOT_ADJACENT:
 		fmt.Fprintf(&b, "; the shard's range is [%016x, %016x] at generation %d", d.GetStart(), d.GetLast(), d.GetGeneration())
 	}
 	if d.GetReason() == nodepb.Reason_REASON_NOT_LEADER {

@@ -24,7 +24,7 @@ func commandGroups() []commandGroup {
 	return []commandGroup{
 		{"admin", "Cluster administration (the nodes' Admin gRPC service):", adminCommands},
 		{"placement", "Placement (the driver on the meta shard's leader):", placementCommands},
-		{"ranges", "Hash ranges (on the shards' leaders):", splitCommands},
+		{"ranges", "Hash ranges (on the shards' leaders):", rangeCommands},
 		{"kv", "Keys and values (routed to the keys' leaders):", kvCommands},
 		{"debug", "Offline inspection:", debugCommands},
 	}

@@ -29,9 +29,10 @@ type (
 	}
 )
 
-// splitCommands are the commands that change the shards' hash ranges, on
-// the shards' leaders (the node that answers forwards there).
-func splitCommands(e *env) []*cobra.Command {
+// rangeCommands are the commands that change the shards' hash ranges, on
+// the shards' leaders (the node that answers forwards there): split and
+// merge (merge.go).
+func rangeCommands(e *env) []*cobra.Command {
 	split := &cobra.Command{
 		Use:   "split SHARD [--at HASH] [--generation N]",
 		Short: "split a shard's hash range in two; the upper part becomes a new shard",
@@ -51,7 +52,7 @@ printed; routers and clients follow the new ring within moments.`,
 	at := split.Flags().String("at", "", "the new shard's first hash, in hex (default: chosen by the leader)")
 	gen := split.Flags().Uint64("generation", 0, "the generation the shard's range must be at (default: any)")
 	split.RunE = func(c *cobra.Command, args []string) error { return e.split(c, args, *at, *gen) }
-	return []*cobra.Command{split}
+	return []*cobra.Command{split, mergeCommand(e)}
 }
 
 // parseHash parses a HASH argument: 1 to 16 hex digits, 0x optional.
@@ -93,20 +94,30 @@ func (e *env) split(c *cobra.Command, args []string, atFlag string, gen uint64) 
 func splitOf(shard uint64, resp *nodepb.SplitResponse) splitView {
 	v := splitView{ShardID: shard, At: fmt.Sprintf("%016x", resp.GetChild().GetStart()), Point: resp.GetPoint()}
 	for _, r := range []*nodepb.ShardRecord{resp.GetParent(), resp.GetChild()} {
-		rv := rangeView{ShardID: r.GetShardId(), Start: fmt.Sprintf("%016x", r.GetStart()), Last: fmt.Sprintf("%016x", r.GetLast()),
-			Generation: r.GetGeneration(), Replicas: []replicaView{}}
-		for _, rp := range r.GetReplicas() {
-			rv.Replicas = append(rv.Replicas, replicaView{NodeID: rp.GetNodeId(), ReplicaID: rp.GetReplicaId(), Role: rp.GetRole()})
-		}
-		v.Shards = append(v.Shards, rv)
+		v.Shards = append(v.Shards, rangeOf(r))
 	}
 	return v
 }
 
+// rangeOf is the view of a shard's record.
+func rangeOf(r *nodepb.ShardRecord) rangeView {
+	rv := rangeView{ShardID: r.GetShardId(), Start: fmt.Sprintf("%016x", r.GetStart()), Last: fmt.Sprintf("%016x", r.GetLast()),
+		Generation: r.GetGeneration(), Replicas: []replicaView{}}
+	for _, rp := range r.GetReplicas() {
+		rv.Replicas = append(rv.Replicas, replicaView{NodeID: rp.GetNodeId(), ReplicaID: rp.GetReplicaId(), Role: rp.GetRole()})
+	}
+	return rv
+}
+
 func splitTable(w io.Writer, v splitView) {
 	fmt.Fprintf(w, "shard %s split at %s (%s point)\n", shardName(v.ShardID), v.At, v.Point)
+	rangeTable(w, v.Shards)
+}
+
+// rangeTable prints shards' ranges, one a line.
+func rangeTable(w io.Writer, shards []rangeView) {
 	fmt.Fprintln(w, "SHARD\tRANGE\tGENERATION\tREPLICAS (NODE/REPLICA)")
-	for _, s := range v.Shards {
+	for _, s := range shards {
 		fmt.Fprintf(w, "%s\t[%s, %s]\t%d\t%s\n", shardName(s.ShardID), s.Start, s.Last, s.Generation, replicasText(s.Replicas))
 	}
 }

@@ -126,18 +126,7 @@ func TestSplitOnACluster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n := startNode(t, ctx, t.TempDir(), 0)
-	ctl := func(args ...string) (string, string, int) {
-		t.Helper()
-		return runCmd(t, append([]string{"--endpoints", n.ClientAddr()}, args...)...)
-	}
-	keys := make([]string, 20)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("key-%d", i)
-		if _, stderr, code := ctl("put", keys[i], "v"+keys[i]); code != exitOK {
-			t.Fatalf("put: %s", stderr)
-		}
-	}
+	ctl, keys := ctlWithKeys(t, ctx)
 	var before shardsView
 	stdout, stderr, code := ctl("--output", "json", "shards")
 	if err := json.Unmarshal([]byte(stdout), &before); code != exitOK || err != nil {
@@ -176,6 +165,26 @@ func TestSplitOnACluster(t *testing.T) {
 	if code != exitFailure || !strings.Contains(stderr, "(OUT_OF_RANGE); the shard's range is ["+three.Start+", "+three.Last+"]") {
 		t.Errorf("split at the first hash: exit %d, %s", code, stderr)
 	}
+}
+
+// ctlWithKeys starts a node, writes 20 keys key-N with values vkey-N
+// through flotillactl, and returns the keys and a function that runs
+// flotillactl against the node.
+func ctlWithKeys(t *testing.T, ctx context.Context) (ctl func(args ...string) (string, string, int), keys []string) {
+	t.Helper()
+	n := startNode(t, ctx, t.TempDir(), 0)
+	ctl = func(args ...string) (string, string, int) {
+		t.Helper()
+		return runCmd(t, append([]string{"--endpoints", n.ClientAddr()}, args...)...)
+	}
+	keys = make([]string, 20)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("key-%d", i)
+		if _, stderr, code := ctl("put", keys[i], "v"+keys[i]); code != exitOK {
+			t.Fatalf("put: %s", stderr)
+		}
+	}
+	return ctl, keys
 }
 
 func userShards(v shardsView) (n int) {

@@ -45,11 +45,23 @@ func (r Role) StorageRole() storage.ReplicaRole {
 	return 0
 }
 
+// JointConfig reports whether d's configuration is joint (a replica move
+// is under way): splits and merges wait until it has left it.
+func JointConfig(d storage.Descriptor) bool {
+	for _, r := range d.Replicas {
+		if r.Role != storage.RoleVoter && r.Role != storage.RoleLearner {
+			return true
+		}
+	}
+	return false
+}
+
 // RecordOf returns the record of a shard's replicated descriptor: what the
 // meta shard keeps of it (Version unset: the store stamps it).
 func RecordOf(d storage.Descriptor) ShardRecord {
 	r := ShardRecord{ShardID: d.ShardID, Start: d.Start, Last: d.Last, Generation: d.Generation,
-		ConfIndex: d.ConfIndex, NextReplicaID: d.NextReplicaID, Replicas: make([]Replica, len(d.Replicas))}
+		ConfIndex: d.ConfIndex, NextReplicaID: d.NextReplicaID, Replicas: make([]Replica, len(d.Replicas)),
+		MergeInto: d.MergeInto, MergeIntoGeneration: d.MergeIntoGeneration}
 	for i, rp := range d.Replicas {
 		r.Replicas[i] = Replica{NodeID: rp.NodeID, ReplicaID: rp.ReplicaID, Role: RoleOf(rp.Role)}
 	}
@@ -60,7 +72,8 @@ func RecordOf(d storage.Descriptor) ShardRecord {
 // replica ID as a descriptor keeps them.
 func (r ShardRecord) Descriptor() storage.Descriptor {
 	d := storage.Descriptor{ShardID: r.ShardID, Start: r.Start, Last: r.Last, Generation: r.Generation,
-		ConfIndex: r.ConfIndex, NextReplicaID: r.NextReplicaID, Replicas: make([]storage.Replica, len(r.Replicas))}
+		ConfIndex: r.ConfIndex, NextReplicaID: r.NextReplicaID, Replicas: make([]storage.Replica, len(r.Replicas)),
+		MergeInto: r.MergeInto, MergeIntoGeneration: r.MergeIntoGeneration}
 	for i, rp := range r.Replicas {
 		d.Replicas[i] = storage.Replica{NodeID: rp.NodeID, ReplicaID: rp.ReplicaID, Role: rp.Role.StorageRole()}
 	}

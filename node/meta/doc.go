@@ -13,10 +13,13 @@
 //	cluster                 ClusterRecord: the cluster's bootstrap parameters
 //	nodes                   NodeIndex: the IDs of all node records, and a version
 //	node/<node ID>          NodeRecord, one per node: addresses, removed, draining; IDs are never reused
-//	ring                    RingHeader: ring generation, shard count, version, change-log start
-//	ring/change/<version>   RingChange: the shards whose records that version wrote
+//	ring                    RingHeader: ring generation, shard count, version, change-log start,
+//	                        the shards frozen for a merge
+//	ring/change/<version>   RingChange: the shards whose records that version wrote or retired
 //	shard/<shard ID>        ShardRecord, one per shard: range, generation, conf index,
-//	                        next replica ID, replicas (node ID, replica ID, role)
+//	                        next replica ID, replicas (node ID, replica ID, role),
+//	                        the left neighbour it is frozen to be merged into
+//	merged/<shard ID>       MergedRecord: the tombstone of a shard merged into its left neighbour
 //	shard-ids               ShardIDRecord: the shard ID allocator, the lowest ID never handed out
 //	intents                 IntentIndex: the IDs of the shards with an intent record
 //	intent/<shard ID>       the placement driver's intent of the operation in flight
@@ -81,6 +84,30 @@
 // record advanced by compare-and-swap, read linearizably, so that no ID is
 // handed out twice or reused, whichever node leads the meta shard. An
 // allocation that failed may have used its ID up: IDs may be skipped.
+//
+// # Merges
+//
+// A merge folds a shard R into its left neighbour L (package engine,
+// merge.go): R is frozen first (its descriptor, and so its record, says
+// into which L at which generation, at a higher generation of its own),
+// then L's range widens over R's (L's generation rises above both) and R
+// is gone. The records must not keep R beside the widened L, which would
+// overlap it for good: the ring header lists the shards whose records are
+// frozen (Merging), and the write that stores a record of L showing R's
+// range taken over (a generation above the one R was frozen against, a
+// range that holds R's first hash) retires R in the same batch: R's record
+// is deleted, its tombstone (merged/<ID>) written, and the change entry
+// names R, so a watcher sees R removed and the records tile the hash space
+// again in the same version. A frozen record of R written after L's
+// widened one (the other order) retires R at once. A tombstoned shard's
+// records are dropped from then on, however late they come. So the node
+// that runs a merge writes R's frozen record before it proposes the merge,
+// and L's widened record after: whoever writes L's record later (L's
+// reconciler, should that node fail) retires R too. An abandoned merge (L's
+// generation bumped, R thawed at a higher generation of its own) retires
+// nothing: L's bumped record does not hold R's range, and R's thawed record
+// takes it off the header's list. See merges.go for why L's record proves
+// the merge.
 //
 // # Intents
 //

@@ -24,6 +24,7 @@ const (
 	ShardPrefix  = "shard/"
 	ChangePrefix = "ring/change/"
 	IntentPrefix = "intent/"
+	MergedPrefix = "merged/"
 )
 
 func idKey(prefix string, id uint64) []byte {
@@ -42,12 +43,21 @@ func NodeKey(nodeID uint64) []byte { return idKey(NodePrefix, nodeID) }
 // and the ID in 20 zero-padded digits.
 func IntentKey(shardID uint64) []byte { return idKey(IntentPrefix, shardID) }
 
+// MergedKey returns the key of the tombstone of shard shardID, merged into
+// its left neighbour: "merged/" and the ID in 20 zero-padded digits.
+func MergedKey(shardID uint64) []byte { return idKey(MergedPrefix, shardID) }
+
 // ChangeKey returns the key of the change entry of ring version v.
 func ChangeKey(v uint64) []byte { return idKey(ChangePrefix, v) }
 
 // ParseShardKey returns the shard ID of a shard record's key.
-func ParseShardKey(key []byte) (uint64, bool) {
-	s, ok := strings.CutPrefix(string(key), ShardPrefix)
+func ParseShardKey(key []byte) (uint64, bool) { return parseIDKey(ShardPrefix, key) }
+
+// ParseMergedKey returns the shard ID of a merged shard's tombstone key.
+func ParseMergedKey(key []byte) (uint64, bool) { return parseIDKey(MergedPrefix, key) }
+
+func parseIDKey(prefix string, key []byte) (uint64, bool) {
+	s, ok := strings.CutPrefix(string(key), prefix)
 	if !ok || len(s) != 20 {
 		return 0, false
 	}

@@ -74,6 +74,11 @@ type put struct {
 	rec    ShardRecord
 	found  bool
 	stored router.Range
+	// into is the stored record of the shard a frozen rec is to be merged
+	// into (intoFound: there is one), which may have taken rec's range
+	// already (merges.go).
+	into      ShardRecord
+	intoFound bool
 }
 
 // putRound reads the header (with consistency c) and then the stored
@@ -127,15 +132,24 @@ func (s *Store) putRound(ctx context.Context, pending []ShardRecord, c Consisten
 // replacing returns the records of pending that replace the stored ones,
 // read from the local copy: one read each, or one scan of all records when
 // pending holds so many of the shards' records that it is cheaper (a
-// scanned record costs about a fourth of a read).
+// scanned record costs about a fourth of a read). A record of a merged
+// shard (one with a tombstone) replaces nothing: it is dropped.
 func (s *Store) replacing(ctx context.Context, pending []ShardRecord, shards int) ([]put, error) {
 	stored := make(map[uint64]ShardRecord, len(pending))
+	merged := map[uint64]bool{}
 	if len(pending) >= 64 && len(pending) >= shards/4 {
 		at := make(map[uint64]bool, len(pending))
 		for _, r := range pending {
 			at[r.ShardID] = true
+			if r.Frozen() {
+				at[r.MergeInto] = true
+			}
 		}
-		err := s.scan(ctx, ShardPrefix, Local, func(key, value []byte) error {
+		err := s.scan(ctx, "", Local, func(key, value []byte) error {
+			if id, ok := ParseMergedKey(key); ok && at[id] {
+				merged[id] = true
+				return nil
+			}
 			id, ok := ParseShardKey(key)
 			if !ok || !at[id] {
 				return nil
@@ -148,14 +162,29 @@ func (s *Store) replacing(ctx context.Context, pending []ShardRecord, shards int
 			return nil, err
 		}
 	} else {
+		read := func(id uint64) error {
+			if _, ok := stored[id]; ok {
+				return nil
+			}
+			r, _, found, err := getRecord[ShardRecord](ctx, s, ShardKey(id), Local)
+			if found {
+				stored[id] = r
+			}
+			return err
+		}
 		for _, r := range pending {
-			key := ShardKey(r.ShardID)
-			v, err := getSeen(ctx, s, key, Local)
-			if err != nil {
+			if err := read(r.ShardID); err != nil {
 				return nil, err
 			}
-			if v.found {
-				if stored[r.ShardID], err = decode[ShardRecord](key, v.raw); err != nil {
+			if _, found := stored[r.ShardID]; !found {
+				_, found, err := s.get(ctx, MergedKey(r.ShardID), Local)
+				if err != nil {
+					return nil, err
+				}
+				merged[r.ShardID] = found
+			}
+			if r.Frozen() {
+				if err := read(r.MergeInto); err != nil {
 					return nil, err
 				}
 			}
@@ -164,9 +193,14 @@ func (s *Store) replacing(ctx context.Context, pending []ShardRecord, shards int
 	var todo []put
 	for _, r := range pending {
 		cur, found := stored[r.ShardID]
-		if !found || r.Newer(cur) {
-			todo = append(todo, put{rec: r, found: found, stored: cur.Range()})
+		if merged[r.ShardID] || (found && !r.Newer(cur)) {
+			continue
 		}
+		p := put{rec: r, found: found, stored: cur.Range()}
+		if r.Frozen() {
+			p.into, p.intoFound = stored[r.MergeInto]
+		}
+		todo = append(todo, p)
 	}
 	return todo, nil
 }
@@ -178,9 +212,10 @@ const batchOverhead = 1024 + maxLogDrops*(len(ChangePrefix)+20+2*binary.MaxVarin
 
 // buildBatch returns the ops of the next batch: a Put of each record of a
 // prefix of todo (n records, as many as fit one proposal) stamped with the
-// next version, the compare-and-swap of the header from h (raw value old,
-// nil if absent) to next, the change entry of the version and the deletes
-// of entries no longer kept.
+// next version, the retirement of the shards those records show merged
+// (retireMerged), the compare-and-swap of the header from h (raw value
+// old, nil if absent) to next, the change entry of the version and the
+// deletes of entries no longer kept.
 func (s *Store) buildBatch(todo []put, h RingHeader, old []byte) (ops [][]byte, n int, next RingHeader, err error) {
 	next = h
 	next.Version++
@@ -209,6 +244,19 @@ func (s *Store) buildBatch(todo []put, h RingHeader, old []byte) (ops [][]byte, 
 		}
 		reshaped = reshaped || !p.found || rec.Range() != p.stored
 	}
+	retire, retired, err := retireMerged(todo[:n], &next, &change)
+	if err != nil {
+		return nil, 0, RingHeader{}, err
+	}
+	// A retired shard's record is not put as well (a batch names a key
+	// once): ops[i] puts todo[i].
+	for i := n - 1; i >= 0; i-- {
+		if retired[todo[i].rec.ShardID] {
+			ops = slices.Delete(ops, i, i+1)
+		}
+	}
+	ops = append(ops, retire...)
+	reshaped = reshaped || len(retire) > 0
 	if reshaped {
 		next.Generation++
 	}

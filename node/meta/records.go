@@ -94,6 +94,11 @@ type ShardRecord struct {
 	// NextReplicaID is greater than every replica ID the shard ever had.
 	NextReplicaID uint64    `json:"next_replica_id"`
 	Replicas      []Replica `json:"replicas"`
+	// MergeInto, when not 0, is the left neighbour the shard is frozen to
+	// be merged into, at that neighbour's generation MergeIntoGeneration:
+	// a merge in flight (see the package doc, # Merges).
+	MergeInto           uint64 `json:"merge_into,omitempty"`
+	MergeIntoGeneration uint64 `json:"merge_into_generation,omitempty"`
 	// Version is the ring version (RingHeader.Version) of the write that
 	// stored the record. The store sets it; what a caller passes is ignored.
 	Version uint64 `json:"version"`
@@ -111,8 +116,12 @@ func (r ShardRecord) Newer(o ShardRecord) bool {
 // compared.
 func (r ShardRecord) Equal(o ShardRecord) bool {
 	return r.ShardID == o.ShardID && r.Start == o.Start && r.Last == o.Last && r.Generation == o.Generation &&
-		r.ConfIndex == o.ConfIndex && r.NextReplicaID == o.NextReplicaID && slices.Equal(r.Replicas, o.Replicas)
+		r.ConfIndex == o.ConfIndex && r.NextReplicaID == o.NextReplicaID && slices.Equal(r.Replicas, o.Replicas) &&
+		r.MergeInto == o.MergeInto && r.MergeIntoGeneration == o.MergeIntoGeneration
 }
+
+// Frozen reports whether the record says the shard is frozen for a merge.
+func (r ShardRecord) Frozen() bool { return r.MergeInto != 0 }
 
 // Clone returns a deep copy of r.
 func (r ShardRecord) Clone() ShardRecord {
@@ -152,6 +161,8 @@ func (r ShardRecord) Validate() error {
 		return bad("generation 0")
 	case len(r.Replicas) == 0:
 		return bad("no replicas")
+	case r.MergeInto == r.ShardID || storage.IsSystemShard(r.MergeInto):
+		return bad("frozen for a merge into shard %d", r.MergeInto)
 	}
 	for i, rp := range r.Replicas {
 		switch {
@@ -184,6 +195,33 @@ type RingHeader struct {
 	Shards     int    `json:"shards"`
 	Version    uint64 `json:"version"`
 	LogStart   uint64 `json:"log_start"`
+	// Merging lists the shards whose records say they are frozen for a
+	// merge (sorted by shard ID): few, and read with the header by every
+	// write, which needs them to retire a merged shard's record.
+	Merging []MergingShard `json:"merging,omitempty"`
+}
+
+// MergingShard is a shard whose record says it is frozen for a merge into
+// its left neighbour Into at Into's generation IntoGeneration; Start is
+// the first hash of its range (a shard's first hash never changes).
+type MergingShard struct {
+	ShardID        uint64 `json:"shard_id"`
+	Start          uint64 `json:"start"`
+	Into           uint64 `json:"into"`
+	IntoGeneration uint64 `json:"into_generation"`
+}
+
+// MergedRecord is the tombstone of a shard merged into its left neighbour
+// (key "merged/<shard ID>"): its record is gone, and no record of it is
+// ever written again.
+type MergedRecord struct {
+	ShardID uint64 `json:"shard_id"`
+	// Into is the shard that took its range, at IntoGeneration (the
+	// generation of the record of Into that retired this one).
+	Into           uint64 `json:"into"`
+	IntoGeneration uint64 `json:"into_generation"`
+	// Version is the ring version of the write that retired the shard.
+	Version uint64 `json:"version"`
 }
 
 // RingChange is the change entry of one ring version: the shards whose

@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"os"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -115,7 +116,7 @@ func TestScale(t *testing.T) {
 	if err := s.PutShards(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Header(ctx, Local); again != after {
+	if again, _ := s.Header(ctx, Local); !reflect.DeepEqual(again, after) {
 		t.Fatalf("writing the same records again wrote: %+v -> %+v", after, again)
 	}
 	step("the same records again (no-op)", start)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -150,7 +151,7 @@ func TestPutShardsBatches(t *testing.T) {
 	if err := s.Bootstrap(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Header(ctx, Linearizable); again != h {
+	if again, _ := s.Header(ctx, Linearizable); !reflect.DeepEqual(again, h) {
 		t.Fatalf("bootstrapping again wrote: %+v -> %+v", h, again)
 	}
 	got, err := s.Cluster(ctx, Linearizable)

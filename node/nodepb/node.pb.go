@@ -104,6 +104,22 @@ const (
 	// Admin: the meta shard did not answer (no leader, or it did not
 	// commit in time). Code Unavailable. Retry.
 	Reason_REASON_META_UNAVAILABLE Reason = 24
+	// Admin: a merge of a shard that has no right neighbour (the last
+	// shard of the ring), or whose neighbour does not start where the shard
+	// ends (the ring this node has lags: retry). Code FailedPrecondition.
+	Reason_REASON_NOT_ADJACENT Reason = 25
+	// Admin: a merge of two shards whose replicas are not on the same nodes
+	// in the same roles: move a replica first. Code FailedPrecondition.
+	Reason_REASON_REPLICAS_DIFFER Reason = 26
+	// The shard is frozen for a merge into its left neighbour: it serves
+	// nothing until the merge completes (the key is the left shard's then)
+	// or is abandoned. Code Unavailable. Never applied: retry, refreshing
+	// the routes. Admin: a merge of a shard that is frozen.
+	Reason_REASON_SHARD_MERGING Reason = 27
+	// Admin: a merge that froze the right shard and then failed was
+	// abandoned: both shards serve as before (at higher generations).
+	// Code Aborted. Never applied: retry.
+	Reason_REASON_MERGE_ABANDONED Reason = 28
 )
 
 // Enum value maps for Reason.
@@ -134,6 +150,10 @@ var (
 		22: "REASON_OUT_OF_RANGE",
 		23: "REASON_JOINT_CONFIG",
 		24: "REASON_META_UNAVAILABLE",
+		25: "REASON_NOT_ADJACENT",
+		26: "REASON_REPLICAS_DIFFER",
+		27: "REASON_SHARD_MERGING",
+		28: "REASON_MERGE_ABANDONED",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":       0,
@@ -161,6 +181,10 @@ var (
 		"REASON_OUT_OF_RANGE":      22,
 		"REASON_JOINT_CONFIG":      23,
 		"REASON_META_UNAVAILABLE":  24,
+		"REASON_NOT_ADJACENT":      25,
+		"REASON_REPLICAS_DIFFER":   26,
+		"REASON_SHARD_MERGING":     27,
+		"REASON_MERGE_ABANDONED":   28,
 	}
 )
 
@@ -189,6 +213,69 @@ func (x Reason) Number() protoreflect.EnumNumber {
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{0}
+}
+
+type MergeStepKind int32
+
+const (
+	MergeStepKind_MERGE_STEP_KIND_UNSPECIFIED MergeStepKind = 0
+	// Freeze shard_id (the right shard, at generation) for a merge into
+	// into (the left shard, at into_generation); returns the frozen record.
+	MergeStepKind_MERGE_STEP_KIND_FREEZE MergeStepKind = 1
+	// Wait until this node's replica of shard_id is frozen at generation,
+	// durably (not forwarded).
+	MergeStepKind_MERGE_STEP_KIND_WAIT_FROZEN MergeStepKind = 2
+	// Thaw shard_id, frozen at generation: only once the merge can no
+	// longer apply (the left shard's generation bumped).
+	MergeStepKind_MERGE_STEP_KIND_UNFREEZE MergeStepKind = 3
+	// Raise shard_id's generation by one if it is generation, so that a
+	// merge planned against it fails.
+	MergeStepKind_MERGE_STEP_KIND_BUMP_GENERATION MergeStepKind = 4
+)
+
+// Enum value maps for MergeStepKind.
+var (
+	MergeStepKind_name = map[int32]string{
+		0: "MERGE_STEP_KIND_UNSPECIFIED",
+		1: "MERGE_STEP_KIND_FREEZE",
+		2: "MERGE_STEP_KIND_WAIT_FROZEN",
+		3: "MERGE_STEP_KIND_UNFREEZE",
+		4: "MERGE_STEP_KIND_BUMP_GENERATION",
+	}
+	MergeStepKind_value = map[string]int32{
+		"MERGE_STEP_KIND_UNSPECIFIED":     0,
+		"MERGE_STEP_KIND_FREEZE":          1,
+		"MERGE_STEP_KIND_WAIT_FROZEN":     2,
+		"MERGE_STEP_KIND_UNFREEZE":        3,
+		"MERGE_STEP_KIND_BUMP_GENERATION": 4,
+	}
+)
+
+func (x MergeStepKind) Enum() *MergeStepKind {
+	p := new(MergeStepKind)
+	*p = x
+	return p
+}
+
+func (x MergeStepKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MergeStepKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_node_proto_enumTypes[1].Descriptor()
+}
+
+func (MergeStepKind) Type() protoreflect.EnumType {
+	return &file_node_proto_enumTypes[1]
+}
+
+func (x MergeStepKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MergeStepKind.Descriptor instead.
+func (MergeStepKind) EnumDescriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{1}
 }
 
 type StepKind int32
@@ -243,11 +330,11 @@ func (x StepKind) String() string {
 }
 
 func (StepKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[1].Descriptor()
+	return file_node_proto_enumTypes[2].Descriptor()
 }
 
 func (StepKind) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[1]
+	return &file_node_proto_enumTypes[2]
 }
 
 func (x StepKind) Number() protoreflect.EnumNumber {
@@ -256,7 +343,7 @@ func (x StepKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepKind.Descriptor instead.
 func (StepKind) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{1}
+	return file_node_proto_rawDescGZIP(), []int{2}
 }
 
 type PlacementAction int32
@@ -301,11 +388,11 @@ func (x PlacementAction) String() string {
 }
 
 func (PlacementAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[2].Descriptor()
+	return file_node_proto_enumTypes[3].Descriptor()
 }
 
 func (PlacementAction) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[2]
+	return &file_node_proto_enumTypes[3]
 }
 
 func (x PlacementAction) Number() protoreflect.EnumNumber {
@@ -314,7 +401,7 @@ func (x PlacementAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PlacementAction.Descriptor instead.
 func (PlacementAction) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{2}
+	return file_node_proto_rawDescGZIP(), []int{3}
 }
 
 type ReplicaOp int32
@@ -350,11 +437,11 @@ func (x ReplicaOp) String() string {
 }
 
 func (ReplicaOp) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[3].Descriptor()
+	return file_node_proto_enumTypes[4].Descriptor()
 }
 
 func (ReplicaOp) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[3]
+	return &file_node_proto_enumTypes[4]
 }
 
 func (x ReplicaOp) Number() protoreflect.EnumNumber {
@@ -363,7 +450,7 @@ func (x ReplicaOp) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaOp.Descriptor instead.
 func (ReplicaOp) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{3}
+	return file_node_proto_rawDescGZIP(), []int{4}
 }
 
 // Session makes a write exactly-once (the raft dissertation, section 6.3):
@@ -1993,6 +2080,265 @@ func (x *Error) GetLast() uint64 {
 	return 0
 }
 
+type MergeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The left shard: its right neighbour is merged into it.
+	ShardId uint64 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// The generation of the shard's range the merge was planned against:
+	// if the range changed since, the merge fails with STALE_GENERATION.
+	// 0: the generation the shard has.
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Hops       uint32 `protobuf:"varint,3,opt,name=hops,proto3" json:"hops,omitempty"`
+	// The generation of the right neighbour's range the merge was planned
+	// against (the placement driver's fence): if it changed since, the
+	// merge fails with STALE_GENERATION (of the neighbour). 0: any.
+	RightGeneration uint64 `protobuf:"varint,4,opt,name=right_generation,json=rightGeneration,proto3" json:"right_generation,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *MergeRequest) Reset() {
+	*x = MergeRequest{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeRequest) ProtoMessage() {}
+
+func (x *MergeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
+func (*MergeRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MergeRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *MergeRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *MergeRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+func (x *MergeRequest) GetRightGeneration() uint64 {
+	if x != nil {
+		return x.RightGeneration
+	}
+	return 0
+}
+
+type MergeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard's descriptor after the merge (its range widened), as a meta
+	// shard record, and the ID of the shard merged into it.
+	Shard         *ShardRecord `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	MergedShardId uint64       `protobuf:"varint,2,opt,name=merged_shard_id,json=mergedShardId,proto3" json:"merged_shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeResponse) Reset() {
+	*x = MergeResponse{}
+	mi := &file_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeResponse) ProtoMessage() {}
+
+func (x *MergeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
+func (*MergeResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *MergeResponse) GetShard() *ShardRecord {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
+func (x *MergeResponse) GetMergedShardId() uint64 {
+	if x != nil {
+		return x.MergedShardId
+	}
+	return 0
+}
+
+type MergeStepRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Kind           MergeStepKind          `protobuf:"varint,1,opt,name=kind,proto3,enum=flotilla.node.v1.MergeStepKind" json:"kind,omitempty"`
+	ShardId        uint64                 `protobuf:"varint,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Generation     uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Into           uint64                 `protobuf:"varint,4,opt,name=into,proto3" json:"into,omitempty"`
+	IntoGeneration uint64                 `protobuf:"varint,5,opt,name=into_generation,json=intoGeneration,proto3" json:"into_generation,omitempty"`
+	Hops           uint32                 `protobuf:"varint,6,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MergeStepRequest) Reset() {
+	*x = MergeStepRequest{}
+	mi := &file_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeStepRequest) ProtoMessage() {}
+
+func (x *MergeStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeStepRequest.ProtoReflect.Descriptor instead.
+func (*MergeStepRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MergeStepRequest) GetKind() MergeStepKind {
+	if x != nil {
+		return x.Kind
+	}
+	return MergeStepKind_MERGE_STEP_KIND_UNSPECIFIED
+}
+
+func (x *MergeStepRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *MergeStepRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *MergeStepRequest) GetInto() uint64 {
+	if x != nil {
+		return x.Into
+	}
+	return 0
+}
+
+func (x *MergeStepRequest) GetIntoGeneration() uint64 {
+	if x != nil {
+		return x.IntoGeneration
+	}
+	return 0
+}
+
+func (x *MergeStepRequest) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type MergeStepResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard's descriptor after the step, as a meta shard record (none
+	// for WAIT_FROZEN).
+	Shard         *ShardRecord `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeStepResponse) Reset() {
+	*x = MergeStepResponse{}
+	mi := &file_node_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeStepResponse) ProtoMessage() {}
+
+func (x *MergeStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeStepResponse.ProtoReflect.Descriptor instead.
+func (*MergeStepResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *MergeStepResponse) GetShard() *ShardRecord {
+	if x != nil {
+		return x.Shard
+	}
+	return nil
+}
+
 // SplitRequest asks for a split of shard_id's range. The hash of a key is
 // its partition's hash (the partition rule), so the rows of one partition
 // share a hash and any split point keeps them together.
@@ -2015,7 +2361,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2373,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2386,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SplitRequest) GetShardId() uint64 {
@@ -2086,7 +2432,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2444,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2457,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SplitResponse) GetParent() *ShardRecord {
@@ -2144,7 +2490,7 @@ type AllocateShardIDRequest struct {
 
 func (x *AllocateShardIDRequest) Reset() {
 	*x = AllocateShardIDRequest{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2502,7 @@ func (x *AllocateShardIDRequest) String() string {
 func (*AllocateShardIDRequest) ProtoMessage() {}
 
 func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2515,7 @@ func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateShardIDRequest.ProtoReflect.Descriptor instead.
 func (*AllocateShardIDRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AllocateShardIDRequest) GetHops() uint32 {
@@ -2188,7 +2534,7 @@ type AllocateShardIDResponse struct {
 
 func (x *AllocateShardIDResponse) Reset() {
 	*x = AllocateShardIDResponse{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2546,7 @@ func (x *AllocateShardIDResponse) String() string {
 func (*AllocateShardIDResponse) ProtoMessage() {}
 
 func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,7 +2559,7 @@ func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateShardIDResponse.ProtoReflect.Descriptor instead.
 func (*AllocateShardIDResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AllocateShardIDResponse) GetShardId() uint64 {
@@ -2238,7 +2584,7 @@ type ReplicaStepRequest struct {
 
 func (x *ReplicaStepRequest) Reset() {
 	*x = ReplicaStepRequest{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2596,7 @@ func (x *ReplicaStepRequest) String() string {
 func (*ReplicaStepRequest) ProtoMessage() {}
 
 func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2609,7 @@ func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStepRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReplicaStepRequest) GetShardId() uint64 {
@@ -2330,7 +2676,7 @@ type ReplicaStepResponse struct {
 
 func (x *ReplicaStepResponse) Reset() {
 	*x = ReplicaStepResponse{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2688,7 @@ func (x *ReplicaStepResponse) String() string {
 func (*ReplicaStepResponse) ProtoMessage() {}
 
 func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2701,7 @@ func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStepResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReplicaStepResponse) GetReplicaId() uint64 {
@@ -2396,7 +2742,7 @@ type PlacementRequest struct {
 
 func (x *PlacementRequest) Reset() {
 	*x = PlacementRequest{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2754,7 @@ func (x *PlacementRequest) String() string {
 func (*PlacementRequest) ProtoMessage() {}
 
 func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2767,7 @@ func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
 func (*PlacementRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PlacementRequest) GetAction() PlacementAction {
@@ -2455,7 +2801,7 @@ type PlacementResponse struct {
 
 func (x *PlacementResponse) Reset() {
 	*x = PlacementResponse{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2467,7 +2813,7 @@ func (x *PlacementResponse) String() string {
 func (*PlacementResponse) ProtoMessage() {}
 
 func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2480,7 +2826,7 @@ func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
 func (*PlacementResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PlacementResponse) GetNodeId() uint64 {
@@ -2529,7 +2875,7 @@ type SetDrainingRequest struct {
 
 func (x *SetDrainingRequest) Reset() {
 	*x = SetDrainingRequest{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2887,7 @@ func (x *SetDrainingRequest) String() string {
 func (*SetDrainingRequest) ProtoMessage() {}
 
 func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2900,7 @@ func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingRequest.ProtoReflect.Descriptor instead.
 func (*SetDrainingRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetDrainingRequest) GetNodeId() uint64 {
@@ -2586,7 +2932,7 @@ type SetDrainingResponse struct {
 
 func (x *SetDrainingResponse) Reset() {
 	*x = SetDrainingResponse{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +2944,7 @@ func (x *SetDrainingResponse) String() string {
 func (*SetDrainingResponse) ProtoMessage() {}
 
 func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +2957,7 @@ func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingResponse.ProtoReflect.Descriptor instead.
 func (*SetDrainingResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 type RemoveNodeRequest struct {
@@ -2624,7 +2970,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2982,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2995,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -2674,7 +3020,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +3032,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +3045,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 type PrepareReplicaRequest struct {
@@ -2711,7 +3057,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3069,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3082,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -2754,7 +3100,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +3112,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +3125,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 // ShardRecord is the meta shard's record of one shard (package node/meta).
@@ -2792,13 +3138,17 @@ type ShardRecord struct {
 	ConfIndex     uint64                 `protobuf:"varint,5,opt,name=conf_index,json=confIndex,proto3" json:"conf_index,omitempty"` // of the last conf change applied
 	NextReplicaId uint64                 `protobuf:"varint,6,opt,name=next_replica_id,json=nextReplicaId,proto3" json:"next_replica_id,omitempty"`
 	Replicas      []*ReplicaRecord       `protobuf:"bytes,7,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Not 0: the shard is frozen for a merge into this left neighbour, at
+	// its generation merge_into_generation.
+	MergeInto           uint64 `protobuf:"varint,8,opt,name=merge_into,json=mergeInto,proto3" json:"merge_into,omitempty"`
+	MergeIntoGeneration uint64 `protobuf:"varint,9,opt,name=merge_into_generation,json=mergeIntoGeneration,proto3" json:"merge_into_generation,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ShardRecord) Reset() {
 	*x = ShardRecord{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2810,7 +3160,7 @@ func (x *ShardRecord) String() string {
 func (*ShardRecord) ProtoMessage() {}
 
 func (x *ShardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2823,7 +3173,7 @@ func (x *ShardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRecord.ProtoReflect.Descriptor instead.
 func (*ShardRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ShardRecord) GetShardId() uint64 {
@@ -2875,6 +3225,20 @@ func (x *ShardRecord) GetReplicas() []*ReplicaRecord {
 	return nil
 }
 
+func (x *ShardRecord) GetMergeInto() uint64 {
+	if x != nil {
+		return x.MergeInto
+	}
+	return 0
+}
+
+func (x *ShardRecord) GetMergeIntoGeneration() uint64 {
+	if x != nil {
+		return x.MergeIntoGeneration
+	}
+	return 0
+}
+
 type ReplicaRecord struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	NodeId    uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -2887,7 +3251,7 @@ type ReplicaRecord struct {
 
 func (x *ReplicaRecord) Reset() {
 	*x = ReplicaRecord{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3263,7 @@ func (x *ReplicaRecord) String() string {
 func (*ReplicaRecord) ProtoMessage() {}
 
 func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3276,7 @@ func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReplicaRecord) GetNodeId() uint64 {
@@ -2946,7 +3310,7 @@ type PutShardRecordsRequest struct {
 
 func (x *PutShardRecordsRequest) Reset() {
 	*x = PutShardRecordsRequest{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2958,7 +3322,7 @@ func (x *PutShardRecordsRequest) String() string {
 func (*PutShardRecordsRequest) ProtoMessage() {}
 
 func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2971,7 +3335,7 @@ func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *PutShardRecordsRequest) GetRecords() []*ShardRecord {
@@ -2996,7 +3360,7 @@ type PutShardRecordsResponse struct {
 
 func (x *PutShardRecordsResponse) Reset() {
 	*x = PutShardRecordsResponse{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3372,7 @@ func (x *PutShardRecordsResponse) String() string {
 func (*PutShardRecordsResponse) ProtoMessage() {}
 
 func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3385,7 @@ func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 type NodeRecord struct {
@@ -3038,7 +3402,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3050,7 +3414,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3063,7 +3427,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -3120,7 +3484,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3132,7 +3496,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3145,7 +3509,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -3178,7 +3542,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3190,7 +3554,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3203,7 +3567,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -3221,7 +3585,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3233,7 +3597,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3246,7 +3610,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{44}
+	return file_node_proto_rawDescGZIP(), []int{48}
 }
 
 type NodeStatus struct {
@@ -3266,7 +3630,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3278,7 +3642,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3291,7 +3655,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{45}
+	return file_node_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -3341,7 +3705,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3353,7 +3717,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3366,7 +3730,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{46}
+	return file_node_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -3405,7 +3769,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3417,7 +3781,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3430,7 +3794,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{47}
+	return file_node_proto_rawDescGZIP(), []int{51}
 }
 
 type Replica struct {
@@ -3451,7 +3815,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3827,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3840,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{48}
+	return file_node_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -3529,7 +3893,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3541,7 +3905,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3554,7 +3918,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{49}
+	return file_node_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -3652,7 +4016,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3664,7 +4028,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3677,7 +4041,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{50}
+	return file_node_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -3702,7 +4066,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3714,7 +4078,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3727,7 +4091,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{51}
+	return file_node_proto_rawDescGZIP(), []int{55}
 }
 
 type LocalShardsResponse struct {
@@ -3740,7 +4104,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3752,7 +4116,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3765,7 +4129,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{52}
+	return file_node_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -3793,7 +4157,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[53]
+	mi := &file_node_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3805,7 +4169,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[53]
+	mi := &file_node_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3818,7 +4182,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{53}
+	return file_node_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -3851,7 +4215,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[54]
+	mi := &file_node_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3863,7 +4227,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[54]
+	mi := &file_node_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3876,7 +4240,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{54}
+	return file_node_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -3900,7 +4264,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[55]
+	mi := &file_node_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +4276,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[55]
+	mi := &file_node_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +4289,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{55}
+	return file_node_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -3972,7 +4336,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[56]
+	mi := &file_node_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3984,7 +4348,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[56]
+	mi := &file_node_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3997,7 +4361,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{56}
+	return file_node_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -4130,7 +4494,28 @@ const file_node_proto_rawDesc = "" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
 	"notApplied\x12\x14\n" +
 	"\x05start\x18\f \x01(\x04R\x05start\x12\x12\n" +
-	"\x04last\x18\r \x01(\x04R\x04last\"m\n" +
+	"\x04last\x18\r \x01(\x04R\x04last\"\x88\x01\n" +
+	"\fMergeRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04hops\x18\x03 \x01(\rR\x04hops\x12)\n" +
+	"\x10right_generation\x18\x04 \x01(\x04R\x0frightGeneration\"l\n" +
+	"\rMergeResponse\x123\n" +
+	"\x05shard\x18\x01 \x01(\v2\x1d.flotilla.node.v1.ShardRecordR\x05shard\x12&\n" +
+	"\x0fmerged_shard_id\x18\x02 \x01(\x04R\rmergedShardId\"\xd3\x01\n" +
+	"\x10MergeStepRequest\x123\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.flotilla.node.v1.MergeStepKindR\x04kind\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\x04R\ashardId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04into\x18\x04 \x01(\x04R\x04into\x12'\n" +
+	"\x0finto_generation\x18\x05 \x01(\x04R\x0eintoGeneration\x12\x12\n" +
+	"\x04hops\x18\x06 \x01(\rR\x04hops\"H\n" +
+	"\x11MergeStepResponse\x123\n" +
+	"\x05shard\x18\x01 \x01(\v2\x1d.flotilla.node.v1.ShardRecordR\x05shard\"m\n" +
 	"\fSplitRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x0e\n" +
 	"\x02at\x18\x02 \x01(\x04R\x02at\x12\x1e\n" +
@@ -4184,7 +4569,7 @@ const file_node_proto_rawDesc = "" +
 	"\x12RemoveNodeResponse\"2\n" +
 	"\x15PrepareReplicaRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\x18\n" +
-	"\x16PrepareReplicaResponse\"\xf6\x01\n" +
+	"\x16PrepareReplicaResponse\"\xc9\x02\n" +
 	"\vShardRecord\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\x04R\x05start\x12\x12\n" +
@@ -4195,7 +4580,10 @@ const file_node_proto_rawDesc = "" +
 	"\n" +
 	"conf_index\x18\x05 \x01(\x04R\tconfIndex\x12&\n" +
 	"\x0fnext_replica_id\x18\x06 \x01(\x04R\rnextReplicaId\x12;\n" +
-	"\breplicas\x18\a \x03(\v2\x1f.flotilla.node.v1.ReplicaRecordR\breplicas\"[\n" +
+	"\breplicas\x18\a \x03(\v2\x1f.flotilla.node.v1.ReplicaRecordR\breplicas\x12\x1d\n" +
+	"\n" +
+	"merge_into\x18\b \x01(\x04R\tmergeInto\x122\n" +
+	"\x15merge_into_generation\x18\t \x01(\x04R\x13mergeIntoGeneration\"[\n" +
 	"\rReplicaRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
@@ -4283,7 +4671,7 @@ const file_node_proto_rawDesc = "" +
 	"\alearner\x18\x04 \x01(\bR\alearner\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\rR\x04hops\"N\n" +
 	"\x15ChangeReplicaResponse\x125\n" +
-	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xff\x04\n" +
+	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xea\x05\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -4310,7 +4698,17 @@ const file_node_proto_rawDesc = "" +
 	"\x17REASON_STALE_GENERATION\x10\x15\x12\x17\n" +
 	"\x13REASON_OUT_OF_RANGE\x10\x16\x12\x17\n" +
 	"\x13REASON_JOINT_CONFIG\x10\x17\x12\x1b\n" +
-	"\x17REASON_META_UNAVAILABLE\x10\x18*\xce\x01\n" +
+	"\x17REASON_META_UNAVAILABLE\x10\x18\x12\x17\n" +
+	"\x13REASON_NOT_ADJACENT\x10\x19\x12\x1a\n" +
+	"\x16REASON_REPLICAS_DIFFER\x10\x1a\x12\x18\n" +
+	"\x14REASON_SHARD_MERGING\x10\x1b\x12\x1a\n" +
+	"\x16REASON_MERGE_ABANDONED\x10\x1c*\xb0\x01\n" +
+	"\rMergeStepKind\x12\x1f\n" +
+	"\x1bMERGE_STEP_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16MERGE_STEP_KIND_FREEZE\x10\x01\x12\x1f\n" +
+	"\x1bMERGE_STEP_KIND_WAIT_FROZEN\x10\x02\x12\x1c\n" +
+	"\x18MERGE_STEP_KIND_UNFREEZE\x10\x03\x12#\n" +
+	"\x1fMERGE_STEP_KIND_BUMP_GENERATION\x10\x04*\xce\x01\n" +
 	"\bStepKind\x12\x19\n" +
 	"\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15STEP_KIND_ADD_LEARNER\x10\x01\x12\x17\n" +
@@ -4337,7 +4735,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xf1\t\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\x91\v\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -4353,7 +4751,9 @@ const file_node_proto_rawDesc = "" +
 	"\tPlacement\x12\".flotilla.node.v1.PlacementRequest\x1a#.flotilla.node.v1.PlacementResponse\x12Z\n" +
 	"\vSetDraining\x12$.flotilla.node.v1.SetDrainingRequest\x1a%.flotilla.node.v1.SetDrainingResponse\x12H\n" +
 	"\x05Split\x12\x1e.flotilla.node.v1.SplitRequest\x1a\x1f.flotilla.node.v1.SplitResponse\x12f\n" +
-	"\x0fAllocateShardID\x12(.flotilla.node.v1.AllocateShardIDRequest\x1a).flotilla.node.v1.AllocateShardIDResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"\x0fAllocateShardID\x12(.flotilla.node.v1.AllocateShardIDRequest\x1a).flotilla.node.v1.AllocateShardIDResponse\x12H\n" +
+	"\x05Merge\x12\x1e.flotilla.node.v1.MergeRequest\x1a\x1f.flotilla.node.v1.MergeResponse\x12T\n" +
+	"\tMergeStep\x12\".flotilla.node.v1.MergeStepRequest\x1a#.flotilla.node.v1.MergeStepResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -4367,153 +4767,165 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                     // 0: flotilla.node.v1.Reason
-	(StepKind)(0),                   // 1: flotilla.node.v1.StepKind
-	(PlacementAction)(0),            // 2: flotilla.node.v1.PlacementAction
-	(ReplicaOp)(0),                  // 3: flotilla.node.v1.ReplicaOp
-	(*Session)(nil),                 // 4: flotilla.node.v1.Session
-	(*PutRequest)(nil),              // 5: flotilla.node.v1.PutRequest
-	(*PutResponse)(nil),             // 6: flotilla.node.v1.PutResponse
-	(*GetRequest)(nil),              // 7: flotilla.node.v1.GetRequest
-	(*GetResponse)(nil),             // 8: flotilla.node.v1.GetResponse
-	(*DeleteRequest)(nil),           // 9: flotilla.node.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 10: flotilla.node.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 11: flotilla.node.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 12: flotilla.node.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),             // 13: flotilla.node.v1.ScanRequest
-	(*KeyValue)(nil),                // 14: flotilla.node.v1.KeyValue
-	(*ScanResponse)(nil),            // 15: flotilla.node.v1.ScanResponse
-	(*Op)(nil),                      // 16: flotilla.node.v1.Op
-	(*OpResult)(nil),                // 17: flotilla.node.v1.OpResult
-	(*BatchRequest)(nil),            // 18: flotilla.node.v1.BatchRequest
-	(*BatchResponse)(nil),           // 19: flotilla.node.v1.BatchResponse
-	(*RoutesRequest)(nil),           // 20: flotilla.node.v1.RoutesRequest
-	(*RoutesResponse)(nil),          // 21: flotilla.node.v1.RoutesResponse
-	(*ShardRoute)(nil),              // 22: flotilla.node.v1.ShardRoute
-	(*NodeAddress)(nil),             // 23: flotilla.node.v1.NodeAddress
-	(*PartitionRule)(nil),           // 24: flotilla.node.v1.PartitionRule
-	(*Limits)(nil),                  // 25: flotilla.node.v1.Limits
-	(*Error)(nil),                   // 26: flotilla.node.v1.Error
-	(*SplitRequest)(nil),            // 27: flotilla.node.v1.SplitRequest
-	(*SplitResponse)(nil),           // 28: flotilla.node.v1.SplitResponse
-	(*AllocateShardIDRequest)(nil),  // 29: flotilla.node.v1.AllocateShardIDRequest
-	(*AllocateShardIDResponse)(nil), // 30: flotilla.node.v1.AllocateShardIDResponse
-	(*ReplicaStepRequest)(nil),      // 31: flotilla.node.v1.ReplicaStepRequest
-	(*ReplicaStepResponse)(nil),     // 32: flotilla.node.v1.ReplicaStepResponse
-	(*PlacementRequest)(nil),        // 33: flotilla.node.v1.PlacementRequest
-	(*PlacementResponse)(nil),       // 34: flotilla.node.v1.PlacementResponse
-	(*SetDrainingRequest)(nil),      // 35: flotilla.node.v1.SetDrainingRequest
-	(*SetDrainingResponse)(nil),     // 36: flotilla.node.v1.SetDrainingResponse
-	(*RemoveNodeRequest)(nil),       // 37: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 38: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),   // 39: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),  // 40: flotilla.node.v1.PrepareReplicaResponse
-	(*ShardRecord)(nil),             // 41: flotilla.node.v1.ShardRecord
-	(*ReplicaRecord)(nil),           // 42: flotilla.node.v1.ReplicaRecord
-	(*PutShardRecordsRequest)(nil),  // 43: flotilla.node.v1.PutShardRecordsRequest
-	(*PutShardRecordsResponse)(nil), // 44: flotilla.node.v1.PutShardRecordsResponse
-	(*NodeRecord)(nil),              // 45: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),             // 46: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),            // 47: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),           // 48: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),              // 49: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),          // 50: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),           // 51: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                 // 52: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),               // 53: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),          // 54: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),      // 55: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),     // 56: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),   // 57: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),  // 58: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),    // 59: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),   // 60: flotilla.node.v1.ChangeReplicaResponse
+	(MergeStepKind)(0),              // 1: flotilla.node.v1.MergeStepKind
+	(StepKind)(0),                   // 2: flotilla.node.v1.StepKind
+	(PlacementAction)(0),            // 3: flotilla.node.v1.PlacementAction
+	(ReplicaOp)(0),                  // 4: flotilla.node.v1.ReplicaOp
+	(*Session)(nil),                 // 5: flotilla.node.v1.Session
+	(*PutRequest)(nil),              // 6: flotilla.node.v1.PutRequest
+	(*PutResponse)(nil),             // 7: flotilla.node.v1.PutResponse
+	(*GetRequest)(nil),              // 8: flotilla.node.v1.GetRequest
+	(*GetResponse)(nil),             // 9: flotilla.node.v1.GetResponse
+	(*DeleteRequest)(nil),           // 10: flotilla.node.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 11: flotilla.node.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 12: flotilla.node.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 13: flotilla.node.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 14: flotilla.node.v1.ScanRequest
+	(*KeyValue)(nil),                // 15: flotilla.node.v1.KeyValue
+	(*ScanResponse)(nil),            // 16: flotilla.node.v1.ScanResponse
+	(*Op)(nil),                      // 17: flotilla.node.v1.Op
+	(*OpResult)(nil),                // 18: flotilla.node.v1.OpResult
+	(*BatchRequest)(nil),            // 19: flotilla.node.v1.BatchRequest
+	(*BatchResponse)(nil),           // 20: flotilla.node.v1.BatchResponse
+	(*RoutesRequest)(nil),           // 21: flotilla.node.v1.RoutesRequest
+	(*RoutesResponse)(nil),          // 22: flotilla.node.v1.RoutesResponse
+	(*ShardRoute)(nil),              // 23: flotilla.node.v1.ShardRoute
+	(*NodeAddress)(nil),             // 24: flotilla.node.v1.NodeAddress
+	(*PartitionRule)(nil),           // 25: flotilla.node.v1.PartitionRule
+	(*Limits)(nil),                  // 26: flotilla.node.v1.Limits
+	(*Error)(nil),                   // 27: flotilla.node.v1.Error
+	(*MergeRequest)(nil),            // 28: flotilla.node.v1.MergeRequest
+	(*MergeResponse)(nil),           // 29: flotilla.node.v1.MergeResponse
+	(*MergeStepRequest)(nil),        // 30: flotilla.node.v1.MergeStepRequest
+	(*MergeStepResponse)(nil),       // 31: flotilla.node.v1.MergeStepResponse
+	(*SplitRequest)(nil),            // 32: flotilla.node.v1.SplitRequest
+	(*SplitResponse)(nil),           // 33: flotilla.node.v1.SplitResponse
+	(*AllocateShardIDRequest)(nil),  // 34: flotilla.node.v1.AllocateShardIDRequest
+	(*AllocateShardIDResponse)(nil), // 35: flotilla.node.v1.AllocateShardIDResponse
+	(*ReplicaStepRequest)(nil),      // 36: flotilla.node.v1.ReplicaStepRequest
+	(*ReplicaStepResponse)(nil),     // 37: flotilla.node.v1.ReplicaStepResponse
+	(*PlacementRequest)(nil),        // 38: flotilla.node.v1.PlacementRequest
+	(*PlacementResponse)(nil),       // 39: flotilla.node.v1.PlacementResponse
+	(*SetDrainingRequest)(nil),      // 40: flotilla.node.v1.SetDrainingRequest
+	(*SetDrainingResponse)(nil),     // 41: flotilla.node.v1.SetDrainingResponse
+	(*RemoveNodeRequest)(nil),       // 42: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 43: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),   // 44: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),  // 45: flotilla.node.v1.PrepareReplicaResponse
+	(*ShardRecord)(nil),             // 46: flotilla.node.v1.ShardRecord
+	(*ReplicaRecord)(nil),           // 47: flotilla.node.v1.ReplicaRecord
+	(*PutShardRecordsRequest)(nil),  // 48: flotilla.node.v1.PutShardRecordsRequest
+	(*PutShardRecordsResponse)(nil), // 49: flotilla.node.v1.PutShardRecordsResponse
+	(*NodeRecord)(nil),              // 50: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),             // 51: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),            // 52: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),           // 53: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),              // 54: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),          // 55: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),           // 56: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                 // 57: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),               // 58: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),          // 59: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),      // 60: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),     // 61: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),   // 62: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),  // 63: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),    // 64: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),   // 65: flotilla.node.v1.ChangeReplicaResponse
 }
 var file_node_proto_depIdxs = []int32{
-	4,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
-	4,  // 1: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
-	4,  // 2: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
-	14, // 3: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
-	5,  // 4: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
-	7,  // 5: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
-	9,  // 6: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
-	11, // 7: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
-	6,  // 8: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
-	8,  // 9: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
-	10, // 10: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
-	12, // 11: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
-	26, // 12: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
-	16, // 13: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
-	17, // 14: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
-	22, // 15: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
-	23, // 16: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
-	24, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
-	25, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
+	5,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
+	5,  // 1: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
+	5,  // 2: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
+	15, // 3: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
+	6,  // 4: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
+	8,  // 5: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
+	10, // 6: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
+	12, // 7: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
+	7,  // 8: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
+	9,  // 9: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
+	11, // 10: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
+	13, // 11: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
+	27, // 12: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
+	17, // 13: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
+	18, // 14: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
+	23, // 15: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
+	24, // 16: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
+	25, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
+	26, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	41, // 20: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
-	41, // 21: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
-	1,  // 22: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
-	2,  // 23: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
-	42, // 24: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
-	41, // 25: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
-	45, // 26: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	45, // 27: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	49, // 28: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	52, // 29: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	53, // 30: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	53, // 31: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	3,  // 32: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	52, // 33: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	5,  // 34: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	7,  // 35: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	9,  // 36: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	11, // 37: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	13, // 38: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	18, // 39: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	20, // 40: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	46, // 41: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	48, // 42: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	51, // 43: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	55, // 44: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	57, // 45: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	59, // 46: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	43, // 47: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
-	39, // 48: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	37, // 49: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	31, // 50: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
-	33, // 51: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
-	35, // 52: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
-	27, // 53: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
-	29, // 54: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
-	6,  // 55: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	8,  // 56: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	10, // 57: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	12, // 58: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	15, // 59: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	19, // 60: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	21, // 61: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	47, // 62: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	50, // 63: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	54, // 64: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	56, // 65: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	58, // 66: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	60, // 67: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	44, // 68: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
-	40, // 69: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	38, // 70: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	32, // 71: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
-	34, // 72: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
-	36, // 73: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
-	28, // 74: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
-	30, // 75: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
-	55, // [55:76] is the sub-list for method output_type
-	34, // [34:55] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	46, // 20: flotilla.node.v1.MergeResponse.shard:type_name -> flotilla.node.v1.ShardRecord
+	1,  // 21: flotilla.node.v1.MergeStepRequest.kind:type_name -> flotilla.node.v1.MergeStepKind
+	46, // 22: flotilla.node.v1.MergeStepResponse.shard:type_name -> flotilla.node.v1.ShardRecord
+	46, // 23: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
+	46, // 24: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
+	2,  // 25: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
+	3,  // 26: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
+	47, // 27: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
+	46, // 28: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
+	50, // 29: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	50, // 30: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	54, // 31: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	57, // 32: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	58, // 33: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	58, // 34: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	4,  // 35: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	57, // 36: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	6,  // 37: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	8,  // 38: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	10, // 39: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	12, // 40: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	14, // 41: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	19, // 42: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	21, // 43: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	51, // 44: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	53, // 45: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	56, // 46: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	60, // 47: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	62, // 48: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	64, // 49: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	48, // 50: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	44, // 51: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	42, // 52: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	36, // 53: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
+	38, // 54: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
+	40, // 55: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
+	32, // 56: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
+	34, // 57: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
+	28, // 58: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
+	30, // 59: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
+	7,  // 60: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	9,  // 61: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	11, // 62: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	13, // 63: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	16, // 64: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	20, // 65: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	22, // 66: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	52, // 67: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	55, // 68: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	59, // 69: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	61, // 70: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	63, // 71: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	65, // 72: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	49, // 73: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	45, // 74: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	43, // 75: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	37, // 76: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
+	39, // 77: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
+	41, // 78: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
+	33, // 79: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
+	35, // 80: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
+	29, // 81: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
+	31, // 82: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
+	60, // [60:83] is the sub-list for method output_type
+	37, // [37:60] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -4539,8 +4951,8 @@ func file_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   57,
+			NumEnums:      5,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -406,6 +406,8 @@ const (
 	Admin_SetDraining_FullMethodName     = "/flotilla.node.v1.Admin/SetDraining"
 	Admin_Split_FullMethodName           = "/flotilla.node.v1.Admin/Split"
 	Admin_AllocateShardID_FullMethodName = "/flotilla.node.v1.Admin/AllocateShardID"
+	Admin_Merge_FullMethodName           = "/flotilla.node.v1.Admin/Merge"
+	Admin_MergeStep_FullMethodName       = "/flotilla.node.v1.Admin/MergeStep"
 )
 
 // AdminClient is the client API for Admin service.
@@ -467,6 +469,18 @@ type AdminClient interface {
 	// later call returns (the meta shard's allocator, on its leader:
 	// forwarded there). Sent by the node that runs a split.
 	AllocateShardID(ctx context.Context, in *AllocateShardIDRequest, opts ...grpc.CallOption) (*AllocateShardIDResponse, error)
+	// Merge merges a shard with its right neighbour in the ring, on the
+	// shard's leader (forwarded there): the shard's range widens over its
+	// neighbour's, which is gone. Both must have their replicas on the same
+	// nodes in the same roles; no data moves. It returns once the merge has
+	// applied on the leader; the records follow in the meta shard, and the
+	// routers with them.
+	Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error)
+	// MergeStep takes one step of a merge (package node/merger), on the
+	// shard's leader (forwarded there) but for WAIT_FROZEN, which runs on
+	// the node asked. Sent by the node that runs a merge, and by the
+	// recovery of merges left unfinished.
+	MergeStep(ctx context.Context, in *MergeStepRequest, opts ...grpc.CallOption) (*MergeStepResponse, error)
 }
 
 type adminClient struct {
@@ -617,6 +631,26 @@ func (c *adminClient) AllocateShardID(ctx context.Context, in *AllocateShardIDRe
 	return out, nil
 }
 
+func (c *adminClient) Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MergeResponse)
+	err := c.cc.Invoke(ctx, Admin_Merge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) MergeStep(ctx context.Context, in *MergeStepRequest, opts ...grpc.CallOption) (*MergeStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MergeStepResponse)
+	err := c.cc.Invoke(ctx, Admin_MergeStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -676,6 +710,18 @@ type AdminServer interface {
 	// later call returns (the meta shard's allocator, on its leader:
 	// forwarded there). Sent by the node that runs a split.
 	AllocateShardID(context.Context, *AllocateShardIDRequest) (*AllocateShardIDResponse, error)
+	// Merge merges a shard with its right neighbour in the ring, on the
+	// shard's leader (forwarded there): the shard's range widens over its
+	// neighbour's, which is gone. Both must have their replicas on the same
+	// nodes in the same roles; no data moves. It returns once the merge has
+	// applied on the leader; the records follow in the meta shard, and the
+	// routers with them.
+	Merge(context.Context, *MergeRequest) (*MergeResponse, error)
+	// MergeStep takes one step of a merge (package node/merger), on the
+	// shard's leader (forwarded there) but for WAIT_FROZEN, which runs on
+	// the node asked. Sent by the node that runs a merge, and by the
+	// recovery of merges left unfinished.
+	MergeStep(context.Context, *MergeStepRequest) (*MergeStepResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -727,6 +773,12 @@ func (UnimplementedAdminServer) Split(context.Context, *SplitRequest) (*SplitRes
 }
 func (UnimplementedAdminServer) AllocateShardID(context.Context, *AllocateShardIDRequest) (*AllocateShardIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AllocateShardID not implemented")
+}
+func (UnimplementedAdminServer) Merge(context.Context, *MergeRequest) (*MergeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Merge not implemented")
+}
+func (UnimplementedAdminServer) MergeStep(context.Context, *MergeStepRequest) (*MergeStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MergeStep not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1001,6 +1053,42 @@ func _Admin_AllocateShardID_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Merge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MergeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Merge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Merge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Merge(ctx, req.(*MergeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_MergeStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MergeStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MergeStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MergeStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MergeStep(ctx, req.(*MergeStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1063,6 +1151,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AllocateShardID",
 			Handler:    _Admin_AllocateShardID_Handler,
+		},
+		{
+			MethodName: "Merge",
+			Handler:    _Admin_Merge_Handler,
+		},
+		{
+			MethodName: "MergeStep",
+			Handler:    _Admin_MergeStep_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

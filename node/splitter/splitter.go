@@ -188,7 +188,7 @@ func (s *Splitter) Split(ctx context.Context, req Request) (Result, error) {
 	if errors.Is(err, engine.ErrBadRequest) {
 		// The descriptor changed between the check and the proposal
 		// without a new generation: a conf change made it joint.
-		if d, derr := s.descriptor(ctx, req.ShardID); derr == nil && joint(d) {
+		if d, derr := s.descriptor(ctx, req.ShardID); derr == nil && nodemeta.JointConfig(d) {
 			return Result{}, fmt.Errorf("%w: shard %d: %w", ErrJointConfig, d.ShardID, err)
 		}
 	}
@@ -231,18 +231,8 @@ func check(d storage.Descriptor, req Request) error {
 		return &PointError{ShardID: d.ShardID, At: req.At, Start: d.Start, Last: d.Last, Generation: d.Generation, singleHash: true}
 	case req.At != 0 && !inside(d, req.At):
 		return &PointError{ShardID: d.ShardID, At: req.At, Start: d.Start, Last: d.Last, Generation: d.Generation}
-	case joint(d):
+	case nodemeta.JointConfig(d):
 		return fmt.Errorf("%w: shard %d (%v): retry once it has left it", ErrJointConfig, d.ShardID, d)
 	}
 	return nil
-}
-
-// joint reports whether d's configuration is joint.
-func joint(d storage.Descriptor) bool {
-	for _, r := range d.Replicas {
-		if r.Role != storage.RoleVoter && r.Role != storage.RoleLearner {
-			return true
-		}
-	}
-	return false
 }
