@@ -560,6 +560,9 @@ func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte
 		if e.closed.Load() {
 			return nil, ErrClosed
 		}
+		if d, ok := e.claimed(shardID); ok && d.Frozen() {
+			return nil, &ShardMergingError{ShardID: shardID, Into: d.MergeInto}
+		}
 		r := group.NewRead(e.nextID())
 		w := e.workerFor(shardID)
 		if !w.enqueueRead(readReq{shardID: shardID, r: r}) {

@@ -164,7 +164,7 @@ func (e *Engine) proposeDesc(ctx context.Context, shardID uint64, cmd []byte) (s
 // WaitFrozen waits until this node's replica of shardID is frozen at
 // generation, durably: applied, and synced to disk.
 func (e *Engine) WaitFrozen(ctx context.Context, shardID, generation uint64) error {
-	t := time.NewTicker(time.Millisecond)
+	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	for {
 		d, ok := e.claimed(shardID)
@@ -387,7 +387,7 @@ func (w *worker) dispatchMerges() {
 			if hook := mergeRightHook.Load(); hook != nil && !(*hook)(rw.e, right.ShardID) {
 				return // a test crashes the node here
 			}
-			rw.destroyMerged(right.ShardID, right.NextReplicaID)
+			rw.destroyMerged(right.ShardID, right.MergeInto, right.NextReplicaID)
 		}) {
 			return // closing: the marker finishes it at the next start
 		}
@@ -399,7 +399,7 @@ func (w *worker) dispatchMerges() {
 // destroyMerged destroys this node's replica of a shard merged into its
 // left neighbour: its raft state and sessions, not its data (L's now), and
 // leaves a tombstone; the merge marker goes in the same batch.
-func (w *worker) destroyMerged(shardID, nextReplicaID uint64) {
+func (w *worker) destroyMerged(shardID, into, nextReplicaID uint64) {
 	if r := w.shards[shardID]; r != nil {
 		r.destroyed = true
 		w.wake(r)
@@ -409,7 +409,9 @@ func (w *worker) destroyMerged(shardID, nextReplicaID uint64) {
 			w.e.stats.leading.Add(^uint64(0))
 			r.leading = false
 		}
-		r.g.FailAll(&ShardMergingError{ShardID: shardID})
+		// Nothing pending here applied: this replica applied the freeze, and
+		// every entry after it fails.
+		r.g.FailAll(&ShardMergingError{ShardID: shardID, Into: into})
 		w.abortStaged(r)
 		nextReplicaID = max(nextReplicaID, r.replicaID+1)
 		w.commit()
@@ -440,7 +442,7 @@ func (e *Engine) dropSubsumed(ctx context.Context, desc storage.Descriptor) erro
 		e.cfg.Logger.Info("merge: a snapshot of the left shard replaces this node's replica of a merged shard", "shard", desc.ShardID, "merged", d.ShardID)
 		e.releaseRange(d.ShardID)
 		if _, err := call(ctx, e, d.ShardID, func(w *worker) (struct{}, error) {
-			w.destroyMerged(d.ShardID, d.NextReplicaID)
+			w.destroyMerged(d.ShardID, d.MergeInto, d.NextReplicaID)
 			return struct{}{}, nil
 		}); err != nil {
 			return err

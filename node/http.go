@@ -129,6 +129,7 @@ type engineCollector struct {
 	shards, shardsLeading, shardsQuiesced                   *prometheus.Desc
 	syncLatency, applyLatency                               *prometheus.Desc
 	framesSent, transportMsgs, framesRecv, dropped, refused *prometheus.Desc
+	snapBytes                                               *prometheus.Desc
 
 	// t is the node's raft transport, for frame counters (nil: none).
 	t *transport.Transport
@@ -163,6 +164,7 @@ func newEngineCollector(e *engine.Engine, t *transport.Transport) *engineCollect
 		framesRecv:     d("transport_frames_received_total", "Valid frames received from a peer.", "peer"),
 		dropped:        d("transport_dropped_total", "Messages to a peer not sent (queue full, backoff, stream lost).", "peer"),
 		refused:        d("transport_refused_total", "Frames and snapshot streams from a peer refused.", "peer"),
+		snapBytes:      d("snapshot_bytes_sent_total", "Bytes of the raft snapshots sent to a peer and completed (replicas moved, repaired or caught up).", "peer"),
 	}
 }
 
@@ -172,7 +174,7 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.applied, c.syncs, c.commits, c.passes, c.readies, c.commitSeconds,
 		c.beatsCoalesced, c.snapsSent, c.snapsRecv, c.proposals, c.peerMessages, c.peerBytes,
 		c.shards, c.shardsLeading, c.shardsQuiesced, c.syncLatency, c.applyLatency,
-		c.framesSent, c.transportMsgs, c.framesRecv, c.dropped, c.refused,
+		c.framesSent, c.transportMsgs, c.framesRecv, c.dropped, c.refused, c.snapBytes,
 	} {
 		ch <- d
 	}
@@ -222,5 +224,6 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.framesRecv, float64(p.FramesReceived), peer)
 		counter(c.dropped, float64(p.Dropped), peer)
 		counter(c.refused, float64(p.Refused), peer)
+		counter(c.snapBytes, float64(p.SnapshotBytesSent), peer)
 	}
 }

@@ -57,6 +57,15 @@ func TestPlacement(t *testing.T) {
 	}
 
 	// Two nodes join: replicas and leaderships spread over five.
+	snapBytes := func() (sum float64) {
+		for _, p := range ps {
+			if p.cmd.ProcessState == nil { // running
+				sum += metric(t, p.httpad, "flotilla_snapshot_bytes_sent_total")
+			}
+		}
+		return sum
+	}
+	bytesBefore := snapBytes()
 	for i := 4; i <= 5; i++ {
 		p := newProc(t, fmt.Sprintf("node%d", i), filepath.Join(base, fmt.Sprintf("n%d", i)), append([]string{"--join", ps[0].gossip}, flags...)...)
 		p.start()
@@ -70,6 +79,12 @@ func TestPlacement(t *testing.T) {
 	adms := make([]nodepb.AdminClient, len(ps))
 	for i, p := range ps {
 		ids[i], adms[i] = nodeIDOf(t, p.dir), adminClient(t, p.client)
+	}
+	// The spread over five nodes as the joiners came up (they hold nothing
+	// yet, or the first moves).
+	var spreadBefore [2]int
+	if r, l, err := localCounts(ctx, adms); err == nil {
+		spreadBefore = [2]int{spreadOf(r), spreadOf(l)}
 	}
 	adm := adms[0] // node1 stays up throughout
 	defer func() {
@@ -97,8 +112,9 @@ func TestPlacement(t *testing.T) {
 	bcancel()
 	balanceTook := time.Since(start)
 	replicas, leaders, _ := localCounts(ctx, adms)
-	t.Logf("balanced over 5 nodes in %v (replicas %v, leaders %v); %d writes acknowledged",
-		balanceTook.Round(time.Millisecond), replicas, leaders, load.acks.Load())
+	t.Logf("balanced over 5 nodes in %v (replicas %v, spread %d; leaders %v, spread %d; spreads before the joins' moves %d and %d); %.0f snapshot bytes moved; %d writes acknowledged",
+		balanceTook.Round(time.Millisecond), replicas, spreadOf(replicas), leaders, spreadOf(leaders), spreadBefore[0], spreadBefore[1],
+		snapBytes()-bytesBefore, load.acks.Load())
 	checkNoFailure("balance")
 
 	// node5 dies for good: its replicas are replaced on the live nodes.
@@ -167,6 +183,21 @@ func TestPlacement(t *testing.T) {
 	t.Logf("time to balance %v, to repair %v, to drain %v; writes acknowledged %d, failed %d; %d keys read back with their last acknowledged values; %v in all",
 		balanceTook.Round(time.Millisecond), repairTook.Round(time.Millisecond), drainTook.Round(time.Millisecond),
 		load.acks.Load(), load.failed.Load(), len(keys), time.Since(began).Round(time.Millisecond))
+}
+
+// spreadOf returns the largest count minus the smallest.
+func spreadOf(counts map[uint64]int) int {
+	lo, hi, first := 0, 0, true
+	for _, n := range counts {
+		if first || n < lo {
+			lo = n
+		}
+		if first || n > hi {
+			hi = n
+		}
+		first = false
+	}
+	return hi - lo
 }
 
 // dumpPlacement logs, for a failed test, what the cluster and its placement

@@ -3,14 +3,11 @@ package placer
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 )
-
-var errNoMerges = errors.New("merges are not wired to the Admin service yet")
 
 // actuator implements placement.Actuator with Admin ReplicaStep requests
 // to this node's own Admin service, which forwards each to the shard's
@@ -77,9 +74,9 @@ func (a *actuator) Split(ctx context.Context, shardID, generation uint64) error 
 	return nil
 }
 
-// Merge is not made by this node's driver until the Admin Merge request
-// exists: the source reports no range change times, so the planner plans
-// no merge (placement.Shard.RangeChanged).
-func (a *actuator) Merge(_ context.Context, left, _, right, _ uint64) error {
-	return fmt.Errorf("placer: merge of shards %d and %d: %w", left, right, errNoMerges)
+func (a *actuator) Merge(ctx context.Context, left, leftGen, right, rightGen uint64) error {
+	if _, err := a.admin.Merge(ctx, &nodepb.MergeRequest{ShardId: left, Generation: leftGen, RightGeneration: rightGen}); err != nil {
+		return fmt.Errorf("placer: merge of shard %d into shard %d: %w", right, left, err)
+	}
+	return nil
 }
