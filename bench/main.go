@@ -175,6 +175,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/signal"
@@ -417,7 +418,30 @@ func (o *options) checkScenario(s *scenario) error {
 		errs = append(errs, fmt.Errorf("--variants %s: with --endpoints the only variant is %q (%s); the engine variants need the in-process cluster",
 			strings.Join(o.variants, ","), clusterVariant.Name, clusterVariant.Desc))
 	}
-	errs = append(errs, o.checkRebalance(s))
+	errs = append(errs, o.checkScenarioFlags(s), o.checkRebalance(s))
+	return errors.Join(errs...)
+}
+
+// scenarioFlags are the flags that only some scenarios take, with those
+// scenarios.
+var scenarioFlags = map[string][]string{
+	"phase":                        {"rebalance"},
+	"balance-timeout":              {"rebalance"},
+	"joins":                        {"rebalance"},
+	"placement-moves-per-minute":   {"rebalance"},
+	"placement-snapshots-per-node": {"rebalance"},
+	"placement-max-ops":            {"rebalance"},
+	"node-log":                     {"rebalance"},
+}
+
+// checkScenarioFlags refuses the flags given that s does not take.
+func (o *options) checkScenarioFlags(s *scenario) error {
+	var errs []error
+	for _, f := range slices.Sorted(maps.Keys(scenarioFlags)) {
+		if only := scenarioFlags[f]; o.set[f] && !slices.Contains(only, s.Name) {
+			errs = append(errs, fmt.Errorf("--%s: %s only", f, strings.Join(only, " and ")))
+		}
+	}
 	return errors.Join(errs...)
 }
 
