@@ -102,7 +102,8 @@ const timelineEvery = 10
 
 func rebalanceFlags(fs *flag.FlagSet, o *options) {
 	d := placement.DefaultDriverConfig()
-	fs.DurationVar(&o.phase, "phase", 10*time.Second, "rebalance: measured load before the joins, and after the balance")
+	fs.DurationVar(&o.phase, "phase", 10*time.Second, "rebalance: measured load before the joins, and after the balance;"+
+		" split: before the first split, and after the last")
 	fs.DurationVar(&o.balanceTimeout, "balance-timeout", 10*time.Minute, "rebalance: how long after the joins the balance is awaited")
 	fs.IntVar(&o.joins, "joins", 2, "rebalance: nodes that join the cluster of --nodes")
 	fs.IntVar(&o.movesPerMinute, "placement-moves-per-minute", d.MovesPerMinute, "rebalance: replica moves the placement driver starts per minute, at most")
