@@ -81,6 +81,37 @@
 // logs, --cpuprofile profiles the process from the joins to the balance. A
 // run that does not balance in time reports what it measured and fails.
 //
+// split: one shard over the whole hash ring on --nodes engines (the
+// in-process cluster, over gRPC unless --transport says otherwise), under
+// closed-loop writes from --clients (default 64) of --payload bytes
+// (default 16), client i writing its keys c<i>-0..1023 in turn, is split
+// round after round until there are --shards (default 64): each round
+// splits every shard at the middle of its range on its leader (the
+// generation from the leader's Status, child IDs from a counter), one after
+// the other, --split-every apart (default 100ms). The clients route by a
+// router.Router whose ring the bench sets from each split's result (the
+// parent's and the child's descriptors as the parent's leader applied them)
+// and whose leaders are those the engines announce (leader events); a write
+// retries a *KeyNotInShardError (stale ring), a *NotLeaderError, a dropped
+// or ambiguous proposal for up to --op-timeout, and fails only if it still
+// does. The first split of each round runs with the load paused and the
+// replicas settled (each has applied its leader's whole log, the WALs
+// quiet): its bytes are the Pebble WAL bytes in (Metrics().WAL.BytesIn,
+// the batches committed) of all nodes from before it until the replicas
+// settled again. Reports the splits' times (from the Split call to the
+// child's first announced leader, and to the child's first acknowledged
+// write), the bytes per split, writes/s and p99 for --phase (default 10s)
+// before the first split, during the splits (the paused ones excluded) and
+// --phase after the last, and the shards each node leads at the end. Then,
+// unless --split-data is 0, the size comparison: a fresh cluster with two
+// shards (the ring's halves), --split-data (default 1GiB) written into the
+// second (batches of 15 Puts of 64 KiB random values, 4 in flight, through
+// the engine's synced path), then both split with no load, the empty one
+// first, as the probes are: the bytes and times of both and their ratio. The
+// run fails if the full shard's split wrote over 1 KiB more than the empty
+// one's. The size comparison's stores are removed when it ends (unless
+// --keep).
+//
 // router: router.Lookup throughput from --clients goroutines (default 4)
 // with 1,000 and 100,000 shards, keys at uniformly random ring positions:
 // lookups/s, wall ns per lookup per goroutine, CPU ns and allocations per
@@ -161,12 +192,15 @@
 //	--endpoints LIST     write, read: client addresses (host:port,...) of a running cluster, loaded through the Go client
 //	--rate N             write, read: open loop, N operations per second over all clients (default 0: closed loop)
 //	--rate-of-peak F     write, read: each point closed, then open at F x its ops/s (e.g. 0.5); excludes --rate
-//	--phase D            rebalance: the measured load before the joins, and after the balance (default 10s)
+//	--phase D            rebalance: the measured load before the joins, and after the balance; split: before the
+//	                     first split, and after the last (default 10s)
 //	--balance-timeout D  rebalance: how long after the joins the balance is awaited (default 10m)
 //	--joins N            rebalance: nodes that join (default 2)
 //	--placement-moves-per-minute N, --placement-snapshots-per-node N, --placement-max-ops N
 //	                     rebalance: the placement driver's limits (defaults: the driver's, 30, 2 and 16), as flotilla start's flags
 //	--node-log FILE      rebalance: the nodes' logs and the bench's samples (default: discarded)
+//	--split-data SIZE    split: data written into one shard, split beside an empty one (default 1GiB; B, KiB, MiB, GiB; 0: skip)
+//	--split-every D      split: the load's time between two splits (default 100ms)
 package main
 
 import (
@@ -175,6 +209,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/signal"
@@ -226,6 +261,10 @@ type options struct {
 	set                                            map[string]bool // the flags given
 	remote                                         *remoteCluster  // set by runScenario with --endpoints
 	hooks                                          hooks
+
+	// split (see splitFlags)
+	splitData  int64
+	splitEvery time.Duration
 }
 
 // hooks let tests look inside a run.
@@ -344,6 +383,7 @@ func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of each run's measured window to PREFIX-<point>-<variant>.pprof")
 	fs.Float64Var(&o.rateOfPeak, "rate-of-peak", 0, "write, read: run each point closed-loop, then open-loop at this fraction of its ops/s (e.g. 0.5)")
 	rebalanceFlags(fs, o)
+	splitFlags(fs, o)
 	return fs
 }
 
@@ -417,7 +457,32 @@ func (o *options) checkScenario(s *scenario) error {
 		errs = append(errs, fmt.Errorf("--variants %s: with --endpoints the only variant is %q (%s); the engine variants need the in-process cluster",
 			strings.Join(o.variants, ","), clusterVariant.Name, clusterVariant.Desc))
 	}
-	errs = append(errs, o.checkRebalance(s))
+	errs = append(errs, o.checkScenarioFlags(s), o.checkRebalance(s), o.checkSplit(s))
+	return errors.Join(errs...)
+}
+
+// scenarioFlags are the flags that only some scenarios take, with those
+// scenarios.
+var scenarioFlags = map[string][]string{
+	"phase":                        {"rebalance", "split"},
+	"balance-timeout":              {"rebalance"},
+	"joins":                        {"rebalance"},
+	"placement-moves-per-minute":   {"rebalance"},
+	"placement-snapshots-per-node": {"rebalance"},
+	"placement-max-ops":            {"rebalance"},
+	"node-log":                     {"rebalance"},
+	"split-data":                   {"split"},
+	"split-every":                  {"split"},
+}
+
+// checkScenarioFlags refuses the flags given that s does not take.
+func (o *options) checkScenarioFlags(s *scenario) error {
+	var errs []error
+	for _, f := range slices.Sorted(maps.Keys(scenarioFlags)) {
+		if only := scenarioFlags[f]; o.set[f] && !slices.Contains(only, s.Name) {
+			errs = append(errs, fmt.Errorf("--%s: %s only", f, strings.Join(only, " and ")))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -35,7 +35,7 @@ var rebalanceScenario = &scenario{
 			rb.MovesPerMinute, rb.SnapshotsPerNode, rb.PlacementOps)
 	},
 	Warmup: true,
-	Columns: []column{
+	Columns: slices.Concat([]column{
 		{"balance_s", "balanced in", fmtSeconds},
 		{"snapshot_bytes", "moved", fmtBytes},
 		{"snapshots", "snapshots", fmtCount},
@@ -43,15 +43,10 @@ var rebalanceScenario = &scenario{
 		{"replica_spread_after", "after", fmtCount},
 		{"leader_spread_before", "lead spread before", fmtCount},
 		{"leader_spread_after", "after", fmtCount},
-		{"writes_per_s_before", "writes/s before", fmtCount},
-		{"writes_per_s_during", "during", fmtCount},
-		{"writes_per_s_after", "after", fmtCount},
-		{"before_write_p99_us", "p99 before", fmtMicros},
-		{"during_write_p99_us", "during", fmtMicros},
-		{"after_write_p99_us", "after", fmtMicros},
+	}, phaseColumns, []column{
 		{"placement_ops", "ops done", fmtCount},
 		{"move_p50_s", "move p50", fmtSeconds},
-	},
+	}),
 	Notes: []string{
 		"balanced in: from the joins until every node's counts, by its Admin LocalShards (user shards it holds a replica of," +
 			" and leads), are within placement.WithinBand (±max(5% of the mean, 2)); polled every " + balancePoll.String(),
@@ -105,13 +100,10 @@ const balancePoll = 500 * time.Millisecond
 // timelineEvery: one sample in this many goes into the row's timeline.
 const timelineEvery = 10
 
-// rebalanceOnly are the flags of the rebalance scenario alone.
-var rebalanceOnly = []string{"phase", "balance-timeout", "joins", "placement-moves-per-minute", "placement-snapshots-per-node",
-	"placement-max-ops", "node-log"}
-
 func rebalanceFlags(fs *flag.FlagSet, o *options) {
 	d := placement.DefaultDriverConfig()
-	fs.DurationVar(&o.phase, "phase", 10*time.Second, "rebalance: measured load before the joins, and after the balance")
+	fs.DurationVar(&o.phase, "phase", 10*time.Second, "rebalance: measured load before the joins, and after the balance;"+
+		" split: before the first split, and after the last")
 	fs.DurationVar(&o.balanceTimeout, "balance-timeout", 10*time.Minute, "rebalance: how long after the joins the balance is awaited")
 	fs.IntVar(&o.joins, "joins", 2, "rebalance: nodes that join the cluster of --nodes")
 	fs.IntVar(&o.movesPerMinute, "placement-moves-per-minute", d.MovesPerMinute, "rebalance: replica moves the placement driver starts per minute, at most")
@@ -120,22 +112,12 @@ func rebalanceFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.nodeLog, "node-log", "", "rebalance: write the nodes' logs (and the bench's samples) to this file (default: discarded)")
 }
 
-// checkRebalance refuses the rebalance flags elsewhere, and what rebalance
-// does not support.
+// checkRebalance refuses what rebalance does not support.
 func (o *options) checkRebalance(s *scenario) error {
-	var errs []error
 	if s.Name != "rebalance" {
-		var given []string
-		for _, f := range rebalanceOnly {
-			if o.set[f] {
-				given = append(given, "--"+f)
-			}
-		}
-		if len(given) > 0 {
-			errs = append(errs, fmt.Errorf("%s: rebalance only", strings.Join(given, ", ")))
-		}
-		return errors.Join(errs...)
+		return nil
 	}
+	var errs []error
 	if o.set["duration"] {
 		errs = append(errs, errors.New("rebalance measures --phase before the joins and after the balance, and the time between: no --duration"))
 	}
@@ -216,30 +198,11 @@ func runRebalance(ctx context.Context, o *options, v variant, p point, dir strin
 	snaps1, bytes1, atBalance := fc.snapshotsSent(), fc.snapBytes.Load(), maps.Clone(w.stats)
 	repAfter, leadAfter := w.replicas, w.leaders
 
-	var after *tally
-	if balErr == nil {
-		aspec := spec
-		aspec.seqBase = 1 << 30
-		after = runLoad(ctx, aspec)
-	}
+	after := runAfter(ctx, spec, balErr == nil)
 	u1 := readUsage()
 
-	total := &tally{}
-	for _, t := range []*tally{before, during, after} {
-		if t != nil {
-			total.merge(t)
-			total.elapsed += t.elapsed
-		}
-	}
-	r := loadRow(total, u0, u1)
+	r := phasedRow(warm, before, during, after, u0, u1)
 	m := r.Metrics
-	phaseMetrics(m, "before", before)
-	phaseMetrics(m, "during", during)
-	phaseMetrics(m, "after", after)
-	m["warmup_failed"] = float64(warm.failures())
-	for _, e := range warm.errors() {
-		r.Errors = append(r.Errors, "warm-up: "+e)
-	}
 	m["replica_spread_before"], m["leader_spread_before"] = spreadOf(repBefore), spreadOf(leadBefore)
 	m["replica_spread_after"], m["leader_spread_after"] = spreadOf(repAfter), spreadOf(leadAfter)
 	m["snapshots"], m["snapshot_bytes"] = float64(snaps1-snaps0), float64(bytes1-bytes0)
@@ -265,6 +228,49 @@ func runRebalance(ctx context.Context, o *options, v variant, p point, dir strin
 	m["drivers_seen"] = float64(len(w.stats))
 	r.Timeline = w.timeline
 	return r, balErr
+}
+
+// phaseColumns show phasedRow's writes/s and p99 before, during and after.
+var phaseColumns = []column{
+	{"writes_per_s_before", "writes/s before", fmtCount},
+	{"writes_per_s_during", "during", fmtCount},
+	{"writes_per_s_after", "after", fmtCount},
+	{"before_write_p99_us", "p99 before", fmtMicros},
+	{"during_write_p99_us", "during", fmtMicros},
+	{"after_write_p99_us", "after", fmtMicros},
+}
+
+// runAfter runs spec as the phase after something (its seq numbers from
+// 1<<30 on) if ok, and returns what it did; nil if not ok.
+func runAfter(ctx context.Context, spec loadSpec, ok bool) *tally {
+	if !ok {
+		return nil
+	}
+	spec.seqBase = 1 << 30
+	return runLoad(ctx, spec)
+}
+
+// phasedRow is the row of a load in three phases (before, during and
+// after something; after is nil if it did not run) after a warm-up: the
+// whole load's figures, and each phase's writes/s and write latencies.
+func phasedRow(warm, before, during, after *tally, u0, u1 usage) Row {
+	total := &tally{}
+	for _, t := range []*tally{before, during, after} {
+		if t != nil {
+			total.merge(t)
+			total.elapsed += t.elapsed
+		}
+	}
+	r := loadRow(total, u0, u1)
+	m := r.Metrics
+	phaseMetrics(m, "before", before)
+	phaseMetrics(m, "during", during)
+	phaseMetrics(m, "after", after)
+	m["warmup_failed"] = float64(warm.failures())
+	for _, e := range warm.errors() {
+		r.Errors = append(r.Errors, "warm-up: "+e)
+	}
+	return r
 }
 
 // phaseMetrics sets the writes/s and write latencies of a phase's load

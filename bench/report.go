@@ -60,6 +60,8 @@ type Settings struct {
 	LateAfter  float64 `json:"late_after_s,omitempty"`
 	// Rebalance: the rebalance scenario's phases and placement limits.
 	Rebalance *RebalanceSettings `json:"rebalance,omitempty"`
+	// Split: the split scenario's phases and data.
+	Split *SplitSettings `json:"split,omitempty"`
 }
 
 // PendingVariant is a variant the scenario lists but cannot run yet.

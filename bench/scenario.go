@@ -148,7 +148,7 @@ type OpenLoop struct {
 	P99VsClosed float64 `json:"p99_vs_closed,omitempty"`
 }
 
-var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, rebalanceScenario, routerScenario}
+var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, rebalanceScenario, splitScenario, routerScenario}
 
 func findScenario(name string) *scenario {
 	for _, s := range scenarios {
