@@ -21,6 +21,7 @@ import (
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/node/placer"
+	"github.com/flotilla-db/flotilla/node/shardload"
 	"github.com/flotilla-db/flotilla/placement"
 	"github.com/flotilla-db/flotilla/storage"
 	"google.golang.org/grpc"
@@ -63,6 +64,11 @@ type ClusterConfig struct {
 	// Placement, if set, adjusts the placement driver's config (its
 	// defaults, with the cluster's replication factor).
 	Placement func(*placement.DriverConfig)
+	// ShardLoad tunes the measure of the load of the shards this node
+	// leads (window and sampling interval), which the placement driver's
+	// split and merge duties read; zero fields: package shardload's
+	// defaults.
+	ShardLoad shardload.Config
 	// NoPlacement runs no placement driver on this node: replicas move
 	// only by hand (add-replica, remove-replica).
 	NoPlacement bool
@@ -99,6 +105,9 @@ type clusterState struct {
 	// placer runs the placement driver; set once the cluster record is
 	// readable (nil before, and with NoPlacement).
 	placer atomic.Pointer[placer.Placer]
+	// loads measures the shards this node leads (shard_loads.go); set once
+	// the loops start.
+	loads atomic.Pointer[shardload.Tracker]
 
 	// syncMu serializes syncMeta, which owns watcher.
 	syncMu  sync.Mutex
@@ -341,6 +350,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	go cs.reportLoop(lctx, descs)
 	cs.wg.Add(1)
 	go cs.staleReplicaLoop(lctx)
+	if lt, err := shardload.New(cfg.ShardLoad, loadEngine{n.Engine}); err == nil {
+		cs.loads.Store(lt)
+		cs.wg.Add(1)
+		go cs.shardLoadLoop(lctx, lt, lt.Interval())
+	} else {
+		cs.log.Error("shard loads not measured: the placement driver splits and merges nothing on its own", "err", err)
+	}
 	if !cfg.NoPlacement {
 		cs.wg.Add(1)
 		go cs.placementLoop(lctx)

@@ -67,6 +67,8 @@ func (cs *clusterState) placementLoop(ctx context.Context) {
 			st, err := e.Status(ctx, MetaShardID)
 			return st.Desc, st.Leader, err
 		},
+		Loads:      cs.shardLoads,
+		LoadsEvery: cs.cfg.ShardLoad.Interval, // 0: the default
 	}, admin, cs.log)
 	if err != nil {
 		cs.log.Error("placement: driver not started", "err", err)

@@ -4371,6 +4371,155 @@ func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
 	return nil
 }
 
+type ShardLoadsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardLoadsRequest) Reset() {
+	*x = ShardLoadsRequest{}
+	mi := &file_node_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardLoadsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardLoadsRequest) ProtoMessage() {}
+
+func (x *ShardLoadsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardLoadsRequest.ProtoReflect.Descriptor instead.
+func (*ShardLoadsRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{61}
+}
+
+type ShardLoad struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// The generation of the shard's range the load was measured at.
+	Generation      uint64  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	WritesPerSecond float64 `protobuf:"fixed64,3,opt,name=writes_per_second,json=writesPerSecond,proto3" json:"writes_per_second,omitempty"`
+	Size            uint64  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ShardLoad) Reset() {
+	*x = ShardLoad{}
+	mi := &file_node_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardLoad) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardLoad) ProtoMessage() {}
+
+func (x *ShardLoad) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardLoad.ProtoReflect.Descriptor instead.
+func (*ShardLoad) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *ShardLoad) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *ShardLoad) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ShardLoad) GetWritesPerSecond() float64 {
+	if x != nil {
+		return x.WritesPerSecond
+	}
+	return 0
+}
+
+func (x *ShardLoad) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type ShardLoadsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Loads         []*ShardLoad           `protobuf:"bytes,1,rep,name=loads,proto3" json:"loads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardLoadsResponse) Reset() {
+	*x = ShardLoadsResponse{}
+	mi := &file_node_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardLoadsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardLoadsResponse) ProtoMessage() {}
+
+func (x *ShardLoadsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardLoadsResponse.ProtoReflect.Descriptor instead.
+func (*ShardLoadsResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ShardLoadsResponse) GetLoads() []*ShardLoad {
+	if x != nil {
+		return x.Loads
+	}
+	return nil
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -4671,7 +4820,17 @@ const file_node_proto_rawDesc = "" +
 	"\alearner\x18\x04 \x01(\bR\alearner\x12\x12\n" +
 	"\x04hops\x18\x05 \x01(\rR\x04hops\"N\n" +
 	"\x15ChangeReplicaResponse\x125\n" +
-	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas*\xea\x05\n" +
+	"\breplicas\x18\x01 \x03(\v2\x19.flotilla.node.v1.ReplicaR\breplicas\"\x13\n" +
+	"\x11ShardLoadsRequest\"\x86\x01\n" +
+	"\tShardLoad\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12*\n" +
+	"\x11writes_per_second\x18\x03 \x01(\x01R\x0fwritesPerSecond\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\"G\n" +
+	"\x12ShardLoadsResponse\x121\n" +
+	"\x05loads\x18\x01 \x03(\v2\x1b.flotilla.node.v1.ShardLoadR\x05loads*\xea\x05\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -4735,7 +4894,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\x91\v\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xea\v\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -4753,7 +4912,9 @@ const file_node_proto_rawDesc = "" +
 	"\x05Split\x12\x1e.flotilla.node.v1.SplitRequest\x1a\x1f.flotilla.node.v1.SplitResponse\x12f\n" +
 	"\x0fAllocateShardID\x12(.flotilla.node.v1.AllocateShardIDRequest\x1a).flotilla.node.v1.AllocateShardIDResponse\x12H\n" +
 	"\x05Merge\x12\x1e.flotilla.node.v1.MergeRequest\x1a\x1f.flotilla.node.v1.MergeResponse\x12T\n" +
-	"\tMergeStep\x12\".flotilla.node.v1.MergeStepRequest\x1a#.flotilla.node.v1.MergeStepResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"\tMergeStep\x12\".flotilla.node.v1.MergeStepRequest\x1a#.flotilla.node.v1.MergeStepResponse\x12W\n" +
+	"\n" +
+	"ShardLoads\x12#.flotilla.node.v1.ShardLoadsRequest\x1a$.flotilla.node.v1.ShardLoadsResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -4768,7 +4929,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                     // 0: flotilla.node.v1.Reason
 	(MergeStepKind)(0),              // 1: flotilla.node.v1.MergeStepKind
@@ -4836,6 +4997,9 @@ var file_node_proto_goTypes = []any{
 	(*TransferLeaderResponse)(nil),  // 63: flotilla.node.v1.TransferLeaderResponse
 	(*ChangeReplicaRequest)(nil),    // 64: flotilla.node.v1.ChangeReplicaRequest
 	(*ChangeReplicaResponse)(nil),   // 65: flotilla.node.v1.ChangeReplicaResponse
+	(*ShardLoadsRequest)(nil),       // 66: flotilla.node.v1.ShardLoadsRequest
+	(*ShardLoad)(nil),               // 67: flotilla.node.v1.ShardLoad
+	(*ShardLoadsResponse)(nil),      // 68: flotilla.node.v1.ShardLoadsResponse
 }
 var file_node_proto_depIdxs = []int32{
 	5,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
@@ -4875,57 +5039,60 @@ var file_node_proto_depIdxs = []int32{
 	58, // 34: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
 	4,  // 35: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
 	57, // 36: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	6,  // 37: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	8,  // 38: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	10, // 39: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	12, // 40: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	14, // 41: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	19, // 42: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	21, // 43: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	51, // 44: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	53, // 45: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	56, // 46: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	60, // 47: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	62, // 48: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	64, // 49: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	48, // 50: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
-	44, // 51: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	42, // 52: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	36, // 53: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
-	38, // 54: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
-	40, // 55: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
-	32, // 56: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
-	34, // 57: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
-	28, // 58: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
-	30, // 59: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
-	7,  // 60: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	9,  // 61: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	11, // 62: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	13, // 63: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	16, // 64: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	20, // 65: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	22, // 66: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	52, // 67: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	55, // 68: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	59, // 69: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	61, // 70: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	63, // 71: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	65, // 72: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	49, // 73: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
-	45, // 74: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	43, // 75: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	37, // 76: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
-	39, // 77: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
-	41, // 78: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
-	33, // 79: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
-	35, // 80: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
-	29, // 81: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
-	31, // 82: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
-	60, // [60:83] is the sub-list for method output_type
-	37, // [37:60] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	67, // 37: flotilla.node.v1.ShardLoadsResponse.loads:type_name -> flotilla.node.v1.ShardLoad
+	6,  // 38: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	8,  // 39: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	10, // 40: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	12, // 41: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	14, // 42: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	19, // 43: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	21, // 44: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	51, // 45: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	53, // 46: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	56, // 47: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	60, // 48: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	62, // 49: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	64, // 50: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	48, // 51: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	44, // 52: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	42, // 53: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	36, // 54: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
+	38, // 55: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
+	40, // 56: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
+	32, // 57: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
+	34, // 58: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
+	28, // 59: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
+	30, // 60: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
+	66, // 61: flotilla.node.v1.Admin.ShardLoads:input_type -> flotilla.node.v1.ShardLoadsRequest
+	7,  // 62: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	9,  // 63: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	11, // 64: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	13, // 65: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	16, // 66: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	20, // 67: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	22, // 68: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	52, // 69: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	55, // 70: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	59, // 71: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	61, // 72: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	63, // 73: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	65, // 74: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	49, // 75: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	45, // 76: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	43, // 77: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	37, // 78: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
+	39, // 79: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
+	41, // 80: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
+	33, // 81: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
+	35, // 82: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
+	29, // 83: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
+	31, // 84: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
+	68, // 85: flotilla.node.v1.Admin.ShardLoads:output_type -> flotilla.node.v1.ShardLoadsResponse
+	62, // [62:86] is the sub-list for method output_type
+	38, // [38:62] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -4952,7 +5119,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   61,
+			NumMessages:   64,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

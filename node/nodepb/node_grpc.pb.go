@@ -408,6 +408,7 @@ const (
 	Admin_AllocateShardID_FullMethodName = "/flotilla.node.v1.Admin/AllocateShardID"
 	Admin_Merge_FullMethodName           = "/flotilla.node.v1.Admin/Merge"
 	Admin_MergeStep_FullMethodName       = "/flotilla.node.v1.Admin/MergeStep"
+	Admin_ShardLoads_FullMethodName      = "/flotilla.node.v1.Admin/ShardLoads"
 )
 
 // AdminClient is the client API for Admin service.
@@ -481,6 +482,10 @@ type AdminClient interface {
 	// the node asked. Sent by the node that runs a merge, and by the
 	// recovery of merges left unfinished.
 	MergeStep(ctx context.Context, in *MergeStepRequest, opts ...grpc.CallOption) (*MergeStepResponse, error)
+	// ShardLoads returns the load of the shards this node leads (writes a
+	// second over the last 30 s, size on disk), for the placement driver's
+	// split and merge duties. Local: not forwarded.
+	ShardLoads(ctx context.Context, in *ShardLoadsRequest, opts ...grpc.CallOption) (*ShardLoadsResponse, error)
 }
 
 type adminClient struct {
@@ -651,6 +656,16 @@ func (c *adminClient) MergeStep(ctx context.Context, in *MergeStepRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) ShardLoads(ctx context.Context, in *ShardLoadsRequest, opts ...grpc.CallOption) (*ShardLoadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardLoadsResponse)
+	err := c.cc.Invoke(ctx, Admin_ShardLoads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -722,6 +737,10 @@ type AdminServer interface {
 	// the node asked. Sent by the node that runs a merge, and by the
 	// recovery of merges left unfinished.
 	MergeStep(context.Context, *MergeStepRequest) (*MergeStepResponse, error)
+	// ShardLoads returns the load of the shards this node leads (writes a
+	// second over the last 30 s, size on disk), for the placement driver's
+	// split and merge duties. Local: not forwarded.
+	ShardLoads(context.Context, *ShardLoadsRequest) (*ShardLoadsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -779,6 +798,9 @@ func (UnimplementedAdminServer) Merge(context.Context, *MergeRequest) (*MergeRes
 }
 func (UnimplementedAdminServer) MergeStep(context.Context, *MergeStepRequest) (*MergeStepResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MergeStep not implemented")
+}
+func (UnimplementedAdminServer) ShardLoads(context.Context, *ShardLoadsRequest) (*ShardLoadsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShardLoads not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1089,6 +1111,24 @@ func _Admin_MergeStep_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ShardLoads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardLoadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ShardLoads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ShardLoads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ShardLoads(ctx, req.(*ShardLoadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1159,6 +1199,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MergeStep",
 			Handler:    _Admin_MergeStep_Handler,
+		},
+		{
+			MethodName: "ShardLoads",
+			Handler:    _Admin_ShardLoads_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -25,9 +25,27 @@ type Cluster struct {
 	// Meta returns the meta shard's descriptor and leader as this node's
 	// replica knows them.
 	Meta func(ctx context.Context) (storage.Descriptor, uint64, error)
+	// Loads returns the load of the user shards (writes a second, size),
+	// from the nodes that lead them (nil: no loads; the planner then
+	// splits and merges nothing on its own).
+	Loads func(ctx context.Context) (map[uint64]Load, error)
+	// LoadsEvery is how often Loads is called, at most. Default 5s.
+	LoadsEvery time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
+
+// Load is a shard's load as its leader measured it (package
+// node/shardload).
+type Load struct {
+	Generation      uint64
+	WritesPerSecond float64
+	Size            uint64
+}
+
+// loadsRefresh is how often the source asks the nodes for their shards'
+// loads by default, at most: they average over 30 s.
+const loadsRefresh = 5 * time.Second
 
 // source implements placement.Source.
 type source struct {
@@ -38,12 +56,24 @@ type source struct {
 	shards map[uint64]nodemeta.ShardRecord
 	nodes  []nodemeta.NodeRecord
 	seen   map[uint64]seenState // node -> its liveness and since when
+	// ranges: when this source first saw each shard's range at its
+	// generation (RangeChanged: unknown before, so the cool-down of a
+	// merge starts when a new meta leader first sees the shard).
+	ranges map[uint64]rangeSeen
+	// loads and when they were fetched.
+	loads   map[uint64]Load
+	loadsAt time.Time
 
 	// fresh holds descriptors the actuator's steps returned, newer than
 	// the records until these catch up; written by the actuator (the same
 	// goroutine) and read by State.
 	mu    sync.Mutex
 	fresh map[uint64]fresh
+}
+
+type rangeSeen struct {
+	gen   uint64
+	since time.Time
 }
 
 type seenState struct {
@@ -66,14 +96,20 @@ func newSource(c Cluster) *source {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.LoadsEvery == 0 {
+		c.LoadsEvery = loadsRefresh
+	}
 	return &source{c: c, w: nodemeta.NewWatcher(c.Store), shards: map[uint64]nodemeta.ShardRecord{},
-		seen: map[uint64]seenState{}, fresh: map[uint64]fresh{}}
+		seen: map[uint64]seenState{}, fresh: map[uint64]fresh{}, ranges: map[uint64]rangeSeen{}}
 }
 
 // reset forgets when nodes were seen dying: called when this node starts
 // leading the meta shard, so that a dead node's clock starts afresh rather
 // than from what an earlier term of leadership saw.
-func (s *source) reset() { s.seen = map[uint64]seenState{} }
+func (s *source) reset() {
+	s.seen = map[uint64]seenState{}
+	s.ranges = map[uint64]rangeSeen{}
+}
 
 // noteStep records what the shard looked like after a step on its leader.
 func (s *source) noteStep(rec nodemeta.ShardRecord, leader uint64) {
@@ -114,6 +150,7 @@ func (s *source) State(ctx context.Context) (placement.State, error) {
 	}
 	st := placement.State{Now: now}
 	st.Nodes = s.liveness(now)
+	s.refreshLoads(ctx, now)
 	leaders := s.c.Leaders()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -130,10 +167,36 @@ func (s *source) State(ctx context.Context) (placement.State, error) {
 				}
 			}
 		}
-		st.Shards = append(st.Shards, shardOf(r, leader, false))
+		sh := shardOf(r, leader, false)
+		if l, ok := s.loads[id]; ok && l.Generation == sh.Generation {
+			sh.WritesPerSecond, sh.Size = l.WritesPerSecond, l.Size
+		}
+		if rs, ok := s.ranges[id]; !ok || rs.gen != sh.Generation {
+			s.ranges[id] = rangeSeen{gen: sh.Generation, since: now}
+		}
+		sh.RangeChanged = s.ranges[id].since
+		st.Shards = append(st.Shards, sh)
+	}
+	for id := range s.ranges {
+		if _, ok := s.shards[id]; !ok {
+			delete(s.ranges, id)
+		}
 	}
 	st.Shards = append(st.Shards, shardOf(nodemeta.RecordOf(metaDesc), metaLeader, true))
 	return st, nil
+}
+
+// refreshLoads asks the nodes for their shards' loads if the last answer
+// is older than loadsRefresh; on failure the last loads stay.
+func (s *source) refreshLoads(ctx context.Context, now time.Time) {
+	if s.c.Loads == nil || now.Sub(s.loadsAt) < s.c.LoadsEvery {
+		return
+	}
+	ls, err := s.c.Loads(ctx)
+	if err != nil {
+		return
+	}
+	s.loads, s.loadsAt = ls, now
 }
 
 // liveness builds the nodes of the state from the node records and
@@ -182,7 +245,7 @@ func (s *source) liveness(now time.Time) []placement.Node {
 
 // shardOf converts a shard record.
 func shardOf(r nodemeta.ShardRecord, leader uint64, meta bool) placement.Shard {
-	sh := placement.Shard{ID: r.ShardID, Start: r.Start, Last: r.Last, Generation: r.Generation, Meta: meta}
+	sh := placement.Shard{ID: r.ShardID, Start: r.Start, Last: r.Last, Generation: r.Generation, Meta: meta, Merging: r.MergeInto != 0}
 	isVoter := false
 	for _, rep := range r.Replicas {
 		role := roleOf(rep.Role)

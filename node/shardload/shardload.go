@@ -125,6 +125,9 @@ func New(cfg Config, e Engine) (*Tracker, error) {
 	return t, nil
 }
 
+// Interval is how often the caller should Sample.
+func (t *Tracker) Interval() time.Duration { return t.cfg.Interval }
+
 // Sample takes one sample of every user shard this node leads; shards it
 // no longer leads are forgotten.
 func (t *Tracker) Sample(ctx context.Context) error {
