@@ -79,7 +79,8 @@ func (r *router) descs() []storage.Descriptor {
 // refresh rebuilds the ring from the descriptors of the running nodes'
 // replicas: per shard the highest generation, and where two ranges
 // overlap (a node that has not applied a split yet), the higher
-// generation.
+// generation; a ring with a gap (no running node holds some shard now)
+// leaves the known one.
 func (r *router) refresh(ctx context.Context) {
 	best := map[uint64]storage.Descriptor{}
 	r.c.EachStatus(ctx, func(_ uint64, st engine.ShardStatus) {
@@ -100,6 +101,9 @@ func (r *router) refresh(ctx context.Context) {
 		}
 	}
 	slices.SortFunc(kept, func(a, b storage.Descriptor) int { return cmp.Compare(a.Start, b.Start) })
+	if !ringCovers(kept) {
+		return // a shard none of the running nodes holds initialized now: keep the ring known
+	}
 	r.mu.Lock()
 	r.ring = kept
 	r.mu.Unlock()
@@ -304,15 +308,16 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
 				switch o {
 				case outcomeOK:
 					okOps.add()
-				case outcomeFailed:
-					failedOps.add()
-					// Refused (mostly: no leader): back off a millisecond, as
-					// a client would, rather than spin the CPU the cluster
-					// needs to elect one.
-					select {
-					case <-ctx.Done():
-					case <-time.After(time.Millisecond):
+				case outcomeFailed, outcomeNone:
+					if o == outcomeFailed {
+						failedOps.add()
 					}
+					// Refused (mostly: no leader), or nowhere to send it (no
+					// node runs, the ring is being refreshed): back off a
+					// millisecond, as a client would, rather than spin the
+					// CPU the cluster needs to elect one (or burn through
+					// maxOps doing nothing).
+					sleepCtx(ctx, time.Millisecond)
 				case outcomeUnknown:
 					unknownOps.add()
 				}
