@@ -456,10 +456,14 @@ func (e *Engine) dropSubsumed(ctx context.Context, desc storage.Descriptor) erro
 // truncated: they are not applied), and are applied from there, in order,
 // once the merge can apply (tryHeld, every tick).
 
+// heldWarnEvery is how often a replica holding entries for a merge says
+// so.
+const heldWarnEvery = time.Minute
+
 // holdFrom records that r's committed entries from index on are held.
 func (w *worker) holdFrom(r *replica, index, last uint64) {
 	if r.heldFrom == 0 {
-		r.heldFrom = index
+		r.heldFrom, r.heldWarned = index, time.Now()
 		w.holding[r.shardID] = r
 		w.e.cfg.Logger.Info("merge: waiting for this node's replica of the right shard to freeze", "shard", r.shardID, "index", index)
 	}
@@ -481,7 +485,15 @@ func (w *worker) tryHeld(r *replica) {
 	r.heldFrom, r.heldTo = 0, 0
 	w.apply(r, ents)
 	if r.heldFrom == from {
-		return // still waiting
+		// Still waiting. Only a caller that skipped WaitFrozen on this node
+		// gets a long wait (the right replica here absent or cut off): say
+		// so now and then, as nothing else will.
+		if now := time.Now(); now.Sub(r.heldWarned) >= heldWarnEvery {
+			r.heldWarned = now
+			w.e.cfg.Logger.Warn("merge: still waiting for this node's replica of the right shard to freeze; the left shard applies nothing meanwhile",
+				"shard", r.shardID, "index", from)
+		}
+		return
 	}
 	if r.heldFrom == 0 {
 		delete(w.holding, r.shardID)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/flotilla-db/flotilla/group"
@@ -143,6 +144,7 @@ type replica struct {
 	// heldFrom..heldTo are committed entries held for a merge waiting for
 	// this node's replica of the right shard (merge.go); 0: none.
 	heldFrom, heldTo uint64
+	heldWarned       time.Time // when a long hold was last logged
 
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
