@@ -74,6 +74,7 @@ type engineStats struct {
 	snapsRecv   atomic.Uint64
 	quiesced    atomic.Uint64 // replicas quiesced now
 	leading     atomic.Uint64 // replicas leading now
+	led         atomic.Uint64 // replicas that know a leader now
 	passes      atomic.Uint64 // Ready passes
 	readies     atomic.Uint64 // shard Readies handled
 	commitNanos atomic.Uint64
@@ -106,14 +107,18 @@ type Stats struct {
 	HeartbeatsCoalesced uint64 // heartbeats that travelled inside coalesced messages
 	ShardsQuiesced      uint64 // replicas quiesced now
 	ShardsLeading       uint64 // replicas leading now
-	MessagesSent        uint64 // messages handed to the transport, all peers
-	Passes              uint64 // worker passes over Readies
-	Readies             uint64 // shard Readies handled (Readies/Passes: shards batched per pass)
-	CommitNanos         uint64 // time spent committing batches (fsyncs included)
-	PassNanos           uint64 // time spent in Ready passes
-	Cycles              uint64 // worker cycles (inbox taken)
-	MessagesIn          uint64 // messages taken from inboxes
-	ProposalsIn         uint64 // proposals taken from inboxes
+	// ShardsLed counts the replicas that know their shard's leader now
+	// (themselves included); Shards - ShardsLed have none yet, e.g. while
+	// a node starts.
+	ShardsLed    uint64
+	MessagesSent uint64 // messages handed to the transport, all peers
+	Passes       uint64 // worker passes over Readies
+	Readies      uint64 // shard Readies handled (Readies/Passes: shards batched per pass)
+	CommitNanos  uint64 // time spent committing batches (fsyncs included)
+	PassNanos    uint64 // time spent in Ready passes
+	Cycles       uint64 // worker cycles (inbox taken)
+	MessagesIn   uint64 // messages taken from inboxes
+	ProposalsIn  uint64 // proposals taken from inboxes
 	// StaleDropped counts messages addressed to a replica ID that this
 	// node's replica of the shard is not (a removed incarnation): dropped.
 	StaleDropped uint64
@@ -807,6 +812,7 @@ func (e *Engine) Stats() Stats {
 		HeartbeatsCoalesced: e.beats.Added(),
 		ShardsQuiesced:      e.stats.quiesced.Load(),
 		ShardsLeading:       e.stats.leading.Load(),
+		ShardsLed:           e.stats.led.Load(),
 		MessagesSent:        sent,
 		Passes:              e.stats.passes.Load(),
 		Cycles:              e.stats.cycles.Load(),

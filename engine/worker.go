@@ -147,6 +147,7 @@ type replica struct {
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
 	leading  bool // this replica leads (for Stats)
+	led      bool // this replica knows a leader (for Stats)
 	// campaignIn counts down the ticks after the leader, downLeader, was
 	// suspected down; at 0 the successor campaigns (see leaderDown).
 	campaignIn uint8

@@ -81,6 +81,8 @@ type ClusterConfig struct {
 	// timeouts and inject faults).
 	Merger func(*merger.Config)
 	Logger *slog.Logger
+	// ProgressInterval: see Config.ProgressInterval.
+	ProgressInterval time.Duration
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the
@@ -312,7 +314,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		ClientListener: clientLis,
 		HTTPAddr:       cfg.HTTPAddr,
 		InitialShards:  cfg.InitialShards, Replication: cfg.Replication,
-		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS,
+		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS, ProgressInterval: cfg.ProgressInterval,
 	}, cs)
 	if err != nil {
 		raftLis.Close()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
@@ -57,6 +58,10 @@ type Config struct {
 	RaftListener, ClientListener net.Listener
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// ProgressInterval is how often the node logs, from its start until
+	// every shard it hosts has a leader, how many have one and how fast
+	// they get one; 0: DefaultProgressInterval, negative: never.
+	ProgressInterval time.Duration
 }
 
 // Validate checks c without changing it.
@@ -105,6 +110,8 @@ type Node struct {
 	stopHTTP  func() error
 	httpAddr  string
 	admin     *adminService
+	// progressed is closed when the start's progress log has ended.
+	progressed chan struct{}
 	// cl is the gossip-discovered cluster state; nil with static Peers.
 	cl *clusterState
 }
@@ -132,7 +139,10 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{}), cl: cl}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = DefaultProgressInterval
+	}
+	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{}), progressed: make(chan struct{}), cl: cl}
 	for _, p := range cfg.Peers {
 		n.peers[p.NodeID] = p
 	}
@@ -209,6 +219,12 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	go func() {
 		defer close(n.served)
 		_ = n.server.Serve(n.clientLis)
+	}()
+	go func() {
+		defer close(n.progressed)
+		if cfg.ProgressInterval > 0 {
+			progress(fctx, n.Engine, cfg.Logger, cfg.ProgressInterval)
+		}
 	}()
 	if cfg.HTTPAddr != "" {
 		if n.stopHTTP, n.httpAddr, err = n.StartHTTP(cfg.HTTPAddr); err != nil {
@@ -307,29 +323,52 @@ func (n *Node) WaitReady(ctx context.Context) error {
 
 // Ready returns nil when every shard this node hosts has a leader and, in a
 // gossip-discovered cluster, the node holds an initialized copy of the meta
-// shard and the ring it describes; else an error that says what is missing.
+// shard and the ring it describes; else an error that says what it waits
+// for: the meta shard, or a leader for how many of its shards (a few of
+// them named).
 func (n *Node) Ready(ctx context.Context) error {
 	sts, err := n.Engine.Statuses(ctx)
 	if err != nil {
 		return err
 	}
-	leaderless := 0
+	var leaderless []uint64
 	metaReady := n.cl == nil
 	for _, st := range sts {
 		if st.Leader == 0 {
-			leaderless++
+			leaderless = append(leaderless, st.ShardID)
 		}
 		if st.ShardID == MetaShardID && st.Initialized {
 			metaReady = true
 		}
 	}
 	if !metaReady || (n.cl != nil && n.Router.Ring() == nil) {
-		return errors.New("no local copy of the meta shard and its ring yet")
+		return errors.New("waiting for a local copy of the meta shard and its ring")
 	}
-	if leaderless > 0 {
-		return fmt.Errorf("%d of %d shards have no leader", leaderless, len(sts))
+	if len(leaderless) > 0 {
+		return fmt.Errorf("waiting for a leader of %s of %s shards (%s led), e.g. %s",
+			thousands(uint64(len(leaderless))), thousands(uint64(len(sts))), thousands(uint64(len(sts)-len(leaderless))), someShards(leaderless, 5))
 	}
 	return nil
+}
+
+// someShards names up to k of ids, the lowest, e.g. "shards 3, 7 and 2 more".
+func someShards(ids []uint64, k int) string {
+	slices.Sort(ids)
+	var b strings.Builder
+	b.WriteString("shard")
+	if len(ids) > 1 {
+		b.WriteString("s")
+	}
+	for i, id := range ids[:min(k, len(ids))] {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, " %d", id)
+	}
+	if len(ids) > k {
+		fmt.Fprintf(&b, " and %s more", thousands(uint64(len(ids)-k)))
+	}
+	return b.String()
 }
 
 // Close stops the client service, then the engine and its transport.
@@ -346,6 +385,7 @@ func (n *Node) Close() error {
 	}
 	<-n.served
 	n.cancel()
+	<-n.progressed
 	n.service.Close()
 	if n.cl != nil {
 		n.cl.stop() // before admin.close: the reconciler writes through the admin service

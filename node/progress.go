@@ -1,0 +1,67 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/flotilla-db/flotilla/engine"
+)
+
+// DefaultProgressInterval is how often a starting node logs how many of its
+// shards have a leader (Config.ProgressInterval).
+const DefaultProgressInterval = 2 * time.Second
+
+// progress logs, every interval from the node's start until every shard it
+// hosts has a leader, how many do and how fast they get one:
+//
+//	msg="start: 7,412 of 10,000 shards led, 1,230/s" led=7412 shards=10000 per_s=1230
+//
+// and then once "start: every shard led" with the time it took. A node
+// with nothing hosted yet (a joiner, a node still creating its replicas)
+// logs nothing until it hosts some. It reads the engine's counters only
+// (Stats: ShardsLed, Shards), so it costs nothing per shard.
+func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval time.Duration) {
+	start := time.Now()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	lastLed, lastAt := uint64(0), start
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := e.Stats()
+		if s.Shards == 0 {
+			continue
+		}
+		now := time.Now()
+		if s.ShardsLed >= uint64(s.Shards) {
+			log.Info("start: every shard led", "shards", s.Shards, "after", now.Sub(start).Round(time.Millisecond))
+			return
+		}
+		perS := 0.0
+		if s.ShardsLed > lastLed {
+			perS = float64(s.ShardsLed-lastLed) / now.Sub(lastAt).Seconds()
+		}
+		log.Info(fmt.Sprintf("start: %s of %s shards led, %s/s", thousands(s.ShardsLed), thousands(uint64(s.Shards)), thousands(uint64(perS+0.5))),
+			"led", s.ShardsLed, "shards", s.Shards, "per_s", int(perS+0.5))
+		lastLed, lastAt = s.ShardsLed, now
+	}
+}
+
+// thousands formats n with a comma every three digits: 10000 is "10,000".
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	out := make([]byte, 0, len(s)+len(s)/3)
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
