@@ -399,16 +399,73 @@ type ShardSpec struct {
 // gives this node a replica ID that a removed replica of it had, or lower:
 // a node added back gets a fresh ID through ChangeReplicas).
 func (e *Engine) CreateShard(ctx context.Context, spec ShardSpec) error {
+	if err := e.checkSpec(spec); err != nil {
+		return err
+	}
+	_, err := call(ctx, e, spec.Desc.ShardID, func(w *worker) (struct{}, error) {
+		return struct{}{}, w.create([]ShardSpec{spec})[0]
+	})
+	return err
+}
+
+// CreateShards creates this node's replicas of specs, each as CreateShard
+// does, with one synced write per worker for all of them instead of one
+// per shard: the bootstrap of thousands of shards costs a few fsyncs, not
+// thousands. errs[i] is the outcome of specs[i] (nil: created); err is set
+// if the call itself failed (ctx, a closed engine), and then some specs
+// may have been created and others not: a retry finds the first ones with
+// ErrShardExists. The workers create their specs in parallel, each in one
+// step of its loop, so keep specs to a few thousand per call.
+func (e *Engine) CreateShards(ctx context.Context, specs []ShardSpec) (errs []error, err error) {
+	errs = make([]error, len(specs))
+	byWorker := make(map[*worker][]int)
+	for i, spec := range specs {
+		if errs[i] = e.checkSpec(spec); errs[i] == nil {
+			w := e.workerFor(spec.Desc.ShardID)
+			byWorker[w] = append(byWorker[w], i)
+		}
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		fail []error
+	)
+	for w, idx := range byWorker {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]ShardSpec, len(idx))
+			for j, i := range idx {
+				mine[j] = specs[i]
+			}
+			res, err := callWorker(ctx, e, w, func(w *worker) ([]error, error) { return w.create(mine), nil })
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fail = append(fail, err)
+				return
+			}
+			for j, i := range idx {
+				errs[i] = res[j]
+			}
+		}()
+	}
+	wg.Wait()
+	if len(fail) > 0 {
+		return errs, fmt.Errorf("engine: create %d shards: %w", len(specs), errors.Join(fail...))
+	}
+	return errs, nil
+}
+
+// checkSpec refuses a spec that is malformed or that has no replica here.
+func (e *Engine) checkSpec(spec ShardSpec) error {
 	if spec.Desc.ShardID == 0 || len(spec.Voters) == 0 || spec.Desc.Start > spec.Desc.Last {
 		return fmt.Errorf("%w: shard spec %+v", ErrBadRequest, spec)
 	}
 	if !contains(spec.Voters, e.cfg.NodeID) && !contains(spec.Learners, e.cfg.NodeID) {
 		return fmt.Errorf("%w: node %d is not a member of shard %d", ErrBadRequest, e.cfg.NodeID, spec.Desc.ShardID)
 	}
-	_, err := call(ctx, e, spec.Desc.ShardID, func(w *worker) (struct{}, error) {
-		return struct{}{}, w.create(spec)
-	})
-	return err
+	return nil
 }
 
 func contains(ids []uint64, id uint64) bool {

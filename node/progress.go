@@ -19,11 +19,13 @@ const DefaultProgressInterval = 2 * time.Second
 //
 //	msg="start: 7,412 of 10,000 shards led, 1,230/s" led=7412 shards=10000 per_s=1230
 //
-// and then once "start: every shard led" with the time it took. A node
-// with nothing hosted yet (a joiner, a node still creating its replicas)
-// logs nothing until it hosts some. It reads the engine's counters only
-// (Stats: ShardsLed, Shards), so it costs nothing per shard.
-func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval time.Duration) {
+// and then once "start: every shard led" with the time it took, once
+// created reports that the node has created the replicas it starts with (a
+// bootstrap member creates its initial replicas after it started: until
+// then the shards hosted so far may all be led). A node with nothing hosted
+// yet logs nothing until it hosts some. It reads the engine's counters
+// only (Stats: ShardsLed, Shards), so it costs nothing per shard.
+func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval time.Duration, created func() bool) {
 	start := time.Now()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -39,7 +41,7 @@ func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval 
 			continue
 		}
 		now := time.Now()
-		if s.ShardsLed >= uint64(s.Shards) {
+		if s.ShardsLed >= uint64(s.Shards) && created() {
 			log.Info("start: every shard led", "shards", s.Shards, "after", now.Sub(start).Round(time.Millisecond))
 			return
 		}

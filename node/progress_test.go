@@ -23,8 +23,8 @@ type logLines struct {
 func newLogLines() logLines { return logLines{mu: &sync.Mutex{}, msgs: new([]string)} }
 
 func (l logLines) Enabled(context.Context, slog.Level) bool { return true }
-func (l logLines) WithAttrs([]slog.Attr) slog.Handler      { return l }
-func (l logLines) WithGroup(string) slog.Handler           { return l }
+func (l logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l logLines) WithGroup(string) slog.Handler            { return l }
 func (l logLines) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
