@@ -81,9 +81,10 @@ type ClusterConfig struct {
 	// timeouts and inject faults).
 	Merger func(*merger.Config)
 	Logger *slog.Logger
-	// ProgressInterval and BootstrapBatch: see Config.
+	// ProgressInterval, BootstrapBatch and NoLeaderHandBack: see Config.
 	ProgressInterval time.Duration
 	BootstrapBatch   int
+	NoLeaderHandBack bool
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the
@@ -316,7 +317,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		HTTPAddr:       cfg.HTTPAddr,
 		InitialShards:  cfg.InitialShards, Replication: cfg.Replication,
 		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS, ProgressInterval: cfg.ProgressInterval,
-		BootstrapBatch: cfg.BootstrapBatch,
+		BootstrapBatch: cfg.BootstrapBatch, NoLeaderHandBack: cfg.NoLeaderHandBack,
 	}, cs)
 	if err != nil {
 		raftLis.Close()

@@ -21,13 +21,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	dir := t.TempDir()
 	peers := loopbackPeers(t, 3)
 	nodes := make([]*Node, 3)
-	defer func() {
-		for _, n := range nodes {
-			if n != nil {
-				n.Close()
-			}
-		}
-	}()
+	defer closeNodes(nodes)
 	for i, p := range peers {
 		n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
 			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 4, Replication: 3})

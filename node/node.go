@@ -68,6 +68,11 @@ type Config struct {
 	// DefaultBootstrapBatch. 1 creates them one by one, a synced write
 	// each (the baseline of the cluster-start benchmark).
 	BootstrapBatch int
+	// NoLeaderHandBack leaves the leaders where the elections of the start
+	// put them; by default, once every shard it hosts is led, the node
+	// hands the leaderships it holds to their designated nodes (the voter
+	// shardID mod voters), so that leaders start balanced.
+	NoLeaderHandBack bool
 }
 
 // Validate checks c without changing it.
@@ -116,7 +121,8 @@ type Node struct {
 	stopHTTP  func() error
 	httpAddr  string
 	admin     *adminService
-	// progressed is closed when the start's progress log has ended.
+	// progressed is closed when the start's progress log and leader
+	// hand-back (afterStart) have ended.
 	progressed chan struct{}
 	// created is set once the node has created the replicas it starts with
 	// (its part of a bootstrap), for the progress log.
@@ -235,9 +241,7 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	}()
 	go func() {
 		defer close(n.progressed)
-		if cfg.ProgressInterval > 0 {
-			progress(fctx, n.Engine, cfg.Logger, cfg.ProgressInterval, n.created.Load)
-		}
+		n.afterStart(fctx)
 	}()
 	if cfg.HTTPAddr != "" {
 		if n.stopHTTP, n.httpAddr, err = n.StartHTTP(cfg.HTTPAddr); err != nil {

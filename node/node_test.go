@@ -32,6 +32,23 @@ func loopbackPeers(t *testing.T, n int) []Peer {
 	return peers
 }
 
+// threeStatic returns a minute's context, a data directory and three
+// static peers on loopback for a test.
+func threeStatic(t *testing.T) (context.Context, string, []Peer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx, t.TempDir(), loopbackPeers(t, 3)
+}
+
+// closeNodes closes the nodes still running (not nil), for a defer.
+func closeNodes(nodes []*Node) {
+	for _, n := range nodes {
+		if n != nil {
+			n.Close()
+		}
+	}
+}
+
 // TestNodesEndToEnd starts three assembled nodes on loopback, writes and
 // reads through the Go client, restarts a node from its data directory and
 // reads back.
@@ -52,13 +69,7 @@ func TestNodesEndToEnd(t *testing.T) {
 		}
 		nodes[i] = n
 	}
-	defer func() {
-		for _, n := range nodes {
-			if n != nil {
-				n.Close()
-			}
-		}
-	}()
+	defer closeNodes(nodes)
 	for _, n := range nodes {
 		if err := n.WaitReady(ctx); err != nil {
 			t.Fatal(err)

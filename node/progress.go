@@ -24,8 +24,9 @@ const DefaultProgressInterval = 2 * time.Second
 // bootstrap member creates its initial replicas after it started: until
 // then the shards hosted so far may all be led). A node with nothing hosted
 // yet logs nothing until it hosts some. It reads the engine's counters
-// only (Stats: ShardsLed, Shards), so it costs nothing per shard.
-func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval time.Duration, created func() bool) {
+// only (Stats: ShardsLed, Shards), so it costs nothing per shard. It
+// returns true once every shard is led, false if ctx ended first.
+func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval time.Duration, created func() bool) bool {
 	start := time.Now()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -33,7 +34,7 @@ func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval 
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-t.C:
 		}
 		s := e.Stats()
@@ -43,7 +44,7 @@ func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval 
 		now := time.Now()
 		if s.ShardsLed >= uint64(s.Shards) && created() {
 			log.Info("start: every shard led", "shards", s.Shards, "after", now.Sub(start).Round(time.Millisecond))
-			return
+			return true
 		}
 		perS := 0.0
 		if s.ShardsLed > lastLed {
@@ -66,4 +67,23 @@ func thousands(n uint64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// afterStart runs from the node's start: the progress log until every
+// shard hosted is led, then, unless NoLeaderHandBack, the hand-back of the
+// leaderships to their designated nodes (handBackLeaders), logged.
+func (n *Node) afterStart(ctx context.Context) {
+	log, interval := n.cfg.Logger, n.cfg.ProgressInterval
+	if interval < 0 {
+		log, interval = slog.New(slog.DiscardHandler), DefaultProgressInterval
+	}
+	if !progress(ctx, n.Engine, log, interval, n.created.Load) || n.cfg.NoLeaderHandBack {
+		return
+	}
+	start := time.Now()
+	tried, failed, err := n.handBackLeaders(ctx)
+	if tried > 0 || err != nil {
+		n.cfg.Logger.Info("start: leaderships handed to their designated nodes", "tried", tried, "failed", failed,
+			"took", time.Since(start).Round(time.Millisecond), "err", err)
+	}
 }

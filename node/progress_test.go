@@ -62,19 +62,10 @@ func (l logLines) waitLog(ctx context.Context, t *testing.T, what string, ok fun
 // start: node 1 logs "every shard led", the gauge drops to 0 and /readyz
 // answers 200.
 func TestStartProgress(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dir := t.TempDir()
-	peers := loopbackPeers(t, 3)
+	ctx, dir, peers := threeStatic(t)
 	logs := newLogLines()
 	nodes := make([]*Node, 3)
-	defer func() {
-		for _, n := range nodes {
-			if n != nil {
-				n.Close()
-			}
-		}
-	}()
+	defer closeNodes(nodes)
 	startNode := func(i int, log *slog.Logger) {
 		t.Helper()
 		p := peers[i]
