@@ -18,22 +18,26 @@ var clusterStartScenario = &scenario{
 		" the time until StartCluster returns and until every shard is led, idle CPU and memory, then a restart of every node" +
 		" on its data directory until every shard is led again, and the leader spread after each",
 	Variants: []variant{
-		{Name: "one-by-one", Desc: "the bootstrap creates the initial shards one by one, a synced write each (BootstrapBatch 1: the nodes before batched creation)",
-			Node: func(c *flnode.ClusterConfig) { c.BootstrapBatch = 1 }},
-		{Name: "default", Desc: "the nodes' defaults: the initial shards created " + fmt.Sprint(flnode.DefaultBootstrapBatch) + " per engine call, one synced write per worker each"},
+		{Name: "one-by-one", Desc: "the bootstrap creates the initial shards one by one, a synced write each, and leaders stay where the elections put them (BootstrapBatch 1, NoLeaderHandBack: the nodes before this scenario)",
+			Node: func(c *flnode.ClusterConfig) { c.BootstrapBatch, c.NoLeaderHandBack = 1, true }},
+		{Name: "batched", Desc: "the initial shards created " + fmt.Sprint(flnode.DefaultBootstrapBatch) + " per engine call, one synced write per worker each; leaders stay where the elections put them (NoLeaderHandBack)",
+			Node: func(c *flnode.ClusterConfig) { c.NoLeaderHandBack = true }},
+		{Name: "default", Desc: "the nodes' defaults: batched, and once every shard it hosts is led each node hands its leaderships to their designated nodes (shard ID mod voters)"},
 	},
 	Ratios: []string{"led_s", "restart_led_s"},
 	Params: []string{"shards"},
 	Columns: []column{
 		{"bootstrap_s", "bootstrap", fmtSeconds},
 		{"led_s", "all led", fmtSeconds},
+		{"balanced_s", "in band", fmtSeconds},
 		{"leaders_min", "leaders min", fmtCount},
 		{"leaders_max", "max", fmtCount},
-		{"leaders_in_band", "in band", fmtBand},
+		{"leaders_in_band", "band", fmtBand},
 		{"restart_led_s", "restart: all led", fmtSeconds},
+		{"restart_balanced_s", "in band", fmtSeconds},
 		{"restart_leaders_min", "leaders min", fmtCount},
 		{"restart_leaders_max", "max", fmtCount},
-		{"restart_leaders_in_band", "in band", fmtBand},
+		{"restart_leaders_in_band", "band", fmtBand},
 		{"cpu_per_node_pct", "idle cpu/node", fmtPercent},
 		{"rss_per_replica_bytes", "rss/replica", fmtBytes},
 	},
@@ -45,8 +49,9 @@ var clusterStartScenario = &scenario{
 		"bootstrap: from starting the nodes (StartCluster, all at once, fresh data directories) until every one returned" +
 			" (each created its replicas and registered in the meta shard); all led: from the same start until every replica" +
 			" on every node knows a leader (engine Stats: ShardsLed = Shards; polled every " + ledPoll.String() + ")",
-		"leaders min, max: the fewest and most user shards a node leads (Admin LocalShards) once all are led; in band:" +
-			" whether every node's count is within placement.WithinBand (±max(5% of the mean, 2)) of the mean, ok or OUT" +
+		"in band: from the start until the user shards each node leads (Admin LocalShards, polled every " + balancePoll.String() +
+			" once all are led) are within placement.WithinBand (±max(5% of the mean, 2)) of the mean; blank if not within " +
+			leaderBandWait.String() + " after all led; leaders min, max: the fewest and most a node leads then; band: ok or OUT" +
 			" (the JSON's timeline has the count of each node)",
 		"restart: every node closed, then started again at once on its data directory; all led from that start",
 		"idle cpu/node: the process's CPU over the window after the first start settled, divided by the nodes" +
@@ -101,9 +106,12 @@ func runClusterStart(ctx context.Context, o *options, v variant, p point, dir st
 		}
 		row.Metrics[prefix+"led_s"] = time.Since(t0).Seconds()
 		stop()
-		_, leaders, err := fc.counts(sctx)
+		leaders, balanced, err := fc.waitLeadersInBand(sctx)
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
+		}
+		if balanced {
+			row.Metrics[prefix+"balanced_s"] = time.Since(t0).Seconds()
 		}
 		row.Timeline = append(row.Timeline, fmt.Sprintf("%s: leaders per node %s", what, perNode(leaders)))
 		lo, hi := minMax(leaders)
@@ -140,6 +148,41 @@ func runClusterStart(ctx context.Context, o *options, v variant, p point, dir st
 		return row, err
 	}
 	return row, nil
+}
+
+// leaderBandWait bounds the wait, once every shard is led, until the
+// leaders per node are within the placement band.
+const leaderBandWait = 20 * time.Second
+
+// waitLeadersInBand polls the leaders per node until they are within the
+// placement band, for up to leaderBandWait; it returns the last counts and
+// whether they are.
+func (fc *fullCluster) waitLeadersInBand(ctx context.Context) (map[uint64]int, bool, error) {
+	wctx, cancel := context.WithTimeout(ctx, leaderBandWait)
+	defer cancel()
+	t := time.NewTicker(balancePoll)
+	defer t.Stop()
+	var leaders map[uint64]int
+	for wctx.Err() == nil {
+		if _, l, err := fc.counts(wctx); err == nil {
+			leaders = l
+			if placement.WithinBand(leaders, placement.Config{}) == nil {
+				return leaders, true, nil
+			}
+		}
+		select {
+		case <-wctx.Done():
+		case <-t.C:
+		}
+	}
+	if leaders == nil {
+		_, l, err := fc.counts(ctx)
+		if err != nil {
+			return nil, false, err
+		}
+		leaders = l
+	}
+	return leaders, false, nil
 }
 
 // waitLed waits until the nodes host at least replicas replicas between
