@@ -43,18 +43,8 @@ var idleScenario = &scenario{
 			" all node pairs together; bytes/s: their encoded size (engine PeerStats)",
 		"quiesced: replicas quiesced at the end of the window (engine Stats().ShardsQuiesced) over all replicas",
 	},
-	Points: func(o *options) ([]point, error) {
-		def := []int{1000, 10000}
-		if o.huge {
-			def = append(def, 100000)
-		}
-		var ps []point
-		for _, s := range o.shardList(def) {
-			ps = append(ps, point{Shards: s})
-		}
-		return ps, nil
-	},
-	Run: runIdle,
+	Points: hugePoints,
+	Run:    runIdle,
 }
 
 var scaleScenario = &scenario{
@@ -87,6 +77,20 @@ var scaleScenario = &scenario{
 		return ps, nil
 	},
 	Run: runScale,
+}
+
+// hugePoints are the shard counts 1,000 and 10,000, and 100,000 with
+// --huge, unless --shards says otherwise.
+func hugePoints(o *options) ([]point, error) {
+	def := []int{1000, 10000}
+	if o.huge {
+		def = append(def, 100000)
+	}
+	var ps []point
+	for _, s := range o.shardList(def) {
+		ps = append(ps, point{Shards: s})
+	}
+	return ps, nil
 }
 
 // pause waits d or until ctx ends.

@@ -81,6 +81,18 @@
 // logs, --cpuprofile profiles the process from the joins to the balance. A
 // run that does not balance in time reports what it measured and fails.
 //
+// cluster-start: --nodes full nodes (as rebalance's) bootstrap a cluster of
+// --shards shards (default 1,000 and 10,000; --huge adds 100,000) of
+// --replicas replicas. Reports the time until every StartCluster returned
+// and until every replica on every node knows a leader (engine Stats), the
+// fewest and most leaders per node (Admin LocalShards) and whether they are
+// within placement.WithinBand; after --settle, the idle CPU per node over
+// --duration and the resident memory per replica; then every node is
+// closed and started again on its data directory: the same times and
+// leader counts. --cpuprofile profiles each start until every shard is led
+// (PREFIX-<point>-<variant>-start.pprof and -restart.pprof); --node-log
+// keeps the nodes' logs (their start progress lines).
+//
 // split: one shard over the whole hash ring on --nodes engines (the
 // in-process cluster, over gRPC unless --transport says otherwise), under
 // closed-loop writes from --clients (default 64) of --payload bytes
@@ -187,7 +199,7 @@
 //	--op-timeout D       how long an operation retries while its shard has no leader, and the grace
 //	                     for operations in flight at the end of the window (default 10s)
 //	--settle D           idle, scale: wait after the leaders are elected (default 2s)
-//	--huge               idle: add 100,000 shards to the default sweep
+//	--huge               idle, cluster-start: add 100,000 shards to the default sweep
 //	--quiet              no progress on stderr
 //	--endpoints LIST     write, read: client addresses (host:port,...) of a running cluster, loaded through the Go client
 //	--rate N             write, read: open loop, N operations per second over all clients (default 0: closed loop)
@@ -368,7 +380,7 @@ func newFlagSet(name string, o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.workers, "workers", 0, "engine workers per node (0: GOMAXPROCS)")
 	fs.DurationVar(&o.tick, "tick", 100*time.Millisecond, "raft tick of every node")
 	fs.DurationVar(&o.opTimeout, "op-timeout", 10*time.Second, "how long an operation retries while its shard has no leader; also the grace for operations in flight at the end")
-	fs.BoolVar(&o.huge, "huge", false, "idle: add 100,000 shards to the default sweep")
+	fs.BoolVar(&o.huge, "huge", false, "idle, cluster-start: add 100,000 shards to the default sweep")
 	fs.BoolVar(&o.noBaseline, "no-baseline", false, "skip the baseline variant, for points it cannot run at (idle at 100,000 shards: per-shard heartbeats saturate the machine); no ratios then")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress on stderr")
 	fs.Func("endpoints", "write, read: client addresses (host:port,...) of a running cluster to load through the Go client,"+
@@ -470,7 +482,7 @@ var scenarioFlags = map[string][]string{
 	"placement-moves-per-minute":   {"rebalance"},
 	"placement-snapshots-per-node": {"rebalance"},
 	"placement-max-ops":            {"rebalance"},
-	"node-log":                     {"rebalance"},
+	"node-log":                     {"rebalance", "cluster-start"},
 	"split-data":                   {"split"},
 	"split-every":                  {"split"},
 }

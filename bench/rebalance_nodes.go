@@ -60,21 +60,10 @@ const adminTimeout = 10 * time.Second
 // shards of o.replicas replicas together, and waits until each is ready
 // (its copy of the meta shard, every local shard led).
 func startFullCluster(ctx context.Context, o *options, v variant, dir string, shards int) (*fullCluster, error) {
-	fc := &fullCluster{o: o, v: v, dir: dir, log: slog.New(slog.DiscardHandler)}
-	if o.nodeLog != "" {
-		f, err := os.Create(o.nodeLog)
-		if err != nil {
-			return nil, fmt.Errorf("--node-log: %w", err)
-		}
-		fc.logf, fc.log = f, slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0") // a free port for the seed's gossip
+	fc, err := newFullCluster(o, v, dir)
 	if err != nil {
-		fc.close()
 		return nil, err
 	}
-	fc.seed = l.Addr().String()
-	l.Close()
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	if err := fc.add(ctx, o.nodes, func(i int, cfg *flnode.ClusterConfig) {
@@ -92,6 +81,27 @@ func startFullCluster(ctx context.Context, o *options, v variant, dir string, sh
 			return nil, fmt.Errorf("node %d ready: %w", n.NodeID(), err)
 		}
 	}
+	return fc, nil
+}
+
+// newFullCluster returns a cluster with no node yet, its logs as --node-log
+// says and a free port for the seed's gossip.
+func newFullCluster(o *options, v variant, dir string) (*fullCluster, error) {
+	fc := &fullCluster{o: o, v: v, dir: dir, log: slog.New(slog.DiscardHandler)}
+	if o.nodeLog != "" {
+		f, err := os.Create(o.nodeLog)
+		if err != nil {
+			return nil, fmt.Errorf("--node-log: %w", err)
+		}
+		fc.logf, fc.log = f, slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0") // a free port for the seed's gossip
+	if err != nil {
+		fc.close()
+		return nil, err
+	}
+	fc.seed = l.Addr().String()
+	l.Close()
 	return fc, nil
 }
 
@@ -113,6 +123,9 @@ func (fc *fullCluster) add(ctx context.Context, n int, adjust func(i int, cfg *f
 		cfg := fc.config(len(fc.nodes) + i)
 		if adjust != nil {
 			adjust(i, &cfg)
+		}
+		if fc.v.Node != nil {
+			fc.v.Node(&cfg)
 		}
 		g.Go(func() error {
 			var err error
@@ -186,9 +199,18 @@ func (fc *fullCluster) clientAddrs() []string {
 	return out
 }
 
-// close stops every node (at once: each takes a moment to leave gossip and
-// drain its gRPC server) and the Admin connections.
+// close stops every node and closes the node log.
 func (fc *fullCluster) close() {
+	fc.stopNodes()
+	if fc.logf != nil {
+		fc.logf.Close()
+	}
+}
+
+// stopNodes stops every node (at once: each takes a moment to leave gossip
+// and drain its gRPC server) and the Admin connections; their data
+// directories stay, for a restart (add).
+func (fc *fullCluster) stopNodes() {
 	for _, c := range fc.conns {
 		c.Close()
 	}
@@ -201,9 +223,7 @@ func (fc *fullCluster) close() {
 		}()
 	}
 	wg.Wait()
-	if fc.logf != nil {
-		fc.logf.Close()
-	}
+	fc.nodes, fc.conns, fc.admins = nil, nil, nil
 }
 
 // snapshotsSent sums the snapshots every node sent (engine Stats).

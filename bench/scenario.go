@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
+	flnode "github.com/flotilla-db/flotilla/node"
 	"github.com/flotilla-db/flotilla/placement"
 )
 
@@ -26,7 +27,10 @@ type variant struct {
 	Engine func(*engine.Config) // adjusts every node's config; nil: defaults
 	// Driver adjusts the placement driver's config of full nodes (the
 	// rebalance scenario); nil: as the flags say.
-	Driver  func(*placement.DriverConfig)
+	Driver func(*placement.DriverConfig)
+	// Node adjusts the config of full nodes (rebalance, cluster-start);
+	// nil: as the flags say.
+	Node    func(*flnode.ClusterConfig)
 	Pending string // non-empty: not runnable yet, why
 }
 
@@ -148,7 +152,7 @@ type OpenLoop struct {
 	P99VsClosed float64 `json:"p99_vs_closed,omitempty"`
 }
 
-var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, rebalanceScenario, splitScenario, routerScenario}
+var scenarios = []*scenario{writeScenario, readScenario, idleScenario, scaleScenario, failoverScenario, rebalanceScenario, clusterStartScenario, splitScenario, routerScenario}
 
 func findScenario(name string) *scenario {
 	for _, s := range scenarios {

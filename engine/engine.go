@@ -74,6 +74,7 @@ type engineStats struct {
 	snapsRecv   atomic.Uint64
 	quiesced    atomic.Uint64 // replicas quiesced now
 	leading     atomic.Uint64 // replicas leading now
+	led         atomic.Uint64 // replicas that know a leader now
 	passes      atomic.Uint64 // Ready passes
 	readies     atomic.Uint64 // shard Readies handled
 	commitNanos atomic.Uint64
@@ -106,14 +107,18 @@ type Stats struct {
 	HeartbeatsCoalesced uint64 // heartbeats that travelled inside coalesced messages
 	ShardsQuiesced      uint64 // replicas quiesced now
 	ShardsLeading       uint64 // replicas leading now
-	MessagesSent        uint64 // messages handed to the transport, all peers
-	Passes              uint64 // worker passes over Readies
-	Readies             uint64 // shard Readies handled (Readies/Passes: shards batched per pass)
-	CommitNanos         uint64 // time spent committing batches (fsyncs included)
-	PassNanos           uint64 // time spent in Ready passes
-	Cycles              uint64 // worker cycles (inbox taken)
-	MessagesIn          uint64 // messages taken from inboxes
-	ProposalsIn         uint64 // proposals taken from inboxes
+	// ShardsLed counts the replicas that know their shard's leader now
+	// (themselves included); Shards - ShardsLed have none yet, e.g. while
+	// a node starts.
+	ShardsLed    uint64
+	MessagesSent uint64 // messages handed to the transport, all peers
+	Passes       uint64 // worker passes over Readies
+	Readies      uint64 // shard Readies handled (Readies/Passes: shards batched per pass)
+	CommitNanos  uint64 // time spent committing batches (fsyncs included)
+	PassNanos    uint64 // time spent in Ready passes
+	Cycles       uint64 // worker cycles (inbox taken)
+	MessagesIn   uint64 // messages taken from inboxes
+	ProposalsIn  uint64 // proposals taken from inboxes
 	// StaleDropped counts messages addressed to a replica ID that this
 	// node's replica of the shard is not (a removed incarnation): dropped.
 	StaleDropped uint64
@@ -394,16 +399,73 @@ type ShardSpec struct {
 // gives this node a replica ID that a removed replica of it had, or lower:
 // a node added back gets a fresh ID through ChangeReplicas).
 func (e *Engine) CreateShard(ctx context.Context, spec ShardSpec) error {
+	if err := e.checkSpec(spec); err != nil {
+		return err
+	}
+	_, err := call(ctx, e, spec.Desc.ShardID, func(w *worker) (struct{}, error) {
+		return struct{}{}, w.create([]ShardSpec{spec})[0]
+	})
+	return err
+}
+
+// CreateShards creates this node's replicas of specs, each as CreateShard
+// does, with one synced write per worker for all of them instead of one
+// per shard: the bootstrap of thousands of shards costs a few fsyncs, not
+// thousands. errs[i] is the outcome of specs[i] (nil: created); err is set
+// if the call itself failed (ctx, a closed engine), and then some specs
+// may have been created and others not: a retry finds the first ones with
+// ErrShardExists. The workers create their specs in parallel, each in one
+// step of its loop, so keep specs to a few thousand per call.
+func (e *Engine) CreateShards(ctx context.Context, specs []ShardSpec) (errs []error, err error) {
+	errs = make([]error, len(specs))
+	byWorker := make(map[*worker][]int)
+	for i, spec := range specs {
+		if errs[i] = e.checkSpec(spec); errs[i] == nil {
+			w := e.workerFor(spec.Desc.ShardID)
+			byWorker[w] = append(byWorker[w], i)
+		}
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		fail []error
+	)
+	for w, idx := range byWorker {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]ShardSpec, len(idx))
+			for j, i := range idx {
+				mine[j] = specs[i]
+			}
+			res, err := callWorker(ctx, e, w, func(w *worker) ([]error, error) { return w.create(mine), nil })
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				fail = append(fail, err)
+				return
+			}
+			for j, i := range idx {
+				errs[i] = res[j]
+			}
+		}()
+	}
+	wg.Wait()
+	if len(fail) > 0 {
+		return errs, fmt.Errorf("engine: create %d shards: %w", len(specs), errors.Join(fail...))
+	}
+	return errs, nil
+}
+
+// checkSpec refuses a spec that is malformed or that has no replica here.
+func (e *Engine) checkSpec(spec ShardSpec) error {
 	if spec.Desc.ShardID == 0 || len(spec.Voters) == 0 || spec.Desc.Start > spec.Desc.Last {
 		return fmt.Errorf("%w: shard spec %+v", ErrBadRequest, spec)
 	}
 	if !contains(spec.Voters, e.cfg.NodeID) && !contains(spec.Learners, e.cfg.NodeID) {
 		return fmt.Errorf("%w: node %d is not a member of shard %d", ErrBadRequest, e.cfg.NodeID, spec.Desc.ShardID)
 	}
-	_, err := call(ctx, e, spec.Desc.ShardID, func(w *worker) (struct{}, error) {
-		return struct{}{}, w.create(spec)
-	})
-	return err
+	return nil
 }
 
 func contains(ids []uint64, id uint64) bool {
@@ -807,6 +869,7 @@ func (e *Engine) Stats() Stats {
 		HeartbeatsCoalesced: e.beats.Added(),
 		ShardsQuiesced:      e.stats.quiesced.Load(),
 		ShardsLeading:       e.stats.leading.Load(),
+		ShardsLed:           e.stats.led.Load(),
 		MessagesSent:        sent,
 		Passes:              e.stats.passes.Load(),
 		Cycles:              e.stats.cycles.Load(),

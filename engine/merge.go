@@ -405,10 +405,7 @@ func (w *worker) destroyMerged(shardID, into, nextReplicaID uint64) {
 		w.wake(r)
 		delete(w.shards, shardID)
 		delete(w.ticking, shardID)
-		if r.leading {
-			w.e.stats.leading.Add(^uint64(0))
-			r.leading = false
-		}
+		w.uncountLeader(r)
 		// Nothing pending here applied: this replica applied the freeze, and
 		// every entry after it fails.
 		r.g.FailAll(&ShardMergingError{ShardID: shardID, Into: into})

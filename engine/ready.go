@@ -330,14 +330,7 @@ func (w *worker) persistAndApply() {
 		if ch := r.g.OnReady(rd); ch != nil {
 			w.leaderEvs = append(w.leaderEvs, LeaderEvent{ShardID: r.shardID, Leader: r.nodeOf(ch.Leader), Term: ch.Term})
 		}
-		if leading := r.g.IsLeader(); leading != r.leading {
-			r.leading = leading
-			if leading {
-				w.e.stats.leading.Add(1)
-			} else {
-				w.e.stats.leading.Add(^uint64(0))
-			}
-		}
+		w.countLeader(r)
 		if !raft.IsEmptySnap(rd.Snapshot) {
 			w.applySnapshot(r, rd)
 		}
@@ -608,10 +601,7 @@ func (w *worker) destroy(r *replica) {
 	w.wake(r) // keeps the quiesced count right
 	delete(w.shards, r.shardID)
 	delete(w.ticking, r.shardID)
-	if r.leading {
-		w.e.stats.leading.Add(^uint64(0))
-		r.leading = false
-	}
+	w.uncountLeader(r)
 	r.g.FailAll(ErrShardRemoved)
 	w.abortStaged(r)
 	desc, ok := r.log.Descriptor()
@@ -633,4 +623,37 @@ func (w *worker) destroy(r *replica) {
 	w.leaderEvs = append(w.leaderEvs[:0], LeaderEvent{ShardID: r.shardID})
 	w.e.publishLeaders(w.leaderEvs)
 	w.leaderEvs = w.leaderEvs[:0]
+}
+
+// countLeader updates the engine's counts of the replicas leading and of
+// those that know a leader after r's Ready.
+func (w *worker) countLeader(r *replica) {
+	if leading := r.g.IsLeader(); leading != r.leading {
+		r.leading = leading
+		if leading {
+			w.e.stats.leading.Add(1)
+		} else {
+			w.e.stats.leading.Add(^uint64(0))
+		}
+	}
+	if led := r.g.LeaderNode() != 0; led != r.led {
+		r.led = led
+		if led {
+			w.e.stats.led.Add(1)
+		} else {
+			w.e.stats.led.Add(^uint64(0))
+		}
+	}
+}
+
+// uncountLeader takes r, which is going away, out of those counts.
+func (w *worker) uncountLeader(r *replica) {
+	if r.leading {
+		w.e.stats.leading.Add(^uint64(0))
+		r.leading = false
+	}
+	if r.led {
+		w.e.stats.led.Add(^uint64(0))
+		r.led = false
+	}
 }

@@ -149,6 +149,7 @@ type replica struct {
 	quiesced bool // not ticking (see quiesce.go)
 	idle     int  // consecutive idle ticks of a leader
 	leading  bool // this replica leads (for Stats)
+	led      bool // this replica knows a leader (for Stats)
 	// campaignIn counts down the ticks after the leader, downLeader, was
 	// suspected down; at 0 the successor campaigns (see leaderDown).
 	campaignIn uint8
@@ -293,40 +294,75 @@ func (w *worker) load(shardID uint64) error {
 	return err
 }
 
-func (w *worker) create(spec ShardSpec) error {
-	id := spec.Desc.ShardID
-	desc := storage.NewDescriptor(id, spec.Desc.Start, spec.Desc.Last, spec.Desc.Generation, spec.Voters, spec.Learners)
-	self, _ := desc.ReplicaOfNode(w.e.cfg.NodeID)
-	if old := w.shards[id]; old != nil && (old.log.Initialized() || old.replicaID != self.ReplicaID) {
-		return fmt.Errorf("%w: shard %d", ErrShardExists, id)
+// create creates this node's replicas of specs (checked by checkSpec),
+// all in one synced batch; it returns each one's outcome.
+func (w *worker) create(specs []ShardSpec) []error {
+	errs := make([]error, len(specs))
+	type made struct {
+		i   int
+		log *storage.Log
 	}
-	if next, ok := w.tombstones[id]; ok && self.ReplicaID < next {
-		return fmt.Errorf("%w: shard %d", ErrTombstoned, id)
+	var ok []made
+	b := w.e.store.NewBatch()
+	defer b.Close()
+	inBatch := make(map[uint64]bool, len(specs))
+	for i, spec := range specs {
+		id := spec.Desc.ShardID
+		desc := storage.NewDescriptor(id, spec.Desc.Start, spec.Desc.Last, spec.Desc.Generation, spec.Voters, spec.Learners)
+		self, _ := desc.ReplicaOfNode(w.e.cfg.NodeID)
+		if old := w.shards[id]; inBatch[id] || (old != nil && (old.log.Initialized() || old.replicaID != self.ReplicaID)) {
+			errs[i] = fmt.Errorf("%w: shard %d", ErrShardExists, id)
+			continue
+		}
+		if next, found := w.tombstones[id]; found && self.ReplicaID < next {
+			errs[i] = fmt.Errorf("%w: shard %d", ErrTombstoned, id)
+			continue
+		}
+		if err := w.e.claimRange(desc); err != nil {
+			errs[i] = err
+			continue
+		}
+		log, err := w.e.store.CreateShardIn(b, desc, self.ReplicaID)
+		if err != nil {
+			w.e.releaseRange(id)
+			errs[i] = err
+			continue
+		}
+		inBatch[id] = true
+		ok = append(ok, made{i, log})
 	}
-	if err := w.e.claimRange(desc); err != nil {
-		return err
+	if len(ok) == 0 {
+		return errs
 	}
-	log, err := w.e.store.CreateShard(desc, self.ReplicaID)
-	if err != nil {
-		w.e.releaseRange(id)
-		return err
+	if err := b.Commit(true); err != nil {
+		for _, m := range ok {
+			w.e.releaseRange(specs[m.i].Desc.ShardID)
+			errs[m.i] = err
+		}
+		return errs
 	}
-	if old := w.shards[id]; old != nil {
-		old.g.FailAll(ErrShardRemoved)
-		w.abortStaged(old)
+	for _, m := range ok {
+		spec := specs[m.i]
+		id := spec.Desc.ShardID
+		if old := w.shards[id]; old != nil {
+			old.g.FailAll(ErrShardRemoved)
+			w.abortStaged(old)
+		}
+		r, err := w.open(m.log)
+		if err != nil {
+			errs[m.i] = err
+			continue
+		}
+		// One voter campaigns at once, so that a new shard has a leader
+		// without waiting for an election timeout; which one varies with
+		// the shard, so that leaders of new shards spread over their
+		// voters.
+		if n := len(spec.Voters); n > 0 && spec.Voters[id%uint64(n)] == w.e.cfg.NodeID {
+			_ = r.g.RN.Campaign()
+		}
+		w.markDirty(r)
 	}
-	r, err := w.open(log)
-	if err != nil {
-		return err
-	}
-	// One voter campaigns at once, so that a new shard has a leader without
-	// waiting for an election timeout; which one varies with the shard, so
-	// that leaders of new shards spread over their voters.
-	if n := len(spec.Voters); n > 0 && spec.Voters[id%uint64(n)] == w.e.cfg.NodeID {
-		_ = r.g.RN.Campaign()
-	}
-	w.markDirty(r)
-	return nil
+	return errs
 }
 
 func (w *worker) markDirty(r *replica) {

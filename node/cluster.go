@@ -81,6 +81,10 @@ type ClusterConfig struct {
 	// timeouts and inject faults).
 	Merger func(*merger.Config)
 	Logger *slog.Logger
+	// ProgressInterval, BootstrapBatch and NoLeaderHandBack: see Config.
+	ProgressInterval time.Duration
+	BootstrapBatch   int
+	NoLeaderHandBack bool
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the
@@ -223,8 +227,8 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("node: invalid config: DataDir is required")
 	}
-	if cfg.BootstrapExpect < 0 || cfg.InitialShards < 0 || cfg.Replication < 0 {
-		return nil, errors.New("node: invalid config: BootstrapExpect, InitialShards and Replication must not be negative")
+	if cfg.BootstrapExpect < 0 || cfg.InitialShards < 0 || cfg.Replication < 0 || cfg.BootstrapBatch < 0 {
+		return nil, errors.New("node: invalid config: BootstrapExpect, InitialShards, Replication and BootstrapBatch must not be negative")
 	}
 	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 {
 		return nil, errors.New("node: invalid config: give --join seeds, --bootstrap-expect, or both")
@@ -312,7 +316,8 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		ClientListener: clientLis,
 		HTTPAddr:       cfg.HTTPAddr,
 		InitialShards:  cfg.InitialShards, Replication: cfg.Replication,
-		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS,
+		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS, ProgressInterval: cfg.ProgressInterval,
+		BootstrapBatch: cfg.BootstrapBatch, NoLeaderHandBack: cfg.NoLeaderHandBack,
 	}, cs)
 	if err != nil {
 		raftLis.Close()
@@ -335,6 +340,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 			return nil, err
 		}
 	}
+	n.created.Store(true)
 	if err := cs.startReconciler(); err != nil {
 		n.Close()
 		return nil, err
@@ -490,18 +496,10 @@ func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRec
 	if err != nil {
 		return err
 	}
-	e, self := cs.n.Engine, cs.id.NodeID
-	create := func(spec engine.ShardSpec) error {
-		err := e.CreateShard(ctx, spec)
-		if err != nil && !errors.Is(err, engine.ErrShardExists) {
-			return fmt.Errorf("node: bootstrap shard %d: %w", spec.Desc.ShardID, err)
-		}
-		return nil
-	}
+	self := cs.id.NodeID
+	var specs []engine.ShardSpec
 	if slices.Contains(l.MetaVoters, self) || slices.Contains(l.MetaLearners, self) {
-		if err := create(engine.ShardSpec{Desc: MetaDescriptor(), Voters: l.MetaVoters, Learners: l.MetaLearners}); err != nil {
-			return err
-		}
+		specs = append(specs, engine.ShardSpec{Desc: MetaDescriptor(), Voters: l.MetaVoters, Learners: l.MetaLearners})
 	}
 	for _, rec := range l.Shards {
 		if !slices.Contains(rec.NodeIDs(), self) {
@@ -511,9 +509,10 @@ func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRec
 		if err != nil {
 			return fmt.Errorf("node: bootstrap shard %d: %w", rec.ShardID, err)
 		}
-		if err := create(spec); err != nil {
-			return err
-		}
+		specs = append(specs, spec)
+	}
+	if err := createShards(ctx, cs.n.Engine, specs, cs.n.cfg.BootstrapBatch); err != nil {
+		return err
 	}
 	cs.id.Bootstrapped = true
 	return saveIdentity(cs.cfg.DataDir, cs.id)

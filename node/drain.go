@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Drain hands the leadership of every shard this node leads to another of
@@ -18,11 +19,7 @@ func (n *Node) Drain(ctx context.Context) error {
 		return err
 	}
 	self := n.cfg.NodeID
-	var (
-		wg     sync.WaitGroup
-		failed atomic.Int64
-		sem    = make(chan struct{}, 64)
-	)
+	var moves []leaderMove
 	for _, st := range sts {
 		if st.Leader != self {
 			continue
@@ -36,18 +33,46 @@ func (n *Node) Drain(ctx context.Context) error {
 		if target == 0 {
 			continue // a single voter: nowhere to go
 		}
+		moves = append(moves, leaderMove{st.ShardID, target})
+	}
+	if f := n.transferLeaders(ctx, moves, 0); f > 0 {
+		return fmt.Errorf("node %d: drain: %d leadership transfers did not complete: %w", self, f, ctx.Err())
+	}
+	return nil
+}
+
+// leaderMove is a leadership transfer: shardID's to node target.
+type leaderMove struct{ shardID, target uint64 }
+
+// transferLeaders makes the transfers of moves, at most 64 at a time, each
+// bounded by timeout (0: by ctx only), and returns how many did not
+// complete.
+func (n *Node) transferLeaders(ctx context.Context, moves []leaderMove, timeout time.Duration) int {
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Int64
+		sem    = make(chan struct{}, 64)
+	)
+	for i, m := range moves {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return int(failed.Load()) + len(moves) - i // those not started failed too
+		}
 		wg.Add(1)
-		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := n.Engine.TransferLeader(ctx, st.ShardID, target); err != nil {
+			tctx, cancel := ctx, context.CancelFunc(func() {})
+			if timeout > 0 {
+				tctx, cancel = context.WithTimeout(ctx, timeout)
+			}
+			defer cancel()
+			if err := n.Engine.TransferLeader(tctx, m.shardID, m.target); err != nil {
 				failed.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("node %d: drain: %d leadership transfers did not complete: %w", self, f, ctx.Err())
-	}
-	return nil
+	return int(failed.Load())
 }

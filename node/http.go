@@ -31,7 +31,8 @@ const probeTimeout = time.Second
 //   - /healthz: 200 "ok" while the engine answers (a closed engine gives
 //     503).
 //   - /readyz: 200 when every shard this node hosts has a leader (what
-//     WaitReady waits for), else 503 saying how many have none.
+//     WaitReady waits for), else 503 saying what it waits for: the meta
+//     shard, or leaders for how many shards (some named).
 //   - /debug/pprof/: net/http/pprof, on this handler's own mux.
 //
 // The handler is safe for concurrent use.
@@ -126,7 +127,7 @@ type engineCollector struct {
 	applied, syncs, commits, passes, readies, commitSeconds *prometheus.Desc
 	beatsCoalesced, snapsSent, snapsRecv, proposals         *prometheus.Desc
 	peerMessages, peerBytes                                 *prometheus.Desc
-	shards, shardsLeading, shardsQuiesced                   *prometheus.Desc
+	shards, shardsLeading, shardsQuiesced, shardsLeaderless *prometheus.Desc
 	syncLatency, applyLatency                               *prometheus.Desc
 	framesSent, transportMsgs, framesRecv, dropped, refused *prometheus.Desc
 	snapBytes                                               *prometheus.Desc
@@ -157,14 +158,16 @@ func newEngineCollector(e *engine.Engine, t *transport.Transport) *engineCollect
 		shards:         d("shards", "Shards with a replica on this node."),
 		shardsLeading:  d("shards_leading", "Replicas on this node leading now."),
 		shardsQuiesced: d("shards_quiesced", "Replicas on this node quiesced now."),
-		syncLatency:    d("sync_seconds", "Synced batch commits: the fsync and the commit around it."),
-		applyLatency:   d("apply_seconds", "State machine time for one shard's committed entries of one worker pass."),
-		framesSent:     d("transport_frames_sent_total", "Frames written to a peer's stream (messages/frames: batching).", "peer"),
-		transportMsgs:  d("transport_messages_sent_total", "Raft messages written to a peer's stream.", "peer"),
-		framesRecv:     d("transport_frames_received_total", "Valid frames received from a peer.", "peer"),
-		dropped:        d("transport_dropped_total", "Messages to a peer not sent (queue full, backoff, stream lost).", "peer"),
-		refused:        d("transport_refused_total", "Frames and snapshot streams from a peer refused.", "peer"),
-		snapBytes:      d("snapshot_bytes_sent_total", "Bytes of the raft snapshots sent to a peer and completed (replicas moved, repaired or caught up).", "peer"),
+		shardsLeaderless: d("shards_leaderless", "Replicas on this node that know no leader of their shard now"+
+			" (0 once a starting node's shards are all led: what /readyz waits for)."),
+		syncLatency:   d("sync_seconds", "Synced batch commits: the fsync and the commit around it."),
+		applyLatency:  d("apply_seconds", "State machine time for one shard's committed entries of one worker pass."),
+		framesSent:    d("transport_frames_sent_total", "Frames written to a peer's stream (messages/frames: batching).", "peer"),
+		transportMsgs: d("transport_messages_sent_total", "Raft messages written to a peer's stream.", "peer"),
+		framesRecv:    d("transport_frames_received_total", "Valid frames received from a peer.", "peer"),
+		dropped:       d("transport_dropped_total", "Messages to a peer not sent (queue full, backoff, stream lost).", "peer"),
+		refused:       d("transport_refused_total", "Frames and snapshot streams from a peer refused.", "peer"),
+		snapBytes:     d("snapshot_bytes_sent_total", "Bytes of the raft snapshots sent to a peer and completed (replicas moved, repaired or caught up).", "peer"),
 	}
 }
 
@@ -173,7 +176,7 @@ func (c *engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.applied, c.syncs, c.commits, c.passes, c.readies, c.commitSeconds,
 		c.beatsCoalesced, c.snapsSent, c.snapsRecv, c.proposals, c.peerMessages, c.peerBytes,
-		c.shards, c.shardsLeading, c.shardsQuiesced, c.syncLatency, c.applyLatency,
+		c.shards, c.shardsLeading, c.shardsQuiesced, c.shardsLeaderless, c.syncLatency, c.applyLatency,
 		c.framesSent, c.transportMsgs, c.framesRecv, c.dropped, c.refused, c.snapBytes,
 	} {
 		ch <- d
@@ -207,6 +210,7 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.shards, float64(s.Shards))
 	gauge(c.shardsLeading, float64(s.ShardsLeading))
 	gauge(c.shardsQuiesced, float64(s.ShardsQuiesced))
+	gauge(c.shardsLeaderless, float64(uint64(s.Shards)-min(s.ShardsLed, uint64(s.Shards))))
 	for d, h := range map[*prometheus.Desc]engine.Histogram{c.syncLatency: c.e.SyncLatency(), c.applyLatency: c.e.ApplyLatency()} {
 		buckets := make(map[float64]uint64, len(h.Bounds))
 		for i, b := range h.Bounds {

@@ -19,18 +19,9 @@ func TestHTTPEndpoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	var peers []Peer
-	for i := 1; i <= 3; i++ {
-		peers = append(peers, Peer{NodeID: uint64(i), RaftAddr: freeAddr(t), ClientAddr: freeAddr(t)})
-	}
+	peers := loopbackPeers(t, 3)
 	nodes := make([]*Node, 3)
-	defer func() {
-		for _, n := range nodes {
-			if n != nil {
-				n.Close()
-			}
-		}
-	}()
+	defer closeNodes(nodes)
 	for i, p := range peers {
 		n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
 			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 4, Replication: 3})
@@ -72,6 +63,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	for _, want := range []string{
 		"\nflotilla_shards 4\n",
+		"\nflotilla_shards_leaderless 0\n",
 		"\n# TYPE flotilla_applied_commands_total counter\n",
 		"\n# TYPE flotilla_fsyncs_total counter\n",
 		"\n# TYPE flotilla_commit_seconds_total counter\n",

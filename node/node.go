@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
@@ -57,6 +59,20 @@ type Config struct {
 	RaftListener, ClientListener net.Listener
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// ProgressInterval is how often the node logs, from its start until
+	// every shard it hosts has a leader, how many have one and how fast
+	// they get one; 0: DefaultProgressInterval, negative: never.
+	ProgressInterval time.Duration
+	// BootstrapBatch is how many initial shards a bootstrap creates per
+	// engine call, with one synced write per engine worker each; default
+	// DefaultBootstrapBatch. 1 creates them one by one, a synced write
+	// each (the baseline of the cluster-start benchmark).
+	BootstrapBatch int
+	// NoLeaderHandBack leaves the leaders where the elections of the start
+	// put them; by default, once every shard it hosts is led, the node
+	// hands the leaderships it holds to their designated nodes (the voter
+	// shardID mod voters), so that leaders start balanced.
+	NoLeaderHandBack bool
 }
 
 // Validate checks c without changing it.
@@ -80,8 +96,8 @@ func (c Config) Validate() error {
 	if !self && len(c.Peers) > 0 {
 		errs = append(errs, fmt.Errorf("node %d is not among the peers", c.NodeID))
 	}
-	if c.InitialShards < 0 || c.Replication < 0 {
-		errs = append(errs, errors.New("InitialShards and Replication must not be negative"))
+	if c.InitialShards < 0 || c.Replication < 0 || c.BootstrapBatch < 0 {
+		errs = append(errs, errors.New("InitialShards, Replication and BootstrapBatch must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("node: invalid config: %w", err)
@@ -105,6 +121,12 @@ type Node struct {
 	stopHTTP  func() error
 	httpAddr  string
 	admin     *adminService
+	// progressed is closed when the start's progress log and leader
+	// hand-back (afterStart) have ended.
+	progressed chan struct{}
+	// created is set once the node has created the replicas it starts with
+	// (its part of a bootstrap), for the progress log.
+	created atomic.Bool
 	// cl is the gossip-discovered cluster state; nil with static Peers.
 	cl *clusterState
 }
@@ -132,7 +154,13 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{}), cl: cl}
+	if cfg.BootstrapBatch == 0 {
+		cfg.BootstrapBatch = DefaultBootstrapBatch
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = DefaultProgressInterval
+	}
+	n := &Node{cfg: cfg, peers: map[uint64]Peer{}, served: make(chan struct{}), progressed: make(chan struct{}), cl: cl}
 	for _, p := range cfg.Peers {
 		n.peers[p.NodeID] = p
 	}
@@ -179,6 +207,7 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 			n.Engine.Close()
 			return nil, err
 		}
+		n.created.Store(true)
 	}
 	if n.service, err = NewClientService(DefaultClientServiceConfig(), n.Engine, n.Router, n.clientAddr); err != nil {
 		n.Engine.Close()
@@ -209,6 +238,10 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	go func() {
 		defer close(n.served)
 		_ = n.server.Serve(n.clientLis)
+	}()
+	go func() {
+		defer close(n.progressed)
+		n.afterStart(fctx)
 	}()
 	if cfg.HTTPAddr != "" {
 		if n.stopHTTP, n.httpAddr, err = n.StartHTTP(cfg.HTTPAddr); err != nil {
@@ -271,6 +304,7 @@ func (n *Node) bootstrap(ctx context.Context) error {
 	for id := range n.peers {
 		ids = append(ids, id)
 	}
+	var specs []engine.ShardSpec
 	for i, rg := range ring.Ranges() {
 		voters := nodemeta.Placement(ids, i, n.cfg.Replication)
 		if err := n.Router.SetReplicas(rg.ShardID, voters); err != nil {
@@ -280,9 +314,28 @@ func (n *Node) bootstrap(ctx context.Context) error {
 			continue
 		}
 		desc := storage.Descriptor{ShardID: rg.ShardID, Start: rg.Start, Last: rg.Last, Generation: ring.Generation()}
-		err := n.Engine.CreateShard(ctx, engine.ShardSpec{Desc: desc, Voters: voters})
-		if err != nil && !errors.Is(err, engine.ErrShardExists) {
-			return fmt.Errorf("node: bootstrap shard %d: %w", rg.ShardID, err)
+		specs = append(specs, engine.ShardSpec{Desc: desc, Voters: voters})
+	}
+	return createShards(ctx, n.Engine, specs, n.cfg.BootstrapBatch)
+}
+
+// DefaultBootstrapBatch is how many shards a bootstrap creates per engine
+// call (one synced write per worker each): few fsyncs, and no worker busy
+// creating for long while the shards already created elect.
+const DefaultBootstrapBatch = 1000
+
+// createShards creates this node's replicas of specs, those that exist
+// already kept (a restart resumes a bootstrap), batch at a time.
+func createShards(ctx context.Context, e *engine.Engine, specs []engine.ShardSpec, batch int) error {
+	for chunk := range slices.Chunk(specs, batch) {
+		errs, err := e.CreateShards(ctx, chunk)
+		if err != nil {
+			return fmt.Errorf("node: bootstrap shards: %w", err)
+		}
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, engine.ErrShardExists) {
+				return fmt.Errorf("node: bootstrap shard %d: %w", chunk[i].Desc.ShardID, err)
+			}
 		}
 	}
 	return nil
@@ -307,29 +360,52 @@ func (n *Node) WaitReady(ctx context.Context) error {
 
 // Ready returns nil when every shard this node hosts has a leader and, in a
 // gossip-discovered cluster, the node holds an initialized copy of the meta
-// shard and the ring it describes; else an error that says what is missing.
+// shard and the ring it describes; else an error that says what it waits
+// for: the meta shard, or a leader for how many of its shards (a few of
+// them named).
 func (n *Node) Ready(ctx context.Context) error {
 	sts, err := n.Engine.Statuses(ctx)
 	if err != nil {
 		return err
 	}
-	leaderless := 0
+	var leaderless []uint64
 	metaReady := n.cl == nil
 	for _, st := range sts {
 		if st.Leader == 0 {
-			leaderless++
+			leaderless = append(leaderless, st.ShardID)
 		}
 		if st.ShardID == MetaShardID && st.Initialized {
 			metaReady = true
 		}
 	}
 	if !metaReady || (n.cl != nil && n.Router.Ring() == nil) {
-		return errors.New("no local copy of the meta shard and its ring yet")
+		return errors.New("waiting for a local copy of the meta shard and its ring")
 	}
-	if leaderless > 0 {
-		return fmt.Errorf("%d of %d shards have no leader", leaderless, len(sts))
+	if len(leaderless) > 0 {
+		return fmt.Errorf("waiting for a leader of %s of %s shards (%s led), e.g. %s",
+			thousands(uint64(len(leaderless))), thousands(uint64(len(sts))), thousands(uint64(len(sts)-len(leaderless))), someShards(leaderless, 5))
 	}
 	return nil
+}
+
+// someShards names up to k of ids, the lowest, e.g. "shards 3, 7 and 2 more".
+func someShards(ids []uint64, k int) string {
+	slices.Sort(ids)
+	var b strings.Builder
+	b.WriteString("shard")
+	if len(ids) > 1 {
+		b.WriteString("s")
+	}
+	for i, id := range ids[:min(k, len(ids))] {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, " %d", id)
+	}
+	if len(ids) > k {
+		fmt.Fprintf(&b, " and %s more", thousands(uint64(len(ids)-k)))
+	}
+	return b.String()
 }
 
 // Close stops the client service, then the engine and its transport.
@@ -346,6 +422,7 @@ func (n *Node) Close() error {
 	}
 	<-n.served
 	n.cancel()
+	<-n.progressed
 	n.service.Close()
 	if n.cl != nil {
 		n.cl.stop() // before admin.close: the reconciler writes through the admin service

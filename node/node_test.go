@@ -21,6 +21,34 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// loopbackPeers returns n static peers, node IDs 1..n, on free loopback
+// ports.
+func loopbackPeers(t *testing.T, n int) []Peer {
+	t.Helper()
+	var peers []Peer
+	for i := 1; i <= n; i++ {
+		peers = append(peers, Peer{NodeID: uint64(i), RaftAddr: freeAddr(t), ClientAddr: freeAddr(t)})
+	}
+	return peers
+}
+
+// threeStatic returns a minute's context, a data directory and three
+// static peers on loopback for a test.
+func threeStatic(t *testing.T) (context.Context, string, []Peer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx, t.TempDir(), loopbackPeers(t, 3)
+}
+
+// closeNodes closes the nodes still running (not nil), for a defer.
+func closeNodes(nodes []*Node) {
+	for _, n := range nodes {
+		if n != nil {
+			n.Close()
+		}
+	}
+}
+
 // TestNodesEndToEnd starts three assembled nodes on loopback, writes and
 // reads through the Go client, restarts a node from its data directory and
 // reads back.
@@ -28,10 +56,7 @@ func TestNodesEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
-	var peers []Peer
-	for i := 1; i <= 3; i++ {
-		peers = append(peers, Peer{NodeID: uint64(i), RaftAddr: freeAddr(t), ClientAddr: freeAddr(t)})
-	}
+	peers := loopbackPeers(t, 3)
 	cfgOf := func(p Peer) Config {
 		return Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
 			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 8}
@@ -44,13 +69,7 @@ func TestNodesEndToEnd(t *testing.T) {
 		}
 		nodes[i] = n
 	}
-	defer func() {
-		for _, n := range nodes {
-			if n != nil {
-				n.Close()
-			}
-		}
-	}()
+	defer closeNodes(nodes)
 	for _, n := range nodes {
 		if err := n.WaitReady(ctx); err != nil {
 			t.Fatal(err)

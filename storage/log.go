@@ -104,9 +104,32 @@ func (s *Store) CreateShard(desc Descriptor, replicaID uint64) (*Log, error) {
 	return s.createShard(desc, replicaID, InitialIndex, nil)
 }
 
+// CreateShardIn is CreateShard with its writes added to b instead of
+// committed at once: many shards created with one synced commit (a
+// bootstrap of thousands). The log is usable once b is committed with
+// sync; b must not hold another creation of the same shard.
+func (s *Store) CreateShardIn(b *Batch, desc Descriptor, replicaID uint64) (*Log, error) {
+	return s.writeShard(b, desc, replicaID, InitialIndex, nil)
+}
+
 // createShard is CreateShard at the initial index index, with extra writes
 // (if not nil) in its batch.
 func (s *Store) createShard(desc Descriptor, replicaID, index uint64, extra func(*Batch)) (*Log, error) {
+	b := s.NewBatch()
+	defer b.Close()
+	l, err := s.writeShard(b, desc, replicaID, index, extra)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Commit(true); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// writeShard checks that desc can be created here and adds its creation
+// to b.
+func (s *Store) writeShard(b *Batch, desc Descriptor, replicaID, index uint64, extra func(*Batch)) (*Log, error) {
 	if desc.Start > desc.Last {
 		return nil, fmt.Errorf("storage: shard %d: empty range [%d, %d]", desc.ShardID, desc.Start, desc.Last)
 	}
@@ -130,8 +153,6 @@ func (s *Store) createShard(desc Descriptor, replicaID, index uint64, extra func
 		hs.Term, hs.Vote = old.hs.Term, old.hs.Vote
 	}
 	l := &Log{s: s, shardID: desc.ShardID}
-	b := s.NewBatch()
-	defer b.Close()
 	l.SetReplicaID(b, replicaID)
 	l.SetDescriptor(b, desc)
 	l.SetConfState(b, desc.ConfState())
@@ -142,9 +163,6 @@ func (s *Store) createShard(desc Descriptor, replicaID, index uint64, extra func
 		extra(b)
 	}
 	l.truncIndex, l.truncTerm, l.last = index, InitialTerm, index
-	if err := b.Commit(true); err != nil {
-		return nil, err
-	}
 	return l, nil
 }
 
@@ -198,6 +216,13 @@ func (s *Store) OpenLog(shardID uint64) (*Log, error) {
 	}
 	if it.Last() {
 		l.last = binary.BigEndian.Uint64(it.Key()[raftKeyLen:])
+		// The last entry seeds the cache: raft asks for its term at once
+		// (every campaign and vote compares it), and a node that reopens
+		// thousands of shards would otherwise seek Pebble for each.
+		var e raftpb.Entry
+		if err := e.Unmarshal(it.Value()); err == nil && e.Index == l.last && uint64(e.Size()) <= s.cfg.EntryCacheBytes {
+			l.cache, l.cacheBytes = []raftpb.Entry{e}, uint64(e.Size())
+		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return nil, err

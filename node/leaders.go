@@ -1,0 +1,64 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/flotilla-db/flotilla/node/gossip"
+	"github.com/flotilla-db/flotilla/storage"
+)
+
+// designatedLeader is the voter of a shard that leads it when leaders
+// start balanced: voters[shardID mod len(voters)], in the descriptor's
+// order, the rule by which engine.CreateShard picks the voter that
+// campaigns first. Over many shards with the same voters it gives each
+// voter an equal share.
+func designatedLeader(shardID uint64, voters []uint64) uint64 {
+	if len(voters) == 0 {
+		return 0
+	}
+	return voters[shardID%uint64(len(voters))]
+}
+
+// handBackLeaders hands the leadership of every user shard this node leads
+// to the shard's designated leader (designatedLeader) when that is another
+// node that is alive, at most 64 transfers at a time. A node runs it once
+// when every shard it hosts is led after its start: the elections of a
+// start are won by whichever replica's timeout fires first (on a saturated
+// machine, the nodes that created or opened their replicas first), which
+// leaves leaders lopsided, e.g. 319 / 2,000 / 7,999 of 10,000; the
+// placement driver would even them out only slowly, a few moves a second.
+// It returns the transfers tried and those that failed.
+func (n *Node) handBackLeaders(ctx context.Context) (tried, failed int, err error) {
+	sts, err := n.Engine.Statuses(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	self := n.cfg.NodeID
+	var moves []leaderMove
+	for _, st := range sts {
+		if st.Leader != self || storage.IsSystemShard(st.ShardID) || len(st.Outgoing) > 0 {
+			continue
+		}
+		target := designatedLeader(st.ShardID, st.Voters)
+		if target != 0 && target != self && n.alive(target) {
+			moves = append(moves, leaderMove{st.ShardID, target})
+		}
+	}
+	return len(moves), n.transferLeaders(ctx, moves, handBackTimeout), ctx.Err()
+}
+
+// handBackTimeout bounds one transfer of handBackLeaders: the engine asks
+// again every election timeout until the target leads, which a target
+// that went down never does.
+const handBackTimeout = 10 * time.Second
+
+// alive reports whether node id is up as far as this node knows: gossip
+// says so, or, with static peers, always.
+func (n *Node) alive(id uint64) bool {
+	if n.cl == nil {
+		return true
+	}
+	m, ok := n.cl.member(id, 0)
+	return ok && m.State == gossip.Alive
+}
