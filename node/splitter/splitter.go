@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/flotilla-db/flotilla/engine"
+	"github.com/flotilla-db/flotilla/internal/backoff"
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/storage"
 )
@@ -184,7 +186,19 @@ func (s *Splitter) Split(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: a new shard ID for the split of shard %d: %w", ErrMetaUnavailable, d.ShardID, err)
 	}
-	res, err := s.e.Split(ctx, engine.SplitRequest{ShardID: d.ShardID, Generation: d.Generation, At: at, ChildID: childID})
+	// A proposal dropped (a leadership transfer under way, as right after
+	// a start) never applies: tried again, for a few seconds.
+	var res engine.SplitResult
+	rctx, cancel := context.WithTimeout(ctx, droppedRetry)
+	err = backoff.Retry(rctx, backoff.Config{Initial: 20 * time.Millisecond, Max: 200 * time.Millisecond}, func(ctx context.Context) error {
+		var err error
+		res, err = s.e.Split(ctx, engine.SplitRequest{ShardID: d.ShardID, Generation: d.Generation, At: at, ChildID: childID})
+		if err != nil && !errors.Is(err, engine.ErrProposalDropped) {
+			return backoff.Permanent(err)
+		}
+		return err
+	})
+	cancel()
 	if errors.Is(err, engine.ErrBadRequest) {
 		// The descriptor changed between the check and the proposal
 		// without a new generation: a conf change made it joint.
@@ -236,3 +250,7 @@ func check(d storage.Descriptor, req Request) error {
 	}
 	return nil
 }
+
+// droppedRetry bounds how long a split whose proposal raft dropped is
+// tried again.
+const droppedRetry = 5 * time.Second
