@@ -531,14 +531,18 @@ func (a *adminService) changeReplicas(ctx context.Context, shard uint64, change 
 }
 
 // retryInProgress calls change until it is not refused as a change in
-// progress, every 20ms for up to confChangeRetry.
+// progress or dropped by raft (a leadership transfer under way: the nodes
+// hand leaderships back after a start), every 20ms for up to
+// confChangeRetry.
 func retryInProgress(ctx context.Context, change func() error) error {
 	deadline := time.Now().Add(confChangeRetry)
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
 		err := change()
-		if !errors.Is(err, engine.ErrConfChangeInProgress) || time.Now().After(deadline) {
+		// A change in progress, or a proposal raft dropped (a leadership
+		// transfer under way): neither applied anything, both pass.
+		if !(errors.Is(err, engine.ErrConfChangeInProgress) || errors.Is(err, engine.ErrProposalDropped)) || time.Now().After(deadline) {
 			return err
 		}
 		select {
