@@ -83,6 +83,9 @@ type ClusterConfig struct {
 	Logger *slog.Logger
 	// ProgressInterval, BootstrapBatch and NoLeaderHandBack: see Config.
 	ProgressInterval time.Duration
+	// SnapshotRate limits this node's outgoing snapshots, in bytes a
+	// second (Config.SnapshotRate); 0: no limit.
+	SnapshotRate     int64
 	BootstrapBatch   int
 	NoLeaderHandBack bool
 }
@@ -316,7 +319,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		ClientListener: clientLis,
 		HTTPAddr:       cfg.HTTPAddr,
 		InitialShards:  cfg.InitialShards, Replication: cfg.Replication,
-		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS, ProgressInterval: cfg.ProgressInterval,
+		Engine: cfg.Engine, Logger: log, TLS: cfg.TLS, ProgressInterval: cfg.ProgressInterval, SnapshotRate: cfg.SnapshotRate,
 		BootstrapBatch: cfg.BootstrapBatch, NoLeaderHandBack: cfg.NoLeaderHandBack,
 	}, cs)
 	if err != nil {

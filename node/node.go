@@ -54,6 +54,9 @@ type Config struct {
 	Engine func(*engine.Config)
 	// TLS, if set, secures the raft transport (see transport.LoadMutualTLS).
 	TLS *tls.Config
+	// SnapshotRate limits this node's outgoing snapshots together, in
+	// bytes a second (replicas moved, repaired or caught up); 0: no limit.
+	SnapshotRate int64
 	// RaftListener and ClientListener, if set, are used instead of
 	// listening on RaftAddr and ClientAddr.
 	RaftListener, ClientListener net.Listener
@@ -166,7 +169,7 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	}
 	tcfg := transport.DefaultConfig()
 	tcfg.NodeID, tcfg.ClusterID, tcfg.ListenAddr, tcfg.Logger = cfg.NodeID, cfg.ClusterID, cfg.RaftAddr, cfg.Logger
-	tcfg.Listener, tcfg.TLS = cfg.RaftListener, cfg.TLS
+	tcfg.Listener, tcfg.TLS, tcfg.SnapshotRateBytesPerSec = cfg.RaftListener, cfg.TLS, cfg.SnapshotRate
 	tcfg.Resolver = func(id uint64) (string, error) {
 		if p, ok := n.peer(id); ok && p.RaftAddr != "" {
 			return p.RaftAddr, nil

@@ -207,6 +207,8 @@ func start(args []string) error {
 	fs.Var(&splitSize, "split-size", "the placement driver splits a shard holding more data than this (bytes, or with a unit: 512MiB, 1GiB)")
 	splitWrites := fs.Float64("split-writes", pdef.Placement.SplitWriteRate, "the placement driver splits a shard taking more writes a second than this, averaged over 30s")
 	mergeCooldown := fs.Duration("merge-cooldown", pdef.Placement.MergeCooldown, "a shard whose range changed (split or merged) more recently than this is not merged")
+	snapshotRate := byteSize(defaultSnapshotRate)
+	fs.Var(&snapshotRate, "snapshot-rate", "bytes a second this node's outgoing snapshots may take together (replicas moved, repaired or caught up); 0: no limit")
 	noSplits := fs.Bool("no-splits", false, "the placement driver splits no shard (flotillactl split still does)")
 	noMerges := fs.Bool("no-merges", false, "the placement driver merges no shards (flotillactl merge still does)")
 	fs.Parse(args)
@@ -242,6 +244,7 @@ func start(args []string) error {
 	ttl := *sessionTTL
 	cfg.Engine = func(c *engine.Config) { c.SessionTTL = ttl }
 	cfg.NoPlacement = *noPlacement
+	cfg.SnapshotRate = int64(snapshotRate)
 	cfg.Placement = func(c *placement.DriverConfig) {
 		c.Placement.DownAfter, c.MovesPerMinute, c.MaxConcurrentOps = pcfg.Placement.DownAfter, pcfg.MovesPerMinute, pcfg.MaxConcurrentOps
 		c.Placement.MaxSnapshotsPerNode, c.MaxSnapshotsPerNode = pcfg.Placement.MaxSnapshotsPerNode, pcfg.MaxSnapshotsPerNode

@@ -6,6 +6,10 @@ import (
 	"strings"
 )
 
+// defaultSnapshotRate is --snapshot-rate's default: what a rebalance may
+// take of a node's disk and network bandwidth.
+const defaultSnapshotRate = 64 << 20
+
 // byteSize is a flag of bytes, given plain or with a binary unit (KiB,
 // MiB, GiB, TiB).
 type byteSize uint64
