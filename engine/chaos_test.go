@@ -202,7 +202,17 @@ type chaosRun struct {
 	// splits: the split nemesis splits shards too (see splitNemesis);
 	// merges: and merges them.
 	splits, merges bool
+	// noMembership: no membership nemesis.
+	noMembership bool
 }
+
+// idleNemesis changes no membership.
+type idleNemesis struct{ hist *descHistory }
+
+func (n idleNemesis) run(stop chan struct{}) { <-stop }
+func (n idleNemesis) progressed() bool       { return true }
+func (n idleNemesis) history() *descHistory  { return n.hist }
+func (n idleNemesis) summary() string        { return "no membership changes" }
 
 // membershipNemesis changes the shards' memberships while the fault
 // nemesis runs, and records every descriptor it sees.
@@ -270,9 +280,12 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
 	var snaps snapshotCounts
 	var mem membershipNemesis
 	down := &downNodes{}
-	if run.placement {
+	switch {
+	case run.placement:
 		mem = newPlacementNemesis(t, c, rng.Uint64(), shards, voters, down)
-	} else {
+	case run.noMembership:
+		mem = idleNemesis{newDescHistory()}
+	default:
 		mem = newMemberNemesis(t, c, rng.Uint64(), shards, voters)
 	}
 	faultSeed := rng.Uint64()
