@@ -30,7 +30,10 @@ func startClusterNodes(t *testing.T, ctx context.Context, dir string, size, expe
 		cfg := ClusterConfig{
 			DataDir: filepath.Join(dir, fmt.Sprint(i)), RaftAddr: "127.0.0.1:0", ClientAddr: "127.0.0.1:0",
 			GossipAddr: "127.0.0.1:0", InitialShards: 8, Replication: 3, BootstrapStable: 200 * time.Millisecond,
-			Join: []string{seed}, NoPlacement: true,
+			// Leaders stay where the tests put them: no driver moves them,
+			// and no node hands them back after its start (a transfer
+			// drops proposals and moves the shard's reconciler).
+			Join: []string{seed}, NoPlacement: true, NoLeaderHandBack: true,
 		}
 		for _, f := range adjust {
 			f(i, &cfg)
