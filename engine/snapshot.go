@@ -103,6 +103,15 @@ func (e *Engine) HandleSnapshot(ctx context.Context, h SnapshotHeader, body Snap
 		if w.replicaFor(h.ShardID, &h.Msg) == nil {
 			return struct{}{}, fmt.Errorf("%w: shard %d replica %d", ErrTombstoned, h.ShardID, h.Msg.To)
 		}
+		// A snapshot of an older range than the replica's (sent before a
+		// split or merge this replica applied) is stale: raft would
+		// ignore it, and claiming its range would take back what the
+		// split handed to the child.
+		if r := w.shards[h.ShardID]; r != nil {
+			if cur, ok := r.log.Descriptor(); ok && cur.Generation > desc.Generation {
+				return struct{}{}, fmt.Errorf("%w: snapshot of shard %d at generation %d, the replica is at %d", ErrBadRequest, h.ShardID, desc.Generation, cur.Generation)
+			}
+		}
 		return struct{}{}, e.claimRange(desc)
 	}); err != nil {
 		return err

@@ -277,7 +277,12 @@ func (w *worker) createFromSplit(child storage.Descriptor, campaign bool) {
 		return
 	}
 	if err := w.e.claimRange(child); err != nil {
-		panic(fmt.Sprintf("engine: node %d: split child %d: %v", w.e.cfg.NodeID, id, err))
+		// Another replica here still claims part of the range (one that
+		// should not: a bug). The child is not created from the split; its
+		// leader creates it here by its messages and a snapshot instead.
+		log.Error("split: the child's range is claimed here", "err", err)
+		w.dropSplitMarker(child, false)
+		return
 	}
 	l, err := w.e.store.CreateSplitChild(child, self.ReplicaID)
 	if err != nil {
