@@ -16,7 +16,6 @@ import (
 	"github.com/flotilla-db/flotilla/group"
 	"github.com/flotilla-db/flotilla/heartbeat"
 	"github.com/flotilla-db/flotilla/storage"
-	"go.etcd.io/raft/v3"
 )
 
 // Engine hosts the shards of one node on a fixed pool of workers.
@@ -31,7 +30,6 @@ type Engine struct {
 	wg         sync.WaitGroup
 	syncers    sync.WaitGroup // the workers' syncLoops
 	snapSem    chan struct{}
-	raftLog    raft.Logger
 	stats      engineStats
 	beats      *heartbeat.Coalescer
 	live       liveness
@@ -157,7 +155,6 @@ func New(cfg Config, t Transport) (*Engine, error) {
 		transport: t,
 		stop:      make(chan struct{}),
 		snapSem:   make(chan struct{}, cfg.MaxConcurrentSnapshots),
-		raftLog:   raftLogger{l: cfg.Logger.With("node", cfg.NodeID)},
 		beats:     heartbeat.NewCoalescer(),
 		coalesce:  !cfg.DisableHeartbeatCoalescing,
 	}

@@ -10,12 +10,16 @@ import (
 // step and conf change at Info: with thousands of shards that is a flood,
 // so its Info goes to slog's Debug; its warnings and errors keep their
 // level. Formatting is skipped when the level is off. Fatal and Panic log
-// at Error and panic (raft expects them not to return).
-type raftLogger struct{ l *slog.Logger }
+// at Error and panic (raft expects them not to return). Each replica's
+// logger names its shard: raft's own lines name only the replica ID.
+type raftLogger struct {
+	l     *slog.Logger
+	shard uint64
+}
 
 func (r raftLogger) log(level slog.Level, msg func() string) {
 	if r.l.Enabled(context.Background(), level) {
-		r.l.Log(context.Background(), level, msg(), "from", "raft")
+		r.l.Log(context.Background(), level, msg(), "shard", r.shard, "from", "raft")
 	}
 }
 
@@ -53,6 +57,6 @@ func (r raftLogger) Panicf(f string, v ...interface{}) {
 }
 
 func (r raftLogger) fail(msg string) {
-	r.l.Error(msg, "from", "raft")
+	r.l.Error(msg, "shard", r.shard, "from", "raft")
 	panic("raft: " + msg)
 }

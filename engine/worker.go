@@ -188,7 +188,7 @@ func (w *worker) groupConfig(r *replica) group.Config {
 		MaxUncommittedBytes:       c.MaxUncommittedBytes,
 		MaxCommittedBytesPerReady: 4 << 20,
 		AsyncStorageWrites:        !c.SyncInWorker && !c.SyncEachShard,
-		Logger:                    w.e.raftLog,
+		Logger:                    raftLogger{l: w.e.cfg.Logger, shard: r.shardID},
 	}
 }
 

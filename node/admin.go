@@ -445,11 +445,39 @@ func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferL
 // then promotes it. The shard's record in the meta shard follows the
 // descriptor each change applies (the reconciler, records.go), shortly
 // after the call returns.
+//
+// The leadership may move in the middle (an election, the leader hand-back
+// after a start, or the transfer with which a leader removing its own
+// replica begins): each step is checked against the configuration afresh,
+// so the change goes on where the shard is led now, up to maxLeaderMoves
+// times.
 func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplicaRequest) (*nodepb.ChangeReplicaResponse, error) {
 	shard, id := req.GetShardId(), req.GetNodeId()
 	if shard == 0 || id == 0 || (req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_ADD && req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_REMOVE) {
 		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: change-replica needs a shard ID, a node ID and an operation (add or remove)")
 	}
+	for moves := 0; ; moves++ {
+		resp, err := a.changeReplica(ctx, req)
+		var nl *engine.NotLeaderError
+		if err == nil {
+			return resp, nil
+		}
+		if !errors.As(err, &nl) || nl.Leader == 0 || nl.Leader == a.n.cfg.NodeID || moves == maxLeaderMoves || ctx.Err() != nil {
+			return nil, a.engineAdminError(err, shard)
+		}
+		a.n.cfg.Logger.Info("change-replica: the shard's leadership moved; going on there", "shard", shard, "target", id, "op", req.GetOp().String(), "leader", nl.Leader)
+	}
+}
+
+// maxLeaderMoves bounds how many times one ChangeReplica follows the
+// shard's leadership to another node.
+const maxLeaderMoves = 3
+
+// changeReplica makes req's change from this node: forwarded to the leader,
+// or made here. An error of this node's engine is returned as it is (a
+// *engine.NotLeaderError when the leadership moved); the caller converts it.
+func (a *adminService) changeReplica(ctx context.Context, req *nodepb.ChangeReplicaRequest) (*nodepb.ChangeReplicaResponse, error) {
+	shard, id := req.GetShardId(), req.GetNodeId()
 	resp, fw, err := forward(ctx, a, shard, req.GetHops(), func(c nodepb.AdminClient) (*nodepb.ChangeReplicaResponse, error) {
 		next := &nodepb.ChangeReplicaRequest{ShardId: shard, NodeId: id, Op: req.GetOp(), Learner: req.GetLearner(), Hops: req.GetHops() + 1}
 		return c.ChangeReplica(ctx, next)
@@ -460,7 +488,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 	e := a.n.Engine
 	st, err := e.Status(ctx, shard)
 	if err != nil {
-		return nil, a.engineAdminError(err, shard)
+		return nil, err
 	}
 	if a.n.cl != nil && req.GetOp() == nodepb.ReplicaOp_REPLICA_OP_ADD {
 		r, ok := a.n.cl.nodeRecord(ctx, id)
@@ -472,7 +500,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 	case nodepb.ReplicaOp_REPLICA_OP_ADD:
 		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
 			if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddLearner, NodeID: id}); err != nil {
-				return nil, a.engineAdminError(err, shard)
+				return nil, err
 			}
 		}
 		if !req.GetLearner() && !slices.Contains(st.Voters, id) {
@@ -480,7 +508,7 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 				return nil, err
 			}
 			if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.AddVoter, NodeID: id}); err != nil {
-				return nil, a.engineAdminError(err, shard)
+				return nil, err
 			}
 		}
 	case nodepb.ReplicaOp_REPLICA_OP_REMOVE:
@@ -491,23 +519,24 @@ func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeRepl
 			return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, shard, "node %d is the last voter of shard %d: add another first", id, shard)
 		}
 		if id == a.n.cfg.NodeID && slices.Contains(st.Voters, id) {
-			// A leader does not remove itself: hand the leadership over first.
+			// A leader does not remove itself: hand the leadership over
+			// first, and go on there.
 			for _, v := range st.Voters {
 				if v != id {
 					if err := e.TransferLeader(ctx, shard, v); err != nil {
-						return nil, a.engineAdminError(err, shard)
+						return nil, err
 					}
-					return a.ChangeReplica(ctx, &nodepb.ChangeReplicaRequest{ShardId: shard, NodeId: id, Op: req.GetOp(), Hops: req.GetHops() + 1})
+					return nil, &engine.NotLeaderError{ShardID: shard, Leader: v, Term: st.Term}
 				}
 			}
 		}
 		if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
-			return nil, a.engineAdminError(err, shard)
+			return nil, err
 		}
 	}
 	st, err = e.Status(ctx, shard)
 	if err != nil {
-		return nil, a.engineAdminError(err, shard)
+		return nil, err
 	}
 	return &nodepb.ChangeReplicaResponse{Replicas: shardInfo(st).Replicas}, nil
 }
@@ -554,14 +583,21 @@ func retryInProgress(ctx context.Context, change func() error) error {
 }
 
 // waitCaughtUp waits until node id's replica of shard has the leader's
-// commit index.
+// commit index. Only the leader knows its followers' progress: once another
+// node is known to lead the shard, it returns a *engine.NotLeaderError
+// naming that node, for the caller to go on there; while no leader is known
+// it waits.
 func (a *adminService) waitCaughtUp(ctx context.Context, shard, id uint64) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	self := a.n.cfg.NodeID
 	for {
 		st, err := a.n.Engine.Status(ctx, shard)
 		if err != nil {
-			return a.engineAdminError(err, shard)
+			return err
+		}
+		if st.Leader != 0 && st.Leader != self {
+			return &engine.NotLeaderError{ShardID: shard, Leader: st.Leader, Term: st.Term}
 		}
 		for _, p := range st.Progress {
 			if p.NodeID == id && p.Match >= st.Commit {

@@ -1,7 +1,14 @@
 package node
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/flotilla-db/flotilla/client"
 
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node/nodepb"
@@ -65,4 +72,74 @@ func TestShardInfoReplicaIDs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAddReplicaFollowsLeaderMove: the leadership of a shard moves while
+// add-replica waits for its learner to catch up (an election, the leader
+// hand-back after a start); the call finishes on the new leader, which
+// promotes the learner, instead of waiting on the old one, which knows no
+// follower's progress, until its deadline (seen in CI: TestReconfigUnderLoad
+// timed out after 30s with the learner never promoted). Snapshots are paced
+// to 64 KiB/s so that the learner's catching up outlasts the transfer.
+func TestAddReplicaFollowsLeaderMove(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 4, 3, func(_ int, cfg *ClusterConfig) {
+		cfg.SnapshotRate = 64 << 10
+	})
+	joiner := nodes[3] // holds no user shard: no placement driver runs
+	cl, err := client.New(ctx, client.Config{Endpoints: []string{nodes[0].ClientAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	// About 300 KiB on each of the 8 shards: a snapshot of two chunks.
+	val := bytes.Repeat([]byte("v"), 4<<10)
+	for i := range 600 {
+		if err := cl.Put(ctx, []byte(fmt.Sprint("key-", i)), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const shardID = 1
+	var leader *Node
+	var st engine.ShardStatus
+	waitFor(t, ctx, "a leader of shard 1", func() (err error) {
+		leader, st, err = shardLeader(ctx, nodes[:3], shardID)
+		return err
+	})
+	done := make(chan error, 1)
+	go func() {
+		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_, err := leader.admin.ChangeReplica(callCtx, &nodepb.ChangeReplicaRequest{ShardId: shardID, NodeId: joiner.NodeID(), Op: nodepb.ReplicaOp_REPLICA_OP_ADD})
+		done <- err
+	}()
+	waitFor(t, ctx, "the joiner a learner of shard 1", func() error {
+		s, err := leader.Engine.Status(ctx, shardID)
+		if err != nil || !slices.Contains(s.Learners, joiner.NodeID()) {
+			return fmt.Errorf("learners %v, err %v", s.Learners, err)
+		}
+		return nil
+	})
+	var to uint64
+	for _, v := range st.Voters {
+		if v != leader.NodeID() {
+			to = v
+			break
+		}
+	}
+	if err := leader.Engine.TransferLeader(ctx, shardID, to); err != nil {
+		t.Fatalf("transfer the leadership of shard 1 to node %d: %v", to, err)
+	}
+	t.Logf("shard 1: leadership moved from node %d to node %d while node %d catches up", leader.NodeID(), to, joiner.NodeID())
+	if err := <-done; err != nil {
+		t.Fatalf("add-replica across the leader move: %v", err)
+	}
+	waitFor(t, ctx, "the joiner a voter of shard 1", func() error {
+		_, s, err := shardLeader(ctx, nodes, shardID)
+		if err != nil || !slices.Contains(s.Voters, joiner.NodeID()) {
+			return fmt.Errorf("voters %v, err %v", s.Voters, err)
+		}
+		return nil
+	})
 }

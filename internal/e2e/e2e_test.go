@@ -138,7 +138,24 @@ func (p *proc) start() {
 	}
 	p.done = make(chan error, 1)
 	go func() { p.done <- p.cmd.Wait() }()
-	p.t.Cleanup(func() { p.kill() })
+	p.t.Cleanup(func() {
+		p.kill()
+		p.keepLog()
+	})
+}
+
+// keepLog writes the process's output to $FLOTILLA_E2E_LOGS/<test>-<name>.log
+// when that variable names a directory and the test failed: the output of
+// real processes is what explains a failure seen once in a while.
+func (p *proc) keepLog() {
+	dir := os.Getenv("FLOTILLA_E2E_LOGS")
+	if dir == "" || !p.t.Failed() {
+		return
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(p.t.Name()) + "-" + p.name + ".log"
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(p.output()), 0o644); err != nil {
+		p.t.Logf("keep the log of %s: %v", p.name, err)
+	}
 }
 
 func (p *proc) output() string {
