@@ -126,10 +126,16 @@ func newProc(t *testing.T, name, dir string, extra ...string) *proc {
 	return p
 }
 
+// start starts the process; its output goes on after that of an earlier
+// run of the same proc, if any (a restart), behind a line that says so.
 func (p *proc) start() {
 	p.t.Helper()
 	bin, _ := build(p.t)
-	p.log, p.logMu = &bytes.Buffer{}, &sync.Mutex{}
+	if p.log == nil {
+		p.log, p.logMu = &bytes.Buffer{}, &sync.Mutex{}
+	} else {
+		fmt.Fprintf(syncWriter{p.logMu, p.log}, "--- e2e: %s restarted ---\n", p.name)
+	}
 	p.cmd = exec.Command(bin, p.args...)
 	p.cmd.Stdout = syncWriter{p.logMu, p.log}
 	p.cmd.Stderr = syncWriter{p.logMu, p.log}
