@@ -552,4 +552,25 @@ func TestWithinBand(t *testing.T) {
 	if err := WithinBand(map[uint64]int{1: 94, 2: 100, 3: 106}, Config{}); err == nil {
 		t.Fatal("94 and 106 around a mean of 100 passed")
 	}
+	// Edges are in the band, as the planner judges them, though float64
+	// puts 700 - 2000/3 a hair above 0.05 × 2000/3.
+	for _, tc := range []struct {
+		counts []int // of nodes 1, 2, 3
+		in     bool
+	}{
+		{[]int{667, 667, 666}, true},
+		{[]int{644, 700, 656}, true},  // 700: exactly mean + 5%
+		{[]int{633, 700, 667}, false}, // 633: mean - 5.05%
+		{[]int{0, 3, 3}, true},        // mean 2, ±2
+		{[]int{0, 4, 4}, false},       // mean 2.7, ±2
+		{[]int{0, 0, 0}, true},
+	} {
+		counts := map[uint64]int{}
+		for i, c := range tc.counts {
+			counts[uint64(i+1)] = c
+		}
+		if err := WithinBand(counts, Config{}); (err == nil) != tc.in {
+			t.Errorf("WithinBand(%v) = %v, want in the band: %v", tc.counts, err, tc.in)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/flotilla-db/flotilla/client"
 	"github.com/flotilla-db/flotilla/node/nodepb"
+	"github.com/flotilla-db/flotilla/placement"
 )
 
 // scaleShards is the number of user shards TestScaleStartRestart
@@ -28,7 +29,7 @@ const (
 // TestScaleStartRestart: three `flotilla start` processes bootstrap 2,000
 // shards of 3 replicas on loopback. Every /readyz answers 200, every shard
 // is led by exactly one node, and the leaders per node come within the
-// balance band (±5% of the mean, at least ±2: withinBand) as the
+// balance band (±5% of the mean, at least ±2: placement.WithinBand) as the
 // nodes hand leaderships to their designated nodes. Keys are written
 // through the Go client; the three processes are stopped with SIGTERM and
 // started again on their data directories with the same flags and
@@ -114,7 +115,7 @@ func stopAll(t *testing.T, ps []*proc) {
 // waitLeadersInBand waits, for at most scaleBandWithin, until every node
 // of adms hosts every user shard, each shard is led by exactly one node
 // (from the nodes' own replicas: Admin LocalShards), and the leaders per
-// node are within the band (withinBand). It returns the leaders per node
+// node are within the band (placement.WithinBand). It returns the leaders per node
 // and the time from since. It logs the leaders per node each time they
 // changed, also when it fails the test.
 func waitLeadersInBand(ctx context.Context, t *testing.T, adms []nodepb.AdminClient, what string, since time.Time) (map[uint64]int, time.Duration) {
@@ -137,7 +138,7 @@ func waitLeadersInBand(ctx context.Context, t *testing.T, adms []nodepb.AdminCli
 		if err != nil {
 			return err
 		}
-		return withinBand(leaders)
+		return placement.WithinBand(leaders, placement.Config{})
 	})
 	return leaders, time.Since(since)
 }
@@ -179,38 +180,6 @@ func shardLeaders(ctx context.Context, adms []nodepb.AdminClient) (map[uint64]in
 	return leaders, nil
 }
 
-// withinBand returns nil if every node's count is within ±max(5% of the
-// mean, 2) of the mean of counts, the band of the placement planner with
-// its default Tolerance and MinTolerance, edges included; else an error
-// that names the first node outside, in ID order. It computes in integers:
-// placement.WithinBand computes in floats without the planner's epsilon, and
-// refuses a count exactly on the edge that the planner takes as in the band
-// (700 of 2,000 leaders over 3 nodes: 700 - 2000/3 > 0.05 × 2000/3 in
-// float64), so a test using it waits for a move the planner never makes.
-func withinBand(counts map[uint64]int) error {
-	n, total := len(counts), 0
-	for _, c := range counts {
-		total += c
-	}
-	ids := make([]uint64, 0, n)
-	for id := range counts {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		// |c - total/n| <= max(total/n / 20, 2), times n.
-		dev := n*counts[id] - total
-		if dev < 0 {
-			dev = -dev
-		}
-		if 20*dev > total && dev > 2*n {
-			return fmt.Errorf("node %d leads %d, mean %.1f ± %.1f (%s)", id, counts[id], float64(total)/float64(n),
-				max(float64(total)/float64(n)/20, 2), perNode(counts))
-		}
-	}
-	return nil
-}
-
 // perNode formats counts per node ID in ID order: "node 3: 667, node 9: 666".
 func perNode(counts map[uint64]int) string {
 	ids := make([]uint64, 0, len(counts))
@@ -238,28 +207,5 @@ func logStartLines(t *testing.T, ps []*proc) {
 			}
 		}
 		t.Logf("%s:\n%s", p.name, strings.Join(lines, "\n"))
-	}
-}
-
-func TestWithinBand(t *testing.T) {
-	for _, tc := range []struct {
-		counts []int // of nodes 1, 2, 3
-		in     bool
-	}{
-		{[]int{667, 667, 666}, true},
-		{[]int{644, 700, 656}, true},  // 700: exactly mean + 5%
-		{[]int{633, 700, 667}, false}, // 633: mean - 5.05%
-		{[]int{600, 700, 700}, false},
-		{[]int{0, 3, 3}, true},  // mean 2, ±2
-		{[]int{0, 4, 4}, false}, // mean 2.7, ±2
-		{[]int{0, 0, 0}, true},
-	} {
-		counts := map[uint64]int{}
-		for i, c := range tc.counts {
-			counts[uint64(i+1)] = c
-		}
-		if err := withinBand(counts); (err == nil) != tc.in {
-			t.Errorf("withinBand(%v) = %v, want in the band: %v", tc.counts, err, tc.in)
-		}
 	}
 }
