@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,6 +114,9 @@ func waitSettled(t *testing.T, ctx context.Context, c *testcluster.Cluster, shar
 			t.Logf("node %d: replica %d %s term %d leader %d, applied %d commit %d index %d..%d, %v progress %+v quiesced %t: %v",
 				id, st.ReplicaID, st.State, st.Term, st.Leader, st.Applied, st.Commit, st.FirstIndex, st.LastIndex, st.Desc, st.Progress, st.Quiesced, err)
 		}
+		// A stale replica whose range overlaps the stuck replica's keeps
+		// its snapshot out.
+		logReplicas(t, c)
 		t.Fatalf("%v: %s", err, why)
 	}
 }
@@ -218,4 +222,22 @@ func (s *snapshotCounts) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return fmt.Sprintf("%d snapshots sent, %d received, %d messages to stale replica IDs dropped", s.sent, s.recv, s.staleDropped)
+}
+
+// logReplicas logs every replica that each live node holds.
+func logReplicas(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	for _, id := range c.IDs() {
+		if c.Engine(id) == nil {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		sts, err := c.Engine(id).Statuses(sctx)
+		cancel()
+		var held []string
+		for _, st := range sts {
+			held = append(held, fmt.Sprintf("%d/r%d %s applied %d leader %d %v", st.ShardID, st.ReplicaID, st.State, st.Applied, st.Leader, st.Desc))
+		}
+		t.Logf("node %d holds (%v):\n\t%s", id, err, strings.Join(held, "\n\t"))
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/flotilla-db/flotilla/engine"
@@ -94,9 +95,12 @@ func (m *splitNemesis) finishMerge(ctx context.Context, l, frozen storage.Descri
 }
 
 // resolve finishes or abandons every merge left half done: a frozen right
-// shard whose left neighbour (as its leader has it) does not cover it.
+// shard whose left neighbour (as its leader has it) does not cover it; one
+// whose left neighbour is gone (merged away itself) is thawed. Then it
+// collects the replicas of shards merged away that nothing needs.
 func (m *splitNemesis) resolve(ctx context.Context) {
 	m.rt.refresh(ctx)
+	held := m.held(ctx)
 	for _, d := range m.rt.descs() {
 		if !d.Frozen() {
 			continue
@@ -104,6 +108,11 @@ func (m *splitNemesis) resolve(ctx context.Context) {
 		r := m.leaderDesc(ctx, d.ShardID)
 		l := m.leaderDesc(ctx, d.MergeInto)
 		switch {
+		case r != nil && m.leftGone(held, *r):
+			// The left shard merged into its own left neighbour before this
+			// merge applied: it never will.
+			m.count("resolve: the left shard is gone")
+			m.unfreeze(ctx, *r)
 		case r == nil || l == nil:
 			m.count("resolve: no leader")
 		case l.Last >= r.Last:
@@ -118,6 +127,76 @@ func (m *splitNemesis) resolve(ctx context.Context) {
 			} else {
 				m.abandon(ctx, *l, *r)
 			}
+		}
+	}
+	m.collectMergedAway(ctx, held)
+}
+
+// heldReplica is a node's initialized replica of a user shard.
+type heldReplica struct {
+	node, replica uint64
+	desc          storage.Descriptor
+}
+
+// held returns every initialized replica of a user shard on the running
+// nodes, and notes each shard's first hash (it never changes).
+func (m *splitNemesis) held(ctx context.Context) []heldReplica {
+	var out []heldReplica
+	m.c.EachStatus(ctx, func(node uint64, st engine.ShardStatus) {
+		if st.Initialized && !storage.IsSystemShard(st.ShardID) {
+			out = append(out, heldReplica{node: node, replica: st.ReplicaID, desc: st.Desc})
+		}
+	})
+	m.mu.Lock()
+	for _, h := range out {
+		m.starts[h.desc.ShardID] = h.desc.Start
+	}
+	m.mu.Unlock()
+	return out
+}
+
+// gone reports whether shard, whose first hash is start, was merged away,
+// as the meta shard's tombstones tell the nodes: another shard's replica
+// covers start at a generation above gen, one that shard had. A shard's
+// first hash is its own for its whole life, and the generation of the
+// shard covering a hash only grows (a split or a merge makes it one above
+// the shards it came from): a later shard that covers it means this one
+// is no more.
+func gone(held []heldReplica, shard, start, gen uint64) bool {
+	return slices.ContainsFunc(held, func(h heldReplica) bool {
+		return h.desc.ShardID != shard && h.desc.Contains(start) && h.desc.Generation > gen
+	})
+}
+
+// leftGone reports whether the left shard that frozen was frozen into is
+// gone.
+func (m *splitNemesis) leftGone(held []heldReplica, frozen storage.Descriptor) bool {
+	m.mu.Lock()
+	start, ok := m.starts[frozen.MergeInto]
+	m.mu.Unlock()
+	return ok && gone(held, frozen.MergeInto, start, frozen.MergeIntoGeneration)
+}
+
+// collectMergedAway destroys the replicas of shards merged away that no
+// replica here needs (Engine.DestroyMergedAway), as the nodes' stale
+// replica loops do by the meta shard's tombstones: one left behind by a
+// node whose replica of the left shard skipped the merge by a snapshot
+// that did not cover it (the left shard split again since) would keep the
+// snapshots of the shards holding its range now off that node.
+func (m *splitNemesis) collectMergedAway(ctx context.Context, held []heldReplica) {
+	for _, h := range held {
+		e := m.c.Engine(h.node)
+		if e == nil || !gone(held, h.desc.ShardID, h.desc.Start, h.desc.Generation) {
+			continue
+		}
+		err := e.DestroyMergedAway(ctx, h.desc.ShardID, h.replica)
+		switch {
+		case err == nil:
+			m.count("collect a replica of a shard merged away: done")
+		case errors.Is(err, engine.ErrBadRequest):
+			m.count("collect a replica of a shard merged away: still needed")
+		default:
+			m.count("collect a replica of a shard merged away: " + splitOutcome(err))
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -38,13 +37,6 @@ func TestLinearizabilitySplits(t *testing.T) {
 	for _, merges := range []bool{false, true} {
 		for _, seed := range chaosSeeds(t, []uint64{1, 2, 3, 4}) {
 			t.Run(fmt.Sprintf("merges=%t/seed=%d", merges, seed), func(t *testing.T) {
-				if merges && os.Getenv("FLOTILLA_CHAOS_MERGES") == "" {
-					// Known defect (issue 12, open): under -race, splits and
-					// merges together leave two replicas of one node claiming
-					// overlapping ranges (a stale claim next to a widened or
-					// narrowed one). Run it with FLOTILLA_CHAOS_MERGES=1.
-					t.Skip("merges in the chaos test: a known claim-overlap defect is open (issue 12); FLOTILLA_CHAOS_MERGES=1 runs it")
-				}
 				runLinearizability(t, chaosRun{voters: 3, nodes: 4, shards: 2, runFor: 2 * time.Second, splits: true, merges: merges, noMembership: merges}, seed)
 			})
 		}
@@ -67,23 +59,36 @@ type splitNemesis struct {
 	merges  bool // merge adjacent shards too (chaos_merge_test.go)
 	mu      sync.Mutex
 	done    map[string]int
+	starts  map[uint64]uint64 // each shard's first hash, as seen
 }
 
 func newSplitNemesis(t *testing.T, c *testcluster.Cluster, seed uint64, rt *router, down *downNodes, merges bool) *splitNemesis {
-	return &splitNemesis{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 4)), rt: rt, down: down, next: 100, merges: merges, done: map[string]int{}}
+	return &splitNemesis{t: t, c: c, rng: rand.New(rand.NewPCG(seed, 4)), rt: rt, down: down, next: 100, merges: merges, done: map[string]int{}, starts: map[uint64]uint64{}}
 }
 
 // settle resolves every merge left half done, once the nemesis stopped.
 func (m *splitNemesis) settle(ctx context.Context) error {
-	return m.c.WaitFor(ctx, "no shard frozen for a merge", func() bool {
+	var frozen []storage.Descriptor
+	err := m.c.WaitFor(ctx, "no shard frozen for a merge", func() bool {
 		m.resolve(ctx)
+		frozen = frozen[:0]
 		for _, d := range m.rt.descs() {
 			if d.Frozen() {
-				return false
+				frozen = append(frozen, d)
 			}
 		}
-		return true
+		return len(frozen) == 0
 	})
+	if err != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		for _, d := range frozen {
+			m.t.Logf("still frozen: %v; its leader has %v; the left shard's leader has %v", d, m.leaderDesc(dctx, d.ShardID), m.leaderDesc(dctx, d.MergeInto))
+		}
+		logReplicas(m.t, m.c)
+		m.t.Logf("%s", m.summary())
+	}
+	return err
 }
 
 const downBySplits = "splits"

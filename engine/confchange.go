@@ -385,3 +385,67 @@ func (e *Engine) DestroyStaleReplica(ctx context.Context, shardID, replicaID, ne
 	})
 	return err
 }
+
+// DestroyMergedAway destroys this node's replica replicaID of shardID, a
+// shard that its authority (the meta shard's tombstone of it) says was
+// merged away for good, when no replica here can need it any more. Left
+// alone, such a replica claims its old range here for good: this node's
+// replicas of the shards that hold that range now could never take their
+// snapshots. Two cases:
+//   - Not frozen: a merge applies only once every replica of the right
+//     shard's last configuration has frozen durably, and a frozen shard
+//     changes its configuration no more, so a replica that never froze was
+//     removed before the freeze, while it could not hear of it.
+//   - Frozen for a merge into a shard L: once this node's replica of L is
+//     past the generation the merge was planned against, no merge command
+//     of that plan can apply here any more (it applied, or it is stale), so
+//     nothing here waits for this replica. A frozen replica whose L here is
+//     not past it (or is absent: a lagging parent may still create it by a
+//     split) is refused with ErrBadRequest: the merge destroys it as L's
+//     replica here applies it, or L's snapshot does (dropSubsumed).
+//
+// It does nothing when this node's replica of the shard is gone or has
+// another ID.
+func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint64) error {
+	var d storage.Descriptor // the replica's: none while uninitialized
+	found, err := call(ctx, e, shardID, func(w *worker) (bool, error) {
+		r := w.shards[shardID]
+		if r == nil || r.replicaID != replicaID {
+			return false, nil
+		}
+		d, _ = r.log.Descriptor()
+		return true, nil
+	})
+	if err != nil || !found {
+		return err
+	}
+	if d.Frozen() {
+		// L's replica as it applied it (not its claim: a snapshot in
+		// flight claims ahead of what raft may take).
+		l, err := call(ctx, e, d.MergeInto, func(w *worker) (storage.Descriptor, error) {
+			if r := w.shards[d.MergeInto]; r != nil {
+				l, _ := r.log.Descriptor()
+				return l, nil
+			}
+			return storage.Descriptor{}, nil
+		})
+		if err != nil {
+			return err
+		}
+		if l.ShardID == 0 || l.Generation <= d.MergeIntoGeneration {
+			return fmt.Errorf("%w: replica %d of shard %d is frozen for a merge into shard %d at generation %d, and shard %d's replica here is not past it: the merge destroys it",
+				ErrBadRequest, replicaID, shardID, d.MergeInto, d.MergeIntoGeneration, d.MergeInto)
+		}
+	}
+	_, err = call(ctx, e, shardID, func(w *worker) (struct{}, error) {
+		r := w.shards[shardID]
+		if r == nil || r.replicaID != replicaID {
+			return struct{}{}, nil
+		}
+		w.e.cfg.Logger.Info("replica of a shard merged away, which nothing here needs: destroying it",
+			"shard", shardID, "replica", replicaID, "frozen", d.Frozen())
+		w.destroy(r)
+		return struct{}{}, nil
+	})
+	return err
+}

@@ -477,10 +477,42 @@ func contains(ids []uint64, id uint64) bool {
 // claimRange records desc as this node's, failing if it overlaps another
 // shard's range. The user shards' ranges are kept sorted by start too, so
 // that the check looks at the two neighbours only: reopening a node with
-// 100,000 shards must not compare every pair.
+// 100,000 shards must not compare every pair (the claims never overlap, so
+// a range that overlaps any overlaps one of its two neighbours).
+//
+// The claims' invariant: a replica's claim is its applied descriptor's
+// range, except while a snapshot it has staged is in flight (claimed as it
+// arrives, so that two replicas cannot both stage data for one range);
+// once raft takes or drops that snapshot, the replica's claim is its own
+// again (claimOwn). A replica destroyed gives its claim up; one merged away
+// hands it to the left shard in the same step (claimMerged).
 func (e *Engine) claimRange(desc storage.Descriptor) error {
 	e.ranges.Lock()
 	defer e.ranges.Unlock()
+	return e.claimRangeLocked(desc)
+}
+
+// claimMerged hands the range of shard right, merged into desc's shard, to
+// desc in one step: a claim of right's range made meanwhile (a snapshot of
+// right arriving as the merge applies) can neither slip in between nor
+// outlive right.
+func (e *Engine) claimMerged(desc storage.Descriptor, right uint64) error {
+	e.ranges.Lock()
+	defer e.ranges.Unlock()
+	old, had := e.ranges.byShard[right]
+	if had {
+		e.ranges.removeSortedLocked(old)
+		delete(e.ranges.byShard, right)
+	}
+	err := e.claimRangeLocked(desc)
+	if err != nil && had {
+		e.ranges.insertSortedLocked(old)
+		e.ranges.byShard[right] = old
+	}
+	return err
+}
+
+func (e *Engine) claimRangeLocked(desc storage.Descriptor) error {
 	if old, ok := e.ranges.byShard[desc.ShardID]; ok {
 		e.ranges.removeSortedLocked(old)
 	}

@@ -118,11 +118,9 @@ func (e *Engine) BumpGeneration(ctx context.Context, shardID, generation uint64)
 // adjacent, replicas on other nodes, a joint or frozen Left), a
 // *StaleGenerationError, and those of Propose.
 func (e *Engine) Merge(ctx context.Context, req MergeRequest) (storage.Descriptor, error) {
-	right, err := e.store.OpenLog(req.Right)
-	if err != nil {
-		return storage.Descriptor{}, err
-	}
-	rd, ok := right.Descriptor()
+	// The right shard's replica here as it applied it (the descriptor it
+	// claims), not read from the store: the engine may be closing.
+	rd, ok := e.claimed(req.Right)
 	if !ok || !rd.Frozen() || rd.MergeInto != req.Left || rd.Generation != req.RightGeneration || rd.MergeIntoGeneration != req.LeftGeneration {
 		return storage.Descriptor{}, fmt.Errorf("%w: shard %d is not frozen here for a merge into shard %d at generation %d (descriptor %v)",
 			ErrNotFrozen, req.Right, req.Left, req.LeftGeneration, rd)
@@ -171,7 +169,7 @@ func (e *Engine) WaitFrozen(ctx context.Context, shardID, generation uint64) err
 		switch {
 		case ok && d.Frozen() && d.Generation == generation:
 			// Applied; one synced write makes every earlier one durable.
-			return e.store.Sync()
+			return e.Flush()
 		case ok && d.Generation > generation:
 			return &StaleGenerationError{ShardID: shardID, Expected: generation, Generation: d.Generation, Start: d.Start, Last: d.Last}
 		}
@@ -239,7 +237,8 @@ func (w *worker) applyRangeCommand(r *replica, ctx *ApplyContext, cmd []byte) (r
 	// descriptor at once, for Read and WaitFrozen.
 	if err := w.e.claimRange(next); err != nil {
 		// The range is unchanged: only a claim overlap left by another
-		// replica here gets here (the open defect of issue 12).
+		// replica here gets here, which the claims' invariant rules out
+		// (see claimRange); logged, not a panic, should it break.
 		w.e.cfg.Logger.Error("range command: claiming the shard's descriptor", "shard", d.ShardID, "err", err)
 	}
 	ctx.Desc = next
@@ -353,6 +352,7 @@ func (w *worker) applyMerge(r *replica, ctx *ApplyContext, d storage.Descriptor,
 	ctx.Desc = next
 	w.descChanged(r)
 	w.merges = append(w.merges, pendingMerge{left: next, right: rd})
+	w.rangeOrder = append(w.rangeOrder, false)
 	w.e.cfg.Logger.Info("shards merged", "shard", d.ShardID, "right", rd.ShardID, "generation", next.Generation, "leader", r.g.IsLeader())
 	return next.Marshal(), false, nil
 }
@@ -375,31 +375,50 @@ type pendingMerge struct {
 	left, right storage.Descriptor
 }
 
-// dispatchMerges hands L's widened range over and has R's replicas here
-// destroyed; the pass's batch is visible.
-func (w *worker) dispatchMerges() {
-	for _, m := range w.merges {
-		w.e.releaseRange(m.right.ShardID)
-		if err := w.e.claimRange(m.left); err != nil {
-			// Another replica here claims part of the merged range (a stale
-			// one, not frozen for this merge): the left shard keeps its
-			// claim until a snapshot or the next change (logged: a bug to
-			// find).
-			w.e.cfg.Logger.Error("merge: widening the left shard's claim", "shard", m.left.ShardID, "err", err)
+// dispatchMerge hands L's widened range over and has R's replica here
+// destroyed; the pass's batch is visible. False: the engine is closing
+// (the marker finishes it at the next start).
+func (w *worker) dispatchMerge(m pendingMerge) bool {
+	if err := w.e.claimMerged(m.left, m.right.ShardID); err != nil {
+		// Another replica here claims part of the merged range, which
+		// the claims' invariant rules out (see claimRange): the left
+		// shard keeps its claim until a snapshot or the next change.
+		w.e.cfg.Logger.Error("merge: widening the left shard's claim", "shard", m.left.ShardID, "err", err)
+	}
+	rw := w.e.workerFor(m.right.ShardID)
+	right := m.right
+	return rw.enqueueFn(func() {
+		if hook := mergeRightHook.Load(); hook != nil && !(*hook)(rw.e, right.ShardID) {
+			return // a test crashes the node here
 		}
-		rw := w.e.workerFor(m.right.ShardID)
-		right := m.right
-		if !rw.enqueueFn(func() {
-			if hook := mergeRightHook.Load(); hook != nil && !(*hook)(rw.e, right.ShardID) {
-				return // a test crashes the node here
-			}
-			rw.destroyMerged(right.ShardID, right.MergeInto, right.NextReplicaID)
-		}) {
-			return // closing: the marker finishes it at the next start
+		rw.destroyMerged(right.ShardID, right.MergeInto, right.NextReplicaID)
+	})
+}
+
+// dispatchRangeChanges dispatches this pass's splits and merges in the
+// order they applied: a shard that merged and then split in one pass
+// claims its widened range, then its narrowed one, and the split's child
+// finds its range free.
+func (w *worker) dispatchRangeChanges() {
+	si, mi := 0, 0
+	for _, split := range w.rangeOrder {
+		ok := true
+		if split {
+			ok = w.dispatchSplit(w.splits[si])
+			si++
+		} else {
+			ok = w.dispatchMerge(w.merges[mi])
+			mi++
+		}
+		if !ok {
+			break // closing
 		}
 	}
+	clear(w.splits)
+	w.splits = w.splits[:0]
 	clear(w.merges)
 	w.merges = w.merges[:0]
+	w.rangeOrder = w.rangeOrder[:0]
 }
 
 // destroyMerged destroys this node's replica of a shard merged into its
@@ -419,6 +438,9 @@ func (w *worker) destroyMerged(shardID, into, nextReplicaID uint64) {
 		nextReplicaID = max(nextReplicaID, r.replicaID+1)
 		w.commit()
 	}
+	// Its claim went to the left shard as the merge applied; one that a
+	// snapshot of this shard made since goes with the replica.
+	w.e.releaseRange(shardID)
 	if err := w.e.store.DestroyMerged(shardID, nextReplicaID); err != nil && !errors.Is(err, ErrClosed) {
 		panic(fmt.Sprintf("engine: node %d: destroy merged shard %d: %v", w.e.cfg.NodeID, shardID, err))
 	}
@@ -502,8 +524,7 @@ func (w *worker) tryHeld(r *replica) {
 		delete(w.holding, r.shardID)
 	}
 	w.commit()
-	w.dispatchSplits()
-	w.dispatchMerges()
+	w.dispatchRangeChanges()
 	w.completeAll()
 	applied, _ := r.log.Applied()
 	r.g.Applied(applied)

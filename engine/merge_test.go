@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/internal/testcluster"
 	"github.com/flotilla-db/flotilla/storage"
+	"go.etcd.io/raft/v3/raftpb"
 )
 
 // Scenario tests of merges (merge.go).
@@ -298,15 +300,7 @@ func TestMergeFinishedAfterACrash(t *testing.T) {
 func TestMergeMissedByAFollowerReplacedBySnapshot(t *testing.T) {
 	c, ctx, _, want := twoShards(t, testcluster.Config{Engine: func(cfg *engine.Config) { cfg.LogTruncateEntries = 8 }})
 	l, r := freeze(t, ctx, c, 1, 2, true)
-	late := uint64(3)
-	for _, shard := range []uint64{1, 2} {
-		if c.Leader(ctx, shard) == late {
-			if err := c.Engine(late).TransferLeader(ctx, shard, 1); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	c.Isolate(late)
+	late := isolateFollower(t, ctx, c, 3, []uint64{1, 2})
 	merged, err := merge(t, ctx, c, l, r)
 	if err != nil {
 		t.Fatal(err)
@@ -320,4 +314,108 @@ func TestMergeMissedByAFollowerReplacedBySnapshot(t *testing.T) {
 	if got := c.Engine(late).Stats().SnapshotsRecv - before; got == 0 {
 		t.Fatalf("the late node caught up without a snapshot: the test did not test the snapshot path")
 	}
+}
+
+// emptyBody is a snapshot stream of no chunks.
+type emptyBody struct{}
+
+func (emptyBody) Next() ([]byte, error) { return nil, io.EOF }
+
+// TestSnapshotNotTakenGivesItsClaimBack: a snapshot claims its range as it
+// arrives; one that raft then does not take (here: at an index the replica
+// has committed already) gives the replica its own claim back. Before, the
+// claim kept the snapshot's range: a narrower one left the replica
+// refusing keys of its own range (stale reads answered KeyNotInShard), and
+// a stale claim left by such snapshots overlapped the ranges of later
+// splits and merges (seen in the chaos test with merges).
+func TestSnapshotNotTakenGivesItsClaimBack(t *testing.T) {
+	c, ctx, descs, _ := twoShards(t, testcluster.Config{})
+	d := descs[0]
+	leader := c.Leader(ctx, d.ShardID)
+	var f uint64 // a follower
+	for _, id := range []uint64{1, 2, 3} {
+		if id != leader {
+			f = id
+			break
+		}
+	}
+	upper := d.Clone()
+	upper.Start = d.Start + (d.Last-d.Start)/2 + 1
+	k := keysOf(upper, 1)[0]
+	if _, err := c.Engine(f).ReadLocal(d.ShardID, engine.GetQuery(k)); err != nil {
+		t.Fatalf("a stale read of shard %d on node %d: %v", d.ShardID, f, err)
+	}
+	st := status(t, ctx, c, f, d.ShardID)
+	lst := status(t, ctx, c, leader, d.ShardID)
+	narrower := st.Desc.Clone()
+	narrower.Last = upper.Start - 1
+	m := raftpb.Message{Type: raftpb.MsgSnap, To: st.ReplicaID, From: lst.ReplicaID, Term: st.Term,
+		Snapshot: &raftpb.Snapshot{Data: narrower.Marshal(), Metadata: raftpb.SnapshotMetadata{Index: st.Commit, Term: st.Term}}}
+	h := engine.SnapshotHeader{ClusterID: 7, From: leader, To: f, ShardID: d.ShardID, Msg: m}
+	if err := c.Engine(f).HandleSnapshot(ctx, h, emptyBody{}); err != nil {
+		t.Fatalf("a snapshot at committed index %d: %v", st.Commit, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.WaitFor(wctx, "node's own claim back", func() bool {
+		_, err := c.Engine(f).ReadLocal(d.ShardID, engine.GetQuery(k))
+		return err == nil
+	}); err != nil {
+		_, rerr := c.Engine(f).ReadLocal(d.ShardID, engine.GetQuery(k))
+		t.Fatalf("%v: a stale read of a key of shard %d's own range: %v", err, d.ShardID, rerr)
+	}
+	if now := status(t, ctx, c, f, d.ShardID); !now.Desc.Equal(st.Desc) {
+		t.Fatalf("the snapshot was taken: descriptor %v, was %v", now.Desc, st.Desc)
+	}
+}
+
+// TestMergeOnAClosedEngine: a merge asked of an engine that is closing (a
+// node crashing as its coordinator calls) fails; it used to read the
+// right shard's descriptor from the closed store and panic.
+func TestMergeOnAClosedEngine(t *testing.T) {
+	c, ctx, _, _ := twoShards(t, testcluster.Config{})
+	l, r := freeze(t, ctx, c, 1, 2, true)
+	e := c.Engine(1)
+	c.Crash(1)
+	if _, err := e.Merge(ctx, engine.MergeRequest{Left: l.ShardID, LeftGeneration: l.Generation, Right: r.ShardID, RightGeneration: r.Generation}); err == nil {
+		t.Fatal("a merge on a closed engine succeeded")
+	}
+}
+
+// TestMergeThenSplitInOnePass: a follower that was cut off catches up with
+// a merge and a split of the merged shard at the same place, and applies
+// both in one pass. The range changes take effect in the order they
+// applied: the widened claim, then the narrowed one, so that the split's
+// child finds its range free. Before, the merge's widened claim was taken
+// after the split's narrowed one: the child's range was claimed by its
+// parent on that node, the child was not created from the split, and its
+// snapshot was refused for as long as the stale claim stayed.
+func TestMergeThenSplitInOnePass(t *testing.T) {
+	c, ctx, _, want := twoShards(t, testcluster.Config{})
+	l, r := freeze(t, ctx, c, 1, 2, true)
+	isolateFollower(t, ctx, c, 3, []uint64{1, 2})
+	merged, err := merge(t, ctx, c, l, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := splitOn(t, ctx, c, engine.SplitRequest{ShardID: 1, Generation: merged.Generation, At: r.Start, ChildID: 9})
+	c.Heal()
+	waitSettled(t, ctx, c, []uint64{1, 9})
+	checkAppliedAgree(t, ctx, c, []storage.Descriptor{res.Parent, res.Child})
+	checkKeys(t, ctx, c, []storage.Descriptor{res.Parent, res.Child}, want)
+}
+
+// isolateFollower cuts node late off, after handing the leaderships of
+// shards it holds to node 1; it returns late.
+func isolateFollower(t *testing.T, ctx context.Context, c *testcluster.Cluster, late uint64, shards []uint64) uint64 {
+	t.Helper()
+	for _, shard := range shards {
+		if c.Leader(ctx, shard) == late {
+			if err := c.Engine(late).TransferLeader(ctx, shard, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.Isolate(late)
+	return late
 }

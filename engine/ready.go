@@ -99,7 +99,12 @@ func (w *worker) handleReady() {
 		w.rds = w.rds[:0]
 	}
 	for _, r := range w.staged {
-		w.abortStaged(r)
+		if len(r.staged) > 0 && !r.destroyed {
+			// Snapshots raft did not take: their range claims, made as
+			// they arrived, give way to the replica's own again.
+			w.abortStaged(r)
+			w.claimOwn(r)
+		}
 	}
 	clear(w.staged)
 	w.staged = w.staged[:0]
@@ -113,8 +118,7 @@ func (w *worker) passInWorker() {
 	}
 	w.persistAndApply()
 	w.commit()
-	w.dispatchSplits()
-	w.dispatchMerges()
+	w.dispatchRangeChanges()
 	w.send(w.rds)
 	w.completeAll()
 	for i := range w.rds {
@@ -183,8 +187,7 @@ func (w *worker) passAsync() {
 			f = w.newInflight() // behind the passes still syncing
 		}
 	}
-	w.dispatchSplits()
-	w.dispatchMerges()
+	w.dispatchRangeChanges()
 	// After the write: a snapshot sent now describes the shard as applied
 	// by this pass and must hold its writes.
 	w.send(w.rds)

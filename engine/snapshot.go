@@ -193,6 +193,9 @@ func (w *worker) applySnapshot(r *replica, rd *raft.Ready) {
 			panic(fmt.Sprintf("engine: node %d shard %d: apply snapshot: %v", w.e.cfg.NodeID, r.shardID, err))
 		}
 		r.g.SnapshotApplied(idx)
+		// Claimed as it arrived; claimed again, as another snapshot that
+		// raft did not take may have put the replica's former claim back.
+		w.claimOwn(r)
 		if r.heldFrom != 0 {
 			// raft applies what follows the snapshot again.
 			r.heldFrom, r.heldTo = 0, 0
@@ -203,6 +206,19 @@ func (w *worker) applySnapshot(r *replica, rd *raft.Ready) {
 		return
 	}
 	panic(fmt.Sprintf("engine: node %d shard %d: raft accepted snapshot %d that was not staged", w.e.cfg.NodeID, r.shardID, idx))
+}
+
+// claimOwn makes r's range claim its descriptor's (none while it has
+// none). A failure is logged: another replica here claims part of the range.
+func (w *worker) claimOwn(r *replica) {
+	d, ok := r.log.Descriptor()
+	if !ok {
+		w.e.releaseRange(r.shardID)
+		return
+	}
+	if err := w.e.claimRange(d); err != nil {
+		w.e.cfg.Logger.Error("snapshot: claiming the replica's range", "shard", r.shardID, "err", err)
+	}
 }
 
 func (w *worker) abortStaged(r *replica) {

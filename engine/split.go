@@ -223,30 +223,27 @@ func (w *worker) applySplit(r *replica, ctx *ApplyContext, cmd []byte) ([]byte, 
 	ctx.Desc = parent
 	w.descChanged(r)
 	w.splits = append(w.splits, pendingSplit{parent: parent, child: child, campaign: r.g.IsLeader()})
+	w.rangeOrder = append(w.rangeOrder, true)
 	w.e.cfg.Logger.Info("shard split", "shard", d.ShardID, "child", child.ShardID, "at", fmt.Sprintf("%016x", req.At),
 		"generation", parent.Generation, "leader", r.g.IsLeader())
 	return encodeSplitResult(SplitResult{Parent: parent, Child: child}), nil
 }
 
-// dispatchSplits hands the children of this pass's splits to their
-// workers; the pass's batch is visible (applied, maybe not yet synced: the
-// child's own synced write comes after it in the log, so it syncs both).
-func (w *worker) dispatchSplits() {
-	for _, s := range w.splits {
-		if err := w.e.claimRange(s.parent); err != nil {
-			// Narrowing cannot overlap what did not overlap before: another
-			// replica here claims part of the parent's range already (a
-			// bug). The claim stays as it was; the child is still created
-			// if its range is free.
-			w.e.cfg.Logger.Error("split: narrowing the parent's claim", "shard", s.parent.ShardID, "err", err)
-		}
-		cw := w.e.workerFor(s.child.ShardID)
-		if !cw.enqueueFn(func() { cw.createFromSplit(s.child, s.campaign) }) {
-			return // closing: the marker finishes the split at the next start
-		}
+// dispatchSplit hands the child of a split of this pass to its worker;
+// the pass's batch is visible (applied, maybe not yet synced: the child's
+// own synced write comes after it in the log, so it syncs both). False:
+// the engine is closing (the marker finishes the split at the next start).
+func (w *worker) dispatchSplit(s pendingSplit) bool {
+	if err := w.e.claimRange(s.parent); err != nil {
+		// Narrowing cannot overlap what did not overlap before: another
+		// replica here claims part of the parent's range already, which
+		// the claims' invariant rules out (see claimRange). The claim
+		// stays as it was; the child is still created if its range is
+		// free.
+		w.e.cfg.Logger.Error("split: narrowing the parent's claim", "shard", s.parent.ShardID, "err", err)
 	}
-	clear(w.splits)
-	w.splits = w.splits[:0]
+	cw := w.e.workerFor(s.child.ShardID)
+	return cw.enqueueFn(func() { cw.createFromSplit(s.child, s.campaign) })
 }
 
 // createFromSplit creates this node's replica of child, which a split of

@@ -47,6 +47,7 @@ type worker struct {
 	descEvs    []DescriptorEvent
 	splits     []pendingSplit      // applied this pass, children not created yet
 	merges     []pendingMerge      // applied this pass, right shards not destroyed yet
+	rangeOrder []bool              // splits (true) and merges of this pass, in apply order
 	holding    map[uint64]*replica // replicas holding entries for a merge (merge.go)
 	staged     []*replica          // replicas holding staged snapshots this cycle
 	// Asynchronous durability (ready.go): the syncer's queue, the passes

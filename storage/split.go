@@ -183,9 +183,6 @@ func (s *Store) DestroyMerged(shardID, nextReplicaID uint64) error {
 	return b.Commit(pebble.Sync)
 }
 
-// Sync makes every write applied so far durable.
-func (s *Store) Sync() error { return s.db.LogData(nil, pebble.Sync) }
-
 // FoldSessions folds the client sessions of shard from into those of shard
 // to, reading through r (the apply batch) and writing into w: a session to
 // lacks is copied; one both have keeps the higher watermark and the later
