@@ -419,3 +419,49 @@ func isolateFollower(t *testing.T, ctx context.Context, c *testcluster.Cluster, 
 	c.Isolate(late)
 	return late
 }
+
+// TestReplicaOfAShardMergedAwayCollected: a follower cut off after the
+// right shard froze on it misses the merge and the split of the merged
+// shard at the same place; its replica of the left shard then takes a
+// snapshot of the narrowed left shard, which does not cover the right
+// shard's range, so nothing drops its frozen replica of the right shard:
+// that replica's claim keeps the split child's snapshot off the node. While
+// its left shard's replica is not past the merge, DestroyMergedAway
+// refuses it (the merge needs it); once it is, the replica goes and the
+// child catches up.
+func TestReplicaOfAShardMergedAwayCollected(t *testing.T) {
+	c, ctx, _, want := twoShards(t, testcluster.Config{Engine: func(cfg *engine.Config) { cfg.LogTruncateEntries = 8 }})
+	l, r := freeze(t, ctx, c, 1, 2, true)
+	late := isolateFollower(t, ctx, c, 3, []uint64{1, 2})
+	rst := status(t, ctx, c, late, 2)
+	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID); !errors.Is(err, engine.ErrBadRequest) {
+		t.Fatalf("a frozen replica whose merge is still to apply here: %v", err)
+	}
+	merged, err := merge(t, ctx, c, l, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := splitOn(t, ctx, c, engine.SplitRequest{ShardID: 1, Generation: merged.Generation, At: r.Start, ChildID: 9})
+	for k, v := range putKeys(t, ctx, c, res.Parent, 40, "v2") {
+		want[k] = v // the left shard's log truncated past the merge
+	}
+	c.Heal()
+	if err := c.WaitFor(ctx, "node 3's replica of shard 1 past the merge", func() bool {
+		st, err := c.Engine(late).Status(ctx, 1)
+		return err == nil && st.Desc.Generation > r.MergeIntoGeneration
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, ctx, c, late, 2); !st.Desc.Frozen() {
+		t.Fatalf("node 3's replica of shard 2: %v, want it left frozen", st.Desc)
+	}
+	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, ctx, c, []uint64{1, 9})
+	if _, err := c.Engine(late).Status(ctx, 2); !errors.Is(err, engine.ErrShardNotFound) {
+		t.Fatalf("node 3 still has shard 2: %v", err)
+	}
+	checkAppliedAgree(t, ctx, c, []storage.Descriptor{res.Parent, res.Child})
+	checkKeys(t, ctx, c, []storage.Descriptor{res.Parent, res.Child}, want)
+}
