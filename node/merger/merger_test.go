@@ -25,10 +25,17 @@ type fakeCluster struct {
 	c *testcluster.Cluster
 	// ring, if set, answers ShardAt (a ring that lags).
 	ring func(hash uint64) (uint64, bool)
+	mu   sync.Mutex
 	// bumpErr, if set, fails every bump (a left shard without a leader).
-	mu      sync.Mutex
 	bumpErr error
 	written [][]nodemeta.ShardRecord
+	// merged holds the tombstones MergedAway reads: a shard merged away →
+	// the shard it was merged into; mergedErr, if set, fails every read.
+	merged    map[uint64]uint64
+	mergedErr error
+	// bumps and mergedReads count the calls of BumpGeneration and
+	// MergedAway, by shard.
+	bumps, mergedReads map[uint64]int
 }
 
 func (f *fakeCluster) ShardAt(hash uint64) (uint64, bool) {
@@ -69,6 +76,7 @@ func (f *fakeCluster) Unfreeze(ctx context.Context, shardID, generation uint64) 
 func (f *fakeCluster) BumpGeneration(ctx context.Context, shardID, generation uint64) (storage.Descriptor, error) {
 	f.mu.Lock()
 	err := f.bumpErr
+	f.bumps = count(f.bumps, shardID)
 	f.mu.Unlock()
 	if err != nil {
 		return storage.Descriptor{}, err
@@ -83,10 +91,53 @@ func (f *fakeCluster) PutShards(_ context.Context, recs []nodemeta.ShardRecord) 
 	return nil
 }
 
+func (f *fakeCluster) MergedAway(_ context.Context, shardID uint64) (uint64, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mergedReads = count(f.mergedReads, shardID)
+	if f.mergedErr != nil {
+		return 0, false, f.mergedErr
+	}
+	into, ok := f.merged[shardID]
+	return into, ok, nil
+}
+
+func count(m map[uint64]int, shardID uint64) map[uint64]int {
+	if m == nil {
+		m = map[uint64]int{}
+	}
+	m[shardID]++
+	return m
+}
+
 func (f *fakeCluster) setBumpErr(err error) {
 	f.mu.Lock()
 	f.bumpErr = err
 	f.mu.Unlock()
+}
+
+// tombstone writes shardID's tombstone: merged into into.
+func (f *fakeCluster) tombstone(shardID, into uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.merged == nil {
+		f.merged = map[uint64]uint64{}
+	}
+	f.merged[shardID] = into
+}
+
+func (f *fakeCluster) setMergedErr(err error) {
+	f.mu.Lock()
+	f.mergedErr = err
+	f.mu.Unlock()
+}
+
+// calls returns how many times BumpGeneration and MergedAway were called
+// for shardID.
+func (f *fakeCluster) calls(shardID uint64) (bumps, mergedReads int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bumps[shardID], f.mergedReads[shardID]
 }
 
 // threeShards starts nodes (at least 3) with shards 1-3 evenly over the
