@@ -445,7 +445,7 @@ func (m *Merger) abandon(frozen storage.Descriptor, step Step, cause error) erro
 	case outcomeMerged:
 		m.cfg.Logger.Info("merge: failed here but applied", "shard", frozen.MergeInto, "right", frozen.ShardID, "step", step, "err", cause)
 		return nil
-	case outcomeAbandoned:
+	case outcomeAbandoned, outcomeLeftGone:
 		m.cfg.Logger.Warn("merge abandoned", "shard", frozen.MergeInto, "right", frozen.ShardID, "step", step, "err", cause)
 		return &AbandonedError{Left: frozen.MergeInto, Right: frozen.ShardID, Step: step, Err: cause, Settled: true}
 	}
