@@ -197,6 +197,24 @@ func (c mergeCluster) PutShards(ctx context.Context, recs []nodemeta.ShardRecord
 	return recordWriter{c.a}.PutShards(ctx, recs)
 }
 
+// MergedAway reads shard shardID's tombstone from this node's copy of the
+// meta shard (a tombstone is never removed: a stale copy may only miss a
+// recent one).
+func (c mergeCluster) MergedAway(ctx context.Context, shardID uint64) (uint64, bool, error) {
+	store, err := c.a.store()
+	if err != nil {
+		return 0, false, err
+	}
+	tomb, err := store.Merged(ctx, shardID, nodemeta.Local)
+	switch {
+	case errors.Is(err, nodemeta.ErrNotFound):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	}
+	return tomb.Into, true, nil
+}
+
 // engineErrorOf turns an Admin error back into the engine's error it
 // reports, for code that decides by the engine's errors (a merger):
 // *engine.StaleGenerationError (with the shard's range now),

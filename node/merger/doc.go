@@ -36,14 +36,19 @@
 //     command planned against it can apply any more, wherever it is in
 //     flight; then thaw R. If the bump finds L's range over R's first hash
 //     at a later generation, the merge applied after all (an unknown
-//     outcome that was a success) and Merge reports it. A merge that could
-//     not be settled (no leader for L, say) leaves R frozen: Merge returns
-//     an *AbandonedError that says so, and the recovery settles it later.
+//     outcome that was a success) and Merge reports it. If the bump fails
+//     and L has a tombstone in the meta shard (L was merged into its own
+//     left neighbour meanwhile, its replicas destroyed), no bump can get
+//     through and none is needed: L's log is gone, and with it any merge
+//     command of R; R is thawed at once (the Cluster's MergedAway). A merge
+//     that could not be settled (no leader for L, say: without a
+//     tombstone, L is not gone) leaves R frozen: Merge returns an
+//     *AbandonedError that says so, and the recovery settles it later.
 //
-// Abandoning always bumps L first, even when this node never proposed the
-// merge command: another node may run the same merge concurrently (two
-// operators), and its merge command must not apply on replicas of L where
-// R is still frozen while others have thawed it.
+// Abandoning always bumps L first while L exists, even when this node
+// never proposed the merge command: another node may run the same merge
+// concurrently (two operators), and its merge command must not apply on
+// replicas of L where R is still frozen while others have thawed it.
 //
 // # Recovery
 //
@@ -51,7 +56,8 @@
 // R stays frozen and serves nothing. Recovery, run on every node every few
 // seconds, settles each shard led there that has stayed frozen for longer
 // than Config.FrozenTimeout (well above the time a merge takes): step 6,
-// which either finds it merged or abandons it. It never finishes a merge:
+// which either finds it merged or abandons it, bumping L or, if L was
+// merged away, not (Settled.LeftGone). It never finishes a merge:
 // abandoning is always safe, and the operator (or a policy) merges again.
 //
 // # Concurrency

@@ -124,6 +124,14 @@ type Cluster interface {
 	// PutShards writes shard records (nodemeta.Store.PutShards, on the
 	// meta shard's leader).
 	PutShards(ctx context.Context, recs []nodemeta.ShardRecord) error
+	// MergedAway reports whether shard shardID was merged into its left
+	// neighbour (into), by its tombstone in the meta shard
+	// (nodemeta.Store.Merged); ok is false while it has none. Only the
+	// tombstone says a shard is gone: one without a leader, or not found
+	// on some node, may still exist. A tombstone is never removed, so a
+	// stale read (this node's copy of the meta shard) may miss a recent
+	// one but never reports one that is not there.
+	MergedAway(ctx context.Context, shardID uint64) (into uint64, ok bool, err error)
 }
 
 // Config configures a Merger. New copies it; zero fields take the value of
@@ -437,7 +445,7 @@ func (m *Merger) abandon(frozen storage.Descriptor, step Step, cause error) erro
 	case outcomeMerged:
 		m.cfg.Logger.Info("merge: failed here but applied", "shard", frozen.MergeInto, "right", frozen.ShardID, "step", step, "err", cause)
 		return nil
-	case outcomeAbandoned:
+	case outcomeAbandoned, outcomeLeftGone:
 		m.cfg.Logger.Warn("merge abandoned", "shard", frozen.MergeInto, "right", frozen.ShardID, "step", step, "err", cause)
 		return &AbandonedError{Left: frozen.MergeInto, Right: frozen.ShardID, Step: step, Err: cause, Settled: true}
 	}

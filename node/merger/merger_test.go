@@ -3,6 +3,7 @@ package merger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -25,10 +26,17 @@ type fakeCluster struct {
 	c *testcluster.Cluster
 	// ring, if set, answers ShardAt (a ring that lags).
 	ring func(hash uint64) (uint64, bool)
+	mu   sync.Mutex
 	// bumpErr, if set, fails every bump (a left shard without a leader).
-	mu      sync.Mutex
 	bumpErr error
 	written [][]nodemeta.ShardRecord
+	// merged holds the tombstones MergedAway reads: a shard merged away →
+	// the shard it was merged into; mergedErr, if set, fails every read.
+	merged    map[uint64]uint64
+	mergedErr error
+	// bumps and mergedReads count the calls of BumpGeneration and
+	// MergedAway, by shard.
+	bumps, mergedReads map[uint64]int
 }
 
 func (f *fakeCluster) ShardAt(hash uint64) (uint64, bool) {
@@ -69,6 +77,7 @@ func (f *fakeCluster) Unfreeze(ctx context.Context, shardID, generation uint64) 
 func (f *fakeCluster) BumpGeneration(ctx context.Context, shardID, generation uint64) (storage.Descriptor, error) {
 	f.mu.Lock()
 	err := f.bumpErr
+	f.bumps = count(f.bumps, shardID)
 	f.mu.Unlock()
 	if err != nil {
 		return storage.Descriptor{}, err
@@ -83,10 +92,53 @@ func (f *fakeCluster) PutShards(_ context.Context, recs []nodemeta.ShardRecord) 
 	return nil
 }
 
+func (f *fakeCluster) MergedAway(_ context.Context, shardID uint64) (uint64, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mergedReads = count(f.mergedReads, shardID)
+	if f.mergedErr != nil {
+		return 0, false, f.mergedErr
+	}
+	into, ok := f.merged[shardID]
+	return into, ok, nil
+}
+
+func count(m map[uint64]int, shardID uint64) map[uint64]int {
+	if m == nil {
+		m = map[uint64]int{}
+	}
+	m[shardID]++
+	return m
+}
+
 func (f *fakeCluster) setBumpErr(err error) {
 	f.mu.Lock()
 	f.bumpErr = err
 	f.mu.Unlock()
+}
+
+// tombstone writes shardID's tombstone: merged into into.
+func (f *fakeCluster) tombstone(shardID, into uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.merged == nil {
+		f.merged = map[uint64]uint64{}
+	}
+	f.merged[shardID] = into
+}
+
+func (f *fakeCluster) setMergedErr(err error) {
+	f.mu.Lock()
+	f.mergedErr = err
+	f.mu.Unlock()
+}
+
+// calls returns how many times BumpGeneration and MergedAway were called
+// for shardID.
+func (f *fakeCluster) calls(shardID uint64) (bumps, mergedReads int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.bumps[shardID], f.mergedReads[shardID]
 }
 
 // threeShards starts nodes (at least 3) with shards 1-3 evenly over the
@@ -169,16 +221,7 @@ func TestMerge(t *testing.T) {
 	if len(f.written) != 2 || !f.written[0][0].Frozen() || f.written[0][0].ShardID != 2 || !f.written[1][0].Equal(nodemeta.RecordOf(l)) {
 		t.Fatalf("records written: %+v", f.written)
 	}
-	if err := c.WaitFor(ctx, "shard 2 gone from every node", func() bool {
-		for _, id := range c.IDs() {
-			if _, err := c.Engine(id).Status(ctx, 2); !errors.Is(err, engine.ErrShardNotFound) {
-				return false
-			}
-		}
-		return true
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitGone(t, ctx, c, 2)
 	res2, err := c.Engine(1).Read(ctx, 1, engine.GetQuery(key))
 	if v, found, derr := engine.DecodeGetResult(res2); err != nil || derr != nil || !found || string(v) != "v" {
 		t.Fatalf("key of the merged shard: %q %v %v %v", v, found, err, derr)
@@ -186,6 +229,21 @@ func TestMerge(t *testing.T) {
 	// And once more: shard 1 with shard 3, the last one.
 	if res, err = m.Merge(ctx, Request{Left: 1}); err != nil || res.Left.Start != 0 || res.Left.Last != ^uint64(0) {
 		t.Fatalf("second merge: %+v, %v", res, err)
+	}
+}
+
+// waitGone waits until shardID has no replica left on any node.
+func waitGone(t *testing.T, ctx context.Context, c *testcluster.Cluster, shardID uint64) {
+	t.Helper()
+	if err := c.WaitFor(ctx, fmt.Sprintf("shard %d gone from every node", shardID), func() bool {
+		for _, id := range c.IDs() {
+			if _, err := c.Engine(id).Status(ctx, shardID); !errors.Is(err, engine.ErrShardNotFound) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -394,5 +452,114 @@ func TestSettleFindsMerged(t *testing.T) {
 	}
 	if d := descOf(t, ctx, c, 1); d.Generation != res.Left.Generation {
 		t.Fatalf("shard 1 after: %v", d)
+	}
+}
+
+// recoveryTest is shards 1-3 (threeShards) with shard 3 frozen for a
+// merge into shard 2, and a merger on node 1, their leader, with
+// FrozenTimeout 1 minute, whose Recovery has seen shard 3 frozen at start.
+type recoveryTest struct {
+	c      *testcluster.Cluster
+	f      *fakeCluster
+	m      *Merger
+	rec    *Recovery
+	frozen storage.Descriptor // shard 3's frozen descriptor
+	start  time.Time
+}
+
+func newRecoveryTest(t *testing.T, ctx context.Context, settleTimeout time.Duration) *recoveryTest {
+	t.Helper()
+	c, f, _ := threeShards(t, ctx, 3)
+	rt := &recoveryTest{c: c, f: f, m: newMerger(t, c, 1, f, func(cfg *Config) {
+		cfg.SettleTimeout = settleTimeout
+		cfg.FrozenTimeout = time.Minute
+	})}
+	d2, d3 := descOf(t, ctx, c, 2), descOf(t, ctx, c, 3)
+	var err error
+	rt.frozen, err = c.Engine(1).FreezeForMerge(ctx, engine.FreezeRequest{Right: 3, RightGeneration: d3.Generation, Left: 2, LeftGeneration: d2.Generation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.rec, rt.start = rt.m.Recovery(), time.Now()
+	if settled, err := rt.rec.Pass(ctx, rt.start); err != nil || len(settled) != 0 {
+		t.Fatalf("first pass: %+v, %v", settled, err)
+	}
+	return rt
+}
+
+// TestRecoveryLeftMergedAway: shard 3 frozen for a merge into shard 2,
+// and shard 2 merged into shard 1 meanwhile (its replicas destroyed
+// everywhere, its tombstone written): no bump of shard 2 can get through,
+// and none is needed, since the merge of shard 3 into it can never apply.
+// The recovery thaws shard 3 after one failed bump and says why.
+func TestRecoveryLeftMergedAway(t *testing.T) {
+	ctx := ctxT(t)
+	rt := newRecoveryTest(t, ctx, 2*time.Second)
+	c, f := rt.c, rt.f
+	if res, err := rt.m.Merge(ctx, Request{Left: 1}); err != nil || res.Right.ShardID != 2 {
+		t.Fatalf("merge of shard 2 into shard 1: %+v, %v", res, err)
+	}
+	waitGone(t, ctx, c, 2)
+	f.tombstone(2, 1)
+	settled, err := rt.rec.Pass(ctx, rt.start.Add(time.Minute))
+	if err != nil || len(settled) != 1 || settled[0].Frozen.ShardID != 3 || settled[0].Merged || !settled[0].LeftGone {
+		t.Fatalf("pass after the timeout: %+v, %v", settled, err)
+	}
+	if bumps, _ := f.calls(2); bumps > 1 {
+		t.Errorf("%d bumps of shard 2, which is gone", bumps)
+	}
+	d3 := descOf(t, ctx, c, 3)
+	if d3.Frozen() || d3.Generation != rt.frozen.Generation+1 {
+		t.Fatalf("shard 3 after the recovery: %v", d3)
+	}
+	if _, err := c.Engine(1).Propose(ctx, 3, engine.PutCommand(keyOf(t, d3), []byte("after"))); err != nil {
+		t.Fatalf("write to shard 3: %v", err)
+	}
+}
+
+// TestRecoveryLeftNotGone: a left shard that no bump reaches (no leader,
+// not found where asked) is not taken for gone without its tombstone,
+// nor when its tombstone cannot be read, nor for another shard's: the
+// right shard stays frozen, and the recovery abandons the merge with a
+// bump once one gets through.
+func TestRecoveryLeftNotGone(t *testing.T) {
+	ctx := ctxT(t)
+	rt := newRecoveryTest(t, ctx, 200*time.Millisecond)
+	c, f := rt.c, rt.f
+	d2 := descOf(t, ctx, c, 2)
+	f.tombstone(9, 1)
+	for i, tc := range []struct {
+		name              string
+		bumpErr, mergeErr error
+	}{
+		{"no leader", &engine.NotLeaderError{ShardID: 2}, nil},
+		{"not found", fmt.Errorf("%w: shard 2", engine.ErrShardNotFound), nil},
+		{"tombstone unreadable", fmt.Errorf("%w: shard 2", engine.ErrShardNotFound), errors.New("meta shard unavailable")},
+	} {
+		f.setBumpErr(tc.bumpErr)
+		f.setMergedErr(tc.mergeErr)
+		_, readsBefore := f.calls(2)
+		settled, err := rt.rec.Pass(ctx, rt.start.Add(time.Minute+time.Duration(i)*time.Second))
+		if err == nil || len(settled) != 0 {
+			t.Fatalf("%s: pass after the timeout: %+v, %v", tc.name, settled, err)
+		}
+		if _, reads := f.calls(2); reads == readsBefore {
+			t.Errorf("%s: shard 2's tombstone not looked for", tc.name)
+		}
+		if d := descOf(t, ctx, c, 3); !d.Frozen() || d.Generation != rt.frozen.Generation {
+			t.Fatalf("%s: shard 3 after the pass: %v", tc.name, d)
+		}
+	}
+	f.setBumpErr(nil)
+	f.setMergedErr(nil)
+	settled, err := rt.rec.Pass(ctx, rt.start.Add(2*time.Minute))
+	if err != nil || len(settled) != 1 || settled[0].Frozen.ShardID != 3 || settled[0].Merged || settled[0].LeftGone {
+		t.Fatalf("pass once a bump gets through: %+v, %v", settled, err)
+	}
+	if d := descOf(t, ctx, c, 2); d.Generation != d2.Generation+1 {
+		t.Fatalf("shard 2 after the recovery: %v", d)
+	}
+	if d := descOf(t, ctx, c, 3); d.Frozen() {
+		t.Fatalf("shard 3 after the recovery: %v", d)
 	}
 }

@@ -19,6 +19,7 @@ const (
 	outcomeUnsettled outcome = iota // the right shard may still be frozen
 	outcomeMerged                   // the left shard took the right one's range
 	outcomeAbandoned                // the merge can no longer apply; the right shard is thawed
+	outcomeLeftGone                 // the left shard was merged away, so the merge never can; the right shard is thawed
 )
 
 // settleBackoff spaces the attempts of settle's steps.
@@ -29,13 +30,22 @@ var settleBackoff = backoff.Config{Initial: 10 * time.Millisecond, Max: 200 * ti
 // shard's generation (frozen.MergeIntoGeneration) on its leader, so that
 // the merge command can no longer apply anywhere, then thaws the right
 // shard. If the bump finds the left shard's range over the right shard's
-// first hash at a later generation, the merge applied: outcomeMerged.
+// first hash at a later generation, the merge applied: outcomeMerged. If
+// a bump fails and the left shard has a tombstone (it was merged into its
+// own left neighbour meanwhile, its replicas destroyed), no bump can get
+// through, and none is needed: the left shard's log is gone, and with it
+// any merge command in flight; the right shard is thawed at once
+// (outcomeLeftGone). A left shard without a leader, or not found, but
+// without a tombstone is not gone: the bump is retried.
 // Each step is retried until ctx ends while the shard's leader cannot be
 // reached; the error is the last step's.
 func (m *Merger) settle(ctx context.Context, frozen storage.Descriptor) (outcome, error) {
 	left, leftGen := frozen.MergeInto, frozen.MergeIntoGeneration
-	var bumped storage.Descriptor
-	merged := false
+	var (
+		bumped       storage.Descriptor
+		merged, gone bool
+		into         uint64 // the shard the left one was merged into, if gone
+	)
 	err := backoff.Retry(ctx, settleBackoff, func(ctx context.Context) error {
 		var err error
 		bumped, err = m.c.BumpGeneration(ctx, left, leftGen)
@@ -53,8 +63,18 @@ func (m *Merger) settle(ctx context.Context, frozen storage.Descriptor) (outcome
 			// The left shard is frozen itself: a merge into it fails while
 			// it is, and its thaw raises its generation.
 			return nil
-		case errors.Is(err, engine.ErrBadRequest):
+		}
+		// No leader, not found: the left shard may be gone, merged into
+		// its own left neighbour; only its tombstone says so.
+		var gerr error
+		if into, gone, gerr = m.c.MergedAway(ctx, left); gerr == nil && gone {
+			return nil
+		}
+		if errors.Is(err, engine.ErrBadRequest) {
 			return backoff.Permanent(err)
+		}
+		if gerr != nil {
+			err = fmt.Errorf("%w (and shard %d's tombstone could not be read: %v)", err, left, gerr)
 		}
 		return err
 	})
@@ -63,6 +83,10 @@ func (m *Merger) settle(ctx context.Context, frozen storage.Descriptor) (outcome
 	}
 	if merged {
 		return outcomeMerged, nil
+	}
+	if gone {
+		m.cfg.Logger.Warn("merge settled: the left shard was merged away, so the merge can never apply: thawing the right shard without a bump",
+			"shard", left, "merged_into", into, "right", frozen.ShardID)
 	}
 	var thawed storage.Descriptor
 	err = backoff.Retry(ctx, settleBackoff, func(ctx context.Context) error {
@@ -97,6 +121,9 @@ func (m *Merger) settle(ctx context.Context, frozen storage.Descriptor) (outcome
 			m.cfg.Logger.Debug("merge abandoned: the records were not written; the shards' reconcilers will", "err", err)
 		}
 	}
+	if gone {
+		return outcomeLeftGone, nil
+	}
 	return outcomeAbandoned, nil
 }
 
@@ -128,6 +155,10 @@ type Settled struct {
 	// Merged: the merge had applied (the left shard took the range);
 	// else it was abandoned.
 	Merged bool
+	// LeftGone: the left shard had been merged away itself (its
+	// tombstone in the meta shard), so the merge could never apply: the
+	// right shard was thawed without a bump of the left one.
+	LeftGone bool
 }
 
 // Pass looks at the shards led on this node at time now, and settles each
@@ -171,9 +202,9 @@ func (r *Recovery) Pass(ctx context.Context, now time.Time) ([]Settled, error) {
 			// applies the merge; not asked again before another timeout.
 			r.since[d.ShardID] = frozenSince{generation: d.Generation, at: now}
 			settled = append(settled, Settled{Frozen: d, Merged: true})
-		case outcomeAbandoned:
+		case outcomeAbandoned, outcomeLeftGone:
 			delete(r.since, d.ShardID)
-			settled = append(settled, Settled{Frozen: d})
+			settled = append(settled, Settled{Frozen: d, LeftGone: out == outcomeLeftGone})
 		}
 	}
 	for id := range r.since {
