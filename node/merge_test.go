@@ -268,3 +268,64 @@ func TestMergeErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestReplicaOfAMergedShardCollected: a node whose replica of the right
+// shard was removed while the node was down comes back after the merge.
+// That replica never froze, and no record of its shard exists any more,
+// only the tombstone: the node's stale-replica loop destroys it, and the
+// node then takes a replica of the merged shard, whose widened snapshot
+// that replica's range claim would have kept out.
+func TestReplicaOfAMergedShardCollected(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 4, 3, func(_ int, cfg *ClusterConfig) { cfg.InitialShards = 2 })
+	away := nodes[3] // holds no user shard yet
+	id := away.NodeID()
+	changeReplica(ctx, t, nodes[0], 2, id, nodepb.ReplicaOp_REPLICA_OP_ADD)
+	waitFor(t, ctx, "node 4's replica of shard 2 caught up", func() error {
+		st, err := away.Engine.Status(ctx, 2)
+		if err != nil || !st.Initialized {
+			return fmt.Errorf("%+v, %v", st.Desc, err)
+		}
+		return nil
+	})
+	cfg := away.cl.cfg
+	cfg.RaftAddr, cfg.ClientAddr, cfg.GossipAddr = away.RaftAddr(), away.ClientAddr(), away.GossipAddr()
+	if err := away.Close(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[3] = nil
+	changeReplica(ctx, t, nodes[0], 2, id, nodepb.ReplicaOp_REPLICA_OP_REMOVE)
+	var resp *nodepb.MergeResponse
+	waitFor(t, ctx, "the merge of shard 2 into 1", func() (err error) {
+		resp, err = nodes[1].admin.Merge(ctx, &nodepb.MergeRequest{ShardId: 1})
+		if e := adminErrorOf(err); err != nil && (e == nil || e.GetReason() != nodepb.Reason_REASON_NOT_LEADER) {
+			t.Fatalf("merge of shard 2 into 1: %v", err)
+		}
+		return err // no leader known for a moment: again
+	})
+	t.Logf("merged: %v", resp.GetShard())
+	back, err := StartCluster(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart of node %d: %v", id, err)
+	}
+	t.Cleanup(func() { back.Close() })
+	nodes[3] = back
+	if st, err := back.Engine.Status(ctx, 2); err != nil || st.Desc.Frozen() {
+		t.Fatalf("node %d's replica of shard 2 after the restart: %v, %v; want one that never froze", id, st.Desc, err)
+	}
+	waitFor(t, ctx, "node 4's replica of shard 2, merged away, destroyed", func() error {
+		if _, err := back.Engine.Status(ctx, 2); !errors.Is(err, engine.ErrShardNotFound) {
+			return fmt.Errorf("still there: %v", err)
+		}
+		return nil
+	})
+	changeReplica(ctx, t, nodes[0], 1, id, nodepb.ReplicaOp_REPLICA_OP_ADD)
+	waitFor(t, ctx, "node 4's replica of shard 1 with the merged range", func() error {
+		st, err := back.Engine.Status(ctx, 1)
+		if err != nil || st.Desc.Last != ^uint64(0) || st.Desc.Start != 0 {
+			return fmt.Errorf("%v, %v", st.Desc, err)
+		}
+		return nil
+	})
+}

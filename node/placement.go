@@ -87,6 +87,8 @@ const staleReplicaInterval = 5 * time.Second
 // and a drained node would never be empty. The shard's record in the
 // meta shard decides (engine.DestroyStaleReplica): a replica ID below the
 // record's next replica ID that the record does not list is gone for good.
+// A shard merged away has no record but a tombstone: its replicas here
+// that never froze for the merge go too (destroyMergedAway).
 //
 // It also runs the merger's Recovery, which settles the shards led here
 // that have stayed frozen for a merge for longer than the merger's
@@ -116,7 +118,7 @@ func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
 		if rec != nil {
 			settled, err := rec.Pass(ctx, time.Now())
 			for _, s := range settled {
-				cs.log.Info("merge recovery: settled a merge left unfinished", "shard", s.Frozen.ShardID, "into", s.Frozen.MergeInto, "merged", s.Merged)
+				cs.log.Info("merge recovery: settled a merge left unfinished", "shard", s.Frozen.ShardID, "into", s.Frozen.MergeInto, "merged", s.Merged, "left_gone", s.LeftGone)
 			}
 			if err != nil && ctx.Err() == nil {
 				cs.log.Warn("merge recovery", "err", err)
@@ -140,7 +142,10 @@ func (cs *clusterState) destroyStaleReplicas(ctx context.Context) {
 		}
 		rec, err := cs.store.Shard(ctx, id, nodemeta.Local)
 		if err != nil {
-			continue // no record yet (a shard being created): not ours to judge
+			// No record: a shard being created (not ours to judge), or one
+			// merged away (its tombstone says).
+			cs.destroyMergedAway(ctx, id)
+			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := e.Status(sctx, id)
@@ -159,5 +164,34 @@ func (cs *clusterState) destroyStaleReplicas(ctx context.Context) {
 		if err != nil && !errors.Is(err, engine.ErrClosed) && ctx.Err() == nil {
 			cs.log.Warn("destroying a removed replica", "shard", id, "replica", st.ReplicaID, "err", err)
 		}
+	}
+}
+
+// destroyMergedAway destroys this node's replica of shard id if the meta
+// shard's tombstone says the shard was merged away and nothing here needs
+// the replica (engine.DestroyMergedAway: one removed before the freeze
+// while it could not hear of it, or one frozen whose left shard's replica
+// here is past the merge); its old range claim would keep the snapshots of
+// the shards that hold that range now out of this node.
+func (cs *clusterState) destroyMergedAway(ctx context.Context, id uint64) {
+	if _, err := cs.store.Merged(ctx, id, nodemeta.Local); err != nil {
+		return
+	}
+	e := cs.n.Engine
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	st, err := e.Status(sctx, id)
+	cancel()
+	if err != nil || st.ReplicaID == 0 {
+		return
+	}
+	err = e.DestroyMergedAway(ctx, id, st.ReplicaID)
+	if errors.Is(err, engine.ErrBadRequest) {
+		// Frozen, and the left shard's replica here not past the merge
+		// yet: the merge takes it as that replica applies it.
+		cs.log.Debug("a replica of a shard merged away is still needed here", "shard", id, "err", err)
+		return
+	}
+	if err != nil && !errors.Is(err, engine.ErrClosed) && ctx.Err() == nil {
+		cs.log.Warn("destroying a replica of a shard merged away", "shard", id, "replica", st.ReplicaID, "err", err)
 	}
 }
