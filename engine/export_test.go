@@ -111,7 +111,7 @@ func (e *Engine) TestingProposeRawConfChange(ctx context.Context, shardID uint64
 }
 
 // TestingIsDown reports whether this engine suspects node down.
-func (e *Engine) TestingIsDown(node uint64) bool { return e.live.isDown(node) }
+func (e *Engine) TestingIsDown(node uint64) bool { return e.PeerSuspected(node) }
 
 // ProposeSessionExpiry proposes the expiry of shardID's client sessions last
 // used before cutoff, as a leader's sweep does (session.go), and waits for

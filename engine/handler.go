@@ -103,6 +103,11 @@ func (e *Engine) PeerDown(node uint64) {
 	}
 }
 
+// PeerSuspected reports whether this engine suspects node down (silent
+// for an election timeout, reported unreachable and not heard since, or
+// declared dead by gossip), until a message of it arrives.
+func (e *Engine) PeerSuspected(node uint64) bool { return e.live.isDown(node) }
+
 // expandBeats takes the coalesced heartbeat messages (shard 0) out of b and
 // hands their Beats to the workers; it returns the other messages.
 func (e *Engine) expandBeats(b *Batch) []Message {

@@ -7,10 +7,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.etcd.io/raft/v3/tracker"
 )
 
 // Drain hands the leadership of every shard this node leads to another of
-// its voters (the most caught-up one), so that a planned stop costs no
+// its voters (the most caught-up one that it replicates to now), so that a planned stop costs no
 // election timeout. It returns when every transfer finished or ctx ended;
 // the shards still led here then elect elsewhere after the stop.
 func (n *Node) Drain(ctx context.Context) error {
@@ -24,19 +26,30 @@ func (n *Node) Drain(ctx context.Context) error {
 		if st.Leader != self {
 			continue
 		}
+		// The most caught-up voter not suspected down, preferring those the
+		// leader replicates to now (one in probe may be down too: a node
+		// stopping with the others).
 		var target, best uint64
+		replicating := false
 		for _, p := range st.Progress {
-			if p.NodeID != self && !p.Learner && slices.Contains(st.Voters, p.NodeID) && (target == 0 || p.Match > best) {
-				target, best = p.NodeID, p.Match
+			if p.NodeID == self || p.Learner || !slices.Contains(st.Voters, p.NodeID) || n.Engine.PeerSuspected(p.NodeID) {
+				continue
+			}
+			r := p.State == tracker.StateReplicate.String()
+			if target == 0 || (r && !replicating) || (r == replicating && p.Match > best) {
+				target, best, replicating = p.NodeID, p.Match, r
 			}
 		}
 		if target == 0 {
-			continue // a single voter: nowhere to go
+			continue // a single voter, or none other up: nowhere to go
 		}
 		moves = append(moves, leaderMove{st.ShardID, target})
 	}
 	if f := n.transferLeaders(ctx, moves, 0); f > 0 {
-		return fmt.Errorf("node %d: drain: %d leadership transfers did not complete: %w", self, f, ctx.Err())
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("node %d: drain: %d of %d leadership transfers did not complete: %w", self, f, len(moves), err)
+		}
+		return fmt.Errorf("node %d: drain: %d of %d leadership transfers failed (the shards elect elsewhere after the stop)", self, f, len(moves))
 	}
 	return nil
 }
