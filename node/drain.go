@@ -61,17 +61,26 @@ type leaderMove struct{ shardID, target uint64 }
 // bounded by timeout (0: by ctx only), and returns how many did not
 // complete.
 func (n *Node) transferLeaders(ctx context.Context, moves []leaderMove, timeout time.Duration) int {
+	return boundedEach(ctx, len(moves), timeout, func(ctx context.Context, i int) error {
+		return n.Engine.TransferLeader(ctx, moves[i].shardID, moves[i].target)
+	})
+}
+
+// boundedEach calls fn for 0..n-1, at most 64 calls at a time, each with a
+// context bounded by timeout (0: by ctx only), and returns how many failed
+// (those that ctx's end kept from starting included).
+func boundedEach(ctx context.Context, n int, timeout time.Duration, fn func(ctx context.Context, i int) error) int {
 	var (
 		wg     sync.WaitGroup
 		failed atomic.Int64
 		sem    = make(chan struct{}, 64)
 	)
-	for i, m := range moves {
+	for i := range n {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
-			return int(failed.Load()) + len(moves) - i // those not started failed too
+			return int(failed.Load()) + n - i
 		}
 		wg.Add(1)
 		go func() {
@@ -81,7 +90,7 @@ func (n *Node) transferLeaders(ctx context.Context, moves []leaderMove, timeout 
 				tctx, cancel = context.WithTimeout(ctx, timeout)
 			}
 			defer cancel()
-			if err := n.Engine.TransferLeader(tctx, m.shardID, m.target); err != nil {
+			if err := fn(tctx, i); err != nil {
 				failed.Add(1)
 			}
 		}()

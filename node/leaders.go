@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/flotilla-db/flotilla/node/gossip"
+	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/storage"
 )
 
@@ -46,6 +48,35 @@ func (n *Node) handBackLeaders(ctx context.Context) (tried, failed int, err erro
 		}
 	}
 	return len(moves), n.transferLeaders(ctx, moves, handBackTimeout), ctx.Err()
+}
+
+// takeBackLeaders asks the leader of every user shard whose designated
+// leader is this node, when that is another node that is alive, to hand
+// the leadership over (the Admin TransferLeader request, forwarded to the
+// leader), at most 64 at a time. A node runs it once when every shard it
+// hosts is led after its start: a node restarted alone finds its shards
+// led by the others, whose own hand-back ran at their start, and the
+// placement driver would take them back to it only slowly. It returns the
+// requests made and those that failed.
+func (n *Node) takeBackLeaders(ctx context.Context) (tried, failed int, err error) {
+	sts, err := n.Engine.Statuses(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	self := n.cfg.NodeID
+	var shards []uint64
+	for _, st := range sts {
+		if storage.IsSystemShard(st.ShardID) || st.Leader == 0 || st.Leader == self || len(st.Outgoing) > 0 ||
+			!slices.Contains(st.Voters, self) || designatedLeader(st.ShardID, st.Voters) != self || !n.alive(st.Leader) {
+			continue
+		}
+		shards = append(shards, st.ShardID)
+	}
+	failed = boundedEach(ctx, len(shards), handBackTimeout, func(ctx context.Context, i int) error {
+		_, err := n.admin.TransferLeader(ctx, &nodepb.TransferLeaderRequest{ShardId: shards[i], NodeId: self})
+		return err
+	})
+	return len(shards), failed, ctx.Err()
 }
 
 // handBackTimeout bounds one transfer of handBackLeaders: the engine asks

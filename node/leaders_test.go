@@ -14,22 +14,29 @@ import (
 // other (60 shards of 3 replicas): the elections are won by whichever
 // replica times out first, yet once every shard is led each node leads
 // exactly its designated shards (shard ID mod voters), 20 each. The same
-// after every node is closed and started again on its data directory.
+// after every node is closed and started again on its data directory, and
+// after one node alone is (the others led its shards meanwhile: it asks
+// for them back).
 func TestLeadersHandedBack(t *testing.T) {
 	const shards = 60
 	ctx, dir, peers := threeStatic(t)
 	nodes := make([]*Node, 3)
 	defer closeNodes(nodes)
+	startOne := func(i int) {
+		t.Helper()
+		p := peers[i]
+		n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
+			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: shards,
+			Logger: slog.New(slog.DiscardHandler), ProgressInterval: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = n
+	}
 	start := func() {
 		t.Helper()
-		for i, p := range peers {
-			n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
-				RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: shards,
-				Logger: slog.New(slog.DiscardHandler), ProgressInterval: 20 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			nodes[i] = n
+		for i := range peers {
+			startOne(i)
 		}
 	}
 	// waitDesignated waits until every node leads its designated shards
@@ -79,4 +86,33 @@ func TestLeadersHandedBack(t *testing.T) {
 	}
 	start()
 	waitDesignated("restart")
+	// A node restarted alone: the others lead its shards meanwhile, and
+	// hand them back when it asks.
+	if err := nodes[1].Close(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1] = nil
+	ledElsewhere := func(n *Node) bool {
+		sts, err := n.Engine.Statuses(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range sts {
+			if st.Leader == 0 || st.Leader == peers[1].NodeID {
+				return false
+			}
+		}
+		return true
+	}
+	for _, n := range []*Node{nodes[0], nodes[2]} {
+		for !ledElsewhere(n) {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("node %d: its shards not all led by the others with node %d down", n.NodeID(), peers[1].NodeID)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	startOne(1)
+	waitDesignated("a node restarted alone")
 }

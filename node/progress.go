@@ -14,6 +14,11 @@ import (
 // shards have a leader (Config.ProgressInterval).
 const DefaultProgressInterval = 2 * time.Second
 
+// progressCheck is how often a starting node looks whether every shard it
+// hosts is led: a check reads two counters. It once looked only at each
+// log line, and the hand-back that follows waited up to an interval.
+const progressCheck = 100 * time.Millisecond
+
 // progress logs, every interval from the node's start until every shard it
 // hosts has a leader, how many do and how fast they get one:
 //
@@ -28,7 +33,10 @@ const DefaultProgressInterval = 2 * time.Second
 // returns true once every shard is led, false if ctx ended first.
 func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval time.Duration, created func() bool) bool {
 	start := time.Now()
-	t := time.NewTicker(interval)
+	// It looks every progressCheck whether every shard is led (what
+	// follows, the leader hand-back, waits for it), and logs every
+	// interval.
+	t := time.NewTicker(min(interval, progressCheck))
 	defer t.Stop()
 	lastLed, lastAt := uint64(0), start
 	for {
@@ -45,6 +53,9 @@ func progress(ctx context.Context, e *engine.Engine, log *slog.Logger, interval 
 		if s.ShardsLed >= uint64(s.Shards) && created() {
 			log.Info("start: every shard led", "shards", s.Shards, "after", now.Sub(start).Round(time.Millisecond))
 			return true
+		}
+		if now.Sub(lastAt) < interval {
+			continue
 		}
 		perS := 0.0
 		if s.ShardsLed > lastLed {
@@ -71,7 +82,9 @@ func thousands(n uint64) string {
 
 // afterStart runs from the node's start: the progress log until every
 // shard hosted is led, then, unless NoLeaderHandBack, the hand-back of the
-// leaderships to their designated nodes (handBackLeaders), logged.
+// leaderships to their designated nodes (handBackLeaders) and the request
+// for those designated to this node that others lead (takeBackLeaders: a
+// node restarted alone finds its shards led by the others), logged.
 func (n *Node) afterStart(ctx context.Context) {
 	log, interval := n.cfg.Logger, n.cfg.ProgressInterval
 	if interval < 0 {
@@ -84,6 +97,12 @@ func (n *Node) afterStart(ctx context.Context) {
 	tried, failed, err := n.handBackLeaders(ctx)
 	if tried > 0 || err != nil {
 		n.cfg.Logger.Info("start: leaderships handed to their designated nodes", "tried", tried, "failed", failed,
+			"took", time.Since(start).Round(time.Millisecond), "err", err)
+	}
+	start = time.Now()
+	tried, failed, err = n.takeBackLeaders(ctx)
+	if tried > 0 || err != nil {
+		n.cfg.Logger.Info("start: leaderships of the shards designated to this node asked back", "tried", tried, "failed", failed,
 			"took", time.Since(start).Round(time.Millisecond), "err", err)
 	}
 }
