@@ -442,7 +442,8 @@ func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferL
 
 // ChangeReplica implements nodepb.AdminServer. Adding a replica adds a
 // learner, waits until it has caught up with the leader's commit index,
-// then promotes it. The shard's record in the meta shard follows the
+// then promotes it. Demoting one makes a voter a learner (a learner
+// already is left as it is); like a removal, never the last voter. The shard's record in the meta shard follows the
 // descriptor each change applies (the reconciler, records.go), shortly
 // after the call returns.
 //
@@ -453,8 +454,11 @@ func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferL
 // times.
 func (a *adminService) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplicaRequest) (*nodepb.ChangeReplicaResponse, error) {
 	shard, id := req.GetShardId(), req.GetNodeId()
-	if shard == 0 || id == 0 || (req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_ADD && req.GetOp() != nodepb.ReplicaOp_REPLICA_OP_REMOVE) {
-		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: change-replica needs a shard ID, a node ID and an operation (add or remove)")
+	switch op := req.GetOp(); {
+	case shard == 0 || id == 0 || (op != nodepb.ReplicaOp_REPLICA_OP_ADD && op != nodepb.ReplicaOp_REPLICA_OP_REMOVE && op != nodepb.ReplicaOp_REPLICA_OP_DEMOTE):
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: change-replica needs a shard ID, a node ID and an operation (add, remove or demote)")
+	case op == nodepb.ReplicaOp_REPLICA_OP_DEMOTE && req.GetLearner():
+		return nil, adminError(codes.InvalidArgument, nodepb.Reason_REASON_BAD_REQUEST, shard, "node: learner applies to add only")
 	}
 	for moves := 0; ; moves++ {
 		resp, err := a.changeReplica(ctx, req)
@@ -511,16 +515,20 @@ func (a *adminService) changeReplica(ctx context.Context, req *nodepb.ChangeRepl
 				return nil, err
 			}
 		}
-	case nodepb.ReplicaOp_REPLICA_OP_REMOVE:
+	case nodepb.ReplicaOp_REPLICA_OP_REMOVE, nodepb.ReplicaOp_REPLICA_OP_DEMOTE:
+		demote := req.GetOp() == nodepb.ReplicaOp_REPLICA_OP_DEMOTE
 		if !slices.Contains(st.Voters, id) && !slices.Contains(st.Learners, id) {
 			return nil, adminError(codes.NotFound, nodepb.Reason_REASON_NODE_NOT_FOUND, shard, "node %d holds no replica of shard %d", id, shard)
+		}
+		if demote && !slices.Contains(st.Voters, id) {
+			break // a learner already
 		}
 		if slices.Contains(st.Voters, id) && len(st.Voters) == 1 {
 			return nil, adminError(codes.FailedPrecondition, nodepb.Reason_REASON_BAD_REQUEST, shard, "node %d is the last voter of shard %d: add another first", id, shard)
 		}
 		if id == a.n.cfg.NodeID && slices.Contains(st.Voters, id) {
-			// A leader does not remove itself: hand the leadership over
-			// first, and go on there.
+			// A leader does not remove or demote itself: hand the
+			// leadership over first, and go on there.
 			for _, v := range st.Voters {
 				if v != id {
 					if err := e.TransferLeader(ctx, shard, v); err != nil {
@@ -530,7 +538,11 @@ func (a *adminService) changeReplica(ctx context.Context, req *nodepb.ChangeRepl
 				}
 			}
 		}
-		if err := a.changeReplicas(ctx, shard, engine.ReplicaChange{Type: engine.Remove, NodeID: id}); err != nil {
+		change := engine.ReplicaChange{Type: engine.Remove, NodeID: id}
+		if demote {
+			change.Type = engine.AddLearner // a voter's: demoted
+		}
+		if err := a.changeReplicas(ctx, shard, change); err != nil {
 			return nil, err
 		}
 	}

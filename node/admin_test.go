@@ -143,3 +143,60 @@ func TestAddReplicaFollowsLeaderMove(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDemoteReplica: a follower's voter becomes a learner, so does the
+// leader's (the leadership handed over first, asked of another node); a
+// learner is left as it is; the last voter is refused, nothing changed.
+func TestDemoteReplica(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 3, 3)
+	const shardID = 1
+	demote := func(via *Node, id uint64) error {
+		_, err := via.admin.ChangeReplica(ctx, &nodepb.ChangeReplicaRequest{ShardId: shardID, NodeId: id, Op: nodepb.ReplicaOp_REPLICA_OP_DEMOTE})
+		return err
+	}
+	roles := func() (voters, learners []uint64) {
+		var st engine.ShardStatus
+		waitFor(t, ctx, "a leader of shard 1", func() (err error) {
+			_, st, err = shardLeader(ctx, nodes, shardID)
+			return err
+		})
+		return st.Voters, st.Learners
+	}
+	leader, _, err := shardLeader(ctx, nodes, shardID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *Node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	if err := demote(leader, follower.NodeID()); err != nil {
+		t.Fatalf("demote node %d: %v", follower.NodeID(), err)
+	}
+	if v, l := roles(); len(v) != 2 || !slices.Equal(l, []uint64{follower.NodeID()}) {
+		t.Fatalf("after demoting node %d: voters %v, learners %v", follower.NodeID(), v, l)
+	}
+	if err := demote(leader, follower.NodeID()); err != nil {
+		t.Fatalf("demote a learner: %v", err)
+	}
+	// The leader, asked of the learner's node: forwarded, handed over.
+	if err := demote(follower, leader.NodeID()); err != nil {
+		t.Fatalf("demote the leader, node %d: %v", leader.NodeID(), err)
+	}
+	v, l := roles()
+	if len(v) != 1 || len(l) != 2 || !slices.Contains(l, leader.NodeID()) {
+		t.Fatalf("after demoting the leader: voters %v, learners %v", v, l)
+	}
+	err = demote(follower, v[0])
+	if e := adminErrorOf(err); e == nil || e.GetReason() != nodepb.Reason_REASON_BAD_REQUEST {
+		t.Fatalf("demote the last voter: %v", err)
+	}
+	if v2, l2 := roles(); !slices.Equal(v2, v) || len(l2) != 2 {
+		t.Fatalf("a refused demotion changed the shard: voters %v, learners %v", v2, l2)
+	}
+}

@@ -63,7 +63,7 @@ type (
 	}
 	replicaChangeView struct {
 		ShardID  uint64        `json:"shard_id"`
-		Op       string        `json:"op"` // add or remove
+		Op       string        `json:"op"` // add, remove or demote
 		NodeID   uint64        `json:"node_id"`
 		Learner  bool          `json:"learner,omitempty"`
 		Replicas []replicaView `json:"replicas"`
@@ -119,6 +119,17 @@ answer.`,
 			Args:  argNames("SHARD", "NODE"),
 			RunE: func(c *cobra.Command, args []string) error {
 				return e.changeReplica(c, args, nodepb.ReplicaOp_REPLICA_OP_REMOVE, false)
+			},
+		},
+		{
+			Use:   "demote-replica SHARD NODE",
+			Short: "make a node's voter of a shard a learner",
+			Long: `Demote NODE's replica of SHARD from voter to learner: it keeps its data and
+follows the log, but no longer counts in elections or commits. The last
+voter is refused; a leader hands its leadership over first.`,
+			Args: argNames("SHARD", "NODE"),
+			RunE: func(c *cobra.Command, args []string) error {
+				return e.changeReplica(c, args, nodepb.ReplicaOp_REPLICA_OP_DEMOTE, false)
 			},
 		},
 		{
@@ -285,8 +296,11 @@ func (e *env) changeReplica(c *cobra.Command, args []string, op nodepb.ReplicaOp
 		return changeError(err)
 	}
 	v := replicaChangeView{ShardID: shard, Op: "add", NodeID: node, Learner: learner, Replicas: replicasOf(resp.GetReplicas())}
-	if op == nodepb.ReplicaOp_REPLICA_OP_REMOVE {
+	switch op {
+	case nodepb.ReplicaOp_REPLICA_OP_REMOVE:
 		v.Op = "remove"
+	case nodepb.ReplicaOp_REPLICA_OP_DEMOTE:
+		v.Op = "demote"
 	}
 	return e.emit(v, func(w io.Writer) {
 		fmt.Fprintf(w, "shard %s: replicas %s\n", shardName(shard), replicasText(v.Replicas))

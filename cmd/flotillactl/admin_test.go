@@ -62,9 +62,9 @@ func (f *fakeAdmin) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplica
 	resp := &nodepb.ChangeReplicaResponse{Replicas: []*nodepb.Replica{
 		{NodeId: 2, ReplicaId: 2, Role: "voter", Match: 10}, {NodeId: 1, ReplicaId: 1, Role: "voter", Match: 10},
 	}}
-	if req.GetOp() == nodepb.ReplicaOp_REPLICA_OP_ADD {
+	if op := req.GetOp(); op == nodepb.ReplicaOp_REPLICA_OP_ADD || op == nodepb.ReplicaOp_REPLICA_OP_DEMOTE {
 		role := "voter"
-		if req.GetLearner() {
+		if req.GetLearner() || op == nodepb.ReplicaOp_REPLICA_OP_DEMOTE {
 			role = "learner"
 		}
 		resp.Replicas = append(resp.Replicas, &nodepb.Replica{NodeId: req.GetNodeId(), ReplicaId: 5, Role: role, Match: 10})
@@ -284,6 +284,21 @@ func TestRemoveReplica(t *testing.T) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if r := f.changes[0]; r.GetShardId() != 1<<63 || r.GetNodeId() != 3 || r.GetOp() != nodepb.ReplicaOp_REPLICA_OP_REMOVE || r.GetLearner() {
+		t.Errorf("request: %v", r)
+	}
+}
+
+func TestDemoteReplica(t *testing.T) {
+	f := &fakeAdmin{}
+	addr := serveAdmin(t, f)
+	stdout, stderr, code := runCmd(t, "--endpoints", addr, "--output", "json", "demote-replica", "7", "4")
+	var v replicaChangeView
+	if err := json.Unmarshal([]byte(stdout), &v); code != 0 || err != nil || v.Op != "demote" || len(v.Replicas) != 3 || v.Replicas[2].Role != "learner" {
+		t.Fatalf("exit %d, stdout %q (%v), stderr %q", code, stdout, err, stderr)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r := f.changes[0]; r.GetShardId() != 7 || r.GetNodeId() != 4 || r.GetOp() != nodepb.ReplicaOp_REPLICA_OP_DEMOTE || r.GetLearner() {
 		t.Errorf("request: %v", r)
 	}
 }

@@ -410,6 +410,9 @@ const (
 	ReplicaOp_REPLICA_OP_UNSPECIFIED ReplicaOp = 0
 	ReplicaOp_REPLICA_OP_ADD         ReplicaOp = 1
 	ReplicaOp_REPLICA_OP_REMOVE      ReplicaOp = 2
+	// A voter becomes a learner: it keeps its data and follows the log, but
+	// no longer counts in elections or commits.
+	ReplicaOp_REPLICA_OP_DEMOTE ReplicaOp = 3
 )
 
 // Enum value maps for ReplicaOp.
@@ -418,11 +421,13 @@ var (
 		0: "REPLICA_OP_UNSPECIFIED",
 		1: "REPLICA_OP_ADD",
 		2: "REPLICA_OP_REMOVE",
+		3: "REPLICA_OP_DEMOTE",
 	}
 	ReplicaOp_value = map[string]int32{
 		"REPLICA_OP_UNSPECIFIED": 0,
 		"REPLICA_OP_ADD":         1,
 		"REPLICA_OP_REMOVE":      2,
+		"REPLICA_OP_DEMOTE":      3,
 	}
 )
 
@@ -4882,11 +4887,12 @@ const file_node_proto_rawDesc = "" +
 	"\x16PLACEMENT_ACTION_MOVES\x10\x02\x12\x1a\n" +
 	"\x16PLACEMENT_ACTION_PAUSE\x10\x03\x12\x1b\n" +
 	"\x17PLACEMENT_ACTION_RESUME\x10\x04\x12\x1b\n" +
-	"\x17PLACEMENT_ACTION_STATUS\x10\x05*R\n" +
+	"\x17PLACEMENT_ACTION_STATUS\x10\x05*i\n" +
 	"\tReplicaOp\x12\x1a\n" +
 	"\x16REPLICA_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eREPLICA_OP_ADD\x10\x01\x12\x15\n" +
-	"\x11REPLICA_OP_REMOVE\x10\x022\x9c\x04\n" +
+	"\x11REPLICA_OP_REMOVE\x10\x02\x12\x15\n" +
+	"\x11REPLICA_OP_DEMOTE\x10\x032\x9c\x04\n" +
 	"\x02KV\x12B\n" +
 	"\x03Put\x12\x1c.flotilla.node.v1.PutRequest\x1a\x1d.flotilla.node.v1.PutResponse\x12B\n" +
 	"\x03Get\x12\x1c.flotilla.node.v1.GetRequest\x1a\x1d.flotilla.node.v1.GetResponse\x12K\n" +
