@@ -449,3 +449,40 @@ func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint6
 	})
 	return err
 }
+
+// CompactResult is what CompactLog did to a replica's log.
+type CompactResult struct {
+	// FirstBefore and FirstAfter are the log's first index before and
+	// after; Applied the index it was truncated at.
+	FirstBefore, FirstAfter, Applied uint64
+}
+
+// CompactLog truncates this node's replica of shardID's raft log up to its
+// applied index now, as the engine does by itself once the log grows past
+// Config.LogTruncateBytes or LogTruncateEntries: the applied state is in
+// the store, so the log before it is needed only by replicas behind, and
+// those then catch up by a snapshot. Errors: ErrShardNotFound,
+// ErrBadRequest for a replica that has applied nothing yet.
+func (e *Engine) CompactLog(ctx context.Context, shardID uint64) (CompactResult, error) {
+	return call(ctx, e, shardID, func(w *worker) (CompactResult, error) {
+		r := w.shards[shardID]
+		if r == nil {
+			return CompactResult{}, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
+		}
+		if !r.log.Initialized() {
+			return CompactResult{}, fmt.Errorf("%w: shard %d's replica here has applied nothing yet", ErrBadRequest, shardID)
+		}
+		var res CompactResult
+		res.FirstBefore, _ = r.log.FirstIndex()
+		res.Applied, _ = r.log.Applied()
+		// The pass's writes first: the truncation must follow them.
+		w.commit()
+		if err := r.log.Truncate(w.truncs, res.Applied); err != nil {
+			return CompactResult{}, err
+		}
+		w.commitTruncations()
+		res.FirstAfter, _ = r.log.FirstIndex()
+		w.e.cfg.Logger.Info("raft log compacted", "shard", shardID, "first_before", res.FirstBefore, "first_after", res.FirstAfter, "applied", res.Applied)
+		return res, nil
+	})
+}

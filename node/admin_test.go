@@ -200,3 +200,47 @@ func TestDemoteReplica(t *testing.T) {
 		t.Fatalf("a refused demotion changed the shard: voters %v, learners %v", v2, l2)
 	}
 }
+
+// TestCompact: compact, asked of any node, truncates the shard's log on
+// every replica up to its applied index and says so per replica; a shard
+// no node knows is NotFound.
+func TestCompact(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 3, 3)
+	cl, err := client.New(ctx, client.Config{Endpoints: []string{nodes[0].ClientAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 100 {
+		if err := cl.Put(ctx, []byte(fmt.Sprint("key-", i)), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const shardID = 1
+	resp, err := nodes[2].admin.Compact(ctx, &nodepb.CompactRequest{ShardId: shardID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetReplicas()) != 3 {
+		t.Fatalf("compacted %v, want 3 replicas", resp.GetReplicas())
+	}
+	for _, r := range resp.GetReplicas() {
+		if r.GetError() != "" || r.GetFirstAfter() != r.GetApplied()+1 || r.GetFirstAfter() <= r.GetFirstBefore() {
+			t.Errorf("node %d: %v", r.GetNodeId(), r)
+		}
+		for _, n := range nodes {
+			if n.NodeID() != r.GetNodeId() {
+				continue
+			}
+			if st, err := n.Engine.Status(ctx, shardID); err != nil || st.FirstIndex < r.GetFirstAfter() {
+				t.Errorf("node %d's log starts at %d (%v), compacted to %d", n.NodeID(), st.FirstIndex, err, r.GetFirstAfter())
+			}
+		}
+	}
+	_, err = nodes[0].admin.Compact(ctx, &nodepb.CompactRequest{ShardId: 999})
+	if e := adminErrorOf(err); e == nil || e.GetReason() != nodepb.Reason_REASON_SHARD_NOT_FOUND {
+		t.Fatalf("compact a shard none has: %v", err)
+	}
+}

@@ -86,6 +86,7 @@ up unless --learner is given.`,
 		return e.changeReplica(c, args, nodepb.ReplicaOp_REPLICA_OP_ADD, *learner)
 	}
 	return []*cobra.Command{
+		compactCommand(e),
 		{
 			Use:   "status",
 			Short: "the cluster's nodes, their state and load",

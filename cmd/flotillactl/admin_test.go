@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"regexp"
 	"strings"
@@ -36,6 +37,17 @@ func (f *fakeAdmin) Status(context.Context, *nodepb.StatusRequest) (*nodepb.Stat
 
 func (f *fakeAdmin) Shards(context.Context, *nodepb.ShardsRequest) (*nodepb.ShardsResponse, error) {
 	return f.shards, f.err
+}
+
+// Compact answers for replicas on nodes 1 and 2, node 2's failed.
+func (f *fakeAdmin) Compact(_ context.Context, req *nodepb.CompactRequest) (*nodepb.CompactResponse, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &nodepb.CompactResponse{Replicas: []*nodepb.CompactedReplica{
+		{NodeId: 1, FirstBefore: 5, FirstAfter: 41, Applied: 40},
+		{NodeId: 2, Error: "engine: shard not found: shard " + fmt.Sprint(req.GetShardId())},
+	}}, nil
 }
 
 func (f *fakeAdmin) TransferLeader(_ context.Context, req *nodepb.TransferLeaderRequest) (*nodepb.TransferLeaderResponse, error) {
@@ -300,6 +312,25 @@ func TestDemoteReplica(t *testing.T) {
 	defer f.mu.Unlock()
 	if r := f.changes[0]; r.GetShardId() != 7 || r.GetNodeId() != 4 || r.GetOp() != nodepb.ReplicaOp_REPLICA_OP_DEMOTE || r.GetLearner() {
 		t.Errorf("request: %v", r)
+	}
+}
+
+func TestCompactCommand(t *testing.T) {
+	addr := serveAdmin(t, &fakeAdmin{})
+	stdout, stderr, code := runCmd(t, "--endpoints", addr, "compact", "7")
+	want := "NODE  FIRST INDEX BEFORE  AFTER  APPLIED  ERROR\n" +
+		"1     5                   41     40       \n" +
+		"2     0                   0      0        engine: shard not found: shard 7\n"
+	if code != 1 || stdout != want || !strings.Contains(stderr, "shard 7: 1 of 2 replicas not compacted") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	stdout, _, code = runCmd(t, "--endpoints", addr, "--output", "json", "compact", "meta")
+	var v compactView
+	if err := json.Unmarshal([]byte(stdout), &v); code != 1 || err != nil || v.ShardID != metaShardID || len(v.Replicas) != 2 || v.Replicas[0].FirstAfter != 41 {
+		t.Fatalf("exit %d, JSON %q (%v)", code, stdout, err)
+	}
+	if _, stderr, code := runCmd(t, "--endpoints", addr, "compact", "x"); code != 2 || !strings.Contains(stderr, "SHARD must be") {
+		t.Fatalf("bad SHARD: exit %d, stderr %q", code, stderr)
 	}
 }
 

@@ -2085,6 +2085,181 @@ func (x *Error) GetLast() uint64 {
 	return 0
 }
 
+type CompactRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// This node's replica only (the fan-out's own requests).
+	Local         bool `protobuf:"varint,2,opt,name=local,proto3" json:"local,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactRequest) Reset() {
+	*x = CompactRequest{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactRequest) ProtoMessage() {}
+
+func (x *CompactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
+func (*CompactRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CompactRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *CompactRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+type CompactedReplica struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The first index of the replica's log before and after, and the applied
+	// index it was truncated at; error: why this replica was not compacted.
+	FirstBefore   uint64 `protobuf:"varint,2,opt,name=first_before,json=firstBefore,proto3" json:"first_before,omitempty"`
+	FirstAfter    uint64 `protobuf:"varint,3,opt,name=first_after,json=firstAfter,proto3" json:"first_after,omitempty"`
+	Applied       uint64 `protobuf:"varint,4,opt,name=applied,proto3" json:"applied,omitempty"`
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactedReplica) Reset() {
+	*x = CompactedReplica{}
+	mi := &file_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactedReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactedReplica) ProtoMessage() {}
+
+func (x *CompactedReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactedReplica.ProtoReflect.Descriptor instead.
+func (*CompactedReplica) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CompactedReplica) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *CompactedReplica) GetFirstBefore() uint64 {
+	if x != nil {
+		return x.FirstBefore
+	}
+	return 0
+}
+
+func (x *CompactedReplica) GetFirstAfter() uint64 {
+	if x != nil {
+		return x.FirstAfter
+	}
+	return 0
+}
+
+func (x *CompactedReplica) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
+}
+
+func (x *CompactedReplica) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type CompactResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replicas      []*CompactedReplica    `protobuf:"bytes,1,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactResponse) Reset() {
+	*x = CompactResponse{}
+	mi := &file_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactResponse) ProtoMessage() {}
+
+func (x *CompactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
+func (*CompactResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CompactResponse) GetReplicas() []*CompactedReplica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
 type MergeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The left shard: its right neighbour is merged into it.
@@ -2104,7 +2279,7 @@ type MergeRequest struct {
 
 func (x *MergeRequest) Reset() {
 	*x = MergeRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2291,7 @@ func (x *MergeRequest) String() string {
 func (*MergeRequest) ProtoMessage() {}
 
 func (x *MergeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2304,7 @@ func (x *MergeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MergeRequest) GetShardId() uint64 {
@@ -2172,7 +2347,7 @@ type MergeResponse struct {
 
 func (x *MergeResponse) Reset() {
 	*x = MergeResponse{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2359,7 @@ func (x *MergeResponse) String() string {
 func (*MergeResponse) ProtoMessage() {}
 
 func (x *MergeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2372,7 @@ func (x *MergeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
 func (*MergeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *MergeResponse) GetShard() *ShardRecord {
@@ -2228,7 +2403,7 @@ type MergeStepRequest struct {
 
 func (x *MergeStepRequest) Reset() {
 	*x = MergeStepRequest{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2415,7 @@ func (x *MergeStepRequest) String() string {
 func (*MergeStepRequest) ProtoMessage() {}
 
 func (x *MergeStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2428,7 @@ func (x *MergeStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeStepRequest.ProtoReflect.Descriptor instead.
 func (*MergeStepRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *MergeStepRequest) GetKind() MergeStepKind {
@@ -2309,7 +2484,7 @@ type MergeStepResponse struct {
 
 func (x *MergeStepResponse) Reset() {
 	*x = MergeStepResponse{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2321,7 +2496,7 @@ func (x *MergeStepResponse) String() string {
 func (*MergeStepResponse) ProtoMessage() {}
 
 func (x *MergeStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2334,7 +2509,7 @@ func (x *MergeStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeStepResponse.ProtoReflect.Descriptor instead.
 func (*MergeStepResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MergeStepResponse) GetShard() *ShardRecord {
@@ -2366,7 +2541,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2553,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2566,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SplitRequest) GetShardId() uint64 {
@@ -2437,7 +2612,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2449,7 +2624,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2462,7 +2637,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SplitResponse) GetParent() *ShardRecord {
@@ -2495,7 +2670,7 @@ type AllocateShardIDRequest struct {
 
 func (x *AllocateShardIDRequest) Reset() {
 	*x = AllocateShardIDRequest{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2682,7 @@ func (x *AllocateShardIDRequest) String() string {
 func (*AllocateShardIDRequest) ProtoMessage() {}
 
 func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2695,7 @@ func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateShardIDRequest.ProtoReflect.Descriptor instead.
 func (*AllocateShardIDRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AllocateShardIDRequest) GetHops() uint32 {
@@ -2539,7 +2714,7 @@ type AllocateShardIDResponse struct {
 
 func (x *AllocateShardIDResponse) Reset() {
 	*x = AllocateShardIDResponse{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2726,7 @@ func (x *AllocateShardIDResponse) String() string {
 func (*AllocateShardIDResponse) ProtoMessage() {}
 
 func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2739,7 @@ func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateShardIDResponse.ProtoReflect.Descriptor instead.
 func (*AllocateShardIDResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AllocateShardIDResponse) GetShardId() uint64 {
@@ -2589,7 +2764,7 @@ type ReplicaStepRequest struct {
 
 func (x *ReplicaStepRequest) Reset() {
 	*x = ReplicaStepRequest{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2601,7 +2776,7 @@ func (x *ReplicaStepRequest) String() string {
 func (*ReplicaStepRequest) ProtoMessage() {}
 
 func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2614,7 +2789,7 @@ func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStepRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplicaStepRequest) GetShardId() uint64 {
@@ -2681,7 +2856,7 @@ type ReplicaStepResponse struct {
 
 func (x *ReplicaStepResponse) Reset() {
 	*x = ReplicaStepResponse{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +2868,7 @@ func (x *ReplicaStepResponse) String() string {
 func (*ReplicaStepResponse) ProtoMessage() {}
 
 func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +2881,7 @@ func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStepResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReplicaStepResponse) GetReplicaId() uint64 {
@@ -2747,7 +2922,7 @@ type PlacementRequest struct {
 
 func (x *PlacementRequest) Reset() {
 	*x = PlacementRequest{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2934,7 @@ func (x *PlacementRequest) String() string {
 func (*PlacementRequest) ProtoMessage() {}
 
 func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2947,7 @@ func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
 func (*PlacementRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PlacementRequest) GetAction() PlacementAction {
@@ -2806,7 +2981,7 @@ type PlacementResponse struct {
 
 func (x *PlacementResponse) Reset() {
 	*x = PlacementResponse{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2818,7 +2993,7 @@ func (x *PlacementResponse) String() string {
 func (*PlacementResponse) ProtoMessage() {}
 
 func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2831,7 +3006,7 @@ func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
 func (*PlacementResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PlacementResponse) GetNodeId() uint64 {
@@ -2880,7 +3055,7 @@ type SetDrainingRequest struct {
 
 func (x *SetDrainingRequest) Reset() {
 	*x = SetDrainingRequest{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3067,7 @@ func (x *SetDrainingRequest) String() string {
 func (*SetDrainingRequest) ProtoMessage() {}
 
 func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3080,7 @@ func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingRequest.ProtoReflect.Descriptor instead.
 func (*SetDrainingRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetDrainingRequest) GetNodeId() uint64 {
@@ -2937,7 +3112,7 @@ type SetDrainingResponse struct {
 
 func (x *SetDrainingResponse) Reset() {
 	*x = SetDrainingResponse{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3124,7 @@ func (x *SetDrainingResponse) String() string {
 func (*SetDrainingResponse) ProtoMessage() {}
 
 func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3137,7 @@ func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingResponse.ProtoReflect.Descriptor instead.
 func (*SetDrainingResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 type RemoveNodeRequest struct {
@@ -2975,7 +3150,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3162,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3175,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -3025,7 +3200,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3037,7 +3212,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3050,7 +3225,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 type PrepareReplicaRequest struct {
@@ -3062,7 +3237,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3074,7 +3249,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3087,7 +3262,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -3105,7 +3280,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3117,7 +3292,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3130,7 +3305,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 // ShardRecord is the meta shard's record of one shard (package node/meta).
@@ -3153,7 +3328,7 @@ type ShardRecord struct {
 
 func (x *ShardRecord) Reset() {
 	*x = ShardRecord{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3340,7 @@ func (x *ShardRecord) String() string {
 func (*ShardRecord) ProtoMessage() {}
 
 func (x *ShardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3353,7 @@ func (x *ShardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRecord.ProtoReflect.Descriptor instead.
 func (*ShardRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ShardRecord) GetShardId() uint64 {
@@ -3256,7 +3431,7 @@ type ReplicaRecord struct {
 
 func (x *ReplicaRecord) Reset() {
 	*x = ReplicaRecord{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3443,7 @@ func (x *ReplicaRecord) String() string {
 func (*ReplicaRecord) ProtoMessage() {}
 
 func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3456,7 @@ func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReplicaRecord) GetNodeId() uint64 {
@@ -3315,7 +3490,7 @@ type PutShardRecordsRequest struct {
 
 func (x *PutShardRecordsRequest) Reset() {
 	*x = PutShardRecordsRequest{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3327,7 +3502,7 @@ func (x *PutShardRecordsRequest) String() string {
 func (*PutShardRecordsRequest) ProtoMessage() {}
 
 func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3340,7 +3515,7 @@ func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *PutShardRecordsRequest) GetRecords() []*ShardRecord {
@@ -3365,7 +3540,7 @@ type PutShardRecordsResponse struct {
 
 func (x *PutShardRecordsResponse) Reset() {
 	*x = PutShardRecordsResponse{}
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3377,7 +3552,7 @@ func (x *PutShardRecordsResponse) String() string {
 func (*PutShardRecordsResponse) ProtoMessage() {}
 
 func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3565,7 @@ func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{44}
+	return file_node_proto_rawDescGZIP(), []int{47}
 }
 
 type NodeRecord struct {
@@ -3407,7 +3582,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3594,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3607,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{45}
+	return file_node_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -3489,7 +3664,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3501,7 +3676,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3514,7 +3689,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{46}
+	return file_node_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -3547,7 +3722,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3559,7 +3734,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3572,7 +3747,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{47}
+	return file_node_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -3590,7 +3765,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3602,7 +3777,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3615,7 +3790,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{48}
+	return file_node_proto_rawDescGZIP(), []int{51}
 }
 
 type NodeStatus struct {
@@ -3635,7 +3810,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3822,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3835,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{49}
+	return file_node_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -3710,7 +3885,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3722,7 +3897,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3735,7 +3910,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{50}
+	return file_node_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -3774,7 +3949,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3786,7 +3961,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3799,7 +3974,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{51}
+	return file_node_proto_rawDescGZIP(), []int{54}
 }
 
 type Replica struct {
@@ -3820,7 +3995,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3832,7 +4007,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3845,7 +4020,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{52}
+	return file_node_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -3898,7 +4073,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[53]
+	mi := &file_node_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3910,7 +4085,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[53]
+	mi := &file_node_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3923,7 +4098,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{53}
+	return file_node_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -4021,7 +4196,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[54]
+	mi := &file_node_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4033,7 +4208,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[54]
+	mi := &file_node_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4046,7 +4221,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{54}
+	return file_node_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -4071,7 +4246,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[55]
+	mi := &file_node_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4083,7 +4258,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[55]
+	mi := &file_node_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4096,7 +4271,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{55}
+	return file_node_proto_rawDescGZIP(), []int{58}
 }
 
 type LocalShardsResponse struct {
@@ -4109,7 +4284,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[56]
+	mi := &file_node_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4121,7 +4296,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[56]
+	mi := &file_node_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4134,7 +4309,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{56}
+	return file_node_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -4162,7 +4337,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[57]
+	mi := &file_node_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4174,7 +4349,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[57]
+	mi := &file_node_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4187,7 +4362,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{57}
+	return file_node_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -4220,7 +4395,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[58]
+	mi := &file_node_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4232,7 +4407,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[58]
+	mi := &file_node_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4245,7 +4420,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{58}
+	return file_node_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -4269,7 +4444,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[59]
+	mi := &file_node_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4281,7 +4456,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[59]
+	mi := &file_node_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4294,7 +4469,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{59}
+	return file_node_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -4341,7 +4516,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[60]
+	mi := &file_node_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4353,7 +4528,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[60]
+	mi := &file_node_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4366,7 +4541,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{60}
+	return file_node_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -4384,7 +4559,7 @@ type ShardLoadsRequest struct {
 
 func (x *ShardLoadsRequest) Reset() {
 	*x = ShardLoadsRequest{}
-	mi := &file_node_proto_msgTypes[61]
+	mi := &file_node_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4396,7 +4571,7 @@ func (x *ShardLoadsRequest) String() string {
 func (*ShardLoadsRequest) ProtoMessage() {}
 
 func (x *ShardLoadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[61]
+	mi := &file_node_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4409,7 +4584,7 @@ func (x *ShardLoadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLoadsRequest.ProtoReflect.Descriptor instead.
 func (*ShardLoadsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{61}
+	return file_node_proto_rawDescGZIP(), []int{64}
 }
 
 type ShardLoad struct {
@@ -4425,7 +4600,7 @@ type ShardLoad struct {
 
 func (x *ShardLoad) Reset() {
 	*x = ShardLoad{}
-	mi := &file_node_proto_msgTypes[62]
+	mi := &file_node_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4437,7 +4612,7 @@ func (x *ShardLoad) String() string {
 func (*ShardLoad) ProtoMessage() {}
 
 func (x *ShardLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[62]
+	mi := &file_node_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4450,7 +4625,7 @@ func (x *ShardLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLoad.ProtoReflect.Descriptor instead.
 func (*ShardLoad) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{62}
+	return file_node_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ShardLoad) GetShardId() uint64 {
@@ -4490,7 +4665,7 @@ type ShardLoadsResponse struct {
 
 func (x *ShardLoadsResponse) Reset() {
 	*x = ShardLoadsResponse{}
-	mi := &file_node_proto_msgTypes[63]
+	mi := &file_node_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4502,7 +4677,7 @@ func (x *ShardLoadsResponse) String() string {
 func (*ShardLoadsResponse) ProtoMessage() {}
 
 func (x *ShardLoadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[63]
+	mi := &file_node_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4515,7 +4690,7 @@ func (x *ShardLoadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLoadsResponse.ProtoReflect.Descriptor instead.
 func (*ShardLoadsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{63}
+	return file_node_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ShardLoadsResponse) GetLoads() []*ShardLoad {
@@ -4648,7 +4823,19 @@ const file_node_proto_rawDesc = "" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
 	"notApplied\x12\x14\n" +
 	"\x05start\x18\f \x01(\x04R\x05start\x12\x12\n" +
-	"\x04last\x18\r \x01(\x04R\x04last\"\x88\x01\n" +
+	"\x04last\x18\r \x01(\x04R\x04last\"A\n" +
+	"\x0eCompactRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
+	"\x05local\x18\x02 \x01(\bR\x05local\"\x9f\x01\n" +
+	"\x10CompactedReplica\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12!\n" +
+	"\ffirst_before\x18\x02 \x01(\x04R\vfirstBefore\x12\x1f\n" +
+	"\vfirst_after\x18\x03 \x01(\x04R\n" +
+	"firstAfter\x12\x18\n" +
+	"\aapplied\x18\x04 \x01(\x04R\aapplied\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"Q\n" +
+	"\x0fCompactResponse\x12>\n" +
+	"\breplicas\x18\x01 \x03(\v2\".flotilla.node.v1.CompactedReplicaR\breplicas\"\x88\x01\n" +
 	"\fMergeRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x1e\n" +
 	"\n" +
@@ -4900,7 +5087,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xea\v\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xba\f\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -4920,7 +5107,8 @@ const file_node_proto_rawDesc = "" +
 	"\x05Merge\x12\x1e.flotilla.node.v1.MergeRequest\x1a\x1f.flotilla.node.v1.MergeResponse\x12T\n" +
 	"\tMergeStep\x12\".flotilla.node.v1.MergeStepRequest\x1a#.flotilla.node.v1.MergeStepResponse\x12W\n" +
 	"\n" +
-	"ShardLoads\x12#.flotilla.node.v1.ShardLoadsRequest\x1a$.flotilla.node.v1.ShardLoadsResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"ShardLoads\x12#.flotilla.node.v1.ShardLoadsRequest\x1a$.flotilla.node.v1.ShardLoadsResponse\x12N\n" +
+	"\aCompact\x12 .flotilla.node.v1.CompactRequest\x1a!.flotilla.node.v1.CompactResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -4935,7 +5123,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 64)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
 var file_node_proto_goTypes = []any{
 	(Reason)(0),                     // 0: flotilla.node.v1.Reason
 	(MergeStepKind)(0),              // 1: flotilla.node.v1.MergeStepKind
@@ -4965,47 +5153,50 @@ var file_node_proto_goTypes = []any{
 	(*PartitionRule)(nil),           // 25: flotilla.node.v1.PartitionRule
 	(*Limits)(nil),                  // 26: flotilla.node.v1.Limits
 	(*Error)(nil),                   // 27: flotilla.node.v1.Error
-	(*MergeRequest)(nil),            // 28: flotilla.node.v1.MergeRequest
-	(*MergeResponse)(nil),           // 29: flotilla.node.v1.MergeResponse
-	(*MergeStepRequest)(nil),        // 30: flotilla.node.v1.MergeStepRequest
-	(*MergeStepResponse)(nil),       // 31: flotilla.node.v1.MergeStepResponse
-	(*SplitRequest)(nil),            // 32: flotilla.node.v1.SplitRequest
-	(*SplitResponse)(nil),           // 33: flotilla.node.v1.SplitResponse
-	(*AllocateShardIDRequest)(nil),  // 34: flotilla.node.v1.AllocateShardIDRequest
-	(*AllocateShardIDResponse)(nil), // 35: flotilla.node.v1.AllocateShardIDResponse
-	(*ReplicaStepRequest)(nil),      // 36: flotilla.node.v1.ReplicaStepRequest
-	(*ReplicaStepResponse)(nil),     // 37: flotilla.node.v1.ReplicaStepResponse
-	(*PlacementRequest)(nil),        // 38: flotilla.node.v1.PlacementRequest
-	(*PlacementResponse)(nil),       // 39: flotilla.node.v1.PlacementResponse
-	(*SetDrainingRequest)(nil),      // 40: flotilla.node.v1.SetDrainingRequest
-	(*SetDrainingResponse)(nil),     // 41: flotilla.node.v1.SetDrainingResponse
-	(*RemoveNodeRequest)(nil),       // 42: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 43: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),   // 44: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),  // 45: flotilla.node.v1.PrepareReplicaResponse
-	(*ShardRecord)(nil),             // 46: flotilla.node.v1.ShardRecord
-	(*ReplicaRecord)(nil),           // 47: flotilla.node.v1.ReplicaRecord
-	(*PutShardRecordsRequest)(nil),  // 48: flotilla.node.v1.PutShardRecordsRequest
-	(*PutShardRecordsResponse)(nil), // 49: flotilla.node.v1.PutShardRecordsResponse
-	(*NodeRecord)(nil),              // 50: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),             // 51: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),            // 52: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),           // 53: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),              // 54: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),          // 55: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),           // 56: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                 // 57: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),               // 58: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),          // 59: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),      // 60: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),     // 61: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),   // 62: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),  // 63: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),    // 64: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),   // 65: flotilla.node.v1.ChangeReplicaResponse
-	(*ShardLoadsRequest)(nil),       // 66: flotilla.node.v1.ShardLoadsRequest
-	(*ShardLoad)(nil),               // 67: flotilla.node.v1.ShardLoad
-	(*ShardLoadsResponse)(nil),      // 68: flotilla.node.v1.ShardLoadsResponse
+	(*CompactRequest)(nil),          // 28: flotilla.node.v1.CompactRequest
+	(*CompactedReplica)(nil),        // 29: flotilla.node.v1.CompactedReplica
+	(*CompactResponse)(nil),         // 30: flotilla.node.v1.CompactResponse
+	(*MergeRequest)(nil),            // 31: flotilla.node.v1.MergeRequest
+	(*MergeResponse)(nil),           // 32: flotilla.node.v1.MergeResponse
+	(*MergeStepRequest)(nil),        // 33: flotilla.node.v1.MergeStepRequest
+	(*MergeStepResponse)(nil),       // 34: flotilla.node.v1.MergeStepResponse
+	(*SplitRequest)(nil),            // 35: flotilla.node.v1.SplitRequest
+	(*SplitResponse)(nil),           // 36: flotilla.node.v1.SplitResponse
+	(*AllocateShardIDRequest)(nil),  // 37: flotilla.node.v1.AllocateShardIDRequest
+	(*AllocateShardIDResponse)(nil), // 38: flotilla.node.v1.AllocateShardIDResponse
+	(*ReplicaStepRequest)(nil),      // 39: flotilla.node.v1.ReplicaStepRequest
+	(*ReplicaStepResponse)(nil),     // 40: flotilla.node.v1.ReplicaStepResponse
+	(*PlacementRequest)(nil),        // 41: flotilla.node.v1.PlacementRequest
+	(*PlacementResponse)(nil),       // 42: flotilla.node.v1.PlacementResponse
+	(*SetDrainingRequest)(nil),      // 43: flotilla.node.v1.SetDrainingRequest
+	(*SetDrainingResponse)(nil),     // 44: flotilla.node.v1.SetDrainingResponse
+	(*RemoveNodeRequest)(nil),       // 45: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 46: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),   // 47: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),  // 48: flotilla.node.v1.PrepareReplicaResponse
+	(*ShardRecord)(nil),             // 49: flotilla.node.v1.ShardRecord
+	(*ReplicaRecord)(nil),           // 50: flotilla.node.v1.ReplicaRecord
+	(*PutShardRecordsRequest)(nil),  // 51: flotilla.node.v1.PutShardRecordsRequest
+	(*PutShardRecordsResponse)(nil), // 52: flotilla.node.v1.PutShardRecordsResponse
+	(*NodeRecord)(nil),              // 53: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),             // 54: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),            // 55: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),           // 56: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),              // 57: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),          // 58: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),           // 59: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                 // 60: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),               // 61: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),          // 62: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),      // 63: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),     // 64: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),   // 65: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),  // 66: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),    // 67: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),   // 68: flotilla.node.v1.ChangeReplicaResponse
+	(*ShardLoadsRequest)(nil),       // 69: flotilla.node.v1.ShardLoadsRequest
+	(*ShardLoad)(nil),               // 70: flotilla.node.v1.ShardLoad
+	(*ShardLoadsResponse)(nil),      // 71: flotilla.node.v1.ShardLoadsResponse
 }
 var file_node_proto_depIdxs = []int32{
 	5,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
@@ -5028,77 +5219,80 @@ var file_node_proto_depIdxs = []int32{
 	25, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
 	26, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
 	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	46, // 20: flotilla.node.v1.MergeResponse.shard:type_name -> flotilla.node.v1.ShardRecord
-	1,  // 21: flotilla.node.v1.MergeStepRequest.kind:type_name -> flotilla.node.v1.MergeStepKind
-	46, // 22: flotilla.node.v1.MergeStepResponse.shard:type_name -> flotilla.node.v1.ShardRecord
-	46, // 23: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
-	46, // 24: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
-	2,  // 25: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
-	3,  // 26: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
-	47, // 27: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
-	46, // 28: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
-	50, // 29: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	50, // 30: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	54, // 31: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	57, // 32: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	58, // 33: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	58, // 34: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	4,  // 35: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	57, // 36: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	67, // 37: flotilla.node.v1.ShardLoadsResponse.loads:type_name -> flotilla.node.v1.ShardLoad
-	6,  // 38: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	8,  // 39: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	10, // 40: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	12, // 41: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	14, // 42: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	19, // 43: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	21, // 44: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	51, // 45: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	53, // 46: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	56, // 47: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	60, // 48: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	62, // 49: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	64, // 50: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	48, // 51: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
-	44, // 52: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	42, // 53: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	36, // 54: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
-	38, // 55: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
-	40, // 56: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
-	32, // 57: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
-	34, // 58: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
-	28, // 59: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
-	30, // 60: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
-	66, // 61: flotilla.node.v1.Admin.ShardLoads:input_type -> flotilla.node.v1.ShardLoadsRequest
-	7,  // 62: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	9,  // 63: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	11, // 64: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	13, // 65: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	16, // 66: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	20, // 67: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	22, // 68: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	52, // 69: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	55, // 70: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	59, // 71: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	61, // 72: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	63, // 73: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	65, // 74: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	49, // 75: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
-	45, // 76: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	43, // 77: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	37, // 78: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
-	39, // 79: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
-	41, // 80: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
-	33, // 81: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
-	35, // 82: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
-	29, // 83: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
-	31, // 84: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
-	68, // 85: flotilla.node.v1.Admin.ShardLoads:output_type -> flotilla.node.v1.ShardLoadsResponse
-	62, // [62:86] is the sub-list for method output_type
-	38, // [38:62] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	29, // 20: flotilla.node.v1.CompactResponse.replicas:type_name -> flotilla.node.v1.CompactedReplica
+	49, // 21: flotilla.node.v1.MergeResponse.shard:type_name -> flotilla.node.v1.ShardRecord
+	1,  // 22: flotilla.node.v1.MergeStepRequest.kind:type_name -> flotilla.node.v1.MergeStepKind
+	49, // 23: flotilla.node.v1.MergeStepResponse.shard:type_name -> flotilla.node.v1.ShardRecord
+	49, // 24: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
+	49, // 25: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
+	2,  // 26: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
+	3,  // 27: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
+	50, // 28: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
+	49, // 29: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
+	53, // 30: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	53, // 31: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	57, // 32: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	60, // 33: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	61, // 34: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	61, // 35: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	4,  // 36: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	60, // 37: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	70, // 38: flotilla.node.v1.ShardLoadsResponse.loads:type_name -> flotilla.node.v1.ShardLoad
+	6,  // 39: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	8,  // 40: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	10, // 41: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	12, // 42: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	14, // 43: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	19, // 44: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	21, // 45: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	54, // 46: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	56, // 47: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	59, // 48: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	63, // 49: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	65, // 50: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	67, // 51: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	51, // 52: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	47, // 53: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	45, // 54: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	39, // 55: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
+	41, // 56: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
+	43, // 57: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
+	35, // 58: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
+	37, // 59: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
+	31, // 60: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
+	33, // 61: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
+	69, // 62: flotilla.node.v1.Admin.ShardLoads:input_type -> flotilla.node.v1.ShardLoadsRequest
+	28, // 63: flotilla.node.v1.Admin.Compact:input_type -> flotilla.node.v1.CompactRequest
+	7,  // 64: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	9,  // 65: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	11, // 66: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	13, // 67: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	16, // 68: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	20, // 69: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	22, // 70: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	55, // 71: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	58, // 72: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	62, // 73: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	64, // 74: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	66, // 75: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	68, // 76: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	52, // 77: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	48, // 78: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	46, // 79: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	40, // 80: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
+	42, // 81: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
+	44, // 82: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
+	36, // 83: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
+	38, // 84: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
+	32, // 85: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
+	34, // 86: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
+	71, // 87: flotilla.node.v1.Admin.ShardLoads:output_type -> flotilla.node.v1.ShardLoadsResponse
+	30, // 88: flotilla.node.v1.Admin.Compact:output_type -> flotilla.node.v1.CompactResponse
+	64, // [64:89] is the sub-list for method output_type
+	39, // [39:64] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -5125,7 +5319,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   64,
+			NumMessages:   67,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

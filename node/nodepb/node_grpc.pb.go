@@ -409,6 +409,7 @@ const (
 	Admin_Merge_FullMethodName           = "/flotilla.node.v1.Admin/Merge"
 	Admin_MergeStep_FullMethodName       = "/flotilla.node.v1.Admin/MergeStep"
 	Admin_ShardLoads_FullMethodName      = "/flotilla.node.v1.Admin/ShardLoads"
+	Admin_Compact_FullMethodName         = "/flotilla.node.v1.Admin/Compact"
 )
 
 // AdminClient is the client API for Admin service.
@@ -486,6 +487,11 @@ type AdminClient interface {
 	// second over the last 30 s, size on disk), for the placement driver's
 	// split and merge duties. Local: not forwarded.
 	ShardLoads(ctx context.Context, in *ShardLoadsRequest, opts ...grpc.CallOption) (*ShardLoadsResponse, error)
+	// Compact truncates the raft log of a shard up to its applied index on
+	// every replica (local: on this node's only), as a snapshot would: a
+	// replica behind the leader's first index then catches up by a
+	// snapshot. For an operator who wants a shard's log short now.
+	Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error)
 }
 
 type adminClient struct {
@@ -666,6 +672,16 @@ func (c *adminClient) ShardLoads(ctx context.Context, in *ShardLoadsRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompactResponse)
+	err := c.cc.Invoke(ctx, Admin_Compact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -741,6 +757,11 @@ type AdminServer interface {
 	// second over the last 30 s, size on disk), for the placement driver's
 	// split and merge duties. Local: not forwarded.
 	ShardLoads(context.Context, *ShardLoadsRequest) (*ShardLoadsResponse, error)
+	// Compact truncates the raft log of a shard up to its applied index on
+	// every replica (local: on this node's only), as a snapshot would: a
+	// replica behind the leader's first index then catches up by a
+	// snapshot. For an operator who wants a shard's log short now.
+	Compact(context.Context, *CompactRequest) (*CompactResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -801,6 +822,9 @@ func (UnimplementedAdminServer) MergeStep(context.Context, *MergeStepRequest) (*
 }
 func (UnimplementedAdminServer) ShardLoads(context.Context, *ShardLoadsRequest) (*ShardLoadsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ShardLoads not implemented")
+}
+func (UnimplementedAdminServer) Compact(context.Context, *CompactRequest) (*CompactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Compact not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1129,6 +1153,24 @@ func _Admin_ShardLoads_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Compact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Compact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Compact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Compact(ctx, req.(*CompactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1203,6 +1245,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShardLoads",
 			Handler:    _Admin_ShardLoads_Handler,
+		},
+		{
+			MethodName: "Compact",
+			Handler:    _Admin_Compact_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
