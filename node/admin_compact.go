@@ -89,4 +89,3 @@ func (a *adminService) compactOn(ctx context.Context, id, shard uint64) *nodepb.
 	r.NodeId = id
 	return r
 }
-
