@@ -68,7 +68,7 @@ func (cs *counters) increment(ctx context.Context, rt *router, rec *linearize.Re
 	}
 	octx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	cur, found, ok := recordedGet(octx, rt, rec, e, shard, client, key)
+	cur, found, ok := recordedGet(octx, rt, rec, e, shard, client, key, readLeader)
 	if !ok {
 		return outcomeFailed
 	}

@@ -45,10 +45,13 @@ func chaosSeeds(t *testing.T, def []uint64) []uint64 {
 // descs (refreshed from the nodes' descriptors when a shard says a key is
 // not its own: a split), shard -> the leader it last heard of.
 type router struct {
-	c    *testcluster.Cluster
-	mu   sync.Mutex
-	ring []storage.Descriptor // sorted by Start
-	lead map[uint64]uint64
+	c *testcluster.Cluster
+	// replicaReads counts the reads ReadOnReplica answered (of which
+	// followerReads on a replica that did not lead).
+	replicaReads, followerReads atomic.Int64
+	mu                          sync.Mutex
+	ring                        []storage.Descriptor // sorted by Start
+	lead                        map[uint64]uint64
 }
 
 func newRouter(c *testcluster.Cluster, descs []storage.Descriptor) *router {
@@ -190,6 +193,25 @@ func TestLinearizability(t *testing.T) {
 	}
 }
 
+// TestLinearizabilityCatchesBrokenFollowerReads: the chaos test's reads on
+// any node's replica, made to skip the read index (answered from the
+// replica as it is, stale on a follower behind), are caught by the
+// linearizability check in one of a few seeds: the check would catch
+// ReadOnReplica if it skipped the read index.
+func TestLinearizabilityCatchesBrokenFollowerReads(t *testing.T) {
+	for _, seed := range chaosSeeds(t, []uint64{1, 2, 3, 4, 5, 6}) {
+		caught := false
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			caught = runLinearizability(t, chaosRun{voters: 3, nodes: 4, shards: 3, runFor: 1500 * time.Millisecond, brokenReads: true}, seed)
+		})
+		if caught {
+			t.Logf("seed %d: the stale reads were caught", seed)
+			return
+		}
+	}
+	t.Fatal("reads that skip the read index went unnoticed in every seed")
+}
+
 // chaosRun shapes one run of the chaos test.
 type chaosRun struct {
 	voters int // per shard, on the first voters nodes
@@ -204,6 +226,9 @@ type chaosRun struct {
 	splits, merges bool
 	// noMembership: no membership nemesis.
 	noMembership bool
+	// brokenReads: the reads on any node's replica skip the read index
+	// (readBroken); the run must find the history not linearizable.
+	brokenReads bool
 }
 
 // idleNemesis changes no membership.
@@ -225,7 +250,10 @@ type membershipNemesis interface {
 	summary() string
 }
 
-func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
+// runLinearizability runs the chaos test once; with run.brokenReads it
+// returns, right after the history check, whether the checker found the
+// history not linearizable (otherwise true).
+func runLinearizability(t *testing.T, run chaosRun, seed uint64) (caught bool) {
 	voters := run.voters
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	applies := &applyCounts{n: map[applyKey]int{}}
@@ -314,7 +342,7 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) {
 			for n := 0; n < maxOps && !stopClients.Load() && ctx.Err() == nil; n++ {
 				var o outcome
 				if cl < clients {
-					o = clientOp(ctx, rt, rec, crng, sw, cl, n, keys)
+					o = clientOp(ctx, rt, rec, crng, sw, cl, n, keys, run.brokenReads)
 				} else {
 					o = cnt.increment(ctx, rt, rec, crng, sw, cl, n)
 				}
@@ -367,7 +395,8 @@ wait:
 		close(stopNemesis)
 		<-nemesisDone
 	}
-	t.Logf("seed %d: %d ok, %d failed, %d unknown operations", seed, okOps.load(), failedOps.load(), unknownOps.load())
+	t.Logf("seed %d: %d ok, %d failed, %d unknown operations; %d reads answered by ReadOnReplica, %d of them on a replica that did not lead then",
+		seed, okOps.load(), failedOps.load(), unknownOps.load(), rt.replicaReads.Load(), rt.followerReads.Load())
 	t.Logf("seed %d: %s", seed, mem.summary())
 	if okOps.load() < minOK {
 		t.Errorf("seed %d: only %d operations succeeded", seed, okOps.load())
@@ -375,6 +404,11 @@ wait:
 	res, err := rec.Check(60 * time.Second)
 	if err != nil {
 		t.Errorf("seed %d: check: %v", seed, err)
+	}
+	if run.brokenReads {
+		// Only whether the checker caught the stale reads matters.
+		t.Logf("seed %d: with reads that skip the read index, the history is %s", seed, res.Outcome)
+		return res.Outcome != linearize.Ok
 	}
 	if res.Outcome != linearize.Ok {
 		t.Errorf("seed %d (voters %d): history is %s\n%s", seed, voters, res.Outcome, res)
@@ -392,6 +426,7 @@ wait:
 	}
 	checkAfterChaos(t, ctx, c, descs, cnt, mem.history(), &snaps)
 	applies.check(t, seed)
+	return true
 }
 
 type outcome int
@@ -411,7 +446,7 @@ func (a *atomicCounters) load() int64 { return a.n.Load() }
 // clientOp runs one random operation of a client. Writes go through the
 // client's session (sw): retried until certain or their deadline, applied
 // at most once.
-func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, sw *sessionWriter, client, n int, keys []string) outcome {
+func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, sw *sessionWriter, client, n int, keys []string, brokenReads bool) outcome {
 	key, shard, e := rt.pick(rng, keys)
 	if e == nil {
 		return outcomeNone
@@ -420,8 +455,18 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 	defer cancel()
 	value := fmt.Sprintf("c%d-%d", client, n)
 	switch p := rng.IntN(10); {
-	case p < 4: // get
-		if _, _, ok := recordedGet(octx, rt, rec, e, shard, client, key); !ok {
+	case p < 4: // get: on the leader, or half the time on any node's replica
+		how := readLeader
+		if rng.IntN(2) == 0 {
+			ids := rt.c.IDs()
+			if o := rt.c.Engine(ids[rng.IntN(len(ids))]); o != nil {
+				e, how = o, readOnReplica
+				if brokenReads {
+					how = readBroken
+				}
+			}
+		}
+		if _, _, ok := recordedGet(octx, rt, rec, e, shard, client, key, how); !ok {
 			return outcomeFailed
 		}
 		return outcomeOK
@@ -467,17 +512,48 @@ func finishSessionWrite(pend *linearize.Pending, err error, ok linearize.Result)
 	}
 }
 
-// recordedGet reads key linearizably on e, recorded in rec; ok is false
-// if the read failed.
-func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *engine.Engine, shard uint64, client int, key string) (value []byte, found, ok bool) {
+// readHow is how recordedGet reads.
+type readHow int
+
+const (
+	readLeader    readHow = iota // Engine.Read: on the leader
+	readOnReplica                // Engine.ReadOnReplica: on e's replica, leader or not
+	// readBroken: e's replica as it is (ReadLocal), no read index: stale
+	// on a follower behind; the test must catch it (chaosRun.brokenReads).
+	readBroken
+)
+
+// recordedGet reads key on e as how says, recorded in rec as a
+// linearizable read; ok is false if the read failed.
+func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *engine.Engine, shard uint64, client int, key string, how readHow) (value []byte, found, ok bool) {
 	pend := rec.Begin(client, linearize.Get(key))
-	res, err := e.Read(ctx, shard, engine.GetQuery([]byte(key)))
-	rt.learn(ctx, shard, err)
+	var res []byte
+	var err error
+	switch how {
+	case readLeader:
+		res, err = e.Read(ctx, shard, engine.GetQuery([]byte(key)))
+	case readOnReplica:
+		res, err = e.ReadOnReplica(ctx, shard, engine.GetQuery([]byte(key)))
+	case readBroken:
+		res, err = e.ReadLocal(shard, engine.GetQuery([]byte(key)))
+	}
+	var nl *engine.NotLeaderError
+	if how == readLeader || (err != nil && !errors.As(err, &nl)) {
+		rt.learn(ctx, shard, err) // a follower's refusal says nothing of the leader
+	}
 	if err != nil {
 		pend.Failed()
 		return nil, false, false
 	}
-	rt.success(shard, e.NodeID())
+	if how == readLeader {
+		rt.success(shard, e.NodeID())
+	}
+	if how == readOnReplica {
+		rt.replicaReads.Add(1)
+		if st, err := e.Status(ctx, shard); err == nil && st.Leader != e.NodeID() {
+			rt.followerReads.Add(1)
+		}
+	}
 	value, found, _ = engine.DecodeGetResult(res)
 	pend.End(linearize.Result{Value: string(value), Found: found})
 	return value, found, true

@@ -647,6 +647,21 @@ func (e *Engine) wait(ctx context.Context, shardID uint64, done chan group.Resul
 // lead the shard (otherwise a *NotLeaderError). Each ReadIndex attempt
 // carries a fresh context; an unanswered one is retried until ctx ends.
 func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte, error) {
+	return e.read(ctx, shardID, query, false)
+}
+
+// ReadOnReplica answers query from this node's replica of shardID, leader,
+// follower or learner, with linearizable semantics: the replica gets a read
+// index from the shard's leader (which confirms with a quorum that it still
+// leads), waits until it has applied that index, and then answers from its
+// own state. It spares the leader the read itself, at the cost of a round
+// trip to it. A replica that knows no leader answers a *NotLeaderError
+// (with no leader); otherwise as Read.
+func (e *Engine) ReadOnReplica(ctx context.Context, shardID uint64, query []byte) ([]byte, error) {
+	return e.read(ctx, shardID, query, true)
+}
+
+func (e *Engine) read(ctx context.Context, shardID uint64, query []byte, onReplica bool) ([]byte, error) {
 	for {
 		if e.closed.Load() {
 			return nil, ErrClosed
@@ -656,7 +671,7 @@ func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte
 		}
 		r := group.NewRead(e.nextID())
 		w := e.workerFor(shardID)
-		if !w.enqueueRead(readReq{shardID: shardID, r: r}) {
+		if !w.enqueueRead(readReq{shardID: shardID, r: r, onReplica: onReplica}) {
 			return nil, ErrClosed
 		}
 		_, err := e.wait(ctx, shardID, r.Done)

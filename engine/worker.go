@@ -94,6 +94,9 @@ type proposalReq struct {
 type readReq struct {
 	shardID uint64
 	r       *group.Read
+	// onReplica: served by this node's replica whatever its role (a
+	// follower asks its leader for the read index), not by a leader only.
+	onReplica bool
 }
 
 type snapReq struct {
@@ -533,6 +536,18 @@ func (w *worker) cycle() {
 		r := w.shards[rr.shardID]
 		if r == nil {
 			rr.r.Done <- group.Result{Err: fmt.Errorf("%w: shard %d", ErrShardNotFound, rr.shardID)}
+			continue
+		}
+		if rr.onReplica {
+			// A follower's request wakes its leader; the follower ticks
+			// until the leader quiesces them both again, and an unanswered
+			// request is retried after an election timeout.
+			if err := r.g.ReadIndexOnReplica(rr.r); err != nil {
+				rr.r.Done <- group.Result{Err: err}
+				continue
+			}
+			w.wake(r)
+			w.markDirty(r)
 			continue
 		}
 		if r.g.IsLeader() {

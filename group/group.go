@@ -308,6 +308,21 @@ func (g *Group) ReadIndex(r *Read) error {
 	return nil
 }
 
+// ReadIndexOnReplica starts a linearizable read served by this replica
+// whatever its role: a leader confirms its leadership as for ReadIndex; a
+// follower or learner asks its leader for the read index (raft forwards
+// the request, and the leader confirms its leadership with a quorum before
+// it answers), and the read completes once this replica has applied that
+// index. Refused (a *NotLeaderError) while no leader is known.
+func (g *Group) ReadIndexOnReplica(r *Read) error {
+	if g.state != raft.StateLeader && (g.state != raft.StateFollower || g.lead == 0) {
+		return g.notLeader()
+	}
+	g.RN.ReadIndex(r.ctx[:])
+	g.reads = append(g.reads, r)
+	return nil
+}
+
 // Tick advances the group's logical clock; reads unanswered for an election
 // timeout fail with ErrReadRetry.
 func (g *Group) Tick() {
