@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"math/rand/v2"
 
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/router"
@@ -14,15 +15,35 @@ const (
 	// Stale reads the replica the request reaches as it is, without the
 	// leader's ReadIndex round: faster, possibly stale, never torn.
 	Stale ReadOption = iota + 1
+	// Replica reads linearizably on a replica of the key's shard the
+	// client picks at random, leader or follower: a follower gets the read
+	// index from its leader, waits until it has applied it, and answers
+	// from its own state. It spreads reads over the replicas, at the cost
+	// of a round trip from the follower to the leader. Stale wins over it.
+	Replica
 )
 
-func isStale(opts []ReadOption) bool {
+func hasOption(opts []ReadOption, want ReadOption) bool {
 	for _, o := range opts {
-		if o == Stale {
+		if o == want {
 			return true
 		}
 	}
 	return false
+}
+
+func isStale(opts []ReadOption) bool { return hasOption(opts, Stale) }
+
+// replicaRoute returns route with a random one of its replicas in place
+// of its leader, for the Replica read option.
+func replicaRoute(route func() router.Route) func() router.Route {
+	return func() router.Route {
+		rt := route()
+		if len(rt.Replicas) > 0 {
+			rt.Leader = rt.Replicas[rand.IntN(len(rt.Replicas))]
+		}
+		return rt
+	}
 }
 
 // keyRoute returns a function that routes key with the cached ring.
@@ -53,14 +74,19 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 }
 
 // Get returns key's value, and whether it exists. The read is linearizable
-// unless the Stale option is given.
+// unless the Stale option is given; on the shard's leader unless the
+// Replica option is.
 func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (value []byte, found bool, err error) {
 	if err := c.checkKey(key); err != nil {
 		return nil, false, err
 	}
-	req := &nodepb.GetRequest{Key: key, Stale: isStale(opts)}
+	req := &nodepb.GetRequest{Key: key, Stale: isStale(opts), Replica: hasOption(opts, Replica)}
+	route := c.keyRoute(key)
+	if req.Replica && !req.Stale {
+		route = replicaRoute(route)
+	}
 	var resp *nodepb.GetResponse
-	err = c.do(ctx, "get", classRead, c.keyRoute(key), func(ctx context.Context, kv nodepb.KVClient) (err error) {
+	err = c.do(ctx, "get", classRead, route, func(ctx context.Context, kv nodepb.KVClient) (err error) {
 		resp, err = kv.Get(ctx, req)
 		return err
 	})

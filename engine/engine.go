@@ -87,6 +87,7 @@ type engineStats struct {
 
 	sessionReplays  atomic.Uint64 // session commands answered with their stored result
 	sessionsExpired atomic.Uint64
+	followerReads   atomic.Uint64 // ReadOnReplica requests taken by a replica that did not lead
 }
 
 // Stats are counters of an engine since it started.
@@ -132,6 +133,9 @@ type Stats struct {
 	SessionReplays uint64
 	// SessionsExpired counts the client sessions deleted by expiry.
 	SessionsExpired uint64
+	// FollowerReads counts the ReadOnReplica requests taken by a replica
+	// that did not lead (it asked its leader for the read index).
+	FollowerReads uint64
 }
 
 // New opens the node's store in cfg.Dir, reopens every shard found there and
@@ -926,6 +930,7 @@ func (e *Engine) Stats() Stats {
 		SuccessorCampaigns:  e.stats.campaigns.Load(),
 		Shards:              n,
 		SessionReplays:      e.stats.sessionReplays.Load(),
+		FollowerReads:       e.stats.followerReads.Load(),
 		SessionsExpired:     e.stats.sessionsExpired.Load(),
 	}
 }

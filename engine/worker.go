@@ -546,6 +546,9 @@ func (w *worker) cycle() {
 				rr.r.Done <- group.Result{Err: err}
 				continue
 			}
+			if !r.g.IsLeader() {
+				w.e.stats.followerReads.Add(1)
+			}
 			w.wake(r)
 			w.markDirty(r)
 			continue

@@ -244,3 +244,36 @@ func TestCompact(t *testing.T) {
 		t.Fatalf("compact a shard none has: %v", err)
 	}
 }
+
+// TestReplicaReadsThroughTheClient: the Go client's Replica read option
+// reads linearizably on random replicas: every value written reads back,
+// and followers served some of the reads (their engines count them).
+func TestReplicaReadsThroughTheClient(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 3, 3)
+	eps := []string{nodes[0].ClientAddr(), nodes[1].ClientAddr(), nodes[2].ClientAddr()}
+	cl, err := client.New(ctx, client.Config{Endpoints: eps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 100 {
+		k, v := []byte(fmt.Sprint("key-", i)), []byte(fmt.Sprint("v", i))
+		if err := cl.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+		got, found, err := cl.Get(ctx, k, client.Replica)
+		if err != nil || !found || !bytes.Equal(got, v) {
+			t.Fatalf("replica read of %s right after its write: %q %v %v", k, got, found, err)
+		}
+	}
+	var follower uint64
+	for _, n := range nodes {
+		follower += n.Engine.Stats().FollowerReads
+	}
+	if follower == 0 {
+		t.Fatal("no read was served by a follower")
+	}
+	t.Logf("100 replica reads, %d served by followers", follower)
+}

@@ -196,6 +196,9 @@ func (s *ClientService) get(ctx context.Context, req *nodepb.GetRequest) (*nodep
 		return nil, e
 	}
 	shardID, res, err := s.onKeyShard(req.GetKey(), rt, func(shardID uint64, _ bool) ([]byte, error) {
+		if req.GetReplica() && !req.GetStale() {
+			return s.engine.ReadOnReplica(ctx, shardID, engine.GetQuery(req.GetKey()))
+		}
 		return s.query(ctx, shardID, engine.GetQuery(req.GetKey()), req.GetStale())
 	})
 	if err != nil {

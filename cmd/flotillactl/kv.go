@@ -34,13 +34,24 @@ func (e *env) withClient(fn func(context.Context, *client.Client) error) error {
 // package (routed to the keys' leaders).
 func kvCommands(e *env) []*cobra.Command {
 	get := &cobra.Command{
-		Use:   "get KEY [--stale]",
+		Use:   "get KEY [--stale | --replica]",
 		Short: "read a key",
-		Long:  "Read KEY from its shard's leader, or from any replica (possibly stale) with --stale.",
-		Args:  argNames("KEY"),
-		RunE:  e.get,
+		Long: `Read KEY from its shard's leader; with --replica, linearizably from a
+replica picked at random (a follower gets the read index from the leader);
+with --stale, from any replica as it is (possibly stale).`,
+		Args: argNames("KEY"),
 	}
 	get.Flags().BoolVar(&e.stale, "stale", false, "read any replica (possibly stale), not the leader")
+	replica := get.Flags().Bool("replica", false, "read linearizably on a random replica, leader or follower")
+	get.RunE = func(c *cobra.Command, pos []string) error {
+		if *replica && e.stale {
+			return usageErrorf(c, "%s: --stale and --replica exclude each other", cmdPath(c))
+		}
+		if *replica {
+			return e.get(c, pos, client.Replica)
+		}
+		return e.get(c, pos)
+	}
 	return []*cobra.Command{
 		{
 			Use:   "put KEY VALUE",
@@ -67,8 +78,7 @@ func (e *env) put(_ *cobra.Command, pos []string) error {
 	})
 }
 
-func (e *env) get(_ *cobra.Command, pos []string) error {
-	var opts []client.ReadOption
+func (e *env) get(_ *cobra.Command, pos []string, opts ...client.ReadOption) error {
 	if e.stale {
 		opts = append(opts, client.Stale)
 	}

@@ -18,6 +18,7 @@ type fakeKV struct {
 	addr string
 	mu   sync.Mutex
 	data map[string]string
+	gets []*nodepb.GetRequest
 }
 
 func (f *fakeKV) Routes(context.Context, *nodepb.RoutesRequest) (*nodepb.RoutesResponse, error) {
@@ -41,6 +42,7 @@ func (f *fakeKV) Put(_ context.Context, req *nodepb.PutRequest) (*nodepb.PutResp
 func (f *fakeKV) Get(_ context.Context, req *nodepb.GetRequest) (*nodepb.GetResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.gets = append(f.gets, req)
 	v, ok := f.data[string(req.GetKey())]
 	return &nodepb.GetResponse{ShardId: 1, Found: ok, Value: []byte(v)}, nil
 }
@@ -59,6 +61,28 @@ func serveKV(t *testing.T) string {
 	defer f.mu.Unlock()
 	f.addr = serve(t, func(s *grpc.Server) { nodepb.RegisterKVServer(s, f) })
 	return f.addr
+}
+
+// TestGetReadOptions: --stale and --replica reach the node as the
+// request's options; both together are a usage error.
+func TestGetReadOptions(t *testing.T) {
+	f := &fakeKV{data: map[string]string{"k": "v"}}
+	f.mu.Lock()
+	f.addr = serve(t, func(s *grpc.Server) { nodepb.RegisterKVServer(s, f) })
+	f.mu.Unlock()
+	for _, args := range [][]string{{"get", "k"}, {"get", "k", "--stale"}, {"get", "k", "--replica"}} {
+		if stdout, stderr, code := runCmd(t, append([]string{"--endpoints", f.addr}, args...)...); code != 0 || stdout != "v\n" {
+			t.Fatalf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
+		}
+	}
+	if _, stderr, code := runCmd(t, "--endpoints", f.addr, "get", "k", "--stale", "--replica"); code != 2 || !strings.Contains(stderr, "exclude each other") {
+		t.Fatalf("--stale --replica: exit %d, stderr %q", code, stderr)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.gets) != 3 || f.gets[0].GetStale() || f.gets[0].GetReplica() || !f.gets[1].GetStale() || !f.gets[2].GetReplica() || f.gets[2].GetStale() {
+		t.Fatalf("requests: %v", f.gets)
+	}
 }
 
 func TestKV(t *testing.T) {

@@ -645,7 +645,11 @@ type GetRequest struct {
 	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// stale reads this node's replica as it is (any replica answers), without
 	// the leader's ReadIndex round: possibly stale, never torn.
-	Stale         bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	// replica reads linearizably on this node's replica, leader or not: a
+	// follower gets the read index from the leader, waits until it has
+	// applied it and answers from its own state (ignored with stale).
+	Replica       bool `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,6 +694,13 @@ func (x *GetRequest) GetKey() []byte {
 func (x *GetRequest) GetStale() bool {
 	if x != nil {
 		return x.Stale
+	}
+	return false
+}
+
+func (x *GetRequest) GetReplica() bool {
+	if x != nil {
+		return x.Replica
 	}
 	return false
 }
@@ -4717,11 +4728,12 @@ const file_node_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x123\n" +
 	"\asession\x18\x03 \x01(\v2\x19.flotilla.node.v1.SessionR\asession\"(\n" +
 	"\vPutResponse\x12\x19\n" +
-	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"4\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"N\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05stale\x18\x02 \x01(\bR\x05stale\"T\n" +
+	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x18\n" +
+	"\areplica\x18\x03 \x01(\bR\areplica\"T\n" +
 	"\vGetResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x14\n" +
