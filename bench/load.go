@@ -449,6 +449,50 @@ func (w *writer) read(ctx context.Context) error {
 
 var errReadNotFound = errors.New("bench: linearizable read did not find a written key")
 
+// The ways the read scenario reads (variant.Read).
+const (
+	readLeader   = ""         // engine.Read on the leader
+	readFollower = "follower" // engine.ReadOnReplica on a follower
+	readStale    = "stale"    // engine.ReadLocal on a follower
+)
+
+// readAs reads w's key as how says; a follower read goes to one of the
+// shard's voters other than its leader, picked by client.
+func (w *writer) readAs(ctx context.Context, how string, client int) error {
+	if how == readLeader {
+		return w.read(ctx)
+	}
+	return w.do(ctx, func(leader *engine.Engine) error {
+		var others []uint64
+		for _, id := range w.c.voters(w.shard) {
+			if id != leader.NodeID() {
+				others = append(others, id)
+			}
+		}
+		e := leader
+		if len(others) > 0 {
+			if f := w.c.engine(others[client%len(others)]); f != nil {
+				e = f
+			}
+		}
+		var res []byte
+		var err error
+		if how == readFollower {
+			res, err = e.ReadOnReplica(ctx, w.shard, w.query)
+		} else {
+			res, err = e.ReadLocal(w.shard, w.query)
+		}
+		if err != nil {
+			return err
+		}
+		_, found, err := engine.DecodeGetResult(res)
+		if err == nil && !found && how == readFollower {
+			err = errReadNotFound
+		}
+		return err
+	})
+}
+
 // stampValue writes client and seq big-endian into the first 8 bytes of v
 // (fewer if v is shorter).
 func stampValue(v []byte, client int, seq uint64) {

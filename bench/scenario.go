@@ -30,7 +30,9 @@ type variant struct {
 	Driver func(*placement.DriverConfig)
 	// Node adjusts the config of full nodes (rebalance, cluster-start);
 	// nil: as the flags say.
-	Node    func(*flnode.ClusterConfig)
+	Node func(*flnode.ClusterConfig)
+	// Read is how the read scenario reads (readLeader when empty).
+	Read    string
 	Pending string // non-empty: not runnable yet, why
 }
 
