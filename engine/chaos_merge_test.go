@@ -97,7 +97,8 @@ func (m *splitNemesis) finishMerge(ctx context.Context, l, frozen storage.Descri
 // resolve finishes or abandons every merge left half done: a frozen right
 // shard whose left neighbour (as its leader has it) does not cover it; one
 // whose left neighbour is gone (merged away itself) is thawed. Then it
-// collects the replicas of shards merged away that nothing needs.
+// collects the replicas of shards merged away that nothing needs, and
+// those removed from their shards while cut off.
 func (m *splitNemesis) resolve(ctx context.Context) {
 	m.rt.refresh(ctx)
 	held := m.held(ctx)
@@ -130,6 +131,39 @@ func (m *splitNemesis) resolve(ctx context.Context) {
 		}
 	}
 	m.collectMergedAway(ctx, held)
+	m.collectRemoved(ctx, held)
+}
+
+// collectRemoved destroys the replicas that their shards removed while
+// they could not hear of it (Engine.DestroyStaleReplica on the word of the
+// leader's descriptor), as the nodes' stale-replica loops do by the meta
+// shard's records: one that also missed a split of its shard claims the
+// child's range on its node and would keep the child's snapshot out.
+func (m *splitNemesis) collectRemoved(ctx context.Context, held []heldReplica) {
+	leaders := map[uint64]*storage.Descriptor{}
+	for _, h := range held {
+		id := h.desc.ShardID
+		l, ok := leaders[id]
+		if !ok {
+			l = m.leaderDesc(ctx, id)
+			leaders[id] = l
+		}
+		if l == nil || h.replica >= l.NextReplicaID {
+			continue
+		}
+		if _, member := l.Replica(h.replica); member {
+			continue
+		}
+		e := m.c.Engine(h.node)
+		if e == nil {
+			continue
+		}
+		if err := e.DestroyStaleReplica(ctx, id, h.replica, l.NextReplicaID); err == nil {
+			m.count("collect a replica removed while cut off: done")
+		} else {
+			m.count("collect a replica removed while cut off: " + splitOutcome(err))
+		}
+	}
 }
 
 // heldReplica is a node's initialized replica of a user shard.
