@@ -114,6 +114,13 @@
 // if the key's shard changed, runs the request there once more
 // (client_reroute.go), else returns the refusal.
 //
+// The key-value HTTP API (http_kv.go), GET, PUT and DELETE /v1/kv/{key} on
+// the node's HTTP endpoint, runs each request on the service as the
+// GetRequest, PutRequest or DeleteRequest it stands for, and follows a
+// NOT_LEADER that names another node (nothing applied) to that node's KV
+// service, at most three hops; its errors are the service's statuses as
+// JSON with an HTTP status.
+//
 // The router is the caller's: it keeps the ring and replicas up to date (the
 // meta shard, gossip). StartLeaderFeed adds the engine's leader-change
 // events to it, so that NotLeader hints and Routes answers carry the

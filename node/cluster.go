@@ -619,15 +619,24 @@ func (cs *clusterState) register(ctx context.Context) error {
 	return fmt.Errorf("node: register node %d in the meta shard: %w", cs.id.NodeID, err)
 }
 
-// dialer caches gRPC client connections to other nodes' client addresses.
+// dialer caches gRPC client connections to other nodes' client addresses
+// (the KV and Admin services share a server, so one connection serves
+// both). mu guards conns and closed; once closed, it opens no connection.
 type dialer struct {
-	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	mu     sync.Mutex
+	conns  map[string]*grpc.ClientConn
+	closed bool
 }
 
-func (d *dialer) admin(addr string) (nodepb.AdminClient, error) {
+// errDialerClosed is returned by a dialer's calls after close.
+var errDialerClosed = errors.New("node: closed: no connection to other nodes")
+
+func (d *dialer) conn(addr string) (*grpc.ClientConn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil, errDialerClosed
+	}
 	if d.conns == nil {
 		d.conns = map[string]*grpc.ClientConn{}
 	}
@@ -639,7 +648,23 @@ func (d *dialer) admin(addr string) (nodepb.AdminClient, error) {
 		}
 		d.conns[addr] = c
 	}
+	return c, nil
+}
+
+func (d *dialer) admin(addr string) (nodepb.AdminClient, error) {
+	c, err := d.conn(addr)
+	if err != nil {
+		return nil, err
+	}
 	return nodepb.NewAdminClient(c), nil
+}
+
+func (d *dialer) kv(addr string) (nodepb.KVClient, error) {
+	c, err := d.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return nodepb.NewKVClient(c), nil
 }
 
 func (d *dialer) close() {
@@ -648,5 +673,5 @@ func (d *dialer) close() {
 	for _, c := range d.conns {
 		c.Close()
 	}
-	d.conns = nil
+	d.conns, d.closed = nil, true
 }

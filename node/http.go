@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,10 @@ const probeTimeout = time.Second
 //     WaitReady waits for), else 503 saying what it waits for: the meta
 //     shard, or leaders for how many shards (some named).
 //   - /debug/pprof/: net/http/pprof, on this handler's own mux.
+//   - /v1/kv/{key}: the key-value HTTP API (GET, PUT, DELETE), served by
+//     the node's client service, forwarded to the key's leader
+//     (http_kv.go). Its paths bypass the mux, whose cleaning would
+//     redirect a key with "//", "." or ".." segments to another key.
 //
 // The handler is safe for concurrent use.
 func NewHTTPHandler(n *Node) http.Handler {
@@ -74,7 +79,14 @@ func NewHTTPHandler(n *Node) http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
+	kv := newHTTPKV(n)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.EscapedPath(), kvPathPrefix) {
+			kv.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // StartHTTP serves NewHTTPHandler(n) on addr ("127.0.0.1:0" picks a free

@@ -2,10 +2,8 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,23 +16,7 @@ import (
 func TestHTTPEndpoints(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	peers := loopbackPeers(t, 3)
-	nodes := make([]*Node, 3)
-	defer closeNodes(nodes)
-	for i, p := range peers {
-		n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
-			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 4, Replication: 3})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes[i] = n
-	}
-	for _, n := range nodes {
-		if err := n.WaitReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nodes := startStatic(t, ctx, loopbackPeers(t, 3), nil)
 	stop, addr, err := nodes[0].StartHTTP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

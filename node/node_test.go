@@ -40,6 +40,34 @@ func threeStatic(t *testing.T) (context.Context, string, []Peer) {
 	return ctx, t.TempDir(), loopbackPeers(t, 3)
 }
 
+// startStatic starts a node for each of peers (4 shards of 3 replicas,
+// adjust applied to each config, if set) and waits until all are ready.
+// The test's cleanup closes the nodes still in the slice it returns.
+func startStatic(t *testing.T, ctx context.Context, peers []Peer, adjust func(*Config)) []*Node {
+	t.Helper()
+	dir := t.TempDir()
+	nodes := make([]*Node, len(peers))
+	t.Cleanup(func() { closeNodes(nodes) })
+	for i, p := range peers {
+		cfg := Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
+			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 4, Replication: 3}
+		if adjust != nil {
+			adjust(&cfg)
+		}
+		n, err := Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = n
+	}
+	for _, n := range nodes {
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nodes
+}
+
 // closeNodes closes the nodes still running (not nil), for a defer.
 func closeNodes(nodes []*Node) {
 	for _, n := range nodes {

@@ -77,7 +77,7 @@ func demo(args []string) error {
 	clientBase := fs.Int("client-port", 7001, "client port of the first node (the others take the next ones)")
 	raftBase := fs.Int("raft-port", 7101, "raft port of the first node (the others take the next ones)")
 	gossipBase := fs.Int("gossip-port", 7201, "gossip port of the first node (the others take the next ones)")
-	httpBase := fs.Int("http-port", 7301, "metrics port of the first node (the others take the next ones; 0: off)")
+	httpBase := fs.Int("http-port", 7301, "HTTP port of the first node: metrics, probes, pprof, the key-value HTTP API (the others take the next ones; 0: off)")
 	level := fs.String("log-level", "error", "log level: debug, info, warn, error")
 	fs.Parse(args)
 	log := logger(*level)
@@ -149,10 +149,13 @@ func demo(args []string) error {
 	}
 	fmt.Printf("Ready. Cluster %016x.\n", nodes[0].ClusterID())
 	for i, n := range nodes {
-		fmt.Printf("  node %d (ID %d): client %s, raft %s, gossip %s, metrics %s\n", i+1, n.NodeID(), n.ClientAddr(), n.RaftAddr(), n.GossipAddr(), orOff(n.HTTPAddr()))
+		fmt.Printf("  node %d (ID %d): client %s, raft %s, gossip %s, http %s\n", i+1, n.NodeID(), n.ClientAddr(), n.RaftAddr(), n.GossipAddr(), orOff(n.HTTPAddr()))
 	}
 	ep := strings.Join(endpoints, ",")
 	fmt.Printf("Try:\n  go run ./cmd/flotillactl --endpoints %s put hello world\n  go run ./cmd/flotillactl --endpoints %s get hello\n  go run ./cmd/flotillactl --endpoints %s status\n  go run ./cmd/flotillactl --endpoints %s shards\n", ep, ep, ep, ep)
+	if addr := nodes[0].HTTPAddr(); addr != "" {
+		fmt.Printf("  curl -X PUT --data-binary world http://%s/v1/kv/hello\n  curl http://%s/v1/kv/hello\n", addr, addr)
+	}
 	fmt.Println("Press Ctrl-C to stop.")
 	<-ctx.Done()
 	fmt.Println("\nStopping...")
@@ -183,7 +186,7 @@ func start(args []string) error {
 	raftAddr := fs.String("raft-addr", "127.0.0.1:7101", "raft listen address (also advertised to other nodes)")
 	clientAddr := fs.String("client-addr", "127.0.0.1:7001", "client listen address (also advertised)")
 	gossipAddr := fs.String("gossip-addr", "127.0.0.1:7201", "gossip listen address, TCP and UDP")
-	httpAddr := fs.String("http-addr", "", "metrics (/metrics), health (/healthz, /readyz) and pprof listen address (empty: off)")
+	httpAddr := fs.String("http-addr", "", "metrics (/metrics), health (/healthz, /readyz), pprof and key-value HTTP API (/v1/kv/) listen address (empty: off)")
 	advertise := fs.String("advertise-host", "", "host other nodes and clients reach this node at (default: the listen host, or the gossip IP when listening on 0.0.0.0)")
 	join := fs.String("join", "", "gossip addresses of nodes to join, comma-separated")
 	expect := fs.Int("bootstrap-expect", 0, "bootstrap a new cluster once this many fresh nodes see each other (0: only join)")
