@@ -307,6 +307,10 @@ func httpStatus(code codes.Code, reason nodepb.Reason) int {
 	switch reason {
 	case nodepb.Reason_REASON_KEY_TOO_LARGE, nodepb.Reason_REASON_VALUE_TOO_LARGE, nodepb.Reason_REASON_TOO_LARGE:
 		return http.StatusRequestEntityTooLarge
+	case nodepb.Reason_REASON_KEY_NOT_IN_SHARD, nodepb.Reason_REASON_STALE_GENERATION:
+		// Routed by a ring a split or a merge has just changed: nothing
+		// was applied, and the same request soon finds the new shard.
+		return http.StatusServiceUnavailable
 	}
 	if st, ok := httpStatusOf[code]; ok {
 		return st
