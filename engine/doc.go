@@ -63,9 +63,16 @@
 // which is safe to retry. A proposal whose fate this replica cannot know (a
 // snapshot covered its index, the replica was removed or closed after it
 // was appended) fails with an *AmbiguousError (ErrAmbiguous): it may have
-// applied, and is retried safely only through a client session. Reads use ReadIndex with a fresh context on every
-// attempt; once the read index is applied, the caller's goroutine answers
-// the query from the store.
+// applied, and is retried safely only through a client session. Reads use
+// ReadIndex with a fresh context on every attempt; once the read index is
+// applied, the caller's goroutine answers the query from the store. Read
+// runs on the leader; ReadOnReplica on any replica: a follower's ReadIndex
+// goes to its leader (raft forwards it), which confirms its leadership with
+// a quorum and answers the index, and the follower answers once it has
+// applied it. ReadLocal answers from the replica as it is (stale reads).
+// Lease reads (the leader answering without the quorum round while its
+// lease holds) are not offered: raft's lease is not safe across leadership
+// transfers, which the engine makes all the time.
 //
 // Exactly-once writes (session.go). ProposeSession wraps a command of the
 // state machine in a client session envelope (session ID, sequence number,
