@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-db/flotilla/client"
 	"github.com/flotilla-db/flotilla/internal/waitfor"
 	"github.com/flotilla-db/flotilla/node/gossip"
 	"github.com/flotilla-db/flotilla/node/nodepb"
@@ -192,4 +193,82 @@ func TestLeaderChangesReachEveryRouter(t *testing.T) {
 func waitFor(t *testing.T, ctx context.Context, what string, fn func() error) {
 	t.Helper()
 	waitfor.Until(t, ctx, what, fn)
+}
+
+// TestRestartOnNewAddresses: a node restarted on its data directory but on
+// other addresses (raft, client, gossip) serves again: the other nodes
+// reach it at its new raft address (its shards catch up and it can lead),
+// clients reach it at its new client address, and the cluster's view of it
+// (Status, from the meta shard's record and gossip) shows the new ones.
+func TestRestartOnNewAddresses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	nodes := startClusterNodes(t, ctx, t.TempDir(), 3, 3)
+	moved := nodes[1]
+	id := moved.NodeID()
+	cfg := moved.cl.cfg
+	cfg.RaftAddr, cfg.ClientAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Join = []string{nodes[0].GossipAddr()}
+	oldRaft := moved.RaftAddr()
+	if err := moved.Close(); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1] = nil
+	back, err := StartCluster(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart on new addresses: %v", err)
+	}
+	t.Cleanup(func() { back.Close() })
+	nodes[1] = back
+	if back.RaftAddr() == oldRaft {
+		t.Fatalf("the raft address did not change: %s", oldRaft)
+	}
+	if err := back.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// It can lead: a shard's leadership moved to it takes writes.
+	waitFor(t, ctx, "node 2 leads shard 1", func() error {
+		l, _, err := shardLeader(ctx, nodes, 1)
+		if err != nil {
+			return err
+		}
+		if l != back {
+			return l.Engine.TransferLeader(ctx, 1, id)
+		}
+		return nil
+	})
+	cl, err := client.New(ctx, client.Config{Endpoints: []string{nodes[0].ClientAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 50 {
+		if err := cl.Put(ctx, []byte(fmt.Sprint("k", i)), []byte("v")); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	waitFor(t, ctx, "node 2's new addresses in the cluster's status", func() error {
+		resp, err := nodes[0].admin.Status(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, ns := range resp.GetNodes() {
+			if n := ns.GetNode(); n.GetNodeId() == id {
+				if n.GetRaftAddr() != back.RaftAddr() || n.GetClientAddr() != back.ClientAddr() {
+					return fmt.Errorf("node %d: raft %s client %s, want %s and %s", id, n.GetRaftAddr(), n.GetClientAddr(), back.RaftAddr(), back.ClientAddr())
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("node %d not listed", id)
+	})
+	// The meta shard's record of it follows too (what a node that has not
+	// heard of it by gossip yet dials).
+	waitFor(t, ctx, "node 2's record with its new addresses", func() error {
+		rec, ok := nodes[0].cl.nodeRecord(ctx, id)
+		if !ok || rec.RaftAddr != back.RaftAddr() || rec.ClientAddr != back.ClientAddr() {
+			return fmt.Errorf("record %+v (found %t)", rec, ok)
+		}
+		return nil
+	})
 }
