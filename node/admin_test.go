@@ -164,10 +164,11 @@ func TestDemoteReplica(t *testing.T) {
 		})
 		return st.Voters, st.Learners
 	}
-	leader, _, err := shardLeader(ctx, nodes, shardID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var leader *Node
+	waitFor(t, ctx, "a leader of shard 1", func() (err error) {
+		leader, _, err = shardLeader(ctx, nodes, shardID)
+		return err
+	})
 	var follower *Node
 	for _, n := range nodes {
 		if n != leader {
@@ -192,7 +193,7 @@ func TestDemoteReplica(t *testing.T) {
 	if len(v) != 1 || len(l) != 2 || !slices.Contains(l, leader.NodeID()) {
 		t.Fatalf("after demoting the leader: voters %v, learners %v", v, l)
 	}
-	err = demote(follower, v[0])
+	err := demote(follower, v[0])
 	if e := adminErrorOf(err); e == nil || e.GetReason() != nodepb.Reason_REASON_BAD_REQUEST {
 		t.Fatalf("demote the last voter: %v", err)
 	}

@@ -296,6 +296,16 @@ func TestReplicaOfAMergedShardCollected(t *testing.T) {
 	}
 	nodes[3] = nil
 	changeReplica(ctx, t, nodes[0], 2, id, nodepb.ReplicaOp_REPLICA_OP_REMOVE)
+	// The merge plans from the shards' records: wait until every node's
+	// copy of shard 2's record is the descriptor without node 4.
+	waitFor(t, ctx, "shard 2's records without node 4", func() error {
+		for _, n := range nodes[:3] {
+			if err := recordIsDescriptor(ctx, nodes[:3], n, 2); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	var resp *nodepb.MergeResponse
 	waitFor(t, ctx, "the merge of shard 2 into 1", func() (err error) {
 		resp, err = nodes[1].admin.Merge(ctx, &nodepb.MergeRequest{ShardId: 1})
