@@ -72,8 +72,8 @@ func (c Config) Validate() error {
 
 // Engine is what the tracker reads of the node's engine.
 type Engine interface {
-	// Statuses returns the status of every replica of the node.
-	Statuses(ctx context.Context) ([]engine.ShardStatus, error)
+	// Leading returns the shards whose replica on the node leads.
+	Leading(ctx context.Context) ([]engine.LedShard, error)
 	// SizeOf returns the bytes on disk of desc's data.
 	SizeOf(desc storage.Descriptor) (uint64, error)
 }
@@ -131,37 +131,37 @@ func (t *Tracker) Interval() time.Duration { return t.cfg.Interval }
 // Sample takes one sample of every user shard this node leads; shards it
 // no longer leads are forgotten.
 func (t *Tracker) Sample(ctx context.Context) error {
-	sts, err := t.e.Statuses(ctx)
+	led, err := t.e.Leading(ctx)
 	if err != nil {
 		return err
 	}
 	now := t.cfg.Now()
 	keep := int(t.cfg.Window/t.cfg.Interval) + 1
-	led := map[uint64]bool{}
+	isLed := make(map[uint64]bool, len(led))
 	type sized struct {
 		h    *history
 		desc storage.Descriptor
 	}
 	var toSize []sized
 	t.mu.Lock()
-	for _, st := range sts {
-		if st.State != "StateLeader" || !st.Initialized || storage.IsSystemShard(st.ShardID) {
+	for _, l := range led {
+		if storage.IsSystemShard(l.ShardID) {
 			continue
 		}
-		led[st.ShardID] = true
-		h := t.mu.shards[st.ShardID]
-		if h == nil || h.gen != st.Desc.Generation {
-			h = &history{gen: st.Desc.Generation}
-			t.mu.shards[st.ShardID] = h
+		isLed[l.ShardID] = true
+		h := t.mu.shards[l.ShardID]
+		if h == nil || h.gen != l.Desc.Generation {
+			h = &history{gen: l.Desc.Generation}
+			t.mu.shards[l.ShardID] = h
 		}
-		h.samples = append(h.samples, sample{at: now, applied: st.Applied})
+		h.samples = append(h.samples, sample{at: now, applied: l.Applied})
 		if n := len(h.samples) - keep; n > 0 {
 			h.samples = append(h.samples[:0], h.samples[n:]...)
 		}
-		toSize = append(toSize, sized{h, st.Desc})
+		toSize = append(toSize, sized{h, l.Desc})
 	}
 	for id := range t.mu.shards {
-		if !led[id] {
+		if !isLed[id] {
 			delete(t.mu.shards, id)
 		}
 	}

@@ -16,8 +16,18 @@ type fakeEngine struct {
 	sizes map[uint64]uint64
 }
 
-func (f *fakeEngine) Statuses(context.Context) ([]engine.ShardStatus, error) { return f.sts, nil }
-func (f *fakeEngine) SizeOf(d storage.Descriptor) (uint64, error)            { return f.sizes[d.ShardID], nil }
+// Leading reports the initialized leaders of f.sts, as the engine does.
+func (f *fakeEngine) Leading(context.Context) ([]engine.LedShard, error) {
+	var out []engine.LedShard
+	for _, st := range f.sts {
+		if st.State == "StateLeader" && st.Initialized {
+			out = append(out, engine.LedShard{ShardID: st.ShardID, Applied: st.Applied, Desc: st.Desc})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeEngine) SizeOf(d storage.Descriptor) (uint64, error) { return f.sizes[d.ShardID], nil }
 
 func status(shard, gen, applied uint64, state string) engine.ShardStatus {
 	return engine.ShardStatus{ShardID: shard, State: state, Applied: applied, Initialized: true,
