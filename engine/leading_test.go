@@ -14,7 +14,8 @@ import (
 
 // TestLeading: Leading reports, on each node, exactly the initialized
 // shards whose replica there leads, with the applied index and the
-// descriptor that Statuses reports for them.
+// descriptor that Statuses reports for them, also after a leadership
+// moved.
 func TestLeading(t *testing.T) {
 	c := newCluster(t, testcluster.Config{Nodes: 3})
 	ctx := ctxT(t, 30*time.Second)
@@ -36,7 +37,7 @@ func TestLeading(t *testing.T) {
 			}
 		}
 	}
-	waitfor.Until(t, ctx, "Leading to agree with Statuses on every node", func() error {
+	agree := func() error {
 		total := 0
 		for _, id := range c.IDs() {
 			e := c.Engine(id)
@@ -74,5 +75,23 @@ func TestLeading(t *testing.T) {
 			return fmt.Errorf("%d shards led in all, want %d", total, len(ids))
 		}
 		return nil
+	}
+	waitfor.Until(t, ctx, "Leading to agree with Statuses on every node", agree)
+
+	// A leadership moves: the old leader's Leading drops the shard, the
+	// new one's takes it.
+	from := c.Leader(ctx, 1)
+	to := c.IDs()[0]
+	if to == from {
+		to = c.IDs()[1]
+	}
+	if err := c.Engine(from).TransferLeader(ctx, 1, to); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Until(t, ctx, "shard 1 led by the transfer's target, and Leading to agree with Statuses", func() error {
+		if l := c.Leader(ctx, 1); l != to {
+			return fmt.Errorf("shard 1 led by %d, want %d", l, to)
+		}
+		return agree()
 	})
 }
