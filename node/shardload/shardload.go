@@ -100,6 +100,8 @@ type Tracker struct {
 		sync.Mutex
 		// shards: the samples of each shard led here, oldest first.
 		shards map[uint64]*history
+		// samples counts the calls of Sample.
+		samples uint64
 	}
 }
 
@@ -112,6 +114,21 @@ type history struct {
 	gen     uint64
 	size    uint64
 	samples []sample
+	// sizedAt and sizedApplied: when size was measured, at which applied
+	// index. seen: the number of the last sample that found the shard led.
+	sizedAt      time.Time
+	sizedApplied uint64
+	seen         uint64
+}
+
+// needsSize reports whether the shard's size is to be measured again at
+// now with applied index applied: never measured, written to since
+// (applied moved), or measured more than window ago (a compaction shrinks
+// a shard's files without a write). An idle shard is measured once a
+// window instead of at every sample: on a node leading thousands of
+// shards each measure is one of Pebble's estimates over its range.
+func (h *history) needsSize(now time.Time, applied uint64, window time.Duration) bool {
+	return h.sizedAt.IsZero() || applied != h.sizedApplied || now.Sub(h.sizedAt) >= window
 }
 
 // New returns a tracker of e's led shards.
@@ -137,32 +154,35 @@ func (t *Tracker) Sample(ctx context.Context) error {
 	}
 	now := t.cfg.Now()
 	keep := int(t.cfg.Window/t.cfg.Interval) + 1
-	isLed := make(map[uint64]bool, len(led))
 	type sized struct {
-		h    *history
-		desc storage.Descriptor
+		h       *history
+		desc    storage.Descriptor
+		applied uint64
 	}
 	var toSize []sized
 	t.mu.Lock()
+	t.mu.samples++
 	for _, l := range led {
 		if storage.IsSystemShard(l.ShardID) {
 			continue
 		}
-		isLed[l.ShardID] = true
 		h := t.mu.shards[l.ShardID]
 		if h == nil || h.gen != l.Desc.Generation {
 			h = &history{gen: l.Desc.Generation}
 			t.mu.shards[l.ShardID] = h
 		}
+		h.seen = t.mu.samples
 		h.samples = append(h.samples, sample{at: now, applied: l.Applied})
 		if n := len(h.samples) - keep; n > 0 {
 			h.samples = append(h.samples[:0], h.samples[n:]...)
 		}
-		toSize = append(toSize, sized{h, l.Desc})
+		if h.needsSize(now, l.Applied, t.cfg.Window) {
+			toSize = append(toSize, sized{h, l.Desc, l.Applied})
+		}
 	}
-	for id := range t.mu.shards {
-		if !isLed[id] {
-			delete(t.mu.shards, id)
+	for id, h := range t.mu.shards {
+		if h.seen != t.mu.samples {
+			delete(t.mu.shards, id) // not led any more
 		}
 	}
 	t.mu.Unlock()
@@ -173,7 +193,7 @@ func (t *Tracker) Sample(ctx context.Context) error {
 			return fmt.Errorf("shardload: size of shard %d: %w", s.desc.ShardID, err)
 		}
 		t.mu.Lock()
-		s.h.size = size
+		s.h.size, s.h.sizedAt, s.h.sizedApplied = size, now, s.applied
 		t.mu.Unlock()
 	}
 	return nil
