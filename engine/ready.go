@@ -635,8 +635,10 @@ func (w *worker) countLeader(r *replica) {
 		r.leading = leading
 		if leading {
 			w.e.stats.leading.Add(1)
+			w.leading[r.shardID] = r
 		} else {
 			w.e.stats.leading.Add(^uint64(0))
+			delete(w.leading, r.shardID)
 		}
 	}
 	if led := r.g.LeaderNode() != 0; led != r.led {
@@ -654,6 +656,7 @@ func (w *worker) uncountLeader(r *replica) {
 	if r.leading {
 		w.e.stats.leading.Add(^uint64(0))
 		r.leading = false
+		delete(w.leading, r.shardID)
 	}
 	if r.led {
 		w.e.stats.led.Add(^uint64(0))

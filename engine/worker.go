@@ -34,6 +34,7 @@ type worker struct {
 	spare      inbox
 	shards     map[uint64]*replica
 	ticking    map[uint64]*replica // the shards not quiesced
+	leading    map[uint64]*replica // the replicas that lead, as of their last Ready (replica.leading)
 	tombstones map[uint64]uint64   // shard -> lowest replica ID allowed here
 	dirty      []*replica
 	rds        []readyShard
@@ -168,6 +169,7 @@ func newWorker(e *Engine, id int) *worker {
 		signal:     make(chan struct{}, 1),
 		shards:     make(map[uint64]*replica),
 		ticking:    make(map[uint64]*replica),
+		leading:    make(map[uint64]*replica),
 		tombstones: make(map[uint64]uint64),
 		batch:      e.store.NewBatch(),
 		truncs:     e.store.NewBatch(),

@@ -63,6 +63,7 @@ func (cs *clusterState) placementLoop(ctx context.Context) {
 			}
 			return m
 		},
+		LeadersVersion: cs.n.Router.Version,
 		Meta: func(ctx context.Context) (storage.Descriptor, uint64, error) {
 			st, err := e.Status(ctx, MetaShardID)
 			return st.Desc, st.Leader, err

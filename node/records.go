@@ -31,7 +31,7 @@ func (cs *clusterState) startReconciler() error {
 	if cs.cfg.Reconciler != nil {
 		cs.cfg.Reconciler(&cfg)
 	}
-	r, err := nodemeta.NewReconciler(cfg, cs.store, recordWriter{cs.n.admin}, ledSource{cs.n.Engine, cs.id.NodeID})
+	r, err := nodemeta.NewReconciler(cfg, cs.store, recordWriter{cs.n.admin}, ledSource{cs.n.Engine})
 	if err != nil {
 		return err
 	}
@@ -83,20 +83,17 @@ func (cs *clusterState) report(d storage.Descriptor) {
 
 // ledSource is the reconciler's Source: the applied descriptors of the
 // user shards this node leads.
-type ledSource struct {
-	e    *engine.Engine
-	self uint64
-}
+type ledSource struct{ e *engine.Engine }
 
 func (s ledSource) Led(ctx context.Context) ([]nodemeta.ShardRecord, error) {
-	sts, err := s.e.Statuses(ctx)
+	led, err := s.e.Leading(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []nodemeta.ShardRecord
-	for _, st := range sts {
-		if st.Leader == s.self && st.Initialized && !storage.IsSystemShard(st.ShardID) {
-			out = append(out, nodemeta.RecordOf(st.Desc))
+	for _, l := range led {
+		if !storage.IsSystemShard(l.ShardID) {
+			out = append(out, nodemeta.RecordOf(l.Desc))
 		}
 	}
 	return out, nil

@@ -159,7 +159,7 @@ func TestShardRecordsFollowDescriptors(t *testing.T) {
 	}
 	cfg := nodemeta.DefaultReconcilerConfig()
 	cfg.Interval = 200 * time.Millisecond
-	r, err := nodemeta.NewReconciler(cfg, leader.cl.store, recordWriter{leader.admin}, ledSource{leader.Engine, leader.NodeID()})
+	r, err := nodemeta.NewReconciler(cfg, leader.cl.store, recordWriter{leader.admin}, ledSource{leader.Engine})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,8 +21,8 @@ import (
 // loadEngine is what the tracker reads of the engine.
 type loadEngine struct{ e *engine.Engine }
 
-func (l loadEngine) Statuses(ctx context.Context) ([]engine.ShardStatus, error) {
-	return l.e.Statuses(ctx)
+func (l loadEngine) Leading(ctx context.Context) ([]engine.LedShard, error) {
+	return l.e.Leading(ctx)
 }
 
 func (l loadEngine) SizeOf(d storage.Descriptor) (uint64, error) { return l.e.Store().DataSize(d) }

@@ -21,6 +21,10 @@ type DriverConfig struct {
 	IsLeader func() bool
 	// Interval between two steps of Run. Default 1s.
 	Interval time.Duration
+	// IdleInterval is the longest Run goes without a step once a step
+	// found nothing to do, while a VersionedSource's version stays the
+	// same (see idle.go): the steps in between are skipped. Default 10s.
+	IdleInterval time.Duration
 	// BusyInterval is the wait between two steps of Run while operations
 	// are in flight, so that a move's steps follow each other closely.
 	// Default 50ms.
@@ -56,6 +60,7 @@ func DefaultDriverConfig() DriverConfig {
 	return DriverConfig{
 		Placement:        DefaultConfig(),
 		Interval:         time.Second,
+		IdleInterval:     10 * time.Second,
 		BusyInterval:     50 * time.Millisecond,
 		StepTimeout:      10 * time.Second,
 		MovesPerMinute:   30,
@@ -71,6 +76,9 @@ func (c DriverConfig) withDefaults() DriverConfig {
 	c.Placement = c.Placement.withDefaults()
 	if c.Interval == 0 {
 		c.Interval = d.Interval
+	}
+	if c.IdleInterval == 0 {
+		c.IdleInterval = d.IdleInterval
 	}
 	if c.BusyInterval == 0 {
 		c.BusyInterval = d.BusyInterval
@@ -124,8 +132,9 @@ func (c DriverConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %d < 1", f.name, f.v))
 		}
 	}
-	if c.Interval < 0 || c.BusyInterval < 0 || c.StepTimeout < 0 || c.CatchUpTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Interval %v, BusyInterval %v, StepTimeout %v or CatchUpTimeout %v < 0", c.Interval, c.BusyInterval, c.StepTimeout, c.CatchUpTimeout))
+	if c.Interval < 0 || c.IdleInterval < 0 || c.BusyInterval < 0 || c.StepTimeout < 0 || c.CatchUpTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Interval %v, IdleInterval %v, BusyInterval %v, StepTimeout %v or CatchUpTimeout %v < 0",
+			c.Interval, c.IdleInterval, c.BusyInterval, c.StepTimeout, c.CatchUpTimeout))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadConfig, err)
@@ -228,6 +237,7 @@ type Driver struct {
 	inflight []*running // by shard ID
 	starts   []time.Time
 	lost     map[uint64]bool // shards reported QuorumLost by the last plan
+	idle     idleState       // whether Run may skip steps (idle.go)
 
 	mu struct {
 		sync.Mutex
@@ -275,7 +285,9 @@ func NewDriver(cfg DriverConfig, src Source, act Actuator, intents IntentStore, 
 
 // Run steps every Interval, or every BusyInterval while operations are in
 // flight, until ctx ends, and returns ctx's error. A step that fails is
-// logged.
+// logged. With a VersionedSource, once a step found nothing to do, the
+// steps that follow are skipped until the source's version moves or
+// IdleInterval passes (idle.go).
 func (d *Driver) Run(ctx context.Context) error {
 	t := time.NewTimer(d.cfg.Interval)
 	defer t.Stop()
@@ -284,6 +296,10 @@ func (d *Driver) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
+		}
+		if !d.due(ctx) {
+			t.Reset(d.cfg.Interval)
+			continue
 		}
 		if err := d.Step(ctx); err != nil && ctx.Err() == nil {
 			d.log.Warn("placement: step failed", "err", err)
@@ -366,6 +382,7 @@ func (d *Driver) Stats() Stats {
 // step's.
 func (d *Driver) Step(ctx context.Context) error {
 	if !d.cfg.IsLeader() {
+		d.idle.idle = false
 		d.abandon()
 		return nil
 	}
@@ -374,6 +391,7 @@ func (d *Driver) Step(ctx context.Context) error {
 			return err
 		}
 	}
+	version, versionAt, versioned := d.versionBefore(ctx)
 	if len(d.inflight) > 0 {
 		st, err := d.src.State(ctx)
 		if err != nil {
@@ -391,6 +409,7 @@ func (d *Driver) Step(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	d.noteIdle(version, versionAt, versioned, ops)
 	rs, ls := spread(st)
 	d.mu.Lock()
 	d.mu.stats.plans++

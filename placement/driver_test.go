@@ -263,6 +263,7 @@ type harness struct {
 	d       *Driver
 	leader  bool
 	cfg     DriverConfig
+	src     Source // the driver's source; nil: f
 }
 
 func newHarness(t *testing.T, f *fakeCluster, cfg DriverConfig) *harness {
@@ -279,7 +280,11 @@ func newHarness(t *testing.T, f *fakeCluster, cfg DriverConfig) *harness {
 func (h *harness) newDriver() {
 	h.t.Helper()
 	logger := slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d, err := NewDriver(h.cfg, h.f, h.f, h.intents, logger)
+	src := h.src
+	if src == nil {
+		src = h.f
+	}
+	d, err := NewDriver(h.cfg, src, h.f, h.intents, logger)
 	if err != nil {
 		h.t.Fatal(err)
 	}

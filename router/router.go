@@ -69,7 +69,15 @@ type Router struct {
 		// subs are the open subscriptions, notified by every change.
 		subs map[*Subscription]struct{}
 	}
+	// version counts the changes published (see Version).
+	version atomic.Uint64
 }
+
+// Version returns a number that every change of the table (a ring, a
+// shard's replicas or leader: each RouteChange published) raises: a
+// caller that keeps something derived from the routes knows in O(1)
+// whether it may have gone stale since it last looked.
+func (r *Router) Version() uint64 { return r.version.Load() }
 
 // table is an immutable snapshot of the ring plus one route cell per ring
 // range. The ring, rule and routes slice never change after the table is

@@ -89,6 +89,7 @@ func (r *Router) Subscribe() *Subscription {
 // publishLocked queues c for every subscriber. r.mu must be held, so changes
 // are queued in the order they were applied.
 func (r *Router) publishLocked(c RouteChange) {
+	r.version.Add(1)
 	for s := range r.mu.subs {
 		s.push(c)
 	}

@@ -141,3 +141,31 @@ func TestChangeKindString(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion: every change published raises Version, by one; an update
+// that changes nothing (a stale leader, the same ring again) leaves it.
+func TestVersion(t *testing.T) {
+	r := newTestRouter(t, DefaultConfig(), mustEvenRing(t, 1, 4))
+	v := r.Version()
+	for i, step := range []struct {
+		do     func() error
+		change bool
+	}{
+		{func() error { r.UpdateLeader(1, 5, 2); return nil }, true},
+		{func() error { r.UpdateLeader(1, 6, 1); return nil }, false}, // stale
+		{func() error { r.NotLeaderHint(1, 6, 3); return nil }, true},
+		{func() error { return r.SetReplicas(2, []uint64{7, 8}) }, true},
+		{func() error { return r.SetRing(mustEvenRing(t, 2, 5)) }, true},
+		{func() error { return r.SetRing(mustEvenRing(t, 2, 5)) }, false}, // the same ring
+	} {
+		if err := step.do(); err != nil {
+			t.Fatal(err)
+		}
+		if step.change {
+			v++
+		}
+		if got := r.Version(); got != v {
+			t.Fatalf("step %d: Version %d, want %d", i, got, v)
+		}
+	}
+}

@@ -126,7 +126,8 @@ type Gossip struct {
 	pending  map[uint64]LeaderUpdate
 	seen     map[uint64]LeaderUpdate
 	inbox    map[uint64]LeaderUpdate
-	inFlight atomic.Int64 // bytes of leader messages in the broadcast queue
+	pushPull pushPullCache // leaders.go
+	inFlight atomic.Int64  // bytes of leader messages in the broadcast queue
 
 	flushKick   chan struct{}
 	deliverKick chan struct{}

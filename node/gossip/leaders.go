@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -189,6 +190,7 @@ func (g *Gossip) BroadcastLeaders(us []LeaderUpdate) {
 		g.pending[u.ShardID] = u
 		if !seen || u.newer(s) {
 			g.seen[u.ShardID] = u
+			g.seenChangedLocked()
 		}
 		queued = true
 	}
@@ -284,6 +286,7 @@ func (g *Gossip) accept(us []LeaderUpdate, regossip bool) {
 		}
 		fresh++
 		g.seen[u.ShardID] = u
+		g.seenChangedLocked()
 		if p, ok := g.pending[u.ShardID]; regossip && (!ok || u.Term >= p.Term) {
 			g.pending[u.ShardID] = u
 		}
@@ -312,23 +315,79 @@ func (g *Gossip) Leaders() []LeaderUpdate {
 	})
 }
 
+// pushPullCache spares the push/pull exchange of an idle cluster the work
+// that changes nothing: every few seconds each node sends every leader it
+// knows (10,000 shards: 10,000 updates) and takes another's. version
+// counts the changes of seen; state is leaderState's encoding of seen at
+// stateVersion. merged holds the hashes (xxhash) of the last states taken
+// and of the last one encoded, with their update counts: seen only ever
+// moves to newer updates, so a state taken (or encoded) once holds nothing
+// new for this node when the same bytes come again, and is not decoded
+// again. Guarded by Gossip.lmu.
+type pushPullCache struct {
+	version      uint64
+	stateVersion uint64
+	state        []byte
+	merged       [4]mergedState
+	next         int // the slot of merged to fill next
+}
+
+type mergedState struct {
+	hash    uint64
+	updates int
+}
+
+// seenChangedLocked notes a change of seen; lmu must be held.
+func (g *Gossip) seenChangedLocked() { g.pushPull.version++ }
+
+// noteMergedLocked remembers a state whose updates seen now holds (or
+// newer ones); lmu must be held.
+func (g *Gossip) noteMergedLocked(b []byte, updates int) {
+	c := &g.pushPull
+	c.merged[c.next] = mergedState{hash: xxhash.Sum64(b), updates: updates}
+	c.next = (c.next + 1) % len(c.merged)
+}
+
 // leaderState encodes every leader this node knows, for memberlist's
 // push/pull exchange: a node that joins, or was away while leaders changed,
-// learns them all at its next exchange (at once on join).
+// learns them all at its next exchange (at once on join). The encoding is
+// kept until seen changes.
 func (g *Gossip) leaderState() []byte {
-	us := g.Leaders()
-	if len(us) == 0 {
+	g.lmu.Lock()
+	defer g.lmu.Unlock()
+	c := &g.pushPull
+	if c.state != nil && c.stateVersion == c.version {
+		return c.state
+	}
+	if len(g.seen) == 0 {
 		return nil
 	}
+	us := slices.SortedFunc(maps.Values(g.seen), func(a, b LeaderUpdate) int {
+		return cmp.Compare(a.ShardID, b.ShardID)
+	})
 	msg, _ := packLeaders(us, 1<<30)
+	c.state, c.stateVersion = msg, c.version
+	g.noteMergedLocked(msg, len(us))
 	return msg
 }
 
-// mergeLeaderState takes another node's leaderState.
+// mergeLeaderState takes another node's leaderState. A state that this
+// node took or sent before, byte for byte, is counted as duplicates
+// without being decoded (see pushPullCache).
 func (g *Gossip) mergeLeaderState(b []byte) {
 	if len(b) == 0 {
 		return
 	}
+	h := xxhash.Sum64(b)
+	g.lmu.Lock()
+	for _, m := range g.pushPull.merged {
+		if m.hash == h && m.updates > 0 {
+			g.lmu.Unlock()
+			g.stats.leaderUpdatesDuplicate.Add(uint64(m.updates))
+			return
+		}
+	}
+	g.lmu.Unlock()
 	us, err := decodeLeaders(nil, b)
 	if err != nil {
 		g.stats.leaderMessagesInvalid.Add(1)
@@ -336,6 +395,9 @@ func (g *Gossip) mergeLeaderState(b []byte) {
 		return
 	}
 	g.accept(us, false)
+	g.lmu.Lock()
+	g.noteMergedLocked(b, len(us))
+	g.lmu.Unlock()
 }
 
 // deliverLoop calls OnLeaders with the updates received since its last

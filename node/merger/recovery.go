@@ -166,7 +166,7 @@ type Settled struct {
 // returns the merges it settled, and the errors of those it could not
 // (to be tried again at the next pass).
 func (r *Recovery) Pass(ctx context.Context, now time.Time) ([]Settled, error) {
-	sts, err := r.m.e.Statuses(ctx)
+	led, err := r.m.e.Leading(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -175,9 +175,9 @@ func (r *Recovery) Pass(ctx context.Context, now time.Time) ([]Settled, error) {
 		settled []Settled
 		errs    []error
 	)
-	for _, st := range sts {
-		d := st.Desc
-		if st.Leader != r.m.cfg.NodeID || !d.Frozen() {
+	for _, l := range led {
+		d := l.Desc
+		if !d.Frozen() {
 			continue
 		}
 		frozen[d.ShardID] = true

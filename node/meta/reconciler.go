@@ -111,6 +111,15 @@ type Reconciler struct {
 		pending map[uint64]ShardRecord // the newest record reported per shard, not written yet
 		closed  bool
 	}
+
+	// checked holds the descriptors the last repair pass found current
+	// in the local copy, whose ring header was at checkedAt before the
+	// pass read them: while no shard record is written (every write
+	// raises the header's version) a descriptor that is still the same
+	// is current still, and its record is not read again. Owned by the
+	// goroutine that runs the passes.
+	checked   map[uint64]ShardRecord
+	checkedAt uint64
 }
 
 // NewReconciler starts a reconciler that reads records from s (its local
@@ -248,15 +257,33 @@ func (r *Reconciler) flush(ctx context.Context) (more bool, err error) {
 // repair queues the descriptor of every shard led here whose record in the
 // local copy is missing or older. A copy that lags only causes a write that
 // changes nothing.
+//
+// A pass reads only the records of the shards whose descriptor changed
+// since the last pass, unless a shard record was written meanwhile (see
+// Reconciler.checked): on a node leading thousands of idle shards it reads
+// none.
 func (r *Reconciler) repair(ctx context.Context) {
+	h, err := r.s.Header(ctx, Local)
+	if err != nil {
+		r.log.Debug("meta: repair pass: ring header", "err", err)
+		return
+	}
 	led, err := r.src.Led(ctx)
 	if err != nil {
 		r.log.Debug("meta: repair pass: led shards", "err", err)
 		return
 	}
+	if h.Version != r.checkedAt {
+		r.checked = nil // records were written: read them all again
+	}
+	checked := make(map[uint64]ShardRecord, len(led))
 	var lagging []ShardRecord
 	for _, d := range led {
 		if d.Validate() != nil {
+			continue
+		}
+		if c, ok := r.checked[d.ShardID]; ok && c.Equal(d) {
+			checked[d.ShardID] = c
 			continue
 		}
 		rec, err := r.s.Shard(ctx, d.ShardID, Local)
@@ -268,8 +295,11 @@ func (r *Reconciler) repair(ctx context.Context) {
 		case !rec.Newer(d) && !d.Equal(rec):
 			r.log.Warn("meta: shard record differs from its descriptor at the same conf index and generation",
 				"shard", d.ShardID, "conf_index", d.ConfIndex, "generation", d.Generation)
+		default:
+			checked[d.ShardID] = d.Clone() // current (or the record is newer)
 		}
 	}
+	r.checked, r.checkedAt = checked, h.Version
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, d := range lagging {

@@ -1,12 +1,15 @@
 package meta
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/internal/backoff"
 	"go.uber.org/goleak"
 )
@@ -150,4 +153,64 @@ func TestReconcilerConfigValidate(t *testing.T) {
 	if _, err := NewReconciler(ReconcilerConfig{}, nil, nil, nil); err == nil {
 		t.Error("a reconciler without a store and a source")
 	}
+}
+
+// recordReads counts the local reads of shard records.
+type recordReads struct {
+	Engine
+	n atomic.Int64
+}
+
+func (e *recordReads) ReadLocal(shardID uint64, query []byte) ([]byte, error) {
+	if bytes.HasPrefix(query, engine.GetQuery([]byte(ShardPrefix))) {
+		e.n.Add(1)
+	}
+	return e.Engine.ReadLocal(shardID, query)
+}
+
+// TestReconcilerRepairReadsChangesOnly: a repair pass reads the record of a
+// led shard again only when its descriptor changed since the last pass or
+// a shard record was written meanwhile, and still repairs what lags.
+func TestReconcilerRepairReadsChangesOnly(t *testing.T) {
+	base, e := newStore(t, Config{})
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	reads := &recordReads{Engine: e}
+	s, err := New(reads, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	recs := []ShardRecord{record(1, 3, 1, 2, 3), record(2, 3, 1, 2, 3), record(3, 3, 1, 2, 3)}
+	if err := base.PutShards(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	src := &fakeSource{}
+	src.set(recs...)
+	cfg := fastReconciler()
+	cfg.Interval = time.Hour // the test runs the passes
+	r, err := NewReconciler(cfg, s, nil, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pass := func(want int64) {
+		t.Helper()
+		reads.n.Store(0)
+		r.repair(ctx)
+		if got := reads.n.Load(); got != want {
+			t.Fatalf("a pass read %d shard records, want %d", got, want)
+		}
+	}
+	pass(3) // the first pass reads them all
+	pass(0) // nothing changed
+	moved := record(2, 7, 1, 2, 4)
+	moved.NextReplicaID, moved.Replicas[2].ReplicaID = 5, 4
+	src.set(recs[0], moved, recs[2]) // shard 2's descriptor changed, its record lags
+	pass(1)
+	if more, err := r.flush(ctx); err != nil || more {
+		t.Fatalf("flush: %v, %v", more, err)
+	}
+	waitFor(t, 10*time.Second, "shard 2's record repaired", hasRecord(base, moved))
+	pass(3) // a record was written: all read again
+	pass(0)
 }

@@ -69,6 +69,14 @@ func (l lockedSource) State(ctx context.Context) (placement.State, error) {
 	return l.p.src.State(ctx)
 }
 
+// Version serializes the driver's reads of the source's version with dry
+// runs, as State.
+func (l lockedSource) Version(ctx context.Context) (uint64, error) {
+	l.p.stateMu.Lock()
+	defer l.p.stateMu.Unlock()
+	return l.p.src.Version(ctx)
+}
+
 // Run runs the driver until ctx ends.
 func (p *Placer) Run(ctx context.Context) {
 	if err := p.d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {

@@ -2,10 +2,13 @@ package placer
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/flotilla-db/flotilla/node/gossip"
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/placement"
@@ -22,6 +25,10 @@ type Cluster struct {
 	// Leaders returns the leader of every shard the router knows (0:
 	// unknown).
 	Leaders func() map[uint64]uint64
+	// LeadersVersion returns a number that moves whenever what Leaders
+	// returns may have changed (router.Router.Version). nil: unknown, and
+	// the source has no Version (the driver plans at every step).
+	LeadersVersion func() uint64
 	// Meta returns the meta shard's descriptor and leader as this node's
 	// replica knows them.
 	Meta func(ctx context.Context) (storage.Descriptor, uint64, error)
@@ -184,6 +191,66 @@ func (s *source) State(ctx context.Context) (placement.State, error) {
 	}
 	st.Shards = append(st.Shards, shardOf(nodemeta.RecordOf(metaDesc), metaLeader, true))
 	return st, nil
+}
+
+// errNoVersion: the Cluster has no LeadersVersion.
+var errNoVersion = errors.New("placer: no version of the leaders")
+
+// Version implements placement.VersionedSource: a hash of what State reads
+// apart from the time and the loads, each cheap to get: the versions of
+// the meta shard's shard records and node records (one local read each),
+// the meta shard's descriptor and leader, gossip's members with their
+// liveness and replica and leader counts, the router's version for the
+// leaders, and the descriptors the actuator's steps left. The loads are
+// left out, the shards' (refreshed every LoadsEvery, averaged over 30 s)
+// and the nodes' disk and write rate (which gossip re-advertises every
+// few seconds as the file system's free space moves): the driver plans
+// with new ones within its IdleInterval.
+func (s *source) Version(ctx context.Context) (uint64, error) {
+	if s.c.LeadersVersion == nil {
+		return 0, errNoVersion
+	}
+	h, err := s.c.Store.Header(ctx, nodemeta.Local)
+	if err != nil {
+		return 0, err
+	}
+	x, err := s.c.Store.NodeIndex(ctx, nodemeta.Local)
+	if err != nil {
+		return 0, err
+	}
+	metaDesc, metaLeader, err := s.c.Meta(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// One hash per item, summed: gossip's members and the fresh
+	// descriptors come in no particular order.
+	var sum uint64
+	hash := func(vs ...uint64) {
+		b := make([]byte, 0, 8*len(vs))
+		for _, v := range vs {
+			b = binary.LittleEndian.AppendUint64(b, v)
+		}
+		sum += xxhash.Sum64(b)
+	}
+	hash(0, h.Version, h.Generation, x.Version, s.c.LeadersVersion())
+	hash(1, metaLeader, metaDesc.Generation, metaDesc.ConfIndex, uint64(len(metaDesc.Replicas)))
+	for _, r := range metaDesc.Replicas {
+		hash(2, r.NodeID, r.ReplicaID, uint64(r.Role))
+	}
+	for _, m := range s.c.Members() {
+		bad := uint64(0)
+		if m.MetaErr != nil {
+			bad = 1
+		}
+		hash(3, m.Meta.NodeID, uint64(m.State), bad, m.Meta.Instance, uint64(m.Meta.Replicas), uint64(m.Meta.Leaders),
+			xxhash.Sum64String(m.Meta.ClientAddr))
+	}
+	s.mu.Lock()
+	for id, f := range s.fresh {
+		hash(4, id, f.rec.ConfIndex, f.leader)
+	}
+	s.mu.Unlock()
+	return sum, nil
 }
 
 // refreshLoads asks the nodes for their shards' loads if the last answer

@@ -72,8 +72,8 @@ func (c Config) Validate() error {
 
 // Engine is what the tracker reads of the node's engine.
 type Engine interface {
-	// Statuses returns the status of every replica of the node.
-	Statuses(ctx context.Context) ([]engine.ShardStatus, error)
+	// Leading returns the shards whose replica on the node leads.
+	Leading(ctx context.Context) ([]engine.LedShard, error)
 	// SizeOf returns the bytes on disk of desc's data.
 	SizeOf(desc storage.Descriptor) (uint64, error)
 }
@@ -100,6 +100,8 @@ type Tracker struct {
 		sync.Mutex
 		// shards: the samples of each shard led here, oldest first.
 		shards map[uint64]*history
+		// samples counts the calls of Sample.
+		samples uint64
 	}
 }
 
@@ -112,6 +114,21 @@ type history struct {
 	gen     uint64
 	size    uint64
 	samples []sample
+	// sizedAt and sizedApplied: when size was measured, at which applied
+	// index. seen: the number of the last sample that found the shard led.
+	sizedAt      time.Time
+	sizedApplied uint64
+	seen         uint64
+}
+
+// needsSize reports whether the shard's size is to be measured again at
+// now with applied index applied: never measured, written to since
+// (applied moved), or measured more than window ago (a compaction shrinks
+// a shard's files without a write). An idle shard is measured once a
+// window instead of at every sample: on a node leading thousands of
+// shards each measure is one of Pebble's estimates over its range.
+func (h *history) needsSize(now time.Time, applied uint64, window time.Duration) bool {
+	return h.sizedAt.IsZero() || applied != h.sizedApplied || now.Sub(h.sizedAt) >= window
 }
 
 // New returns a tracker of e's led shards.
@@ -131,38 +148,41 @@ func (t *Tracker) Interval() time.Duration { return t.cfg.Interval }
 // Sample takes one sample of every user shard this node leads; shards it
 // no longer leads are forgotten.
 func (t *Tracker) Sample(ctx context.Context) error {
-	sts, err := t.e.Statuses(ctx)
+	led, err := t.e.Leading(ctx)
 	if err != nil {
 		return err
 	}
 	now := t.cfg.Now()
 	keep := int(t.cfg.Window/t.cfg.Interval) + 1
-	led := map[uint64]bool{}
 	type sized struct {
-		h    *history
-		desc storage.Descriptor
+		h       *history
+		desc    storage.Descriptor
+		applied uint64
 	}
 	var toSize []sized
 	t.mu.Lock()
-	for _, st := range sts {
-		if st.State != "StateLeader" || !st.Initialized || storage.IsSystemShard(st.ShardID) {
+	t.mu.samples++
+	for _, l := range led {
+		if storage.IsSystemShard(l.ShardID) {
 			continue
 		}
-		led[st.ShardID] = true
-		h := t.mu.shards[st.ShardID]
-		if h == nil || h.gen != st.Desc.Generation {
-			h = &history{gen: st.Desc.Generation}
-			t.mu.shards[st.ShardID] = h
+		h := t.mu.shards[l.ShardID]
+		if h == nil || h.gen != l.Desc.Generation {
+			h = &history{gen: l.Desc.Generation}
+			t.mu.shards[l.ShardID] = h
 		}
-		h.samples = append(h.samples, sample{at: now, applied: st.Applied})
+		h.seen = t.mu.samples
+		h.samples = append(h.samples, sample{at: now, applied: l.Applied})
 		if n := len(h.samples) - keep; n > 0 {
 			h.samples = append(h.samples[:0], h.samples[n:]...)
 		}
-		toSize = append(toSize, sized{h, st.Desc})
+		if h.needsSize(now, l.Applied, t.cfg.Window) {
+			toSize = append(toSize, sized{h, l.Desc, l.Applied})
+		}
 	}
-	for id := range t.mu.shards {
-		if !led[id] {
-			delete(t.mu.shards, id)
+	for id, h := range t.mu.shards {
+		if h.seen != t.mu.samples {
+			delete(t.mu.shards, id) // not led any more
 		}
 	}
 	t.mu.Unlock()
@@ -173,7 +193,7 @@ func (t *Tracker) Sample(ctx context.Context) error {
 			return fmt.Errorf("shardload: size of shard %d: %w", s.desc.ShardID, err)
 		}
 		t.mu.Lock()
-		s.h.size = size
+		s.h.size, s.h.sizedAt, s.h.sizedApplied = size, now, s.applied
 		t.mu.Unlock()
 	}
 	return nil

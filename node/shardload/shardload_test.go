@@ -16,8 +16,18 @@ type fakeEngine struct {
 	sizes map[uint64]uint64
 }
 
-func (f *fakeEngine) Statuses(context.Context) ([]engine.ShardStatus, error) { return f.sts, nil }
-func (f *fakeEngine) SizeOf(d storage.Descriptor) (uint64, error)            { return f.sizes[d.ShardID], nil }
+// Leading reports the initialized leaders of f.sts, as the engine does.
+func (f *fakeEngine) Leading(context.Context) ([]engine.LedShard, error) {
+	var out []engine.LedShard
+	for _, st := range f.sts {
+		if st.State == "StateLeader" && st.Initialized {
+			out = append(out, engine.LedShard{ShardID: st.ShardID, Applied: st.Applied, Desc: st.Desc})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeEngine) SizeOf(d storage.Descriptor) (uint64, error) { return f.sizes[d.ShardID], nil }
 
 func status(shard, gen, applied uint64, state string) engine.ShardStatus {
 	return engine.ShardStatus{ShardID: shard, State: state, Applied: applied, Initialized: true,
@@ -69,5 +79,47 @@ func TestLoads(t *testing.T) {
 	}
 	if err := (Config{Window: time.Second, Interval: time.Minute}).Validate(); err == nil {
 		t.Fatal("an interval above the window was accepted")
+	}
+}
+
+// TestSizeMeasured: a led shard's size is measured at its first sample,
+// again at a sample that finds it written to (its applied index moved),
+// and otherwise once a window (a compaction shrinks it without a write);
+// a split (a new generation) measures it afresh.
+func TestSizeMeasured(t *testing.T) {
+	now := time.Unix(1000, 0)
+	f := &fakeEngine{sizes: map[uint64]uint64{1: 100}}
+	tr, err := New(Config{Window: 30 * time.Second, Interval: 10 * time.Second, Now: func() time.Time { return now }}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample := func(applied, gen uint64) uint64 {
+		t.Helper()
+		f.sts = []engine.ShardStatus{status(1, gen, applied, "StateLeader")}
+		if err := tr.Sample(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(10 * time.Second)
+		ls := tr.Loads()
+		if len(ls) != 1 {
+			t.Fatalf("loads %+v", ls)
+		}
+		return ls[0].Size
+	}
+	for i, step := range []struct {
+		applied, gen, size, want uint64
+	}{
+		{10, 0, 100, 100}, // first sample: measured
+		{10, 0, 200, 100}, // idle: the last size
+		{11, 0, 300, 300}, // written to: measured
+		{11, 0, 400, 300}, // idle (10 s after)
+		{11, 0, 500, 300}, // idle (20 s after)
+		{11, 0, 600, 600}, // idle for a window: measured
+		{11, 1, 700, 700}, // split: measured afresh
+	} {
+		f.sizes[1] = step.size
+		if got := sample(step.applied, step.gen); got != step.want {
+			t.Fatalf("sample %d: size %d, want %d", i, got, step.want)
+		}
 	}
 }
