@@ -896,6 +896,18 @@ func (e *Engine) Leading(ctx context.Context) ([]LedShard, error) {
 	return out, nil
 }
 
+// Healthy reports whether every worker answers a call within ctx (a
+// worker stuck in a pass does not): a liveness probe's check, at the cost
+// of one call per worker, not per shard.
+func (e *Engine) Healthy(ctx context.Context) error {
+	for _, w := range e.workers {
+		if _, err := callWorker(ctx, e, w, func(*worker) (struct{}, error) { return struct{}{}, nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Shards lists the shards with a replica on this node.
 func (e *Engine) Shards(ctx context.Context) ([]uint64, error) {
 	var out []uint64

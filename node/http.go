@@ -59,7 +59,7 @@ func NewHTTPHandler(n *Node) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 		defer cancel()
-		if _, err := n.Engine.Statuses(ctx); err != nil {
+		if err := n.Engine.Healthy(ctx); err != nil {
 			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
