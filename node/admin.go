@@ -443,9 +443,9 @@ func (a *adminService) TransferLeader(ctx context.Context, req *nodepb.TransferL
 // ChangeReplica implements nodepb.AdminServer. Adding a replica adds a
 // learner, waits until it has caught up with the leader's commit index,
 // then promotes it. Demoting one makes a voter a learner (a learner
-// already is left as it is); like a removal, never the last voter. The shard's record in the meta shard follows the
-// descriptor each change applies (the reconciler, records.go), shortly
-// after the call returns.
+// already is left as it is); like a removal, never the last voter. The
+// shard's record in the meta shard follows the descriptor each change
+// applies (the reconciler, records.go), shortly after the call returns.
 //
 // The leadership may move in the middle (an election, the leader hand-back
 // after a start, or the transfer with which a leader removing its own
