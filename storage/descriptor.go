@@ -85,6 +85,42 @@ func (r ReplicaRole) String() string {
 // IsVoter reports whether the role votes in the incoming configuration.
 func (r ReplicaRole) IsVoter() bool { return r == RoleVoter || r == RoleVoterIncoming }
 
+// Voters returns the nodes of d's voters: incoming (voters of the
+// configuration d moves to, or of d if it is not joint) and outgoing (of
+// the configuration a joint d leaves; none if d is not joint).
+func (d Descriptor) Voters() (incoming, outgoing []uint64) {
+	joint := false
+	for _, r := range d.Replicas {
+		joint = joint || r.Role == RoleVoterIncoming || r.Role == RoleVoterOutgoing || r.Role == RoleVoterDemoting
+	}
+	for _, r := range d.Replicas {
+		if r.Role.IsVoter() {
+			incoming = append(incoming, r.NodeID)
+		}
+		if joint && (r.Role == RoleVoter || r.Role == RoleVoterOutgoing || r.Role == RoleVoterDemoting) {
+			outgoing = append(outgoing, r.NodeID)
+		}
+	}
+	return incoming, outgoing
+}
+
+// HasQuorum reports whether the nodes live says are live hold a quorum of
+// d's voters: a majority of the incoming voters and, if d is joint, of
+// the outgoing ones too (what raft needs to commit or elect).
+func (d Descriptor) HasQuorum(live func(nodeID uint64) bool) bool {
+	majority := func(nodes []uint64) bool {
+		n := 0
+		for _, id := range nodes {
+			if live(id) {
+				n++
+			}
+		}
+		return n > len(nodes)/2
+	}
+	in, out := d.Voters()
+	return len(in) > 0 && majority(in) && (len(out) == 0 || majority(out))
+}
+
 // Contains reports whether hash lies in d's range.
 func (d Descriptor) Contains(hash uint64) bool { return hash >= d.Start && hash <= d.Last }
 

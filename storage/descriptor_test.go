@@ -2,6 +2,7 @@ package storage
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -64,5 +65,37 @@ func TestDescriptorReplicas(t *testing.T) {
 	}
 	if _, err := UnmarshalDescriptor(make([]byte, 32)); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("a version 1 descriptor: %v", err)
+	}
+}
+
+func TestDescriptorHasQuorum(t *testing.T) {
+	v := func(node uint64, role ReplicaRole) Replica {
+		return Replica{NodeID: node, ReplicaID: node, Role: role}
+	}
+	three := []Replica{v(1, RoleVoter), v(2, RoleVoter), v(3, RoleVoter), v(4, RoleLearner)}
+	// Joint: {1,2,3} -> {1,2,4}.
+	joint := []Replica{v(1, RoleVoter), v(2, RoleVoter), v(3, RoleVoterOutgoing), v(4, RoleVoterIncoming)}
+	for _, tc := range []struct {
+		name     string
+		replicas []Replica
+		live     []uint64
+		want     bool
+	}{
+		{"all live", three, []uint64{1, 2, 3}, true},
+		{"two of three", three, []uint64{1, 3}, true},
+		{"one of three, learner live", three, []uint64{2, 4}, false},
+		{"none", three, nil, false},
+		{"joint: both halves", joint, []uint64{1, 2}, true},
+		{"joint: incoming only", joint, []uint64{1, 4}, false},
+		{"joint: outgoing only", joint, []uint64{2, 3}, false},
+		{"no voters", []Replica{v(1, RoleLearner)}, []uint64{1}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Descriptor{ShardID: 7, Replicas: tc.replicas}
+			got := d.HasQuorum(func(id uint64) bool { return slices.Contains(tc.live, id) })
+			if got != tc.want {
+				t.Fatalf("HasQuorum with live %v = %v, want %v", tc.live, got, tc.want)
+			}
+		})
 	}
 }

@@ -2,8 +2,10 @@
 // keys.go), every shard's raft log, HardState, truncated and applied state,
 // the user data of all shards, the layout of the shards' client session
 // records (session.go), write batches that span many shards and commit with
-// one sync, log truncation, shard snapshots (sessions, then data) and replica
-// removal with tombstones.
+// one sync, log truncation, shard snapshots (sessions, then data), replica
+// removal with tombstones, and the offline rewrite of a replica into the
+// only voter of its shard for the recovery from the loss of a majority
+// (recover.go).
 //
 // Concurrency: a Store is safe for concurrent use. A Log (one shard's
 // raft.Storage view, with an in-memory cache of the log's tail) belongs to

@@ -28,6 +28,11 @@ import (
 // ingested in one atomic Ingest: a crash leaves either the old replica or the
 // new one, never a mix. The range deletions hide older keys only: keys of the
 // same ingested table share its sequence number and survive.
+//
+// A backup (package node/backup) stores a shard's stream as it is; its
+// files are checked with SnapshotDecoder, which needs no store, and a
+// restore stages each one and ingests it alone (IngestData) before the
+// shard is created over the data.
 
 // ErrBadSnapshot is returned for a snapshot stream that is malformed: a
 // broken chunk, a key outside the shard's range or out of order.
@@ -120,8 +125,7 @@ type StagedSnapshot struct {
 	desc   Descriptor
 	path   string
 	w      *sstable.Writer
-	spans  []span // accepted keys, in order
-	lastK  []byte
+	dec    SnapshotDecoder
 	done   bool
 	Keys   uint64
 	Bytes  uint64
@@ -136,8 +140,8 @@ func (s *Store) StageSnapshot(desc Descriptor) (*StagedSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &StagedSnapshot{s: s, desc: desc, path: path, w: w, spans: snapshotSpans(desc)}
-	for _, sp := range st.spans {
+	st := &StagedSnapshot{s: s, desc: desc, path: path, w: w, dec: NewSnapshotDecoder(desc)}
+	for _, sp := range st.dec.spans {
 		if err := w.DeleteRange(sp.start, sp.end); err != nil {
 			st.Abort()
 			return nil, err
@@ -146,14 +150,65 @@ func (s *Store) StageSnapshot(desc Descriptor) (*StagedSnapshot, error) {
 	return st, nil
 }
 
+// SnapshotDecoder checks and decodes the chunks of a snapshot stream of one
+// shard, as SnapshotSource produces them: length-prefixed key/value pairs,
+// keys in strictly increasing order, each inside the shard's session span
+// or data span. It needs no store: StagedSnapshot writes what it decodes,
+// and a backup (package node/backup) checks its files with it.
+type SnapshotDecoder struct {
+	desc  Descriptor
+	spans []span // accepted keys, in order
+	lastK []byte
+	Keys  uint64 // pairs decoded so far
+	Bytes uint64 // bytes of their keys and values
+}
+
+// NewSnapshotDecoder returns a decoder of a snapshot stream of desc's shard.
+func NewSnapshotDecoder(desc Descriptor) SnapshotDecoder {
+	return SnapshotDecoder{desc: desc, spans: snapshotSpans(desc)}
+}
+
 // inSpans reports whether k lies in one of the snapshot's spans.
-func (st *StagedSnapshot) inSpans(k []byte) bool {
-	for _, sp := range st.spans {
+func (d *SnapshotDecoder) inSpans(k []byte) bool {
+	for _, sp := range d.spans {
 		if bytes.Compare(k, sp.start) >= 0 && bytes.Compare(k, sp.end) < 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// Decode checks chunk and calls fn (if not nil) with each pair, in order;
+// k and v are valid during the call only. A malformed chunk, a key outside
+// the shard's spans or out of order is ErrBadSnapshot; fn's error is
+// returned as is.
+func (d *SnapshotDecoder) Decode(chunk []byte, fn func(k, v []byte) error) error {
+	for len(chunk) > 0 {
+		k, rest, ok := cutLengthPrefixed(chunk)
+		if !ok {
+			return fmt.Errorf("%w: truncated key", ErrBadSnapshot)
+		}
+		v, rest, ok := cutLengthPrefixed(rest)
+		if !ok {
+			return fmt.Errorf("%w: truncated value", ErrBadSnapshot)
+		}
+		chunk = rest
+		if !d.inSpans(k) {
+			return fmt.Errorf("%w: key %s outside shard %d", ErrBadSnapshot, DescribeKey(k), d.desc.ShardID)
+		}
+		if d.lastK != nil && bytes.Compare(k, d.lastK) <= 0 {
+			return fmt.Errorf("%w: key %s out of order", ErrBadSnapshot, DescribeKey(k))
+		}
+		if fn != nil {
+			if err := fn(k, v); err != nil {
+				return err
+			}
+		}
+		d.lastK = append(d.lastK[:0], k...)
+		d.Keys++
+		d.Bytes += uint64(len(k) + len(v))
+	}
+	return nil
 }
 
 func (s *Store) newSSTWriter(path string) (*sstable.Writer, error) {
@@ -172,30 +227,14 @@ func (st *StagedSnapshot) Write(chunk []byte) error {
 	if st.done {
 		return fmt.Errorf("%w: write after finish", ErrBadSnapshot)
 	}
-	for len(chunk) > 0 {
-		k, rest, ok := cutLengthPrefixed(chunk)
-		if !ok {
-			return fmt.Errorf("%w: truncated key", ErrBadSnapshot)
-		}
-		v, rest, ok := cutLengthPrefixed(rest)
-		if !ok {
-			return fmt.Errorf("%w: truncated value", ErrBadSnapshot)
-		}
-		chunk = rest
-		if !st.inSpans(k) {
-			return fmt.Errorf("%w: key %s outside shard %d", ErrBadSnapshot, DescribeKey(k), st.desc.ShardID)
-		}
-		if st.lastK != nil && bytes.Compare(k, st.lastK) <= 0 {
-			return fmt.Errorf("%w: key %s out of order", ErrBadSnapshot, DescribeKey(k))
-		}
+	err := st.dec.Decode(chunk, func(k, v []byte) error {
 		if err := st.w.Set(k, v); err != nil {
 			return fmt.Errorf("storage: stage snapshot: %w", err)
 		}
-		st.lastK = append(st.lastK[:0], k...)
-		st.Keys++
-		st.Bytes += uint64(len(k) + len(v))
-	}
-	return nil
+		return nil
+	})
+	st.Keys, st.Bytes = st.dec.Keys, st.dec.Bytes
+	return err
 }
 
 func cutLengthPrefixed(b []byte) (field, rest []byte, ok bool) {
@@ -291,5 +330,30 @@ func (l *Log) ApplySnapshot(st *StagedSnapshot, snap raftpb.Snapshot, hs raftpb.
 	l.applied, l.appliedTerm = m.Index, m.Term
 	l.truncIndex, l.truncTerm, l.last = m.Index, m.Term, m.Index
 	l.cache, l.cacheBytes, l.logBytes = nil, 0, 0
+	return nil
+}
+
+// IngestData ingests a finished staged snapshot's sessions and data alone,
+// with no raft state: the shard's data put in place before any replica of
+// it exists here, as a restore from a backup does before the shard is
+// created over it (CreateShard keeps the data span as it is). A shard with
+// raft state here is refused with ErrShardExists. Atomic and durable when
+// it returns; the staged snapshot is released either way.
+func (s *Store) IngestData(st *StagedSnapshot) error {
+	if !st.done {
+		st.Abort()
+		return fmt.Errorf("%w: not finished", ErrBadSnapshot)
+	}
+	defer st.removeFile()
+	l, err := s.OpenLog(st.desc.ShardID)
+	if err != nil {
+		return err
+	}
+	if l.Initialized() || l.replicaID != 0 || l.last > 0 {
+		return fmt.Errorf("%w: shard %d: its data is not ingested under a replica", ErrShardExists, st.desc.ShardID)
+	}
+	if err := s.db.Ingest(context.Background(), []string{st.path}); err != nil {
+		return fmt.Errorf("storage: ingest data of shard %d: %w", st.desc.ShardID, err)
+	}
 	return nil
 }

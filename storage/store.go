@@ -379,31 +379,34 @@ func (s *Store) ShardIDs() ([]uint64, error) {
 // again, so that a stale message cannot recreate a removed replica, while a
 // replica added back later under a fresh ID can be. Synced.
 func (s *Store) DestroyReplica(shardID uint64, desc *Descriptor, nextReplicaID uint64) error {
-	b := s.db.NewBatch()
+	b := s.NewBatch()
 	defer b.Close()
+	if err := s.DestroyReplicaIn(b, shardID, desc, nextReplicaID); err != nil {
+		return err
+	}
+	return b.Commit(true)
+}
+
+// DestroyReplicaIn is DestroyReplica with its writes added to b (which
+// must be committed with sync), so that the removal goes with others in
+// one synced write (the recovery from the loss of a majority).
+func (s *Store) DestroyReplicaIn(b *Batch, shardID uint64, desc *Descriptor, nextReplicaID uint64) error {
 	start, end := raftSpan(shardID)
-	if err := b.DeleteRange(start, end, nil); err != nil {
-		return err
-	}
+	b.deleteRange(start, end)
 	ss, se := SessionSpan(shardID) // its client sessions (session.go)
-	if err := b.DeleteRange(ss, se, nil); err != nil {
-		return err
-	}
+	b.deleteRange(ss, se)
 	if desc != nil {
 		ds, de := desc.DataSpan()
-		if err := b.DeleteRange(ds, de, nil); err != nil {
-			return err
-		}
+		b.deleteRange(ds, de)
 	}
 	if old, ok, err := s.Tombstone(shardID); err != nil {
 		return err
 	} else if ok && old > nextReplicaID {
 		nextReplicaID = old
 	}
-	if err := b.Set(tombstoneKey(shardID), binary.BigEndian.AppendUint64(nil, nextReplicaID), nil); err != nil {
-		return err
-	}
-	return b.Commit(pebble.Sync)
+	b.set(tombstoneKey(shardID), binary.BigEndian.AppendUint64(nil, nextReplicaID))
+	b.sync = true
+	return nil
 }
 
 // DataSize estimates the bytes on disk of desc's data: Pebble's estimate
