@@ -55,6 +55,16 @@
 // allocated for many frames; the handler owns what it gets, which the
 // receiver never writes again.
 //
+// SendPriority (engine.PrioritySender) queues messages ahead of the rest:
+// they go first in the next frame, and a sender writing a backlog of
+// several frames writes them before its next one. The engine sends its
+// per-tick message with it (coalesced heartbeats and their responses,
+// which also tell the peer this node is alive), so that a backlog of raft
+// traffic never holds it back for longer than one frame takes to write.
+// They ride in the same stream (no frame, connection or goroutine more; a
+// separate connection for them was tried and doubled the frames at a fast
+// tick), and may overtake messages sent earlier.
+//
 // A snapshot is one client-streaming RPC, Raft.Snapshot, on its own
 // connection so that it never holds up raft traffic: the first request is a
 // SnapshotHeader {cluster_id, from, to, shard_id, raft_message (the

@@ -29,6 +29,11 @@ import (
 //     Config.QueueBytes);
 //   - a *SizeError if one message cannot fit in a frame alone.
 func (t *Transport) Send(to uint64, msgs []engine.Message) error {
+	return t.send(to, msgs, (*peer).enqueue)
+}
+
+// send queues msgs for to with enqueue.
+func (t *Transport) send(to uint64, msgs []engine.Message, enqueue func(*peer, []engine.Message) error) error {
 	p, err := t.peerFor(to)
 	if err != nil {
 		return err
@@ -36,8 +41,29 @@ func (t *Transport) Send(to uint64, msgs []engine.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	return p.enqueue(msgs)
+	return enqueue(p, msgs)
 }
+
+// SendPriority is Send ahead of the queue (engine.PrioritySender): msgs go
+// into to's next frame, before the raft traffic queued for to, and a
+// sender in the middle of writing a backlog writes them before its next
+// frame. The engine sends its per-tick message with it (coalesced
+// heartbeats and their responses, which also tell the peer this node is
+// alive): a backlog of raft traffic (a start that elects thousands of
+// shards at once) never holds that message back for longer than one frame
+// takes to write, so a live peer is not taken for a silent one. The
+// messages ride in the same stream's frames (no frame, connection or
+// goroutine more) and may overtake those sent earlier with Send. The
+// priority queue holds at most maxPriorityQueue messages; errors are
+// Send's.
+func (t *Transport) SendPriority(to uint64, msgs []engine.Message) error {
+	return t.send(to, msgs, (*peer).enqueuePriority)
+}
+
+// maxPriorityQueue bounds a peer's priority queue, in messages: the engine
+// sends one a tick, so a full queue means the sender has been stuck for
+// many ticks.
+const maxPriorityQueue = 64
 
 // peerFor returns the peer of node to, starting its sender on first use.
 func (t *Transport) peerFor(to uint64) (*peer, error) {
@@ -89,12 +115,79 @@ type peer struct {
 	// address changed).
 	redial atomic.Bool
 
+	// hasPrio is set while the priority queue holds messages.
+	hasPrio atomic.Bool
+
 	mu struct {
 		sync.Mutex
 		msgs  []engine.Message // at most Config.QueueLen
 		sizes []int            // encoded size of each of msgs
 		bytes int64            // sum of sizes, at most Config.QueueBytes
+		// prio and prioSizes: the priority queue (SendPriority), at most
+		// maxPriorityQueue messages, sent before msgs.
+		prio      []engine.Message
+		prioSizes []int
 	}
+}
+
+// enqueuePriority adds msgs to the priority queue, all or none.
+func (p *peer) enqueuePriority(msgs []engine.Message) error {
+	if ra := p.retryAt.Load(); ra != 0 && time.Now().UnixNano() < ra {
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return ErrPeerUnreachable
+	}
+	limit := maxMessageBytes(p.t.cfg.MaxFrameBytes)
+	p.mu.Lock()
+	if len(p.mu.prio)+len(msgs) > maxPriorityQueue {
+		p.mu.Unlock()
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return engine.ErrQueueFull
+	}
+	sizes, _, err := appendSizes(p.mu.prioSizes, msgs, limit)
+	p.mu.prioSizes = sizes
+	if err != nil {
+		p.mu.Unlock()
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return err
+	}
+	p.mu.prio = append(p.mu.prio, msgs...)
+	p.hasPrio.Store(true)
+	p.mu.Unlock()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// appendSizes appends the encoded size of each of msgs to sizes and
+// returns their sum; if one is larger than limit, it returns sizes as it
+// was and a *SizeError.
+func appendSizes(sizes []int, msgs []engine.Message, limit int) ([]int, int64, error) {
+	n0 := len(sizes)
+	var bytes int64
+	for i := range msgs {
+		size := msgs[i].Msg.Size()
+		if size > limit {
+			return sizes[:n0], 0, &SizeError{What: "raft message", Size: size, Limit: limit}
+		}
+		bytes += int64(size)
+		sizes = append(sizes, size)
+	}
+	return sizes, bytes, nil
+}
+
+// takePriority takes the priority queue; nil if it is empty.
+func (p *peer) takePriority() ([]engine.Message, []int) {
+	if !p.hasPrio.Load() {
+		return nil, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, s := p.mu.prio, p.mu.prioSizes
+	p.mu.prio, p.mu.prioSizes = nil, nil
+	p.hasPrio.Store(false)
+	return m, s
 }
 
 // enqueue adds msgs to the queue, all or none.
@@ -112,17 +205,12 @@ func (p *peer) enqueue(msgs []engine.Message) error {
 		return engine.ErrQueueFull
 	}
 	n0 := len(p.mu.sizes)
-	var bytes int64
-	for i := range msgs {
-		size := msgs[i].Msg.Size()
-		if size > limit {
-			p.mu.sizes = p.mu.sizes[:n0]
-			p.mu.Unlock()
-			p.stats.dropped.Add(uint64(len(msgs)))
-			return &SizeError{What: "raft message", Size: size, Limit: limit}
-		}
-		bytes += int64(size)
-		p.mu.sizes = append(p.mu.sizes, size)
+	sizes, bytes, err := appendSizes(p.mu.sizes, msgs, limit)
+	p.mu.sizes = sizes
+	if err != nil {
+		p.mu.Unlock()
+		p.stats.dropped.Add(uint64(len(msgs)))
+		return err
 	}
 	if p.mu.bytes+bytes > cfg.QueueBytes {
 		p.mu.sizes = p.mu.sizes[:n0]
@@ -196,6 +284,11 @@ func (s *sender) flush() {
 		clear(msgs) // release the entries
 		s.msgs, s.sizes = msgs[:0], sizes[:0]
 	}()
+	if pm, ps := p.takePriority(); len(pm) > 0 {
+		// Ahead of the queue, in the first frame.
+		msgs = append(pm, msgs...)
+		sizes = append(ps, sizes...)
+	}
 	if len(msgs) == 0 {
 		return
 	}
@@ -270,15 +363,39 @@ func (s *sender) disconnect() {
 	s.cc, s.stream, s.cancel = nil, nil, nil
 }
 
-// send writes msgs as frames of at most Config.MaxFrameBytes, in order. It
-// returns how many messages were written before a failure.
+// send writes msgs as frames of at most Config.MaxFrameBytes, in order,
+// each preceded by the priority messages queued meanwhile. It returns how
+// many of msgs were written before a failure.
 func (s *sender) send(msgs []engine.Message, sizes []int) (int, error) {
+	for start := 0; start < len(msgs); {
+		if start > 0 && s.p.hasPrio.Load() {
+			// Priority messages queued while this backlog is written go
+			// before its next frame.
+			pm, ps := s.p.takePriority()
+			if sent, err := s.writeFrames(pm, ps, len(pm)); err != nil {
+				s.p.stats.dropped.Add(uint64(len(pm) - sent))
+				return start, err
+			}
+		}
+		end, err := s.writeFrames(msgs[start:], sizes[start:], 1)
+		start += end
+		if err != nil {
+			return start, err
+		}
+	}
+	return len(msgs), nil
+}
+
+// writeFrames writes msgs in frames of at most Config.MaxFrameBytes until
+// at least min of them are written, and returns how many were.
+func (s *sender) writeFrames(msgs []engine.Message, sizes []int, min int) (int, error) {
 	p, cfg := s.p, &s.p.t.cfg
 	header := frameHeaderSize(cfg.ClusterID, cfg.NodeID, p.nodeID)
 	f := &s.frame
 	f.clusterID, f.from, f.to = cfg.ClusterID, cfg.NodeID, p.nodeID
 	defer func() { f.msgs, f.sizes = nil, nil }()
-	for start := 0; start < len(msgs); {
+	start := 0
+	for start < min && start < len(msgs) {
 		size, end := header, start
 		for ; end < len(msgs); end++ {
 			n := frameEntrySize(msgs[end].ShardID, sizes[end])
@@ -302,7 +419,7 @@ func (s *sender) send(msgs []engine.Message, sizes []int) (int, error) {
 		p.stats.bytesSent.Add(uint64(size))
 		start = end
 	}
-	return len(msgs), nil
+	return start, nil
 }
 
 // fail handles a failed connection or stream: it drops the lost messages and
@@ -312,7 +429,8 @@ func (s *sender) fail(err error, lost int) {
 	healthy := s.stream != nil && time.Since(s.upSince) >= t.cfg.BackoffMax
 	s.disconnect()
 	queued, _ := p.swap(nil, nil)
-	p.stats.dropped.Add(uint64(lost + len(queued)))
+	prio, _ := p.takePriority()
+	p.stats.dropped.Add(uint64(lost + len(queued) + len(prio)))
 	if p.ctx.Err() != nil {
 		return // closing, not a failure of the peer
 	}
