@@ -208,6 +208,9 @@ func checkAppliedAgree(t *testing.T, ctx context.Context, c *testcluster.Cluster
 type snapshotCounts struct {
 	mu                       sync.Mutex
 	sent, recv, staleDropped uint64
+	// of the engines crashed: lease reads served from a lease, vote
+	// requests the vote gate dropped (lease.go)
+	leaseReads, votesHeld uint64
 }
 
 func (s *snapshotCounts) add(st engine.Stats) {
@@ -215,7 +218,24 @@ func (s *snapshotCounts) add(st engine.Stats) {
 	s.sent += st.SnapshotsSent
 	s.recv += st.SnapshotsRecv
 	s.staleDropped += st.StaleDropped
+	s.leaseReads += st.LeaseReads
+	s.votesHeld += st.VotesHeld
 	s.mu.Unlock()
+}
+
+// leases returns the lease reads served from a lease and the vote
+// requests held, by the engines crashed and those running now.
+func (s *snapshotCounts) leases(c *testcluster.Cluster) (reads, held uint64) {
+	s.mu.Lock()
+	reads, held = s.leaseReads, s.votesHeld
+	s.mu.Unlock()
+	for _, id := range c.IDs() {
+		if e := c.Engine(id); e != nil {
+			st := e.Stats()
+			reads, held = reads+st.LeaseReads, held+st.VotesHeld
+		}
+	}
+	return reads, held
 }
 
 func (s *snapshotCounts) String() string {

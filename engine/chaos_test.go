@@ -49,6 +49,7 @@ type router struct {
 	// replicaReads counts the reads ReadOnReplica answered (of which
 	// followerReads on a replica that did not lead).
 	replicaReads, followerReads atomic.Int64
+	leaseReads                  atomic.Int64 // ReadLease answers
 	mu                          sync.Mutex
 	ring                        []storage.Descriptor // sorted by Start
 	lead                        map[uint64]uint64
@@ -212,6 +213,20 @@ func TestLinearizabilityCatchesBrokenFollowerReads(t *testing.T) {
 	t.Fatal("reads that skip the read index went unnoticed in every seed")
 }
 
+// TestLinearizabilityLeaseReads is TestLinearizability in lease mode (a
+// mix of membership changes, partitions, leader transfers, crashes):
+// the leader's reads are lease reads, half the reads follower reads.
+func TestLinearizabilityLeaseReads(t *testing.T) {
+	seeds := chaosSeeds(t, []uint64{1, 2, 3, 4})
+	for _, voters := range []int{3, 5} {
+		for _, seed := range seeds {
+			t.Run(fmt.Sprintf("voters=%d/seed=%d", voters, seed), func(t *testing.T) {
+				runLinearizability(t, chaosRun{voters: voters, nodes: voters + 1, shards: 3, runFor: 1500 * time.Millisecond, lease: true}, seed)
+			})
+		}
+	}
+}
+
 // chaosRun shapes one run of the chaos test.
 type chaosRun struct {
 	voters int // per shard, on the first voters nodes
@@ -229,6 +244,9 @@ type chaosRun struct {
 	// brokenReads: the reads on any node's replica skip the read index
 	// (readBroken); the run must find the history not linearizable.
 	brokenReads bool
+	// lease: the engines run in lease mode, and the reads on the leader
+	// are lease reads (ReadLease).
+	lease bool
 }
 
 // idleNemesis changes no membership.
@@ -262,6 +280,9 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) (caught bool) {
 		// proposal whose entry a snapshot covers ends ambiguous.
 		cfg.LogTruncateEntries = 24
 		cfg.LogTruncateBytes = 16 << 10
+		if run.lease {
+			cfg.ReadMode = engine.ReadModeLease
+		}
 		applies.wrap(cfg)
 	}})
 	ctx := ctxT(t, 120*time.Second)
@@ -342,7 +363,7 @@ func runLinearizability(t *testing.T, run chaosRun, seed uint64) (caught bool) {
 			for n := 0; n < maxOps && !stopClients.Load() && ctx.Err() == nil; n++ {
 				var o outcome
 				if cl < clients {
-					o = clientOp(ctx, rt, rec, crng, sw, cl, n, keys, run.brokenReads)
+					o = clientOp(ctx, rt, rec, crng, sw, cl, n, keys, run)
 				} else {
 					o = cnt.increment(ctx, rt, rec, crng, sw, cl, n)
 				}
@@ -397,6 +418,11 @@ wait:
 	}
 	t.Logf("seed %d: %d ok, %d failed, %d unknown operations; %d reads answered by ReadOnReplica, %d of them on a replica that did not lead then",
 		seed, okOps.load(), failedOps.load(), unknownOps.load(), rt.replicaReads.Load(), rt.followerReads.Load())
+	if run.lease {
+		fromLease, held := snaps.leases(c)
+		t.Logf("seed %d: %d lease reads answered (%d served from a lease, the others by ReadIndex); %d vote requests held by the vote gate",
+			seed, rt.leaseReads.Load(), fromLease, held)
+	}
 	t.Logf("seed %d: %s", seed, mem.summary())
 	if okOps.load() < minOK {
 		t.Errorf("seed %d: only %d operations succeeded", seed, okOps.load())
@@ -446,7 +472,7 @@ func (a *atomicCounters) load() int64 { return a.n.Load() }
 // clientOp runs one random operation of a client. Writes go through the
 // client's session (sw): retried until certain or their deadline, applied
 // at most once.
-func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, sw *sessionWriter, client, n int, keys []string, brokenReads bool) outcome {
+func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *rand.Rand, sw *sessionWriter, client, n int, keys []string, run chaosRun) outcome {
 	key, shard, e := rt.pick(rng, keys)
 	if e == nil {
 		return outcomeNone
@@ -457,11 +483,14 @@ func clientOp(ctx context.Context, rt *router, rec *linearize.Recorder, rng *ran
 	switch p := rng.IntN(10); {
 	case p < 4: // get: on the leader, or half the time on any node's replica
 		how := readLeader
+		if run.lease {
+			how = readLease
+		}
 		if rng.IntN(2) == 0 {
 			ids := rt.c.IDs()
 			if o := rt.c.Engine(ids[rng.IntN(len(ids))]); o != nil {
 				e, how = o, readOnReplica
-				if brokenReads {
+				if run.brokenReads {
 					how = readBroken
 				}
 			}
@@ -521,6 +550,7 @@ const (
 	// readBroken: e's replica as it is (ReadLocal), no read index: stale
 	// on a follower behind; the test must catch it (chaosRun.brokenReads).
 	readBroken
+	readLease // Engine.ReadLease: on the leader, from its lease
 )
 
 // recordedGet reads key on e as how says, recorded in rec as a
@@ -536,17 +566,23 @@ func recordedGet(ctx context.Context, rt *router, rec *linearize.Recorder, e *en
 		res, err = e.ReadOnReplica(ctx, shard, engine.GetQuery([]byte(key)))
 	case readBroken:
 		res, err = e.ReadLocal(shard, engine.GetQuery([]byte(key)))
+	case readLease:
+		res, err = e.ReadLease(ctx, shard, engine.GetQuery([]byte(key)))
 	}
+	onLeader := how == readLeader || how == readLease
 	var nl *engine.NotLeaderError
-	if how == readLeader || (err != nil && !errors.As(err, &nl)) {
+	if onLeader || (err != nil && !errors.As(err, &nl)) {
 		rt.learn(ctx, shard, err) // a follower's refusal says nothing of the leader
 	}
 	if err != nil {
 		pend.Failed()
 		return nil, false, false
 	}
-	if how == readLeader {
+	if onLeader {
 		rt.success(shard, e.NodeID())
+	}
+	if how == readLease {
+		rt.leaseReads.Add(1)
 	}
 	if how == readOnReplica {
 		rt.replicaReads.Add(1)

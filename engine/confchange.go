@@ -338,6 +338,7 @@ func (w *worker) applyConfChange(r *replica, e *raftpb.Entry) {
 		return
 	}
 	cs := r.g.RN.ApplyConfChange(cc)
+	r.g.DropLease() // confirmed by a quorum of the older configuration (lease.go)
 	next, err := desc.WithConfState(*cs, added)
 	if err != nil {
 		panic(fmt.Sprintf("engine: node %d shard %d: conf change at %d: %v", w.e.cfg.NodeID, r.shardID, e.Index, err))

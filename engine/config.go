@@ -26,6 +26,14 @@ type Config struct {
 	// Workers is the number of worker goroutines; shards are assigned to
 	// workers by hash. Default: GOMAXPROCS.
 	Workers int
+	// PriorityShards are served apart from the others: by a worker of
+	// their own (one more than Workers), whose cycles a bulk of other
+	// shards never makes long, and with their raft messages sent ahead of
+	// the queue when the transport can (PrioritySender). A node gives its
+	// meta shard: the control plane's reads and writes (a node's
+	// registration, the placement driver's records) stay quick while a
+	// start elects 100,000 shards. Keep the list short.
+	PriorityShards []uint64
 	// TickInterval is the raft tick; default 100ms. Ignored when Ticks is set.
 	TickInterval time.Duration
 	// Ticks, when non-nil, replaces the ticker: every receive is one tick
@@ -96,11 +104,89 @@ type Config struct {
 	// by its own clock. A client must never retry one request for longer
 	// than SessionTTL, and the leaders' clocks must agree to well within it.
 	SessionTTL time.Duration
+	// ReadMode is how Read is served when the caller does not choose
+	// (ReadLease serves lease reads in ReadModeLease only); default
+	// ReadModeIndex. ReadModeLease makes the engine keep leader leases (see
+	// lease.go): every node of the cluster must run with it, and with the
+	// same ElectionTicks and TickInterval, for the leases to be safe.
+	ReadMode ReadMode
+	// MaxClockDrift bounds, in lease mode, how far two nodes' monotonic
+	// clocks may drift apart over one election timeout
+	// (ElectionTicks×TickInterval), scheduling delays included: a leader's
+	// lease lasts the election timeout minus MaxClockDrift from the start
+	// of the quorum round that confirmed it. Default: a tenth of the
+	// election timeout. Must be below the election timeout.
+	MaxClockDrift time.Duration
+	// DisableCheckQuorum turns raft's CheckQuorum off (on by default: a
+	// leader that has not heard from a quorum for an election timeout steps
+	// down, and followers that heard from their leader within one refuse
+	// votes). ReadModeLease needs it on.
+	DisableCheckQuorum bool
+	// Clock is the monotonic clock leases are measured with; default
+	// time.Now. Tests that drive the engine with Ticks and lease reads set
+	// it to a clock that advances TickInterval per tick (required then).
+	Clock func() time.Time
+	// StartCampaignsPerTick bounds the campaigns a node starts per tick
+	// when it reopens its replicas (New): each shard's designated voter
+	// campaigns in turn, the other replicas wait quiesced (see start.go);
+	// default 128 (1,280 a second at the default tick).
+	StartCampaignsPerTick int
+	// TickingStart makes every replica a node reopens tick from the start
+	// and elect on raft's randomized timeouts: the start before start.go,
+	// the baseline of the cluster-start bench. Leave it off.
+	TickingStart bool
+	// NoPriority sends the per-tick message to each peer with Send, behind
+	// the raft traffic queued for it, even when the transport can send it
+	// ahead (PrioritySender): the baseline of the cluster-start bench.
+	// Leave it off.
+	NoPriority bool
+	// NoYield keeps each worker on its processor for a whole pass, however
+	// long: the baseline of the cluster-start bench (worker.yield says why
+	// a worker yields). Leave it off.
+	NoYield bool
+	// BusyOnMessage counts a leader stepped a message in a cycle as busy
+	// at that cycle's tick, as the engine did before idleLeader looked at
+	// raft alone: the baseline of the cluster-start bench. Leave it off.
+	BusyOnMessage bool
 	// BeforeStoreClose, if set, is called by Close after every worker has
 	// stopped and before the store is closed: nothing the engine does is
 	// visible any more, and nothing unsynced has been synced. The in-process
 	// test cluster takes its crash image of the file system there.
 	BeforeStoreClose func()
+}
+
+// ReadMode is how a leader serves linearizable reads.
+type ReadMode int
+
+const (
+	// ReadModeIndex confirms leadership with a quorum round (raft's
+	// ReadIndex) for every read: safe whatever the clocks do.
+	ReadModeIndex ReadMode = iota
+	// ReadModeLease lets a leader that holds a lease answer without the
+	// round (see lease.go); it assumes bounded clock drift.
+	ReadModeLease
+)
+
+// String returns the mode's flag name: "readindex" or "lease".
+func (m ReadMode) String() string {
+	switch m {
+	case ReadModeIndex:
+		return "readindex"
+	case ReadModeLease:
+		return "lease"
+	}
+	return fmt.Sprintf("ReadMode(%d)", int(m))
+}
+
+// ParseReadMode parses a mode's flag name.
+func ParseReadMode(s string) (ReadMode, error) {
+	switch s {
+	case "readindex", "read-index", "":
+		return ReadModeIndex, nil
+	case "lease":
+		return ReadModeLease, nil
+	}
+	return 0, fmt.Errorf("%w: read mode %q (want readindex or lease)", ErrBadRequest, s)
 }
 
 // DefaultConfig returns the defaults for node nodeID of cluster clusterID
@@ -125,6 +211,7 @@ func DefaultConfig(clusterID, nodeID uint64, dir string) Config {
 		MaxConcurrentSnapshots: 4,
 		StoreCacheBytes:        64 << 20,
 		SessionTTL:             time.Hour,
+		StartCampaignsPerTick:  128,
 	}
 }
 
@@ -158,11 +245,18 @@ func (c Config) withDefaults() Config {
 	setIf64(&c.LogTruncateEntries, d.LogTruncateEntries)
 	setIf(&c.SnapshotChunkBytes, d.SnapshotChunkBytes)
 	setIf(&c.MaxConcurrentSnapshots, d.MaxConcurrentSnapshots)
+	setIf(&c.StartCampaignsPerTick, d.StartCampaignsPerTick)
 	if c.StoreCacheBytes == 0 {
 		c.StoreCacheBytes = d.StoreCacheBytes
 	}
 	if c.SessionTTL == 0 {
 		c.SessionTTL = d.SessionTTL
+	}
+	if c.MaxClockDrift == 0 {
+		c.MaxClockDrift = time.Duration(c.ElectionTicks) * c.TickInterval / 10
+	}
+	if c.Clock == nil && c.Ticks == nil {
+		c.Clock = time.Now
 	}
 	if c.StateMachine == nil {
 		c.StateMachine = NewKV()
@@ -189,6 +283,7 @@ func (c Config) Validate() error {
 		"Workers": c.Workers, "ElectionTicks": c.ElectionTicks, "HeartbeatTicks": c.HeartbeatTicks,
 		"MaxProposalBytes": c.MaxProposalBytes, "MaxInflightMsgs": c.MaxInflightMsgs,
 		"SnapshotChunkBytes": c.SnapshotChunkBytes, "MaxConcurrentSnapshots": c.MaxConcurrentSnapshots,
+		"StartCampaignsPerTick": c.StartCampaignsPerTick,
 	} {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s %d < 0", name, v))
@@ -206,6 +301,7 @@ func (c Config) Validate() error {
 	if c.ElectionTicks != 0 && c.HeartbeatTicks != 0 && c.ElectionTicks <= c.HeartbeatTicks {
 		errs = append(errs, fmt.Errorf("ElectionTicks %d must exceed HeartbeatTicks %d", c.ElectionTicks, c.HeartbeatTicks))
 	}
+	errs = append(errs, c.validateLease()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("engine: invalid config: %w", err)
 	}

@@ -47,6 +47,14 @@
 // A shard with more work goes in the next pass, after the worker has taken
 // its inbox again, so that it batches with what arrived.
 //
+// A worker in a long cycle (tens of thousands of awake shards) yields its
+// processor every millisecond or so (worker.yield): the goroutines that
+// carry messages between nodes otherwise wait on the scheduler's global run
+// queue for seconds, and live peers are suspected down. The shards of
+// Config.PriorityShards (a node's meta shard) have a worker of their own,
+// whose cycles stay short whatever the other shards do, and their messages
+// go ahead of the queue.
+//
 // Durability. raft runs in its asynchronous storage mode (AsyncStorageWrites):
 // a message that depends on a write (an acknowledgement, a vote, a leader
 // counting its own append) is delivered only after the batch that holds the
@@ -70,9 +78,28 @@
 // goes to its leader (raft forwards it), which confirms its leadership with
 // a quorum and answers the index, and the follower answers once it has
 // applied it. ReadLocal answers from the replica as it is (stale reads).
-// Lease reads (the leader answering without the quorum round while its
-// lease holds) are not offered: raft's lease is not safe across leadership
-// transfers, which the engine makes all the time.
+//
+// Leases (lease.go). In ReadModeLease, ReadLease lets a leader answer
+// without the quorum round while it holds a lease: until start +
+// ElectionTicks×TickInterval − MaxClockDrift by its monotonic clock, where
+// start is taken before a ReadIndex of its own that a quorum confirmed, and
+// provided its commit index holds an entry of its term. raft's own lease is
+// not used: it rests on CheckQuorum's promise that a follower which heard
+// from its leader within an election timeout does not vote, and the engine
+// breaks that promise (leadership transfers campaign by force, ForgetLeader
+// and restarts leave a follower leaderless and ready to vote, quiesced
+// replicas do not tick). The engine keeps the promise itself instead, in
+// time rather than ticks: a replica neither grants nor asks for a vote
+// within an election timeout of stepping a leader's message or of being
+// opened (the vote gate). A transfer's forced campaign still passes, so a
+// leader that starts a transfer keeps no lease for the rest of its term; a
+// conf change applied ends the lease too. The clock assumption: monotonic
+// clocks whose rates differ so little that over an election timeout two
+// nodes' clocks drift apart by less than MaxClockDrift (scheduling delays
+// between reading the clock and acting included), and every node in lease
+// mode with the same ElectionTicks and TickInterval. The price: a shard
+// whose leader died elects an election timeout after it last heard from
+// it at the earliest, not a few ticks after it is suspected down.
 //
 // Exactly-once writes (session.go). ProposeSession wraps a command of the
 // state machine in a client session envelope (session ID, sequence number,
@@ -84,10 +111,24 @@
 // are deleted by an expiry command that the leader proposes (Config.
 // SessionTTL), so that every replica deletes the same ones.
 //
+// Backups (backup.go). BackupShard takes ReadOnReplica's barrier, then,
+// on the shard's worker between two passes, the applied index with a
+// Pebble snapshot of the shard's sessions and data, which the caller reads
+// on its own goroutine.
+//
 // Idle shards (quiesce.go). A leader whose shard is idle quiesces it; its
 // followers follow; quiesced shards are not ticked and send nothing. The
 // per-tick coalesced heartbeat message between nodes doubles as liveness: the
-// quiesced shards of a leader not heard from wake up and elect.
+// quiesced shards of a leader not heard from wake up and elect. It goes
+// ahead of the raft traffic queued for its peer when the transport allows
+// (PrioritySender), so that no backlog delays it into a false suspicion.
+//
+// A node's start (start.go). The replicas New reopens start quiesced, with
+// no leader; each shard's designated voter (DesignatedVoter, the voter
+// that campaigned at the shard's creation) campaigns, a bounded number a
+// tick, once a quorum of the shard's voters' nodes has been heard from;
+// what is still leaderless after a few election timeouts without progress
+// wakes and elects on raft's timeouts.
 //
 // Membership (confchange.go). Changes are checked against the descriptor
 // and refused with typed errors before they are proposed, refused up front
@@ -125,6 +166,15 @@
 // timeout (or PeerDown, from gossip) makes the followers of a node forget
 // it as their leader; a failed stream (PeerUnreachable) only makes the
 // leaders here probe it.
+//
+// Recovery (recover.go). A shard whose voters are mostly gone for good is
+// recovered on one surviving replica, while the engine runs, by
+// ForceSoleVoter: on its worker the replica is closed, rewritten into the
+// only voter of its shard by the offline recovery's storage rewrite
+// (storage.Store.ForceSoleVoter: fresh replica ID, tombstone below it,
+// whole log committed) in one synced batch, and reopened; alone, it elects
+// itself. It is refused (*LiveQuorumError) while the replica leads, knows
+// a live leader, or its voters not suspected down are a quorum.
 //
 // # Concurrency
 //

@@ -20,10 +20,15 @@ import (
 
 // Engine hosts the shards of one node on a fixed pool of workers.
 type Engine struct {
-	cfg        Config
-	store      *storage.Store
-	transport  Transport
-	workers    []*worker
+	cfg       Config
+	store     *storage.Store
+	transport Transport
+	workers   []*worker
+	// bulk: the workers of the shards not in Config.PriorityShards (all of
+	// workers but the last when there are priority shards); priority: the
+	// priority shards' worker, by shard. Both fixed at New.
+	bulk       []*worker
+	priority   map[uint64]*worker
 	ids        atomic.Uint64 // proposal and read IDs, random start per run
 	closed     atomic.Bool
 	stop       chan struct{}
@@ -33,8 +38,10 @@ type Engine struct {
 	stats      engineStats
 	beats      *heartbeat.Coalescer
 	live       liveness
-	coalesce   bool // heartbeats travel coalesced
-	quiescence bool // idle shards quiesce
+	coalesce   bool      // heartbeats travel coalesced
+	quiescence bool      // idle shards quiesce
+	lease      bool      // ReadModeLease: leases and the vote gate (lease.go)
+	epoch      time.Time // the lease clock's zero
 
 	syncLatency  latencyHistogram // synced batch commits
 	applyLatency latencyHistogram // state machine time per shard per pass
@@ -84,10 +91,17 @@ type engineStats struct {
 	// replica is not (an earlier, removed incarnation): dropped, never stepped.
 	staleDropped atomic.Uint64
 	campaigns    atomic.Uint64 // successor campaigns started
+	// startCampaigns, startWakes: a cold start's designated campaigns and
+	// the replicas it woke at its end (start.go).
+	startCampaigns, startWakes atomic.Uint64
 
 	sessionReplays  atomic.Uint64 // session commands answered with their stored result
 	sessionsExpired atomic.Uint64
 	followerReads   atomic.Uint64 // ReadOnReplica requests taken by a replica that did not lead
+	leaseReads      atomic.Uint64 // lease reads served from the lease
+	leaseMisses     atomic.Uint64 // lease reads that found no lease (a ReadIndex instead)
+	votesHeld       atomic.Uint64 // vote requests the vote gate dropped
+	yields          atomic.Uint64 // times a worker gave up its processor mid-cycle
 }
 
 // Stats are counters of an engine since it started.
@@ -125,7 +139,12 @@ type Stats struct {
 	// designated successor of a dead leader (or by a follower that rejected
 	// a staler candidate), instead of waiting for an election timeout.
 	SuccessorCampaigns uint64
-	Shards             int
+	// StartCampaigns counts the campaigns of this node's designated voters
+	// after it reopened its replicas quiesced; StartWakes the replicas
+	// still without a leader that the start woke at its end to elect on
+	// raft's timeouts (start.go).
+	StartCampaigns, StartWakes uint64
+	Shards                     int
 	// SessionReplays counts the session commands (ProposeSession) that were
 	// answered with the result stored at their first application instead
 	// of being applied again: retries of a request that had applied. They
@@ -136,6 +155,14 @@ type Stats struct {
 	// FollowerReads counts the ReadOnReplica requests taken by a replica
 	// that did not lead (it asked its leader for the read index).
 	FollowerReads uint64
+	// LeaseReads counts the lease reads served from the leader's lease;
+	// LeaseMisses those that found none and did a ReadIndex (which renews
+	// it). VotesHeld counts the vote requests, in and out, that the vote
+	// gate dropped (lease.go).
+	LeaseReads, LeaseMisses, VotesHeld uint64
+	// Yields counts the times a worker gave up its processor in the middle
+	// of a cycle that had kept it for over a millisecond (worker.yield).
+	Yields uint64
 }
 
 // New opens the node's store in cfg.Dir, reopens every shard found there and
@@ -163,11 +190,25 @@ func New(cfg Config, t Transport) (*Engine, error) {
 		coalesce:  !cfg.DisableHeartbeatCoalescing,
 	}
 	e.quiescence = e.coalesce && !cfg.DisableQuiescence
+	e.lease = cfg.ReadMode == ReadModeLease
+	if e.lease {
+		e.epoch = cfg.Clock()
+	}
 	e.live.init()
 	e.ids.Store(rand.Uint64() >> 1)
 	e.ranges.byShard = make(map[uint64]storage.Descriptor)
 	for i := 0; i < cfg.Workers; i++ {
 		e.workers = append(e.workers, newWorker(e, i))
+	}
+	e.bulk = e.workers
+	if len(cfg.PriorityShards) > 0 {
+		w := newWorker(e, len(e.workers))
+		w.priority = true
+		e.workers = append(e.workers, w)
+		e.priority = make(map[uint64]*worker, len(cfg.PriorityShards))
+		for _, id := range cfg.PriorityShards {
+			e.priority[id] = w
+		}
 	}
 	tombs, err := store.Tombstones()
 	if err != nil {
@@ -252,18 +293,26 @@ func (e *Engine) tickLoop() {
 		ticks = ch
 	}
 	var peers []uint64
+	var lag tickLag
 	for {
 		select {
 		case _, ok := <-ticks:
 			if !ok {
 				return
 			}
+			lag.tick(time.Now(), e.cfg.ElectionTicks)
 			var down []uint64
 			peers, down = e.live.tick(uint64(e.cfg.ElectionTicks), peers)
 			if e.coalesce {
 				e.flushBeats(peers)
 			}
 			for _, node := range down {
+				// silent_for is wall time; max_tick_gap the longest time
+				// between two of this node's own ticks over the last
+				// election timeout: a large one says this node was too
+				// busy to hear, rather than the peer silent.
+				e.cfg.Logger.Info("peer suspected down: silent for an election timeout", "peer", node,
+					"silent_for", e.live.silentFor(node).Round(time.Millisecond), "max_tick_gap", lag.max().Round(time.Millisecond))
 				e.peerDown(node)
 			}
 			for _, w := range e.workers {
@@ -367,11 +416,14 @@ func (e *Engine) acquire() bool {
 func (e *Engine) release() { e.users.RUnlock() }
 
 func (e *Engine) workerFor(shardID uint64) *worker {
+	if w, ok := e.priority[shardID]; ok {
+		return w
+	}
 	var b [8]byte
 	for i := range b {
 		b[i] = byte(shardID >> (8 * i))
 	}
-	return e.workers[xxhash.Sum64(b[:])%uint64(len(e.workers))]
+	return e.bulk[xxhash.Sum64(b[:])%uint64(len(e.bulk))]
 }
 
 func (e *Engine) nextID() uint64 { return e.ids.Add(1) }
@@ -651,7 +703,7 @@ func (e *Engine) wait(ctx context.Context, shardID uint64, done chan group.Resul
 // lead the shard (otherwise a *NotLeaderError). Each ReadIndex attempt
 // carries a fresh context; an unanswered one is retried until ctx ends.
 func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte, error) {
-	return e.read(ctx, shardID, query, false)
+	return e.read(ctx, shardID, query, readIndex)
 }
 
 // ReadOnReplica answers query from this node's replica of shardID, leader,
@@ -662,33 +714,58 @@ func (e *Engine) Read(ctx context.Context, shardID uint64, query []byte) ([]byte
 // trip to it. A replica that knows no leader answers a *NotLeaderError
 // (with no leader); otherwise as Read.
 func (e *Engine) ReadOnReplica(ctx context.Context, shardID uint64, query []byte) ([]byte, error) {
-	return e.read(ctx, shardID, query, true)
+	return e.read(ctx, shardID, query, readOnReplica)
 }
 
-func (e *Engine) read(ctx context.Context, shardID uint64, query []byte, onReplica bool) ([]byte, error) {
+// readKind is how a read is served.
+type readKind uint8
+
+const (
+	readIndex     readKind = iota // ReadIndex on the leader
+	readOnReplica                 // ReadIndex on any replica (a follower asks its leader)
+	readLease                     // the leader's lease, else a ReadIndex (lease.go)
+)
+
+func (e *Engine) read(ctx context.Context, shardID uint64, query []byte, kind readKind) ([]byte, error) {
+	if err := e.readBarrier(ctx, shardID, kind); err != nil {
+		return nil, err
+	}
+	return e.ReadLocal(shardID, query)
+}
+
+// readBarrier returns once this node's replica of shardID has applied a
+// read index that the shard's leader confirmed with a quorum, or that its
+// lease covers (as kind says): the replica then holds every write
+// acknowledged before the call.
+func (e *Engine) readBarrier(ctx context.Context, shardID uint64, kind readKind) error {
 	for {
 		if e.closed.Load() {
-			return nil, ErrClosed
+			return ErrClosed
+		}
+		// A caller gone already gets no answer: wait's select would pick a
+		// barrier passed at once as often as the ended ctx.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("engine: shard %d: %w", shardID, err)
 		}
 		if d, ok := e.claimed(shardID); ok && d.Frozen() {
-			return nil, &ShardMergingError{ShardID: shardID, Into: d.MergeInto}
+			return &ShardMergingError{ShardID: shardID, Into: d.MergeInto}
 		}
 		r := group.NewRead(e.nextID())
 		w := e.workerFor(shardID)
-		if !w.enqueueRead(readReq{shardID: shardID, r: r, onReplica: onReplica}) {
-			return nil, ErrClosed
+		if !w.enqueueRead(readReq{shardID: shardID, r: r, kind: kind}) {
+			return ErrClosed
 		}
 		_, err := e.wait(ctx, shardID, r.Done)
 		if errors.Is(err, group.ErrReadRetry) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if d, ok := e.claimed(shardID); ok && d.Frozen() {
-			return nil, &ShardMergingError{ShardID: shardID, Into: d.MergeInto}
+			return &ShardMergingError{ShardID: shardID, Into: d.MergeInto}
 		}
-		return e.ReadLocal(shardID, query)
+		return nil
 	}
 }
 
@@ -763,6 +840,7 @@ func (e *Engine) TransferLeader(ctx context.Context, shardID, target uint64) err
 			to := rep.ReplicaID
 			if r.g.RN.BasicStatus().LeadTransferee == 0 {
 				w.wake(r)
+				voidLease(r) // before the transferee may campaign (lease.go)
 				r.g.RN.TransferLeader(to)
 				w.markDirty(r)
 			}
@@ -982,9 +1060,15 @@ func (e *Engine) Stats() Stats {
 		PassNanos:           e.stats.passNanos.Load(),
 		StaleDropped:        e.stats.staleDropped.Load(),
 		SuccessorCampaigns:  e.stats.campaigns.Load(),
+		StartCampaigns:      e.stats.startCampaigns.Load(),
+		StartWakes:          e.stats.startWakes.Load(),
 		Shards:              n,
 		SessionReplays:      e.stats.sessionReplays.Load(),
 		FollowerReads:       e.stats.followerReads.Load(),
+		LeaseReads:          e.stats.leaseReads.Load(),
+		LeaseMisses:         e.stats.leaseMisses.Load(),
+		VotesHeld:           e.stats.votesHeld.Load(),
+		Yields:              e.stats.yields.Load(),
 		SessionsExpired:     e.stats.sessionsExpired.Load(),
 	}
 }
@@ -996,4 +1080,31 @@ func (e *Engine) Flush() error {
 	}
 	defer e.release()
 	return e.store.DB().LogData(nil, pebbleSync)
+}
+
+// tickLag keeps the gaps between the tick loop's last ticks (tick loop only).
+type tickLag struct {
+	last time.Time
+	gaps []time.Duration // a ring of the last election timeout's gaps
+	i    int
+}
+
+func (l *tickLag) tick(now time.Time, window int) {
+	if !l.last.IsZero() {
+		if len(l.gaps) < window {
+			l.gaps = append(l.gaps, now.Sub(l.last))
+		} else {
+			l.gaps[l.i] = now.Sub(l.last)
+			l.i = (l.i + 1) % len(l.gaps)
+		}
+	}
+	l.last = now
+}
+
+func (l *tickLag) max() time.Duration {
+	var m time.Duration
+	for _, g := range l.gaps {
+		m = max(m, g)
+	}
+	return m
 }

@@ -148,3 +148,57 @@ func (e *Engine) TestingNow() uint64 {
 	defer e.live.mu.Unlock()
 	return e.live.now
 }
+
+// SetLeaseGuards turns the lease's guards on or off (lease.go): the vote
+// gate and the end of the lease at a transfer. It returns a function that
+// restores them.
+func SetLeaseGuards(votes, transfer bool) (restore func()) {
+	var g int32
+	if votes {
+		g |= guardVotes
+	}
+	if transfer {
+		g |= guardTransfer
+	}
+	old := leaseGuards.Swap(g)
+	return func() { leaseGuards.Store(old) }
+}
+
+// TestingLeaseHeld reports whether shardID's replica here holds a lease
+// now (lease clock).
+func (e *Engine) TestingLeaseHeld(ctx context.Context, shardID uint64) (bool, error) {
+	return call(ctx, e, shardID, func(w *worker) (bool, error) {
+		r := w.shards[shardID]
+		if r == nil {
+			return false, ErrShardNotFound
+		}
+		expiry, ok := r.g.LeaseExpiry(e.leaseNanos())
+		return ok && e.leaseNow() < expiry, nil
+	})
+}
+
+// TestingBlockWorker blocks the worker of shardID until release is called
+// (it waits for the worker to be blocked before it returns).
+func (e *Engine) TestingBlockWorker(shardID uint64) (release func()) {
+	blocked, done := make(chan struct{}), make(chan struct{})
+	e.workerFor(shardID).enqueueFn(func() {
+		close(blocked)
+		<-done
+	})
+	<-blocked
+	return func() { close(done) }
+}
+
+// TestingInbox reports what waits in the inbox of shardID's worker: the
+// heartbeat responses (coalesced beats) for shardID, and the ticks.
+func (e *Engine) TestingInbox(shardID uint64) (resps, ticks int) {
+	w := e.workerFor(shardID)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.mu.in.beats {
+		if b.beat.ShardID == shardID && b.beat.Resp {
+			resps++
+		}
+	}
+	return resps, w.mu.in.ticks
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/flotilla-db/flotilla/heartbeat"
@@ -22,7 +23,7 @@ func (e *Engine) HandleBatch(b *Batch) {
 		return
 	}
 	if wasDown {
-		e.cfg.Logger.Debug("peer is back", "node", b.From)
+		e.cfg.Logger.Info("peer is back", "peer", b.From)
 		for _, w := range e.workers {
 			w.enqueueFn(func() { w.wakeFollowedBy(b.From) })
 		}
@@ -94,12 +95,15 @@ func (e *Engine) PeerUnreachable(node uint64) {
 	}
 }
 
+// errDeclaredDead is the reason PeerDown gives to suspect.
+var errDeclaredDead = errors.New("declared dead by the failure detector")
+
 // PeerDown tells the engine that node is down (gossip's failure detector
 // declared it dead): as when the node has been silent for an election
 // timeout, the shards it led here wake up and elect a new leader.
 func (e *Engine) PeerDown(node uint64) {
 	if node != e.cfg.NodeID {
-		e.suspect(node)
+		e.suspect(node, errDeclaredDead)
 	}
 }
 

@@ -127,6 +127,11 @@ func TestReplicaRemovedWhileCutOffIsDestroyedByItsRecord(t *testing.T) {
 	if err := c.Engine(leader).ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.Remove, NodeID: 4, ReplicaID: rid}); err != nil {
 		t.Fatal(err)
 	}
+	// The leader's last messages to the learner, sent in the pass that
+	// applied its removal, must be lost to the cut, not delivered after it.
+	if err := c.Flush(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
 	c.Heal()
 	desc := status(t, ctx, c, leader, 1).Desc
 	if _, err := c.Engine(4).Status(ctx, 1); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/flotilla-db/flotilla/heartbeat"
 	"github.com/flotilla-db/flotilla/storage"
@@ -47,7 +48,14 @@ type liveness struct {
 	mu    sync.Mutex
 	now   uint64            // ticks since start
 	heard map[uint64]uint64 // peer -> tick last heard
-	down  map[uint64]uint64 // peers suspected down -> tick suspected
+	// heardAt: peer -> when last heard (wall clock), for the log line of
+	// a suspicion: ticks undercount the silence of an overloaded node
+	// (a ticker drops the ticks its reader misses).
+	heardAt map[uint64]time.Time
+	down    map[uint64]uint64 // peers suspected down -> tick suspected
+	// seen: the peers heard from since this engine started (a cold
+	// start's campaigns wait for them, see start.go).
+	seen map[uint64]struct{}
 	// unreachable: peers the transport reported unreachable -> tick of the
 	// report. A failed stream is a hint, not a verdict: the peer is
 	// suspected down only if nothing is heard from it for unreachableTicks
@@ -68,8 +76,21 @@ const staleTicks = 2
 
 func (l *liveness) init() {
 	l.heard = make(map[uint64]uint64)
+	l.heardAt = make(map[uint64]time.Time)
 	l.down = make(map[uint64]uint64)
 	l.unreachable = make(map[uint64]uint64)
+	l.seen = make(map[uint64]struct{})
+}
+
+// seenPeers adds the peers heard from since the start to into and returns
+// how many there are.
+func (l *liveness) seenPeers(into map[uint64]struct{}) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id := range l.seen {
+		into[id] = struct{}{}
+	}
+	return len(l.seen)
 }
 
 // reportUnreachable notes that the transport could not reach id.
@@ -99,6 +120,7 @@ func (l *liveness) addPeers(ids ...uint64) {
 func (l *liveness) heardFrom(id uint64) (wasDown, stale bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.seen[id] = struct{}{}
 	at, down := l.down[id]
 	if down && l.now-at < staleTicks {
 		return false, true
@@ -110,8 +132,19 @@ func (l *liveness) heardFrom(id uint64) (wasDown, stale bool) {
 	// leader's quiesced shard would never wake to catch up the replica it
 	// adds there.)
 	l.heard[id] = l.now
+	l.heardAt[id] = time.Now()
 	delete(l.down, id)
 	return down, false
+}
+
+// silentFor returns how long ago id was last heard from (0: never).
+func (l *liveness) silentFor(id uint64) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if at, ok := l.heardAt[id]; ok {
+		return time.Since(at)
+	}
+	return 0
 }
 
 // tick advances the clock; it returns the peers and those newly suspected
@@ -159,17 +192,23 @@ func (l *liveness) isDown(id uint64) bool {
 	return down
 }
 
-// suspect handles a node the transport cannot reach: the first time, as if
-// it had been silent for an election timeout (it is heard again as soon as
-// one of its messages arrives).
-func (e *Engine) suspect(node uint64) {
+// suspect handles a node the transport cannot reach, or that gossip
+// declared dead (reason says which): the first time, as if it had been
+// silent for an election timeout (it is heard again as soon as one of its
+// messages arrives).
+func (e *Engine) suspect(node uint64, reason error) {
 	if e.live.markDown(node) {
+		e.cfg.Logger.Info("peer suspected down: unreachable", "peer", node, "reason", reason)
 		e.peerDown(node)
 	}
 }
 
 // flushBeats sends each peer its coalesced Beats (tick loop).
 func (e *Engine) flushBeats(peers []uint64) {
+	send := e.transport.Send
+	if ps, ok := e.transport.(PrioritySender); ok && !e.cfg.NoPriority {
+		send = ps.SendPriority
+	}
 	e.beats.Flush(peers, func(to uint64, beats []heartbeat.Beat) {
 		if to == e.cfg.NodeID {
 			return
@@ -180,8 +219,8 @@ func (e *Engine) flushBeats(peers []uint64) {
 			To:      to,
 			Context: heartbeat.AppendBatch(nil, beats),
 		}}
-		if err := e.transport.Send(to, []Message{m}); err != nil && !errors.Is(err, ErrQueueFull) {
-			e.suspect(to) // lost beats: raft and liveness cope
+		if err := send(to, []Message{m}); err != nil && !errors.Is(err, ErrQueueFull) {
+			e.suspect(to, err) // lost beats: raft and liveness cope
 		}
 		e.countSent(to, 1, uint64(m.Msg.Size()))
 	})
@@ -198,6 +237,9 @@ func (w *worker) stepBeat(b *beatIn) {
 		return
 	}
 	r.notePeer(msg.From, b.from)
+	if !b.beat.Resp {
+		w.heardLeader(r)
+	}
 	_ = r.g.RN.Step(msg)
 	w.markDirty(r)
 	switch {
@@ -258,8 +300,14 @@ func (w *worker) tickReplica(r *replica) {
 			lead = 0
 		}
 		if r.campaignIn == 0 && r.successor && lead == 0 && !r.g.IsLeader() {
-			w.e.stats.campaigns.Add(1)
-			_ = r.g.RN.Campaign()
+			if w.voteHeldFor(r, w.e.electionNanos()+int64(w.e.cfg.TickInterval)) {
+				// The vote gate holds (lease.go): campaign once it is
+				// over, a tick after, when the other voters' are too.
+				r.campaignIn = 1
+			} else {
+				w.e.stats.campaigns.Add(1)
+				_ = r.g.RN.Campaign()
+			}
 		}
 		if r.campaignIn == 0 {
 			r.successor = false // one campaign per suspicion or rejection
@@ -269,9 +317,16 @@ func (w *worker) tickReplica(r *replica) {
 	w.markDirty(r)
 }
 
-// idleLeader reports whether r leads and has nothing in flight.
+// idleLeader reports whether r leads and has nothing in flight. Whether a
+// message touched r in this cycle (r.dirty) does not matter, only whether
+// raft has anything to do (HasReady): in a cycle that takes longer than a
+// heartbeat round trip, which a node's workers with tens of thousands of
+// awake shards do, every leader steps its followers' heartbeat responses
+// in the same cycle as each tick, and counting those would keep every
+// leader of the node awake for good (cluster-start at 100,000 shards: no
+// leader quiesced, the workers saturated by the ticks and heartbeats).
 func (w *worker) idleLeader(r *replica) bool {
-	if !r.g.IsLeader() || r.g.Pending() > 0 || r.dirty || r.unsynced > 0 || r.g.RN.HasReady() {
+	if !r.g.IsLeader() || r.g.Pending() > 0 || r.unsynced > 0 || r.g.RN.HasReady() || (r.dirty && w.e.cfg.BusyOnMessage) {
 		return false
 	}
 	bs := r.g.RN.BasicStatus()
@@ -319,7 +374,9 @@ func (w *worker) wakeFollowedBy(node uint64) {
 // if quiesced, and forget it as their leader, so that with PreVote and
 // CheckQuorum they grant a pre-vote to the first follower whose election
 // timer fires instead of waiting for their own: a shard elects within about
-// one election timeout of the leader's death.
+// one election timeout of the leader's death. (In lease mode the vote gate
+// holds their votes and the successor's campaign until an election timeout
+// after they last heard from it: lease.go.)
 func (w *worker) leaderDown(node uint64) {
 	for _, r := range w.shards {
 		if r.g.LeaderNode() == node && !r.g.IsLeader() {

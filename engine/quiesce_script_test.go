@@ -33,6 +33,8 @@ import (
 //	wait-leader shard=S [not=N after=T]  tick until S has a leader (other
 //	                                  than N, at a term above T) all agree on
 //	crash node=N                      crash node N
+//	stop node=N                       close node N cleanly
+//	start node=N                      start node N again on its store
 //	state shard=S                     each running node's view of S
 func TestQuiescenceScripts(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
@@ -140,6 +142,14 @@ func TestQuiescenceScripts(t *testing.T) {
 				return fmt.Sprintf("shard %d: leader node %d", shard, leader)
 			case "crash":
 				c.Crash(arg("node"))
+				return "ok"
+			case "stop":
+				c.Stop(arg("node"))
+				return "ok"
+			case "start":
+				if err := c.Start(arg("node")); err != nil {
+					return err.Error()
+				}
 				return "ok"
 			case "state":
 				var b strings.Builder

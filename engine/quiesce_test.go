@@ -156,3 +156,64 @@ func TestQuiescence(t *testing.T) {
 	_ = storage.Descriptor{}
 	_ = context.Background
 }
+
+// TestLeaderQuiescesWhenResponsesShareItsTicksCycles: a leader whose worker
+// steps its followers' heartbeat responses in the same cycle as each tick
+// (a worker whose cycles last longer than a heartbeat round trip, as with
+// tens of thousands of awake shards) still quiesces once raft has nothing
+// to do. It used to count the responses as work, and stayed awake for good.
+// The cluster runs no clock: each round holds the leader's worker, ticks
+// every node until a tick and responses wait in that worker's inbox (a few
+// ticks at most, far from an election timeout: the followers keep their
+// leader), and lets the worker take them in one cycle.
+func TestLeaderQuiescesWhenResponsesShareItsTicksCycles(t *testing.T) {
+	c := newCluster(t, testcluster.Config{Nodes: 3})
+	ctx := ctxT(t, 60*time.Second)
+	_, leader := oneShard(t, ctx, c, []uint64{1, 2, 3})
+	le := c.Engine(leader)
+	if _, err := c.Propose(ctx, 1, engine.PutCommand([]byte("k"), []byte("v"))); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 50; round++ {
+		if le.Stats().ShardsQuiesced == 1 {
+			if l := c.Leader(ctx, 1); l != leader {
+				t.Fatalf("the leader changed to node %d: the rounds ticked too much", l)
+			}
+			t.Logf("the leader quiesced after %d rounds of responses and a tick in one cycle", round)
+			return
+		}
+		release := le.TestingBlockWorker(1)
+		for tick := 0; tick < 3; tick++ {
+			c.Tick()
+			if waitInbox(ctx, le) {
+				break
+			}
+		}
+		release()
+		if ctx.Err() != nil {
+			t.Fatal(ctx.Err())
+		}
+	}
+	t.Fatal("the leader did not quiesce in 50 rounds, each a cycle with its followers' heartbeat responses and a tick")
+}
+
+// waitInbox waits, for 200 ms at most, until a tick and a heartbeat
+// response for shard 1 wait in the inbox of its worker on e.
+func waitInbox(ctx context.Context, e *engine.Engine) bool {
+	deadline := time.NewTimer(200 * time.Millisecond)
+	defer deadline.Stop()
+	poll := time.NewTicker(time.Millisecond)
+	defer poll.Stop()
+	for {
+		if resps, ticks := e.TestingInbox(1); resps > 0 && ticks > 0 {
+			return true
+		}
+		select {
+		case <-poll.C:
+		case <-deadline.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

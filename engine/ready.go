@@ -83,6 +83,7 @@ func (w *worker) handleReady() {
 			if !r.destroyed && r.g.RN.HasReady() {
 				w.rds = append(w.rds, readyShard{r: r, rd: r.g.RN.Ready()})
 			}
+			w.yield()
 		}
 		clear(w.dirty)
 		w.dirty = w.dirty[:0]
@@ -328,6 +329,7 @@ func (w *worker) completeAll() {
 func (w *worker) persistAndApply() {
 	b := w.batch
 	for i := range w.rds {
+		w.yield()
 		rs := &w.rds[i]
 		r, rd := rs.r, &rs.rd
 		if ch := r.g.OnReady(rd); ch != nil {
@@ -519,6 +521,14 @@ func (w *worker) sendOne(r *replica, m *raftpb.Message) {
 	if m.Type == raftpb.MsgPreVoteResp && m.Reject {
 		w.rejectedCampaign(r)
 	}
+	if w.e.lease {
+		if w.dropVote(r, m) {
+			return // raft asks again at its next election timeout
+		}
+		if m.Type == raftpb.MsgTimeoutNow {
+			voidLease(r) // a transfer raft started (lease.go)
+		}
+	}
 	to := r.nodeOf(m.To)
 	if to == 0 {
 		return // a replica no descriptor of r's names: nowhere to send
@@ -580,14 +590,21 @@ func (w *worker) flushOut() {
 			bytes += uint64(msgs[i].Msg.Size())
 		}
 		w.e.countSent(to, uint64(len(msgs)), bytes)
-		if err := w.e.transport.Send(to, msgs); err != nil {
+		err := ErrQueueFull
+		if ps, ok := w.e.transport.(PrioritySender); ok && w.priority && !w.e.cfg.NoPriority {
+			err = ps.SendPriority(to, msgs)
+		}
+		if errors.Is(err, ErrQueueFull) {
+			err = w.e.transport.Send(to, msgs) // behind the queue, then
+		}
+		if err != nil {
 			for _, m := range msgs {
 				if r := w.shards[m.ShardID]; r != nil {
 					r.g.RN.ReportUnreachable(m.Msg.To)
 				}
 			}
 			if !errors.Is(err, ErrQueueFull) {
-				w.e.suspect(to) // the transport cannot reach the node at all
+				w.e.suspect(to, err) // the transport cannot reach the node at all
 			}
 		}
 		clear(msgs) // drop references to entries; keep the capacity

@@ -168,6 +168,7 @@ func (w *worker) stepSnapshot(s snapReq) {
 	}
 	r.staged = append(r.staged, stagedSnap{index: s.msg.Snapshot.Metadata.Index, st: s.staged})
 	w.staged = append(w.staged, r)
+	w.heardLeader(r)
 	_ = r.g.RN.Step(s.msg)
 	w.markDirty(r)
 	w.wake(r)

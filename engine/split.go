@@ -299,7 +299,12 @@ func (w *worker) createFromSplit(child storage.Descriptor, campaign bool) {
 	if err != nil {
 		panic(fmt.Sprintf("engine: node %d: open split child %d: %v", w.e.cfg.NodeID, id, err))
 	}
-	if campaign {
+	if old == nil {
+		r.heardAt = never // the child's first replica here: no leader acknowledged
+	} else {
+		r.heardAt = max(r.heardAt, old.heardAt)
+	}
+	if campaign && !w.voteHeld(r) {
 		_ = r.g.RN.Campaign()
 	}
 	w.descChanged(r)

@@ -140,3 +140,21 @@ func (c *QueryContext) Scan(after []byte, fn func(key, value []byte) bool) (last
 	}
 	return last, it.Error()
 }
+
+// QueryStore answers query from shardID's replica in a store that no
+// engine has open, for offline tools: the recovery from the loss of a
+// majority (package node/recovery) reads the meta shard's node records
+// before its node starts. sm and rule are the ones the node's engine runs
+// with (Config.StateMachine, Config.PartitionRule). It fails with
+// ErrShardNotFound if the store holds no initialized replica of shardID.
+func QueryStore(s *storage.Store, sm StateMachine, rule router.PartitionRule, shardID uint64, query []byte) ([]byte, error) {
+	l, err := s.OpenLog(shardID)
+	if err != nil {
+		return nil, err
+	}
+	desc, ok := l.Descriptor()
+	if !ok {
+		return nil, fmt.Errorf("%w: shard %d", ErrShardNotFound, shardID)
+	}
+	return sm.Query(&QueryContext{Desc: desc, rule: rule, r: s.DB()}, query)
+}

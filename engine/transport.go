@@ -66,6 +66,20 @@ type Transport interface {
 	Close() error
 }
 
+// PrioritySender is implemented by a transport that can send messages ahead
+// of the raft traffic queued for a node (package transport: first in its
+// next frame). The engine sends its per-tick message to each
+// peer (coalesced heartbeats and their responses, which are also what tells
+// a peer that this node is alive) with SendPriority when the transport has
+// it: a backlog of raft traffic, as when a start elects thousands of shards
+// at once, would otherwise hold that message back for longer than an
+// election timeout and get a live node suspected down. The messages may
+// overtake those sent earlier with Send; raft and the quiescence protocol
+// allow any reordering. Errors are Send's.
+type PrioritySender interface {
+	SendPriority(to uint64, msgs []Message) error
+}
+
 // Handler receives what other nodes send. The engine implements it.
 //
 // A transport may call the methods concurrently (one goroutine per peer,

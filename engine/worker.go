@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -21,16 +22,22 @@ var pebbleSync = pebble.Sync
 // worker goroutine" is touched by that goroutine only; other goroutines
 // reach the worker through its inbox.
 type worker struct {
-	e      *Engine
-	id     int
-	signal chan struct{} // 1-buffered: the inbox is not empty
-	mu     struct {
+	e  *Engine
+	id int
+	// priority: this worker serves Config.PriorityShards only, and sends
+	// their messages ahead of the queue.
+	priority bool
+	signal   chan struct{} // 1-buffered: the inbox is not empty
+	mu       struct {
 		sync.Mutex
 		in     inbox // guarded
 		closed bool  // guarded
 	}
 
 	// owned by the worker goroutine
+	now        int64     // the lease clock at the start of the cycle (lease mode only)
+	yieldN     uint64    // calls of yield
+	yieldAt    time.Time // when this worker last yielded, or its cycle began
 	spare      inbox
 	shards     map[uint64]*replica
 	ticking    map[uint64]*replica // the shards not quiesced
@@ -58,6 +65,7 @@ type worker struct {
 	spareB   []*storage.Batch
 	spareF   []*inflight
 	resps    []localResp // the pass's responses of the local append thread
+	start    startState  // a cold start's campaigns (start.go)
 }
 
 type inbox struct {
@@ -95,9 +103,10 @@ type proposalReq struct {
 type readReq struct {
 	shardID uint64
 	r       *group.Read
-	// onReplica: served by this node's replica whatever its role (a
-	// follower asks its leader for the read index), not by a leader only.
-	onReplica bool
+	// kind: on the leader by ReadIndex or lease, or on this node's
+	// replica whatever its role (a follower asks its leader for the read
+	// index).
+	kind readKind
 }
 
 type snapReq struct {
@@ -160,6 +169,11 @@ type replica struct {
 	campaignIn uint8
 	successor  bool
 	downLeader uint64
+	// heardAt is when (lease clock) the replica last stepped a message of
+	// a leader, or was opened from the store; never for a new replica.
+	// Until an election timeout later it neither grants nor asks for a
+	// vote (lease mode: the vote gate, lease.go).
+	heardAt int64
 }
 
 func newWorker(e *Engine, id int) *worker {
@@ -194,6 +208,7 @@ func (w *worker) groupConfig(r *replica) group.Config {
 		MaxUncommittedBytes:       c.MaxUncommittedBytes,
 		MaxCommittedBytesPerReady: 4 << 20,
 		AsyncStorageWrites:        !c.SyncInWorker && !c.SyncEachShard,
+		DisableCheckQuorum:        c.DisableCheckQuorum,
 		Logger:                    raftLogger{l: w.e.cfg.Logger, shard: r.shardID},
 	}
 }
@@ -205,6 +220,10 @@ func (w *worker) open(log *storage.Log) (*replica, error) {
 	}
 	applied, _ := log.Applied()
 	r := &replica{shardID: log.ShardID(), replicaID: log.ReplicaID(), log: log}
+	if w.e.lease {
+		// It may have acknowledged a leader before it was (re)opened.
+		r.heardAt = w.e.leaseNow()
+	}
 	g, err := group.New(w.groupConfig(r), log.ShardID(), log, applied)
 	if err != nil {
 		return nil, err
@@ -296,8 +315,12 @@ func (w *worker) load(shardID uint64) error {
 			return err
 		}
 	}
-	_, err = w.open(log)
-	return err
+	r, err := w.open(log)
+	if err != nil {
+		return err
+	}
+	w.loadQuiesced(r)
+	return nil
 }
 
 // create creates this node's replicas of specs (checked by checkSpec),
@@ -359,11 +382,12 @@ func (w *worker) create(specs []ShardSpec) []error {
 			errs[m.i] = err
 			continue
 		}
+		r.heardAt = never // a new shard: no leader was ever acknowledged
 		// One voter campaigns at once, so that a new shard has a leader
 		// without waiting for an election timeout; which one varies with
 		// the shard, so that leaders of new shards spread over their
 		// voters.
-		if n := len(spec.Voters); n > 0 && spec.Voters[id%uint64(n)] == w.e.cfg.NodeID {
+		if DesignatedVoter(id, spec.Voters) == w.e.cfg.NodeID {
 			_ = r.g.RN.Campaign()
 		}
 		w.markDirty(r)
@@ -471,6 +495,43 @@ func (w *worker) run() {
 	}
 }
 
+// yield lets other goroutines run once this worker has kept its processor
+// for yieldAfter since it last yielded (checked every yieldEvery calls, one
+// per replica or message handled). A worker is CPU-bound for as long as its
+// shards keep it busy (the elections of a start of 100,000 shards take
+// minutes), and the goroutines that carry messages between nodes are not:
+// gRPC's writer yields before it flushes a small write (runtime.Gosched),
+// and a goroutine that the network poller wakes is queued too, both on the
+// scheduler's global run queue, which a processor whose local queue is
+// never empty serves only every 61st time. With the workers always
+// runnable, a per-tick message then waited seconds on its way (cluster-start
+// at 100,000 shards, 3 nodes in one process on 2 cores: 55-byte frames
+// 0.2-5 s in SendMsg while the tick loop kept its pace), and live peers
+// were suspected down over and over. A worker that yields goes to the back
+// of that global queue, behind them. Nothing else changes: the worker's
+// state is its own, and the pass goes on where it was.
+func (w *worker) yield() {
+	if w.e.cfg.NoYield {
+		return
+	}
+	w.yieldN++
+	if w.yieldN%yieldEvery != 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(w.yieldAt) < yieldAfter {
+		return
+	}
+	runtime.Gosched()
+	w.yieldAt = time.Now()
+	w.e.stats.yields.Add(1)
+}
+
+const (
+	yieldEvery = 64
+	yieldAfter = time.Millisecond
+)
+
 // shutdown fails everything still queued or waiting; the goroutine is gone.
 func (w *worker) shutdown() {
 	w.mu.Lock()
@@ -513,6 +574,12 @@ func (w *worker) cycle() {
 	w.mu.in = w.spare
 	w.mu.Unlock()
 
+	if w.e.lease {
+		w.now = w.e.leaseNow()
+	}
+	if !w.e.cfg.NoYield {
+		w.yieldAt = time.Now() // it waited for work before this cycle
+	}
 	w.e.stats.cycles.Add(1)
 	w.e.stats.msgsIn.Add(uint64(len(in.msgs)))
 	w.e.stats.propsIn.Add(uint64(len(in.props)))
@@ -524,9 +591,11 @@ func (w *worker) cycle() {
 	}
 	for i := range in.msgs {
 		w.step(&in.msgs[i])
+		w.yield()
 	}
 	for i := range in.beats {
 		w.stepBeat(&in.beats[i])
+		w.yield()
 	}
 	for _, s := range in.snaps {
 		w.stepSnapshot(s)
@@ -540,7 +609,11 @@ func (w *worker) cycle() {
 			rr.r.Done <- group.Result{Err: fmt.Errorf("%w: shard %d", ErrShardNotFound, rr.shardID)}
 			continue
 		}
-		if rr.onReplica {
+		if rr.kind == readLease {
+			w.leaseRead(r, rr)
+			continue
+		}
+		if rr.kind == readOnReplica {
 			// A follower's request wakes its leader; the follower ticks
 			// until the leader quiesces them both again, and an unanswered
 			// request is retried after an election timeout.
@@ -565,8 +638,10 @@ func (w *worker) cycle() {
 		w.markDirty(r)
 	}
 	if in.ticks > 0 {
+		w.startTick()
 		for _, r := range w.ticking {
 			w.tickReplica(r)
+			w.yield()
 		}
 		for _, r := range w.holding {
 			w.tryHeld(r)
@@ -586,6 +661,14 @@ func (w *worker) step(m *Message) {
 		return
 	}
 	r.notePeer(m.Msg.From, m.fromNode)
+	switch m.Msg.Type {
+	case raftpb.MsgApp, raftpb.MsgHeartbeat:
+		w.heardLeader(r)
+	case raftpb.MsgVote, raftpb.MsgPreVote:
+		if w.dropVote(r, &m.Msg) {
+			return
+		}
+	}
 	_ = r.g.RN.Step(m.Msg) // errors: messages from unknown peers, stale: dropped
 	w.markDirty(r)
 	w.wake(r)

@@ -1,7 +1,9 @@
 // Package group is one shard's raft group on one node: a raft.RawNode with
-// PreVote and CheckQuorum, the proposals waiting for their entries to apply
-// (matched by proposal ID, never by index alone), the linearizable reads
-// waiting on ReadIndex, conf changes (ConfChangeV2: learners and joint
+// PreVote and CheckQuorum (unless Config.DisableCheckQuorum), the proposals
+// waiting for their entries to apply (matched by proposal ID, never by
+// index alone), the linearizable reads waiting on ReadIndex or on a known
+// index (a lease read), the book of the leader's lease (lease.go; the
+// engine decides what it rests on), conf changes (ConfChangeV2: learners and joint
 // consensus) and leader transfer. raft's IDs are replica IDs (Config.
 // ReplicaID), never node IDs; Config.NodeOf names a replica's node for the
 // leader hints of NotLeaderError.

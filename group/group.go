@@ -85,6 +85,8 @@ type Config struct {
 	// local append and apply threads, whose responses the engine steps back
 	// once the writes are durable (appends) or done (applies).
 	AsyncStorageWrites bool
+	// DisableCheckQuorum turns raft's CheckQuorum off (see engine.Config).
+	DisableCheckQuorum bool
 	Logger             raft.Logger
 }
 
@@ -116,6 +118,11 @@ type Read struct {
 	Done  chan Result
 	index uint64 // read index once known
 	ticks int    // ticks since the ReadIndex request
+	// A leader's ReadIndex that renews its lease once confirmed (lease.go):
+	// the lease clock before the request, and the term it was made in
+	// (0: not a lease renewal).
+	leaseStart int64
+	leaseTerm  uint64
 }
 
 // NewRead returns a read waiter whose ReadIndex context is id: every attempt
@@ -141,6 +148,7 @@ type Group struct {
 	proposals map[uint64]*Proposal // by proposal ID; nil until the first, kept empty after (a shard that writes once writes again)
 	fresh     []*Proposal          // proposed since the last Ready
 	reads     []*Read              // waiting reads in request order
+	lease     lease                // the leader's lease (lease.go)
 	// pendingConf is the index of the last conf change this replica
 	// appended as leader (or, on becoming leader, its last index, which may
 	// hold one): as raft's own pendingConfIndex, another conf change is
@@ -162,7 +170,7 @@ func New(cfg Config, shardID uint64, storage raft.Storage, applied uint64) (*Gro
 		MaxCommittedSizePerReady:  cfg.MaxCommittedBytesPerReady,
 		MaxUncommittedEntriesSize: cfg.MaxUncommittedBytes,
 		MaxInflightMsgs:           cfg.MaxInflightMsgs,
-		CheckQuorum:               true,
+		CheckQuorum:               !cfg.DisableCheckQuorum,
 		PreVote:                   true,
 		ReadOnlyOption:            raft.ReadOnlySafe,
 		DisableProposalForwarding: true,
@@ -436,6 +444,7 @@ func (g *Group) OnReady(rd *raft.Ready) (change *LeaderChange) {
 				if r.index == 0 {
 					r.index = 1
 				}
+				g.renewLease(r)
 			}
 		}
 	}

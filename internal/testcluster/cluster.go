@@ -4,7 +4,9 @@
 //
 // Time: every node gets its ticks from the cluster. Tick ticks every running
 // node once; RunClock ticks them at a fixed real interval in the background,
-// for tests with concurrent clients. Helpers that wait for a condition tick
+// for tests with concurrent clients. Each tick also advances the engines'
+// lease clock (engine.Config.Clock) by their TickInterval, so that leases
+// and elections run on the same time. Helpers that wait for a condition tick
 // (or let the clock tick) and check, until a deadline: none sleeps.
 //
 // Durability: Config.OnSend sees every batch of raft messages a node hands
@@ -25,6 +27,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,6 +93,9 @@ type Cluster struct {
 
 	clockStop chan struct{}
 	clockDone chan struct{}
+	// now counts the cluster's ticks: the engines' lease clock (Clock)
+	// advances their TickInterval per tick.
+	now atomic.Int64
 }
 
 // New starts a cluster of cfg.Nodes nodes.
@@ -161,6 +167,10 @@ func (c *Cluster) Start(id uint64) error {
 	if c.cfg.Engine != nil {
 		c.cfg.Engine(&cfg)
 	}
+	if cfg.Clock == nil {
+		interval := cfg.TickInterval
+		cfg.Clock = func() time.Time { return time.Unix(0, 0).Add(time.Duration(c.now.Load()) * interval) }
+	}
 	var (
 		t   engine.Transport
 		err error
@@ -185,6 +195,17 @@ func (c *Cluster) Start(id uint64) error {
 	n.Engine, n.ticks = e, ticks
 	c.mu.Unlock()
 	return nil
+}
+
+// StoreFS returns the file system of node id, which must be stopped: its
+// store is in /data, for tests that rewrite a stopped node's store.
+func (c *Cluster) StoreFS(id uint64) vfs.FS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nodes[id].Engine != nil {
+		panic(fmt.Sprintf("testcluster: StoreFS of running node %d", id))
+	}
+	return c.nodes[id].fs
 }
 
 // Stop closes node id's engine cleanly; Start reopens it.
@@ -317,6 +338,32 @@ func (c *Cluster) Isolate(id uint64) {
 	}
 }
 
+// Flush waits until every message sent to node id so far has been
+// delivered or dropped. A cut link drops a message when it leaves its
+// sender's queue, as a partition loses what it holds; one still queued when
+// the cut heals is delivered, as TCP delivers a retransmitted segment. A
+// test that isolates a node, changes something and heals, and means the
+// node not to hear of the change, flushes before it heals. Over gRPC the
+// test transport drops a cut link's messages as they are sent: nothing to
+// wait for.
+func (c *Cluster) Flush(ctx context.Context, id uint64) error {
+	if c.cfg.GRPC {
+		return nil
+	}
+	return c.WaitFor(ctx, fmt.Sprintf("the messages to node %d to leave their queues", id), func() bool {
+		for _, from := range c.Net.Nodes() {
+			if from == id {
+				continue
+			}
+			st, ok := c.Net.Endpoint(from).Stats()[id]
+			if ok && st.Sent+st.Duplicated != st.Delivered+st.Dropped {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Heal removes every cut and fault.
 func (c *Cluster) Heal() {
 	c.f.heal()
@@ -339,6 +386,7 @@ func (c *Cluster) Running(id uint64) bool { return c.Engine(id) != nil }
 func (c *Cluster) Tick() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.now.Add(1)
 	for _, n := range c.nodes {
 		if n.ticks != nil {
 			select {

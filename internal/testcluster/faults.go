@@ -104,6 +104,21 @@ func (t *faultTransport) Send(to uint64, msgs []engine.Message) error {
 	return t.Transport.Send(to, msgs)
 }
 
+// SendPriority is Send on the priority lane, when the transport has one.
+func (t *faultTransport) SendPriority(to uint64, msgs []engine.Message) error {
+	ps, ok := t.Transport.(engine.PrioritySender)
+	if !ok {
+		return t.Send(to, msgs)
+	}
+	if t.f.blocked(t.id, to) {
+		return nil
+	}
+	if msgs = t.f.filter(msgs); len(msgs) == 0 {
+		return nil
+	}
+	return ps.SendPriority(to, msgs)
+}
+
 func (t *faultTransport) SendSnapshot(ctx context.Context, h engine.SnapshotHeader, body engine.SnapshotBody) error {
 	if t.f.blocked(t.id, h.To) {
 		return errCut
