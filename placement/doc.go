@@ -69,7 +69,9 @@
 //     by transfers to voters. When every shard an over-loaded node leads
 //     has its voters on nodes at or above the mean and some node is below
 //     its band, a leadership goes through a middle node (two transfers; the
-//     middle's count does not change).
+//     middle's count does not change). Not while more user shards than
+//     the band have no known leader (a start's elections and leader
+//     hand-back): the counts would be of part of the shards.
 //  5. Meta shard growth (kind MetaVoter): voters up to the largest odd
 //     count not above MetaVoters (5) and the live, non-draining nodes,
 //     added two at a time in one joint change, so that the count is never

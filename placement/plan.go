@@ -186,6 +186,9 @@ type planner struct {
 	meta   *pshard
 	ops    []Op
 	left   int // executable operations this plan may still return
+	// users and leaderless count the user shards and those of them with no
+	// known leader (balanceLeaders).
+	users, leaderless int
 }
 
 // pnode is a node with its projected load.
@@ -274,8 +277,11 @@ func newPlanner(s State, cfg Config) *planner {
 			}
 			n.shards = append(n.shards, sh)
 		}
+		p.users++
 		if sh.leader != 0 {
 			p.node[sh.leader].leaders++
+		} else {
+			p.leaderless++
 		}
 	}
 	return p

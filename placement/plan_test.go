@@ -247,6 +247,39 @@ func TestLeaderBalance(t *testing.T) {
 	t.Logf("leaders %v after %d steps, %d transfers (%v)", lead, s.step, s.executed, time.Since(start).Round(time.Millisecond))
 }
 
+// TestNoLeaderBalanceOnAPartialPicture: while more shards than the band
+// have no known leader (a start, whose elections and leader hand-back are
+// under way), leaderships are not balanced; once enough are known, they
+// are.
+func TestNoLeaderBalanceOnAPartialPicture(t *testing.T) {
+	st := State{Now: t0, Nodes: liveNodes(3), Shards: roundRobin(1000, []uint64{1, 2, 3}, 3)}
+	// 800 of 1,000 known, all on node 1: far from balanced.
+	for i := range st.Shards {
+		st.Shards[i].Leader = 0
+		if i < 800 {
+			st.Shards[i].Leader = 1
+		}
+	}
+	for _, op := range mustPlan(t, st, Config{}, nil) {
+		if op.Kind == TransferLeader {
+			t.Fatalf("%v: with 200 of 1,000 leaders unknown", op)
+		}
+	}
+	// 960 known: 40 unknown is within the band (5% of 1,000).
+	for i := 800; i < 960; i++ {
+		st.Shards[i].Leader = 1
+	}
+	transfers := 0
+	for _, op := range mustPlan(t, st, Config{}, nil) {
+		if op.Kind == TransferLeader {
+			transfers++
+		}
+	}
+	if transfers == 0 {
+		t.Fatal("no transfer with 960 of 1,000 leaders on node 1")
+	}
+}
+
 func TestDiskAboveLimitNeverChosen(t *testing.T) {
 	st := State{Now: t0, Nodes: liveNodes(5), Shards: roundRobin(6, []uint64{1, 2, 3}, 3)}
 	st.Nodes[2].Liveness, st.Nodes[2].Since = Dead, t0.Add(-time.Hour)
