@@ -21,7 +21,30 @@ const (
 	// from its own state. It spreads reads over the replicas, at the cost
 	// of a round trip from the follower to the leader. Stale wins over it.
 	Replica
+	// Lease reads on the leader from its lease, without the quorum round
+	// (the leader does one when it holds no lease). Refused by a node not
+	// started in lease mode (flotilla start --read-mode lease). Stale and
+	// Replica win over it. Without Lease or ReadIndex, the leader serves a
+	// read as its node's read mode says.
+	Lease
+	// ReadIndex reads on the leader with a quorum round (ReadIndex), even
+	// on a node in lease mode. Stale, Replica and Lease win over it.
+	ReadIndex
 )
+
+// getMode returns the mode field of a Get with opts (DEFAULT: the older
+// stale and replica fields say, or the node's mode).
+func getMode(opts []ReadOption) nodepb.ReadMode {
+	switch {
+	case isStale(opts) || hasOption(opts, Replica):
+		return nodepb.ReadMode_READ_MODE_DEFAULT // the stale and replica fields, which older nodes know
+	case hasOption(opts, Lease):
+		return nodepb.ReadMode_READ_MODE_LEASE
+	case hasOption(opts, ReadIndex):
+		return nodepb.ReadMode_READ_MODE_READ_INDEX
+	}
+	return nodepb.ReadMode_READ_MODE_DEFAULT
+}
 
 func hasOption(opts []ReadOption, want ReadOption) bool {
 	for _, o := range opts {
@@ -75,12 +98,13 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 
 // Get returns key's value, and whether it exists. The read is linearizable
 // unless the Stale option is given; on the shard's leader unless the
-// Replica option is.
+// Replica option is, by the leader's lease with Lease, by a ReadIndex with
+// ReadIndex, and as the leader's node is configured otherwise.
 func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (value []byte, found bool, err error) {
 	if err := c.checkKey(key); err != nil {
 		return nil, false, err
 	}
-	req := &nodepb.GetRequest{Key: key, Stale: isStale(opts), Replica: hasOption(opts, Replica)}
+	req := &nodepb.GetRequest{Key: key, Stale: isStale(opts), Replica: hasOption(opts, Replica), Mode: getMode(opts)}
 	route := c.keyRoute(key)
 	if req.Replica && !req.Stale {
 		route = replicaRoute(route)

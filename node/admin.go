@@ -265,10 +265,26 @@ func shardInfo(st engine.ShardStatus) *nodepb.ShardInfo {
 	return si
 }
 
+// better reports whether report si describes its shard better than b (nil:
+// none yet): see Shards.
+func better(si, b *nodepb.ShardInfo) bool {
+	switch {
+	case b == nil:
+		return true
+	case si.Generation != b.Generation:
+		return si.Generation > b.Generation
+	}
+	isLeader, bLeader := si.Leader == si.ReportedBy, b.Leader == b.ReportedBy
+	return (isLeader && !bLeader) || (!isLeader && !bLeader && si.Term > b.Term)
+}
+
 // Shards implements nodepb.AdminServer: every live node reports its
-// replicas; each shard is described by its leader's report when there is
-// one, else by the report with the highest term, else by its record in the
-// meta shard.
+// replicas; each shard is described by the report of the highest
+// generation (the newest range: during a split or a merge the replicas,
+// the leader's included, apply it at different moments, and the nodes
+// answer at different moments), among those by its leader's report when
+// there is one, else by the one with the highest term; a shard no live
+// node reports, by its record in the meta shard.
 func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*nodepb.ShardsResponse, error) {
 	best := map[uint64]*nodepb.ShardInfo{}
 	resp := &nodepb.ShardsResponse{}
@@ -278,9 +294,7 @@ func (a *adminService) Shards(ctx context.Context, _ *nodepb.ShardsRequest) (*no
 			continue
 		}
 		for _, si := range r.shards {
-			b := best[si.ShardId]
-			isLeader := si.Leader == si.ReportedBy
-			if b == nil || (isLeader && b.Leader != b.ReportedBy) || (!isLeader && b.Leader != b.ReportedBy && si.Term > b.Term) {
+			if better(si, best[si.ShardId]) {
 				best[si.ShardId] = si
 			}
 		}

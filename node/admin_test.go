@@ -278,3 +278,24 @@ func TestReplicaReadsThroughTheClient(t *testing.T) {
 	}
 	t.Logf("100 replica reads, %d served by followers", follower)
 }
+
+// TestShardsPrefersTheNewestRange: a leader that has not applied a split
+// yet reports the parent's old range; a follower that has reports the new
+// one, which the listing shows (with the old range the parent overlapped
+// its child, which another node already reported). At one generation, the
+// leader's report wins, else the highest term.
+func TestShardsPrefersTheNewestRange(t *testing.T) {
+	staleLeader := &nodepb.ShardInfo{ShardId: 1, Generation: 1, Leader: 7, ReportedBy: 7, Term: 5, Last: 99}
+	newFollower := &nodepb.ShardInfo{ShardId: 1, Generation: 2, Leader: 7, ReportedBy: 8, Term: 5, Last: 49}
+	if !better(newFollower, staleLeader) || better(staleLeader, newFollower) {
+		t.Fatal("the report of the newer generation must win")
+	}
+	leader := &nodepb.ShardInfo{ShardId: 1, Generation: 2, Leader: 7, ReportedBy: 7, Term: 5}
+	if !better(leader, newFollower) || better(newFollower, leader) {
+		t.Fatal("at one generation, the leader's report must win")
+	}
+	higherTerm := &nodepb.ShardInfo{ShardId: 1, Generation: 2, Leader: 9, ReportedBy: 8, Term: 6}
+	if !better(higherTerm, newFollower) || !better(newFollower, nil) {
+		t.Fatal("without the leader's report, the highest term must win; anything beats none")
+	}
+}

@@ -66,6 +66,14 @@
 // shard thawed). staleReplicaLoop also runs the merger's Recovery, which
 // settles the shards led here that have stayed frozen for too long.
 //
+// Backups (admin_backup.go, prepare.go). The Admin Backup request streams
+// this node's replica of a shard as engine.BackupShard reads it (not
+// forwarded: package node/backup, the client, picks the replica).
+// PrepareBootstrap prepares a data directory that bootstraps a new cluster
+// alone from the bootstrap parameters it is given (a restore gives the
+// backup's ring and fills the store first), so that StartCluster takes the
+// bootstrap path above, with neither --join nor --bootstrap-expect.
+//
 // The cluster state's loops (metaLoop, leaderLoop, reportLoop, loadLoop,
 // staleReplicaLoop, placementLoop, writeBootstrapRecords) and the
 // reconciler run from StartCluster to Close. syncMeta, which owns the watcher, is serialized by a mutex of its
@@ -79,8 +87,10 @@
 // ClientService implements nodepb.KVServer, the service applications call
 // (usually through package client). It owns no state of its own beyond its
 // configuration: it routes every request with the node's router.Router to a
-// shard, runs it on the node's engine (Propose for writes, Read for
-// linearizable reads, ReadLocal for stale reads) and turns the engine's
+// shard, runs it on the node's engine (Propose for writes; for reads as
+// GetRequest.mode says: ReadLeader by default, which is ReadLease on a node
+// in lease mode and Read otherwise, Read or ReadLease when asked,
+// ReadOnReplica for replica reads, ReadLocal for stale reads) and turns the engine's
 // errors into gRPC statuses carrying a nodepb.Error detail:
 //
 //	engine / router error            code                reason

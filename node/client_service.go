@@ -196,10 +196,18 @@ func (s *ClientService) get(ctx context.Context, req *nodepb.GetRequest) (*nodep
 		return nil, e
 	}
 	shardID, res, err := s.onKeyShard(req.GetKey(), rt, func(shardID uint64, _ bool) ([]byte, error) {
-		if req.GetReplica() && !req.GetStale() {
-			return s.engine.ReadOnReplica(ctx, shardID, engine.GetQuery(req.GetKey()))
+		q := engine.GetQuery(req.GetKey())
+		switch getMode(req) {
+		case nodepb.ReadMode_READ_MODE_STALE:
+			return s.query(ctx, shardID, q, true)
+		case nodepb.ReadMode_READ_MODE_REPLICA:
+			return s.engine.ReadOnReplica(ctx, shardID, q)
+		case nodepb.ReadMode_READ_MODE_READ_INDEX:
+			return s.engine.Read(ctx, shardID, q)
+		case nodepb.ReadMode_READ_MODE_LEASE:
+			return s.engine.ReadLease(ctx, shardID, q)
 		}
-		return s.query(ctx, shardID, engine.GetQuery(req.GetKey()), req.GetStale())
+		return s.query(ctx, shardID, q, false)
 	})
 	if err != nil {
 		return nil, s.engineError(err, shardID, false)
@@ -211,7 +219,24 @@ func (s *ClientService) get(ctx context.Context, req *nodepb.GetRequest) (*nodep
 	return &nodepb.GetResponse{ShardId: shardID, Found: found, Value: value}, nil
 }
 
-// query runs a query linearizably, or on the local replica if stale.
+// getMode returns how req is to be served: its mode, or the one its older
+// fields (stale, replica) say; READ_MODE_DEFAULT: the node's read mode on
+// the leader.
+func getMode(req *nodepb.GetRequest) nodepb.ReadMode {
+	switch {
+	case req.GetMode() != nodepb.ReadMode_READ_MODE_DEFAULT:
+		return req.GetMode()
+	case req.GetStale():
+		return nodepb.ReadMode_READ_MODE_STALE
+	case req.GetReplica():
+		return nodepb.ReadMode_READ_MODE_REPLICA
+	}
+	return nodepb.ReadMode_READ_MODE_DEFAULT
+}
+
+// query runs a query linearizably on the leader as the node's read mode
+// says (ReadIndex, or the leader's lease), or on the local replica if
+// stale.
 func (s *ClientService) query(ctx context.Context, shardID uint64, q []byte, stale bool) ([]byte, error) {
 	if stale {
 		if err := ctx.Err(); err != nil {
@@ -219,7 +244,7 @@ func (s *ClientService) query(ctx context.Context, shardID uint64, q []byte, sta
 		}
 		return s.engine.ReadLocal(shardID, q)
 	}
-	return s.engine.Read(ctx, shardID, q)
+	return s.engine.ReadLeader(ctx, shardID, q)
 }
 
 // Delete implements nodepb.KVServer.

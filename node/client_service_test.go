@@ -62,6 +62,13 @@ func TestClientServiceRPCs(t *testing.T) {
 		if err != nil || !g.GetFound() || string(g.GetValue()) != "1" || g.GetShardId() != h.shardOf(key) {
 			t.Fatalf("get: %v %v", g, err)
 		}
+		if g, err := kv.Get(ctx, &nodepb.GetRequest{Key: key, Mode: nodepb.ReadMode_READ_MODE_READ_INDEX}); err != nil || string(g.GetValue()) != "1" {
+			t.Fatalf("get by ReadIndex: %v %v", g, err)
+		}
+		// The nodes do not run in lease mode: a lease read is refused.
+		if _, err := kv.Get(ctx, &nodepb.GetRequest{Key: key, Mode: nodepb.ReadMode_READ_MODE_LEASE}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("lease read on a node in ReadIndex mode: %v, want InvalidArgument", err)
+		}
 		// A stale read on a follower sees the write once it applied there.
 		f := h.kv(h.follower(l))
 		if err := h.c.WaitFor(ctx, "follower applies", func() bool {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 	nodemeta "github.com/flotilla-db/flotilla/node/meta"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/node/placer"
+	"github.com/flotilla-db/flotilla/node/recovery"
 	"github.com/flotilla-db/flotilla/node/shardload"
 	"github.com/flotilla-db/flotilla/placement"
 	"github.com/flotilla-db/flotilla/storage"
@@ -88,6 +88,10 @@ type ClusterConfig struct {
 	SnapshotRate     int64
 	BootstrapBatch   int
 	NoLeaderHandBack bool
+	// ForceNewCluster, if set, recovers the node from the loss of a
+	// majority before it starts (recover.go); Join and BootstrapExpect
+	// may then both be empty.
+	ForceNewCluster *ForceNewCluster
 }
 
 // clusterState is what a gossip-discovered node knows of its cluster: the
@@ -104,6 +108,10 @@ type clusterState struct {
 	// n and store are set by attach, before the node serves.
 	n     *Node
 	store *nodemeta.Store
+	// recordsDone is closed once the local copy of the meta shard holds
+	// the bootstrap records (writeBootstrapRecords), or at once on a node
+	// that writes none: the placement driver waits for it.
+	recordsDone chan struct{}
 	// rec writes the shard records of the shards this node leads; set once
 	// the loops start, closed by stop.
 	rec    *nodemeta.Reconciler
@@ -233,9 +241,6 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	if cfg.BootstrapExpect < 0 || cfg.InitialShards < 0 || cfg.Replication < 0 || cfg.BootstrapBatch < 0 {
 		return nil, errors.New("node: invalid config: BootstrapExpect, InitialShards, Replication and BootstrapBatch must not be negative")
 	}
-	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 {
-		return nil, errors.New("node: invalid config: give --join seeds, --bootstrap-expect, or both")
-	}
 	if cfg.InitialShards == 0 {
 		cfg.InitialShards = 64
 	}
@@ -248,6 +253,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.BootstrapExpect == 0 && len(cfg.Join) == 0 && cfg.ForceNewCluster == nil && !peekIdentity(cfg.DataDir).isBootstrapOnly() {
+		return nil, errors.New("node: invalid config: give --join seeds, --bootstrap-expect, or both (only a data directory prepared by flotilla restore, or started with --force-new-cluster, starts without)")
+	}
 	id, err := loadIdentity(cfg.DataDir, cfg.NodeID)
 	if err != nil {
 		return nil, err
@@ -256,6 +264,14 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	cs := &clusterState{cfg: cfg, id: id, log: log, changed: make(chan struct{}, 1)}
 	cs.mu.records = map[uint64]NodeRecord{}
 	cs.mu.dead = map[uint64]bool{}
+	var recovered *recovery.Report
+	if cfg.ForceNewCluster != nil {
+		rep, err := cs.forceNewCluster(ctx, cfg.ForceNewCluster)
+		if err != nil {
+			return nil, err
+		}
+		recovered = &rep
+	}
 	gcfg := gossip.Config{
 		BindAddr:  cfg.GossipAddr,
 		SecretKey: cfg.GossipKey,
@@ -278,8 +294,8 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 		_ = cs.g.Close()
 		return nil, err
 	}
-	if err := cs.g.Join(ctx, cfg.Join); err != nil {
-		return fail(fmt.Errorf("node: join %v: %w", cfg.Join, err))
+	if err := cs.joinGossip(ctx); err != nil {
+		return fail(err)
 	}
 	cr, member, err := cs.discover(ctx)
 	if err != nil {
@@ -314,7 +330,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	cs.clientAddr = advertised(clientLis.Addr(), host, cfg.AdvertiseHost != "")
 	n, err := start(ctx, Config{
 		NodeID: id.NodeID, ClusterID: cs.id.ClusterID,
-		DataDir:        filepath.Join(cfg.DataDir, "store"),
+		DataDir:        StoreDir(cfg.DataDir),
 		RaftListener:   raftLis,
 		ClientListener: clientLis,
 		HTTPAddr:       cfg.HTTPAddr,
@@ -366,17 +382,26 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (*Node, error) {
 	} else {
 		cs.log.Error("shard loads not measured: the placement driver splits and merges nothing on its own", "err", err)
 	}
+	cs.recordsDone = make(chan struct{})
+	if member && !cs.id.RecordsWritten {
+		cs.wg.Add(1)
+		go cs.writeBootstrapRecords(lctx, cr)
+	} else {
+		close(cs.recordsDone)
+	}
 	if !cfg.NoPlacement {
 		cs.wg.Add(1)
 		go cs.placementLoop(lctx)
 	}
-	if member && !cs.id.RecordsWritten {
-		cs.wg.Add(1)
-		go cs.writeBootstrapRecords(lctx, cr)
-	}
 	if err := cs.register(ctx); err != nil {
 		n.Close()
 		return nil, err
+	}
+	if recovered != nil && recovered.MetaKept && len(recovered.Gone) > 0 {
+		if err := cs.removeGone(ctx, recovered.Gone); err != nil {
+			n.Close()
+			return nil, err
+		}
 	}
 	log.Info("node started", "cluster", fmt.Sprintf("%016x", cs.id.ClusterID), "raft", cs.raftAddr,
 		"client", cs.clientAddr, "gossip", cs.g.LocalAddr(), "http", n.HTTPAddr())
@@ -531,6 +556,7 @@ func (cs *clusterState) createInitialReplicas(ctx context.Context, cr ClusterRec
 // records.
 func (cs *clusterState) writeBootstrapRecords(ctx context.Context, cr ClusterRecord) {
 	defer cs.wg.Done()
+	defer close(cs.recordsDone)
 	written := func(ctx context.Context) error {
 		h, err := cs.store.Header(ctx, nodemeta.Local)
 		if err != nil {
@@ -643,7 +669,7 @@ func (d *dialer) conn(addr string) (*grpc.ClientConn, error) {
 	c, ok := d.conns[addr]
 	if !ok {
 		var err error
-		if c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		if c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), nodepb.CallOptions()); err != nil {
 			return nil, err
 		}
 		d.conns[addr] = c

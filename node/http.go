@@ -33,7 +33,10 @@ const probeTimeout = time.Second
 //     503).
 //   - /readyz: 200 when every shard this node hosts has a leader (what
 //     WaitReady waits for), else 503 saying what it waits for: the meta
-//     shard, or leaders for how many shards (some named).
+//     shard, or leaders for how many shards (some named). Once ready, a
+//     node stays so through a shard's moment without a leader (a transfer,
+//     an election): a shard counts after two election timeouts without
+//     one (Ready).
 //   - /debug/pprof/: net/http/pprof, on this handler's own mux.
 //   - /v1/kv/{key}: the key-value HTTP API (GET, PUT, DELETE), served by
 //     the node's client service, forwarded to the key's leader

@@ -88,14 +88,16 @@ func loadIdentity(dir string, nodeID uint64) (Identity, error) {
 	}
 	id := Identity{NodeID: nodeID, Instance: randomID()}
 	if id.NodeID == 0 {
-		// Drawn from 31 bits, so that operators can type them: two nodes
-		// of a 100-node cluster draw the same ID with odds of 2 in a
-		// million, and the meta shard refuses the second
-		// (ErrDuplicateNodeID), as it refuses a removed node's ID.
-		id.NodeID = randomID()>>32 | 1<<20
+		id.NodeID = newNodeID()
 	}
 	return id, saveIdentity(dir, id)
 }
+
+// newNodeID draws a node ID. Drawn from 31 bits, so that operators can type
+// them: two nodes of a 100-node cluster draw the same ID with odds of 2 in
+// a million, and the meta shard refuses the second (ErrDuplicateNodeID), as
+// it refuses a removed node's ID.
+func newNodeID() uint64 { return randomID()>>32 | 1<<20 }
 
 // saveIdentity writes id durably: a temporary file, fsync, rename, fsync of
 // the directory.

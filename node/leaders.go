@@ -5,25 +5,14 @@ import (
 	"slices"
 	"time"
 
+	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node/gossip"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"github.com/flotilla-db/flotilla/storage"
 )
 
-// designatedLeader is the voter of a shard that leads it when leaders
-// start balanced: voters[shardID mod len(voters)], in the descriptor's
-// order, the rule by which engine.CreateShard picks the voter that
-// campaigns first. Over many shards with the same voters it gives each
-// voter an equal share.
-func designatedLeader(shardID uint64, voters []uint64) uint64 {
-	if len(voters) == 0 {
-		return 0
-	}
-	return voters[shardID%uint64(len(voters))]
-}
-
 // handBackLeaders hands the leadership of every user shard this node leads
-// to the shard's designated leader (designatedLeader) when that is another
+// to the shard's designated leader (engine.DesignatedVoter) when that is another
 // node that is alive, at most 64 transfers at a time. A node runs it once
 // when every shard it hosts is led after its start: the elections of a
 // start are won by whichever replica's timeout fires first (on a saturated
@@ -42,7 +31,7 @@ func (n *Node) handBackLeaders(ctx context.Context) (tried, failed int, err erro
 		if st.Leader != self || storage.IsSystemShard(st.ShardID) || len(st.Outgoing) > 0 {
 			continue
 		}
-		target := designatedLeader(st.ShardID, st.Voters)
+		target := engine.DesignatedVoter(st.ShardID, st.Voters)
 		if target != 0 && target != self && n.alive(target) {
 			moves = append(moves, leaderMove{st.ShardID, target})
 		}
@@ -67,7 +56,7 @@ func (n *Node) takeBackLeaders(ctx context.Context) (tried, failed int, err erro
 	var shards []uint64
 	for _, st := range sts {
 		if storage.IsSystemShard(st.ShardID) || st.Leader == 0 || st.Leader == self || len(st.Outgoing) > 0 ||
-			!slices.Contains(st.Voters, self) || designatedLeader(st.ShardID, st.Voters) != self || !n.alive(st.Leader) {
+			!slices.Contains(st.Voters, self) || engine.DesignatedVoter(st.ShardID, st.Voters) != self || !n.alive(st.Leader) {
 			continue
 		}
 		shards = append(shards, st.ShardID)

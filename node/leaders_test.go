@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/storage"
 )
 
@@ -25,7 +26,7 @@ func TestLeadersHandedBack(t *testing.T) {
 	startOne := func(i int) {
 		t.Helper()
 		p := peers[i]
-		n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
+		n, err := startNode(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
 			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: shards,
 			Logger: slog.New(slog.DiscardHandler), ProgressInterval: 20 * time.Millisecond})
 		if err != nil {
@@ -57,7 +58,7 @@ func TestLeadersHandedBack(t *testing.T) {
 					if storage.IsSystemShard(st.ShardID) || st.Leader != n.NodeID() {
 						continue
 					}
-					if want := designatedLeader(st.ShardID, st.Voters); want != st.Leader {
+					if want := engine.DesignatedVoter(st.ShardID, st.Voters); want != st.Leader {
 						wrong = append(wrong, fmt.Sprintf("shard %d led by %d, designated %d", st.ShardID, st.Leader, want))
 					}
 				}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -132,6 +133,18 @@ type Node struct {
 	created atomic.Bool
 	// cl is the gossip-discovered cluster state; nil with static Peers.
 	cl *clusterState
+	// leaderGrace is how long a shard may be without a leader before a
+	// node that was ready says it is not (Ready): two election timeouts.
+	leaderGrace time.Duration
+	ready       readiness
+}
+
+// readiness is what Ready remembers between calls: whether the node has
+// been ready, and since when each shard it saw without a leader is.
+type readiness struct {
+	mu         sync.Mutex
+	was        bool
+	leaderless map[uint64]time.Time
 }
 
 // Start opens the node's store, starts its transport and client service
@@ -186,9 +199,13 @@ func start(ctx context.Context, cfg Config, cl *clusterState) (*Node, error) {
 	n.transport = t
 	ecfg := engine.DefaultConfig(cfg.ClusterID, cfg.NodeID, cfg.DataDir)
 	ecfg.Logger = cfg.Logger
+	// The meta shard is the control plane: a worker of its own, its
+	// messages ahead of the raft traffic of the user shards.
+	ecfg.PriorityShards = []uint64{MetaShardID}
 	if cfg.Engine != nil {
 		cfg.Engine(&ecfg)
 	}
+	n.leaderGrace = 2 * time.Duration(ecfg.ElectionTicks) * ecfg.TickInterval
 	if n.Engine, err = engine.New(ecfg, t); err != nil {
 		_ = t.Close()
 		return nil, err
@@ -366,6 +383,14 @@ func (n *Node) WaitReady(ctx context.Context) error {
 // shard and the ring it describes; else an error that says what it waits
 // for: the meta shard, or a leader for how many of its shards (a few of
 // them named).
+//
+// Once the node has been ready, a shard without a leader counts only after
+// leaderGrace (two election timeouts) without one, as seen by successive
+// calls: a leadership transfer (the hand-back after a start, the placement
+// driver's moves) or an election after a node's loss leaves a shard
+// leaderless for a moment, and a readiness probe that failed for each of
+// them would take a serving node out of its load balancer's rotation. A
+// starting node is ready only when every shard is led.
 func (n *Node) Ready(ctx context.Context) error {
 	// Most probes find every shard led: the engine's counters say so
 	// without a status of every replica (probes come every few seconds).
@@ -376,7 +401,13 @@ func (n *Node) Ready(ctx context.Context) error {
 			metaReady = err == nil && st.Initialized && n.Router.Ring() != nil
 		}
 		if metaReady {
-			return n.Engine.Healthy(ctx) // not a closed or stuck engine's counters
+			err := n.Engine.Healthy(ctx) // not a closed or stuck engine's counters
+			if err == nil {
+				n.ready.mu.Lock()
+				n.ready.was, n.ready.leaderless = true, nil
+				n.ready.mu.Unlock()
+			}
+			return err
 		}
 	}
 	sts, err := n.Engine.Statuses(ctx)
@@ -396,11 +427,44 @@ func (n *Node) Ready(ctx context.Context) error {
 	if !metaReady || (n.cl != nil && n.Router.Ring() == nil) {
 		return errors.New("waiting for a local copy of the meta shard and its ring")
 	}
-	if len(leaderless) > 0 {
+	long, was := n.leaderlessLong(leaderless, time.Now())
+	if len(long) > 0 {
+		if was {
+			return fmt.Errorf("%s of %s shards without a leader for more than %v (%s led), e.g. %s",
+				thousands(uint64(len(long))), thousands(uint64(len(sts))), n.leaderGrace, thousands(uint64(len(sts)-len(leaderless))), someShards(long, 5))
+		}
 		return fmt.Errorf("waiting for a leader of %s of %s shards (%s led), e.g. %s",
 			thousands(uint64(len(leaderless))), thousands(uint64(len(sts))), thousands(uint64(len(sts)-len(leaderless))), someShards(leaderless, 5))
 	}
+	n.ready.mu.Lock()
+	n.ready.was = true
+	n.ready.mu.Unlock()
 	return nil
+}
+
+// leaderlessLong records the shards seen without a leader now and returns
+// those that count against readiness: all of them while the node has never
+// been ready (was false), else those seen leaderless for more than
+// leaderGrace.
+func (n *Node) leaderlessLong(leaderless []uint64, now time.Time) (long []uint64, was bool) {
+	n.ready.mu.Lock()
+	defer n.ready.mu.Unlock()
+	if !n.ready.was {
+		return leaderless, false
+	}
+	seen := make(map[uint64]time.Time, len(leaderless))
+	for _, id := range leaderless {
+		since, ok := n.ready.leaderless[id]
+		if !ok {
+			since = now
+		}
+		seen[id] = since
+		if now.Sub(since) > n.leaderGrace {
+			long = append(long, id)
+		}
+	}
+	n.ready.leaderless = seen
+	return long, true
 }
 
 // someShards names up to k of ids, the lowest, e.g. "shards 3, 7 and 2 more".

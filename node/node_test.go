@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,13 +22,49 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// reservedAddr is freeAddr with the port held, for a node that startNode
+// starts there.
+func reservedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	reserved.Store(addr, l)
+	t.Cleanup(func() {
+		if l, ok := reserved.LoadAndDelete(addr); ok {
+			l.(net.Listener).Close()
+		}
+	})
+	return addr
+}
+
+// reserved holds the listeners reservedAddr opened, by address, until a node
+// started by startNode takes them: a port chosen and closed again could be
+// taken meanwhile by another test process (the packages' tests run at once),
+// even as the local port of an outgoing connection.
+var reserved sync.Map
+
+// startNode is Start with the listeners reservedAddr reserved for cfg's
+// addresses, if any (a node restarted on its address listens anew).
+func startNode(ctx context.Context, cfg Config) (*Node, error) {
+	if l, ok := reserved.LoadAndDelete(cfg.RaftAddr); ok && cfg.RaftListener == nil {
+		cfg.RaftListener = l.(net.Listener)
+	}
+	if l, ok := reserved.LoadAndDelete(cfg.ClientAddr); ok && cfg.ClientListener == nil {
+		cfg.ClientListener = l.(net.Listener)
+	}
+	return Start(ctx, cfg)
+}
+
 // loopbackPeers returns n static peers, node IDs 1..n, on free loopback
 // ports.
 func loopbackPeers(t *testing.T, n int) []Peer {
 	t.Helper()
 	var peers []Peer
 	for i := 1; i <= n; i++ {
-		peers = append(peers, Peer{NodeID: uint64(i), RaftAddr: freeAddr(t), ClientAddr: freeAddr(t)})
+		peers = append(peers, Peer{NodeID: uint64(i), RaftAddr: reservedAddr(t), ClientAddr: reservedAddr(t)})
 	}
 	return peers
 }
@@ -54,7 +91,7 @@ func startStatic(t *testing.T, ctx context.Context, peers []Peer, adjust func(*C
 		if adjust != nil {
 			adjust(&cfg)
 		}
-		n, err := Start(ctx, cfg)
+		n, err := startNode(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +128,7 @@ func TestNodesEndToEnd(t *testing.T) {
 	}
 	nodes := make([]*Node, 3)
 	for i, p := range peers {
-		n, err := Start(ctx, cfgOf(p))
+		n, err := startNode(ctx, cfgOf(p))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,7 +155,7 @@ func TestNodesEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodes[1] = nil
-	n2, err := Start(ctx, cfgOf(peers[1]))
+	n2, err := startNode(ctx, cfgOf(peers[1]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,14 @@ func (cs *clusterState) placementLoop(ctx context.Context) {
 	if err != nil {
 		return // closing
 	}
+	// Not on a partial picture: while the bootstrap records are being
+	// written, the driver would plan over part of the initial shards (its
+	// leader balance also waits for their leaders: balanceLeaders).
+	select {
+	case <-cs.recordsDone:
+	case <-ctx.Done():
+		return
+	}
 	dc := placement.DefaultDriverConfig()
 	dc.Placement.ReplicationFactor = cr.Replication
 	dc.Placement.MetaVoters = MaxMetaVoters

@@ -69,7 +69,7 @@ func TestStartProgress(t *testing.T) {
 	startNode := func(i int, log *slog.Logger) {
 		t.Helper()
 		p := peers[i]
-		n, err := Start(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
+		n, err := startNode(ctx, Config{NodeID: p.NodeID, ClusterID: 9, DataDir: filepath.Join(dir, fmt.Sprint(p.NodeID)),
 			RaftAddr: p.RaftAddr, ClientAddr: p.ClientAddr, Peers: peers, InitialShards: 6, Replication: 3,
 			Logger: log, ProgressInterval: 20 * time.Millisecond})
 		if err != nil {

@@ -1,7 +1,8 @@
 // Command flotilla runs Flotilla nodes.
 //
-//	flotilla demo   a local 3-node cluster on loopback in one process
-//	flotilla start  one node of a cluster; nodes find each other by gossip
+//	flotilla demo     a local 3-node cluster on loopback in one process
+//	flotilla start    one node of a cluster; nodes find each other by gossip
+//	flotilla restore  a data directory for a new cluster made from a backup
 //
 // Flags are read here and nowhere else; see `flotilla demo -h` and
 // `flotilla start -h`.
@@ -24,6 +25,7 @@ import (
 
 	"github.com/flotilla-db/flotilla/engine"
 	"github.com/flotilla-db/flotilla/node"
+	"github.com/flotilla-db/flotilla/node/backup"
 	"github.com/flotilla-db/flotilla/placement"
 	"github.com/flotilla-db/flotilla/transport"
 )
@@ -39,6 +41,10 @@ func main() {
 		err = demo(os.Args[2:])
 	case "start":
 		err = start(os.Args[2:])
+	case "recover-info":
+		err = recoverInfo(os.Args[2:])
+	case "restore":
+		err = restore(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 		return
@@ -58,7 +64,11 @@ func usage() {
 
 commands:
   demo    run a local 3-node cluster on loopback until Ctrl-C
-  start   run one node of a cluster (--bootstrap-expect N to form one, --join to join)
+  start   run one node of a cluster (--bootstrap-expect N to form one, --join to join,
+          --force-new-cluster to recover a survivor of the loss of a majority)
+  recover-info  print, as JSON, what a stopped node's data directory holds, for
+          the other survivors' --recover-peers
+  restore prepare a data directory from a backup (flotillactl backup), for start
 `)
 }
 
@@ -200,6 +210,9 @@ func start(args []string) error {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	drainTimeout := fs.Duration("drain-timeout", 10*time.Second, "on SIGTERM, time allowed to hand leaderships to other nodes")
 	sessionTTL := fs.Duration("session-ttl", time.Hour, "client sessions unused for this long are expired (by a replicated command); a client must never retry one request for longer")
+	readMode := fs.String("read-mode", "readindex", "how a leader serves linearizable reads: readindex (a quorum round per read) or lease (no round while it holds a lease; needs --check-quorum, bounded clock drift, and every node in lease mode)")
+	maxDrift := fs.Duration("max-clock-drift", 0, "lease mode: how far two nodes' clocks may drift apart over an election timeout; a lease lasts the election timeout less this (0: a tenth of the election timeout)")
+	checkQuorum := fs.Bool("check-quorum", true, "a leader that has not heard from a quorum for an election timeout steps down (raft's CheckQuorum); lease mode needs it")
 	pdef := placement.DefaultDriverConfig()
 	noPlacement := fs.Bool("no-placement", false, "run no placement driver on this node: replicas move only by hand (add-replica, remove-replica)")
 	downAfter := fs.Duration("down-after", pdef.Placement.DownAfter, "how long a node must be dead before the placement driver replaces its replicas")
@@ -214,6 +227,9 @@ func start(args []string) error {
 	fs.Var(&snapshotRate, "snapshot-rate", "bytes a second this node's outgoing snapshots may take together (replicas moved, repaired or caught up); 0: no limit")
 	noSplits := fs.Bool("no-splits", false, "the placement driver splits no shard (flotillactl split still does)")
 	noMerges := fs.Bool("no-merges", false, "the placement driver merges no shards (flotillactl merge still does)")
+	forceNew := fs.Bool("force-new-cluster", false, "recover from the loss of a majority: before starting, make every replica on this node whose shard lost its quorum the only voter of its shard (the meta shard too), mark the other nodes removed; writes acknowledged after a kept replica's last index may be lost")
+	force := fs.Bool("force", false, "with --force-new-cluster: recover even if some shard's other voters still answer")
+	recoverPeers := fs.String("recover-peers", "", "with --force-new-cluster: the other survivors' `flotilla recover-info` files, comma-separated; the most up-to-date replica of each shard wins")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("start: unexpected arguments %q", fs.Args())
@@ -245,7 +261,21 @@ func start(args []string) error {
 		return errors.New("start: --session-ttl must be positive")
 	}
 	ttl := *sessionTTL
-	cfg.Engine = func(c *engine.Config) { c.SessionTTL = ttl }
+	mode, err := engine.ParseReadMode(*readMode)
+	if err != nil {
+		return fmt.Errorf("start: --read-mode: %w", err)
+	}
+	drift, noCheckQuorum := *maxDrift, !*checkQuorum
+	cfg.Engine = func(c *engine.Config) {
+		c.SessionTTL = ttl
+		c.ReadMode, c.MaxClockDrift, c.DisableCheckQuorum = mode, drift, noCheckQuorum
+	}
+	// Refused here, before the node joins anything: the engine's checks.
+	ecfg := engine.DefaultConfig(1, 1, *dataDir)
+	cfg.Engine(&ecfg)
+	if err := ecfg.Validate(); err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
 	cfg.NoPlacement = *noPlacement
 	cfg.SnapshotRate = int64(snapshotRate)
 	cfg.Placement = func(c *placement.DriverConfig) {
@@ -275,6 +305,16 @@ func start(args []string) error {
 		}
 		cfg.GossipKey = b
 	}
+	if !*forceNew && (*force || *recoverPeers != "") {
+		return errors.New("start: --force and --recover-peers go with --force-new-cluster")
+	}
+	if *forceNew {
+		fc, err := forceNewCluster(*force, splitList(*recoverPeers))
+		if err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+		cfg.ForceNewCluster = fc
+	}
 	log := logger(*level)
 	cfg.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -296,4 +336,32 @@ func start(args []string) error {
 	cancel()
 	log.Info("stopping")
 	return n.Close()
+}
+
+func restore(args []string) error {
+	fs := flag.NewFlagSet("restore", flag.ExitOnError)
+	from := fs.String("backup", "", "directory of the backup to restore (flotillactl backup DIR) (required)")
+	dataDir := fs.String("data-dir", "", "data directory to prepare, new or empty (required); then: flotilla start --data-dir DIR")
+	nodeID := fs.Uint64("node-id", 0, "the restored node's ID (default: drawn)")
+	level := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	fs.Parse(args)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("restore: unexpected arguments %q", fs.Args())
+	}
+	if *from == "" || *dataDir == "" {
+		return errors.New("restore: --backup and --data-dir are required")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	t0 := time.Now()
+	r, err := backup.Restore(ctx, backup.RestoreConfig{Backup: *from, DataDir: *dataDir, NodeID: *nodeID, Logger: logger(*level)})
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	keys, bytes, _ := r.Manifest.Totals()
+	fmt.Printf("Restored %d shards (%d keys and sessions, %d bytes) of cluster %016x into %s in %v:\n",
+		len(r.Manifest.Shards), keys, bytes, r.Manifest.ClusterID, *dataDir, time.Since(t0).Round(time.Millisecond))
+	fmt.Printf("  new cluster %016x, node %d, replication %d once nodes join.\n", r.ClusterID, r.NodeID, r.Manifest.Replication)
+	fmt.Printf("Start it with: flotilla start --data-dir %s (other nodes join it with --join)\n", *dataDir)
+	return nil
 }

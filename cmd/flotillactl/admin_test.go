@@ -25,6 +25,8 @@ type fakeAdmin struct {
 	shards *nodepb.ShardsResponse
 	err    error // returned by every call if set
 	block  bool  // changes wait for the caller to give up
+	// notLeader: the first notLeader changes are answered NOT_LEADER.
+	notLeader int
 
 	mu        sync.Mutex
 	transfers []*nodepb.TransferLeaderRequest
@@ -70,6 +72,10 @@ func (f *fakeAdmin) ChangeReplica(ctx context.Context, req *nodepb.ChangeReplica
 	f.changes = append(f.changes, req)
 	if f.err != nil {
 		return nil, f.err
+	}
+	if len(f.changes) <= f.notLeader {
+		return nil, nodeError(codes.Unavailable, &nodepb.Error{Reason: nodepb.Reason_REASON_NOT_LEADER, ShardId: req.GetShardId(),
+			Message: "no leader found after 3 hops; retry"})
 	}
 	resp := &nodepb.ChangeReplicaResponse{Replicas: []*nodepb.Replica{
 		{NodeId: 2, ReplicaId: 2, Role: "voter", Match: 10}, {NodeId: 1, ReplicaId: 1, Role: "voter", Match: 10},
@@ -335,6 +341,35 @@ func TestCompactCommand(t *testing.T) {
 }
 
 // nodeError is a status error as a node sends it: its nodepb.Error detail.
+// A NOT_LEADER answer (the leadership moving under the request; nothing
+// changed) is asked again until the change is made, and returned when the
+// time runs out.
+func TestChangeRetriedAfterNotLeader(t *testing.T) {
+	f := &fakeAdmin{notLeader: 3}
+	addr := serveAdmin(t, f)
+	stdout, stderr, code := runCmd(t, "--endpoints", addr, "remove-replica", "7", "3")
+	if code != 0 || stdout != "shard 7: replicas 1/1(voter) 2/2(voter)\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	f.mu.Lock()
+	if n := len(f.changes); n != 4 {
+		t.Errorf("%d requests, want 4 (3 answered NOT_LEADER)", n)
+	}
+	f.mu.Unlock()
+
+	f = &fakeAdmin{notLeader: 1 << 30}
+	addr = serveAdmin(t, f)
+	_, stderr, code = runCmd(t, "--endpoints", addr, "--timeout", "400ms", "remove-replica", "7", "3")
+	if want := "flotillactl: shard 7: no leader found after 3 hops; retry (NOT_LEADER); the leader is unknown\n"; code != exitFailure || stderr != want {
+		t.Errorf("exit %d, stderr %q, want %q", code, stderr, want)
+	}
+	f.mu.Lock()
+	if n := len(f.changes); n < 2 {
+		t.Errorf("%d requests within the timeout, want several", n)
+	}
+	f.mu.Unlock()
+}
+
 func nodeError(code codes.Code, d *nodepb.Error) error {
 	d.Code = uint32(code)
 	st, err := status.New(code, d.GetMessage()).WithDetails(d)

@@ -227,6 +227,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"placement", "paus"}, `placement: unknown subcommand "paus" (did you mean pause?)`},
 		{[]string{"placement", "pause", "now"}, `placement pause: unexpected argument "now"`},
 		{[]string{"placement", "status", "--learner"}, "placement status: flag provided but not defined: -learner"},
+		// Recovery.
+		{[]string{"recover"}, "recover: no subcommand given"},
+		{[]string{"recover", "apply", "--shard", "x", "--yes"}, `recover apply: --shard: SHARD must be a shard ID (a positive number) or "meta", not "x"`},
+		{[]string{"recover", "plan", "--shard", "0"}, `recover plan: --shard: SHARD must be`},
+		{[]string{"recover", "plan", "7"}, `recover plan: unexpected argument "7"`},
+		{[]string{"recover", "plan", "--yes"}, "recover plan: flag provided but not defined: -yes"},
 	} {
 		args := append([]string{"--endpoints", "127.0.0.1:1", "--timeout", "1s"}, tc.args...)
 		stdout, stderr, code := runCmd(t, args...)

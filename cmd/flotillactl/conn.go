@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flotilla-db/flotilla/client"
+	"github.com/flotilla-db/flotilla/internal/backoff"
 	"github.com/flotilla-db/flotilla/node/nodepb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -34,7 +35,7 @@ func (u *unreachableError) Error() string {
 }
 
 func dial(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), nodepb.CallOptions())
 }
 
 // waitReady connects conn and waits until it is ready (true), or until the
@@ -59,10 +60,49 @@ func waitReady(ctx context.Context, conn *grpc.ClientConn) bool {
 // endpoint gets an equal share of the time left to connect; a connected
 // endpoint's answer is final, unless the call is idempotent and the
 // connection broke, in which case the next endpoint is tried.
+//
+// An answer of NOT_LEADER is not final: the shard's leadership moved under
+// the request, or the nodes' views of the leader disagreed for longer than
+// the request's hops. A replica change answers it before it proposes its
+// next step, and every step is checked against the configuration afresh (a
+// learner added already is not added again), so the call is made again
+// after a backoff, while the time left allows one, and the last NOT_LEADER
+// is returned when it does not.
 func adminCall[T any](ctx context.Context, e *env, idempotent bool, call func(context.Context, nodepb.AdminClient) (T, error)) (T, error) {
-	return firstAnswer(ctx, e, idempotent, func(ctx context.Context, conn *grpc.ClientConn) (T, error) {
-		return call(ctx, nodepb.NewAdminClient(conn))
-	})
+	b, err := backoff.New(backoff.Config{Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	for {
+		resp, err := firstAnswer(ctx, e, idempotent, func(ctx context.Context, conn *grpc.ClientConn) (T, error) {
+			return call(ctx, nodepb.NewAdminClient(conn))
+		})
+		if !isNotLeader(err) {
+			return resp, err
+		}
+		wait := b.Next()
+		if time.Until(deadlineOf(ctx)) < 2*wait {
+			return resp, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return resp, err
+		case <-t.C:
+		}
+	}
+}
+
+// isNotLeader reports whether err is a node's answer of NOT_LEADER.
+func isNotLeader(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return false
+	}
+	d := detailOf(st)
+	return d != nil && d.GetReason() == nodepb.Reason_REASON_NOT_LEADER
 }
 
 // firstAnswer runs call on the endpoints in order until one answers; see

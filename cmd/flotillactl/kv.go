@@ -34,23 +34,34 @@ func (e *env) withClient(fn func(context.Context, *client.Client) error) error {
 // package (routed to the keys' leaders).
 func kvCommands(e *env) []*cobra.Command {
 	get := &cobra.Command{
-		Use:   "get KEY [--stale | --replica]",
+		Use:   "get KEY [--stale | --replica | --lease | --read-index]",
 		Short: "read a key",
-		Long: `Read KEY from its shard's leader; with --replica, linearizably from a
-replica picked at random (a follower gets the read index from the leader);
-with --stale, from any replica as it is (possibly stale).`,
+		Long: `Read KEY from its shard's leader, as the leader's node is configured
+(flotilla start --read-mode); with --lease, from the leader's lease (no
+quorum round; refused by a node not in lease mode); with --read-index,
+confirmed by a quorum round whatever the mode; with --replica, linearizably
+from a replica picked at random (a follower gets the read index from the
+leader); with --stale, from any replica as it is (possibly stale).`,
 		Args: argNames("KEY"),
 	}
 	get.Flags().BoolVar(&e.stale, "stale", false, "read any replica (possibly stale), not the leader")
 	replica := get.Flags().Bool("replica", false, "read linearizably on a random replica, leader or follower")
+	lease := get.Flags().Bool("lease", false, "read on the leader from its lease (the node must run --read-mode lease)")
+	readIndex := get.Flags().Bool("read-index", false, "read on the leader with a quorum round (ReadIndex), even in lease mode")
 	get.RunE = func(c *cobra.Command, pos []string) error {
-		if *replica && e.stale {
-			return usageErrorf(c, "%s: --stale and --replica exclude each other", cmdPath(c))
+		var opts []client.ReadOption
+		for _, o := range []struct {
+			set bool
+			opt client.ReadOption
+		}{{e.stale, client.Stale}, {*replica, client.Replica}, {*lease, client.Lease}, {*readIndex, client.ReadIndex}} {
+			if o.set {
+				opts = append(opts, o.opt)
+			}
 		}
-		if *replica {
-			return e.get(c, pos, client.Replica)
+		if len(opts) > 1 {
+			return usageErrorf(c, "%s: --stale, --replica, --lease and --read-index exclude each other", cmdPath(c))
 		}
-		return e.get(c, pos)
+		return e.get(c, pos, opts...)
 	}
 	return []*cobra.Command{
 		{
@@ -79,9 +90,6 @@ func (e *env) put(_ *cobra.Command, pos []string) error {
 }
 
 func (e *env) get(_ *cobra.Command, pos []string, opts ...client.ReadOption) error {
-	if e.stale {
-		opts = append(opts, client.Stale)
-	}
 	return e.withClient(func(ctx context.Context, cl *client.Client) error {
 		v, found, err := cl.Get(ctx, []byte(pos[0]), opts...)
 		if err != nil {

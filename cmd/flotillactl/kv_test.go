@@ -63,24 +63,28 @@ func serveKV(t *testing.T) string {
 	return f.addr
 }
 
-// TestGetReadOptions: --stale and --replica reach the node as the
-// request's options; both together are a usage error.
+// TestGetReadOptions: --stale, --replica, --lease and --read-index reach
+// the node as the request's options; two together are a usage error.
 func TestGetReadOptions(t *testing.T) {
 	f := &fakeKV{data: map[string]string{"k": "v"}}
 	f.mu.Lock()
 	f.addr = serve(t, func(s *grpc.Server) { nodepb.RegisterKVServer(s, f) })
 	f.mu.Unlock()
-	for _, args := range [][]string{{"get", "k"}, {"get", "k", "--stale"}, {"get", "k", "--replica"}} {
+	for _, args := range [][]string{{"get", "k"}, {"get", "k", "--stale"}, {"get", "k", "--replica"}, {"get", "k", "--lease"}, {"get", "k", "--read-index"}} {
 		if stdout, stderr, code := runCmd(t, append([]string{"--endpoints", f.addr}, args...)...); code != 0 || stdout != "v\n" {
 			t.Fatalf("%q: exit %d, stdout %q, stderr %q", args, code, stdout, stderr)
 		}
 	}
-	if _, stderr, code := runCmd(t, "--endpoints", f.addr, "get", "k", "--stale", "--replica"); code != 2 || !strings.Contains(stderr, "exclude each other") {
-		t.Fatalf("--stale --replica: exit %d, stderr %q", code, stderr)
+	for _, two := range [][]string{{"--stale", "--replica"}, {"--lease", "--read-index"}, {"--replica", "--lease"}} {
+		if _, stderr, code := runCmd(t, append([]string{"--endpoints", f.addr, "get", "k"}, two...)...); code != 2 || !strings.Contains(stderr, "exclude each other") {
+			t.Fatalf("%v: exit %d, stderr %q", two, code, stderr)
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.gets) != 3 || f.gets[0].GetStale() || f.gets[0].GetReplica() || !f.gets[1].GetStale() || !f.gets[2].GetReplica() || f.gets[2].GetStale() {
+	if len(f.gets) != 5 || f.gets[0].GetStale() || f.gets[0].GetReplica() || f.gets[0].GetMode() != nodepb.ReadMode_READ_MODE_DEFAULT ||
+		!f.gets[1].GetStale() || !f.gets[2].GetReplica() || f.gets[2].GetStale() ||
+		f.gets[3].GetMode() != nodepb.ReadMode_READ_MODE_LEASE || f.gets[4].GetMode() != nodepb.ReadMode_READ_MODE_READ_INDEX {
 		t.Fatalf("requests: %v", f.gets)
 	}
 }

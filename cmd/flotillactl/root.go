@@ -25,7 +25,9 @@ func commandGroups() []commandGroup {
 		{"admin", "Cluster administration (the nodes' Admin gRPC service):", adminCommands},
 		{"placement", "Placement (the driver on the meta shard's leader):", placementCommands},
 		{"ranges", "Hash ranges (on the shards' leaders):", rangeCommands},
+		{"recover", "Recovery from the loss of a majority (a running cluster):", recoverCommands},
 		{"kv", "Keys and values (routed to the keys' leaders):", kvCommands},
+		{"backup", "Backups (restore with flotilla restore):", backupCommands},
 		{"debug", "Offline inspection:", debugCommands},
 	}
 }
@@ -59,7 +61,7 @@ Errors are reported on stderr; the exit code is 1 when a command fails and
 	pf := root.PersistentFlags()
 	pf.StringVar(&e.endpoints, "endpoints", defaultEndpoints, "client addresses of some nodes (`ADDR,...`)")
 	pf.StringVar(&e.output, "output", "table", "output format, `table|json`: aligned columns, or one JSON document on stdout")
-	pf.DurationVar(&e.timeout, "timeout", 10*time.Second, "time allowed for the command")
+	pf.DurationVar(&e.timeout, "timeout", 10*time.Second, "time allowed for the command (an answer of NOT_LEADER, the shard's leadership moving under a change, is asked again within it)")
 	// The flags of get and debug dump are also accepted before the command
 	// ("flotillactl --stale get k"), as they always were. Declared hidden
 	// here, they let cobra find the command behind them; the commands that

@@ -520,11 +520,24 @@ func checkKeys(ctx context.Context, t *testing.T, c *client.Client, n int) {
 	checkValues(ctx, t, c, keys, want)
 }
 
-// checkValues reads keys with linearizable Gets, 500 to a batch (a batch
-// that fails is tried again, 20 times at most), and fails the test at the
-// first key that does not hold want[key].
+// checkValues reads keys back (readBack) and fails the test at the first
+// key that does not hold want[key].
 func checkValues(ctx context.Context, t *testing.T, c *client.Client, keys []string, want map[string]string) {
 	t.Helper()
+	got := readBack(ctx, t, c, keys)
+	for _, k := range keys {
+		if v, ok := got[k]; !ok || v != want[k] {
+			t.Fatalf("%s: %q found=%v, want %q", k, v, ok, want[k])
+		}
+	}
+}
+
+// readBack reads keys with linearizable Gets, 500 to a batch (a batch that
+// fails is tried again, 20 times at most), and returns the values found; a
+// key whose read fails fails the test.
+func readBack(ctx context.Context, t *testing.T, c *client.Client, keys []string) map[string]string {
+	t.Helper()
+	got := make(map[string]string, len(keys))
 	for lo := 0; lo < len(keys); lo += 500 {
 		part := keys[lo:min(lo+500, len(keys))]
 		ops := make([]client.Op, len(part))
@@ -545,12 +558,15 @@ func checkValues(ctx context.Context, t *testing.T, c *client.Client, keys []str
 			t.Fatalf("read keys %s..: %v", part[0], err)
 		}
 		for i, r := range res {
-			k := part[i]
-			if r.Err != nil || !r.Found || string(r.Value) != want[k] {
-				t.Fatalf("%s: %q found=%v err=%v, want %q", k, r.Value, r.Found, r.Err, want[k])
+			if r.Err != nil {
+				t.Fatalf("%s: %v", part[i], r.Err)
+			}
+			if r.Found {
+				got[part[i]] = string(r.Value)
 			}
 		}
 	}
+	return got
 }
 
 // rawCodec sends and receives bytes as they are, to put malformed messages

@@ -119,10 +119,16 @@ func TestResharding(t *testing.T) {
 	start = time.Now()
 	merges := 0
 	for {
-		rs, err := userRangesOf(ctx, t, eps)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// The placement driver may still split by load meanwhile: a
+		// listing taken while one applies is asked again, for a while.
+		var rs []ctlRange
+		lctx, lcancel := context.WithTimeout(ctx, 30*time.Second)
+		pollEvery(t, lctx, 500*time.Millisecond, "a listing of ranges that tile the hash space", func() error {
+			var err error
+			rs, err = userRangesOf(ctx, t, eps)
+			return err
+		})
+		lcancel()
 		if len(rs) <= 4 {
 			break
 		}

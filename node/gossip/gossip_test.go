@@ -21,8 +21,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, ignoreProbe)
 }
+
+// ignoreProbe: memberlist's Shutdown does not wait for a probe in flight,
+// which ends on its own within a probe interval (1 s).
+var ignoreProbe = goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode")
 
 // testLogger discards logs unless GOSSIP_TEST_LOG is set (memberlist may log
 // after a test ends, so t.Log cannot be used).

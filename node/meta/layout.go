@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -65,7 +66,7 @@ func NewLayout(c ClusterRecord) (Layout, error) {
 		return Layout{}, fmt.Errorf("%w: cluster record: %d members, %d shards, replication %d",
 			ErrBadRecord, len(members), c.InitialShards, c.Replication)
 	}
-	r, err := InitialRing(c.InitialShards)
+	r, err := c.initialRing()
 	if err != nil {
 		return Layout{}, err
 	}
@@ -79,15 +80,39 @@ func NewLayout(c ClusterRecord) (Layout, error) {
 	return l, nil
 }
 
+// initialRing returns c's initial ring: its Ring if set (InitialShards
+// ranges that tile the hash space), else InitialRing(InitialShards).
+func (c ClusterRecord) initialRing() (*router.Ring, error) {
+	if len(c.Ring) == 0 {
+		return InitialRing(c.InitialShards)
+	}
+	if len(c.Ring) != c.InitialShards {
+		return nil, fmt.Errorf("%w: cluster record: a ring of %d shards, %d initial shards", ErrBadRecord, len(c.Ring), c.InitialShards)
+	}
+	ranges := make([]router.Range, len(c.Ring))
+	for i, rg := range c.Ring {
+		ranges[i] = router.Range{ShardID: rg.ShardID, Start: rg.Start, Last: rg.Last}
+	}
+	slices.SortFunc(ranges, func(a, b router.Range) int { return cmp.Compare(a.Start, b.Start) })
+	r, err := router.NewRing(1, ranges)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cluster record: %w", ErrBadRecord, err)
+	}
+	return r, nil
+}
+
 // Bootstrap writes the records of a new cluster: the cluster record and
 // the initial layout's shard records, in batches. Records that exist are
 // kept, so every bootstrap member may run it, and rerun it after an error.
-// This node must lead the meta shard.
+// The cluster record is written without its Ring (a restored cluster's,
+// which may be large): the shard records hold the ranges. This node must
+// lead the meta shard.
 func (s *Store) Bootstrap(ctx context.Context, c ClusterRecord) error {
 	l, err := NewLayout(c)
 	if err != nil {
 		return err
 	}
+	c.Ring = nil
 	if err := s.CreateCluster(ctx, c); err != nil {
 		return err
 	}

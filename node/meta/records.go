@@ -17,6 +17,23 @@ type ClusterRecord struct {
 	InitialShards int       `json:"initial_shards"`
 	Replication   int       `json:"replication"`
 	Created       time.Time `json:"created"`
+	// Ring, when set, is the initial ring in place of InitialShards shards
+	// over an even split of the hash space: the shards of a cluster
+	// restored from a backup (package node/backup), with the IDs and hash
+	// ranges they had, InitialShards of them. It lives in the bootstrap
+	// member's identity only: Bootstrap writes the meta shard's cluster
+	// record without it, the shard records carry the ranges.
+	Ring []InitialRange `json:"ring,omitempty"`
+	// RestoredFrom is the ID of the cluster whose backup this one was
+	// restored from; 0 for a cluster bootstrapped empty.
+	RestoredFrom uint64 `json:"restored_from,omitempty"`
+}
+
+// InitialRange is one shard of a ClusterRecord's Ring.
+type InitialRange struct {
+	ShardID uint64 `json:"shard_id"`
+	Start   uint64 `json:"start"` // the hash range, both ends inclusive
+	Last    uint64 `json:"last"`
 }
 
 // NodeRecord is the meta shard's record of one node (key "node/<id>").

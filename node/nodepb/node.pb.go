@@ -32,6 +32,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ReadMode is how a Get is served.
+type ReadMode int32
+
+const (
+	ReadMode_READ_MODE_DEFAULT    ReadMode = 0 // stale and replica decide, else the node's mode on the leader
+	ReadMode_READ_MODE_READ_INDEX ReadMode = 1 // on the leader, confirmed by a quorum round (ReadIndex)
+	ReadMode_READ_MODE_LEASE      ReadMode = 2 // on the leader, from its lease (refused unless the node runs in lease mode)
+	ReadMode_READ_MODE_REPLICA    ReadMode = 3 // linearizably on the replica reached, leader or follower
+	ReadMode_READ_MODE_STALE      ReadMode = 4 // the replica reached as it is, possibly stale
+)
+
+// Enum value maps for ReadMode.
+var (
+	ReadMode_name = map[int32]string{
+		0: "READ_MODE_DEFAULT",
+		1: "READ_MODE_READ_INDEX",
+		2: "READ_MODE_LEASE",
+		3: "READ_MODE_REPLICA",
+		4: "READ_MODE_STALE",
+	}
+	ReadMode_value = map[string]int32{
+		"READ_MODE_DEFAULT":    0,
+		"READ_MODE_READ_INDEX": 1,
+		"READ_MODE_LEASE":      2,
+		"READ_MODE_REPLICA":    3,
+		"READ_MODE_STALE":      4,
+	}
+)
+
+func (x ReadMode) Enum() *ReadMode {
+	p := new(ReadMode)
+	*p = x
+	return p
+}
+
+func (x ReadMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReadMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_node_proto_enumTypes[0].Descriptor()
+}
+
+func (ReadMode) Type() protoreflect.EnumType {
+	return &file_node_proto_enumTypes[0]
+}
+
+func (x ReadMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReadMode.Descriptor instead.
+func (ReadMode) EnumDescriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{0}
+}
+
 // Reason says why a request failed.
 type Reason int32
 
@@ -120,6 +176,10 @@ const (
 	// abandoned: both shards serve as before (at higher generations).
 	// Code Aborted. Never applied: retry.
 	Reason_REASON_MERGE_ABANDONED Reason = 28
+	// Admin: recover: the shard has a live quorum (its voters came back,
+	// or it never lost it) or a live leader: nothing was touched. Code
+	// FailedPrecondition.
+	Reason_REASON_QUORUM_ALIVE Reason = 29
 )
 
 // Enum value maps for Reason.
@@ -154,6 +214,7 @@ var (
 		26: "REASON_REPLICAS_DIFFER",
 		27: "REASON_SHARD_MERGING",
 		28: "REASON_MERGE_ABANDONED",
+		29: "REASON_QUORUM_ALIVE",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":       0,
@@ -185,6 +246,7 @@ var (
 		"REASON_REPLICAS_DIFFER":   26,
 		"REASON_SHARD_MERGING":     27,
 		"REASON_MERGE_ABANDONED":   28,
+		"REASON_QUORUM_ALIVE":      29,
 	}
 )
 
@@ -199,11 +261,11 @@ func (x Reason) String() string {
 }
 
 func (Reason) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[0].Descriptor()
+	return file_node_proto_enumTypes[1].Descriptor()
 }
 
 func (Reason) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[0]
+	return &file_node_proto_enumTypes[1]
 }
 
 func (x Reason) Number() protoreflect.EnumNumber {
@@ -212,7 +274,7 @@ func (x Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Reason.Descriptor instead.
 func (Reason) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{0}
+	return file_node_proto_rawDescGZIP(), []int{1}
 }
 
 type MergeStepKind int32
@@ -262,11 +324,11 @@ func (x MergeStepKind) String() string {
 }
 
 func (MergeStepKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[1].Descriptor()
+	return file_node_proto_enumTypes[2].Descriptor()
 }
 
 func (MergeStepKind) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[1]
+	return &file_node_proto_enumTypes[2]
 }
 
 func (x MergeStepKind) Number() protoreflect.EnumNumber {
@@ -275,7 +337,7 @@ func (x MergeStepKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MergeStepKind.Descriptor instead.
 func (MergeStepKind) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{1}
+	return file_node_proto_rawDescGZIP(), []int{2}
 }
 
 type StepKind int32
@@ -330,11 +392,11 @@ func (x StepKind) String() string {
 }
 
 func (StepKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[2].Descriptor()
+	return file_node_proto_enumTypes[3].Descriptor()
 }
 
 func (StepKind) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[2]
+	return &file_node_proto_enumTypes[3]
 }
 
 func (x StepKind) Number() protoreflect.EnumNumber {
@@ -343,7 +405,7 @@ func (x StepKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StepKind.Descriptor instead.
 func (StepKind) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{2}
+	return file_node_proto_rawDescGZIP(), []int{3}
 }
 
 type PlacementAction int32
@@ -388,11 +450,11 @@ func (x PlacementAction) String() string {
 }
 
 func (PlacementAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[3].Descriptor()
+	return file_node_proto_enumTypes[4].Descriptor()
 }
 
 func (PlacementAction) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[3]
+	return &file_node_proto_enumTypes[4]
 }
 
 func (x PlacementAction) Number() protoreflect.EnumNumber {
@@ -401,7 +463,7 @@ func (x PlacementAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PlacementAction.Descriptor instead.
 func (PlacementAction) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{3}
+	return file_node_proto_rawDescGZIP(), []int{4}
 }
 
 type ReplicaOp int32
@@ -442,11 +504,11 @@ func (x ReplicaOp) String() string {
 }
 
 func (ReplicaOp) Descriptor() protoreflect.EnumDescriptor {
-	return file_node_proto_enumTypes[4].Descriptor()
+	return file_node_proto_enumTypes[5].Descriptor()
 }
 
 func (ReplicaOp) Type() protoreflect.EnumType {
-	return &file_node_proto_enumTypes[4]
+	return &file_node_proto_enumTypes[5]
 }
 
 func (x ReplicaOp) Number() protoreflect.EnumNumber {
@@ -455,7 +517,7 @@ func (x ReplicaOp) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReplicaOp.Descriptor instead.
 func (ReplicaOp) EnumDescriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{4}
+	return file_node_proto_rawDescGZIP(), []int{5}
 }
 
 // Session makes a write exactly-once (the raft dissertation, section 6.3):
@@ -649,7 +711,11 @@ type GetRequest struct {
 	// replica reads linearizably on this node's replica, leader or not: a
 	// follower gets the read index from the leader, waits until it has
 	// applied it and answers from its own state (ignored with stale).
-	Replica       bool `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	Replica bool `protobuf:"varint,3,opt,name=replica,proto3" json:"replica,omitempty"`
+	// mode, when set, says how the read is served and overrides stale and
+	// replica; unset, they decide (and neither: the node's read mode, on
+	// the leader).
+	Mode          ReadMode `protobuf:"varint,4,opt,name=mode,proto3,enum=flotilla.node.v1.ReadMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -703,6 +769,13 @@ func (x *GetRequest) GetReplica() bool {
 		return x.Replica
 	}
 	return false
+}
+
+func (x *GetRequest) GetMode() ReadMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ReadMode_READ_MODE_DEFAULT
 }
 
 type GetResponse struct {
@@ -2096,6 +2169,675 @@ func (x *Error) GetLast() uint64 {
 	return 0
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_node_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BackupRequest) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+// BackupHeader describes the shard as the backup holds it.
+type BackupHeader struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId    uint64                 `protobuf:"varint,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeId       uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"` // the node that served the backup
+	ShardId      uint64                 `protobuf:"varint,3,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Start        uint64                 `protobuf:"varint,4,opt,name=start,proto3" json:"start,omitempty"` // the hash range, both ends inclusive
+	Last         uint64                 `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	Generation   uint64                 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,7,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedTerm  uint64                 `protobuf:"varint,8,opt,name=applied_term,json=appliedTerm,proto3" json:"applied_term,omitempty"`
+	// The cluster's replication factor (its meta record); 0 if unknown.
+	Replication uint32 `protobuf:"varint,9,opt,name=replication,proto3" json:"replication,omitempty"`
+	// The store format of the keys in the chunks (storage.FormatVersion).
+	StoreFormat   uint32 `protobuf:"varint,10,opt,name=store_format,json=storeFormat,proto3" json:"store_format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupHeader) Reset() {
+	*x = BackupHeader{}
+	mi := &file_node_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupHeader) ProtoMessage() {}
+
+func (x *BackupHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupHeader.ProtoReflect.Descriptor instead.
+func (*BackupHeader) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BackupHeader) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetShardId() uint64 {
+	if x != nil {
+		return x.ShardId
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetLast() uint64 {
+	if x != nil {
+		return x.Last
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetAppliedTerm() uint64 {
+	if x != nil {
+		return x.AppliedTerm
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetReplication() uint32 {
+	if x != nil {
+		return x.Replication
+	}
+	return 0
+}
+
+func (x *BackupHeader) GetStoreFormat() uint32 {
+	if x != nil {
+		return x.StoreFormat
+	}
+	return 0
+}
+
+// BackupTrailer ends a complete stream: the pairs sent and the bytes of
+// their keys and values.
+type BackupTrailer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          uint64                 `protobuf:"varint,1,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupTrailer) Reset() {
+	*x = BackupTrailer{}
+	mi := &file_node_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupTrailer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupTrailer) ProtoMessage() {}
+
+func (x *BackupTrailer) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupTrailer.ProtoReflect.Descriptor instead.
+func (*BackupTrailer) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BackupTrailer) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *BackupTrailer) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type BackupChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*BackupChunk_Header
+	//	*BackupChunk_Data
+	//	*BackupChunk_Trailer
+	Part          isBackupChunk_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_node_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BackupChunk) GetPart() isBackupChunk_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetHeader() *BackupHeader {
+	if x != nil {
+		if x, ok := x.Part.(*BackupChunk_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*BackupChunk_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetTrailer() *BackupTrailer {
+	if x != nil {
+		if x, ok := x.Part.(*BackupChunk_Trailer); ok {
+			return x.Trailer
+		}
+	}
+	return nil
+}
+
+type isBackupChunk_Part interface {
+	isBackupChunk_Part()
+}
+
+type BackupChunk_Header struct {
+	Header *BackupHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type BackupChunk_Data struct {
+	// Length-prefixed key/value pairs, storage keys in increasing order
+	// (storage.SnapshotDecoder).
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+type BackupChunk_Trailer struct {
+	Trailer *BackupTrailer `protobuf:"bytes,3,opt,name=trailer,proto3,oneof"`
+}
+
+func (*BackupChunk_Header) isBackupChunk_Part() {}
+
+func (*BackupChunk_Data) isBackupChunk_Part() {}
+
+func (*BackupChunk_Trailer) isBackupChunk_Part() {}
+
+type RecoverPlanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardIds      []uint64               `protobuf:"varint,1,rep,packed,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"` // none: every shard
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverPlanRequest) Reset() {
+	*x = RecoverPlanRequest{}
+	mi := &file_node_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverPlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverPlanRequest) ProtoMessage() {}
+
+func (x *RecoverPlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverPlanRequest.ProtoReflect.Descriptor instead.
+func (*RecoverPlanRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RecoverPlanRequest) GetShardIds() []uint64 {
+	if x != nil {
+		return x.ShardIds
+	}
+	return nil
+}
+
+type RecoverPlanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PlanJson      []byte                 `protobuf:"bytes,1,opt,name=plan_json,json=planJson,proto3" json:"plan_json,omitempty"` // a recovery.Plan
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverPlanResponse) Reset() {
+	*x = RecoverPlanResponse{}
+	mi := &file_node_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverPlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverPlanResponse) ProtoMessage() {}
+
+func (x *RecoverPlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverPlanResponse.ProtoReflect.Descriptor instead.
+func (*RecoverPlanResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RecoverPlanResponse) GetPlanJson() []byte {
+	if x != nil {
+		return x.PlanJson
+	}
+	return nil
+}
+
+type RecoverApplyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardIds      []uint64               `protobuf:"varint,1,rep,packed,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"` // none: every shard of the plan
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverApplyRequest) Reset() {
+	*x = RecoverApplyRequest{}
+	mi := &file_node_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverApplyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverApplyRequest) ProtoMessage() {}
+
+func (x *RecoverApplyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverApplyRequest.ProtoReflect.Descriptor instead.
+func (*RecoverApplyRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RecoverApplyRequest) GetShardIds() []uint64 {
+	if x != nil {
+		return x.ShardIds
+	}
+	return nil
+}
+
+type RecoverApplyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResultJson    []byte                 `protobuf:"bytes,1,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"` // a recovery.Result
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverApplyResponse) Reset() {
+	*x = RecoverApplyResponse{}
+	mi := &file_node_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverApplyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverApplyResponse) ProtoMessage() {}
+
+func (x *RecoverApplyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverApplyResponse.ProtoReflect.Descriptor instead.
+func (*RecoverApplyResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RecoverApplyResponse) GetResultJson() []byte {
+	if x != nil {
+		return x.ResultJson
+	}
+	return nil
+}
+
+type RecoverReplicasRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardIds      []uint64               `protobuf:"varint,1,rep,packed,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverReplicasRequest) Reset() {
+	*x = RecoverReplicasRequest{}
+	mi := &file_node_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverReplicasRequest) ProtoMessage() {}
+
+func (x *RecoverReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverReplicasRequest.ProtoReflect.Descriptor instead.
+func (*RecoverReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RecoverReplicasRequest) GetShardIds() []uint64 {
+	if x != nil {
+		return x.ShardIds
+	}
+	return nil
+}
+
+type RecoverReplicasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicasJson  []byte                 `protobuf:"bytes,1,opt,name=replicas_json,json=replicasJson,proto3" json:"replicas_json,omitempty"` // []recovery.Replica
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverReplicasResponse) Reset() {
+	*x = RecoverReplicasResponse{}
+	mi := &file_node_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverReplicasResponse) ProtoMessage() {}
+
+func (x *RecoverReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverReplicasResponse.ProtoReflect.Descriptor instead.
+func (*RecoverReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RecoverReplicasResponse) GetReplicasJson() []byte {
+	if x != nil {
+		return x.ReplicasJson
+	}
+	return nil
+}
+
+type RecoverReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardJson     []byte                 `protobuf:"bytes,1,opt,name=shard_json,json=shardJson,proto3" json:"shard_json,omitempty"` // the recovery.LostShard planned
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverReplicaRequest) Reset() {
+	*x = RecoverReplicaRequest{}
+	mi := &file_node_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverReplicaRequest) ProtoMessage() {}
+
+func (x *RecoverReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverReplicaRequest.ProtoReflect.Descriptor instead.
+func (*RecoverReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RecoverReplicaRequest) GetShardJson() []byte {
+	if x != nil {
+		return x.ShardJson
+	}
+	return nil
+}
+
+type RecoverReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DescJson      []byte                 `protobuf:"bytes,1,opt,name=desc_json,json=descJson,proto3" json:"desc_json,omitempty"` // the shard's new storage.Descriptor
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverReplicaResponse) Reset() {
+	*x = RecoverReplicaResponse{}
+	mi := &file_node_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverReplicaResponse) ProtoMessage() {}
+
+func (x *RecoverReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverReplicaResponse.ProtoReflect.Descriptor instead.
+func (*RecoverReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RecoverReplicaResponse) GetDescJson() []byte {
+	if x != nil {
+		return x.DescJson
+	}
+	return nil
+}
+
 type CompactRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	ShardId uint64                 `protobuf:"varint,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -2107,7 +2849,7 @@ type CompactRequest struct {
 
 func (x *CompactRequest) Reset() {
 	*x = CompactRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2861,7 @@ func (x *CompactRequest) String() string {
 func (*CompactRequest) ProtoMessage() {}
 
 func (x *CompactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2874,7 @@ func (x *CompactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactRequest.ProtoReflect.Descriptor instead.
 func (*CompactRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CompactRequest) GetShardId() uint64 {
@@ -2164,7 +2906,7 @@ type CompactedReplica struct {
 
 func (x *CompactedReplica) Reset() {
 	*x = CompactedReplica{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2918,7 @@ func (x *CompactedReplica) String() string {
 func (*CompactedReplica) ProtoMessage() {}
 
 func (x *CompactedReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2931,7 @@ func (x *CompactedReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactedReplica.ProtoReflect.Descriptor instead.
 func (*CompactedReplica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CompactedReplica) GetNodeId() uint64 {
@@ -2236,7 +2978,7 @@ type CompactResponse struct {
 
 func (x *CompactResponse) Reset() {
 	*x = CompactResponse{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2990,7 @@ func (x *CompactResponse) String() string {
 func (*CompactResponse) ProtoMessage() {}
 
 func (x *CompactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +3003,7 @@ func (x *CompactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactResponse.ProtoReflect.Descriptor instead.
 func (*CompactResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CompactResponse) GetReplicas() []*CompactedReplica {
@@ -2290,7 +3032,7 @@ type MergeRequest struct {
 
 func (x *MergeRequest) Reset() {
 	*x = MergeRequest{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +3044,7 @@ func (x *MergeRequest) String() string {
 func (*MergeRequest) ProtoMessage() {}
 
 func (x *MergeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +3057,7 @@ func (x *MergeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MergeRequest) GetShardId() uint64 {
@@ -2358,7 +3100,7 @@ type MergeResponse struct {
 
 func (x *MergeResponse) Reset() {
 	*x = MergeResponse{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2370,7 +3112,7 @@ func (x *MergeResponse) String() string {
 func (*MergeResponse) ProtoMessage() {}
 
 func (x *MergeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2383,7 +3125,7 @@ func (x *MergeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
 func (*MergeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MergeResponse) GetShard() *ShardRecord {
@@ -2414,7 +3156,7 @@ type MergeStepRequest struct {
 
 func (x *MergeStepRequest) Reset() {
 	*x = MergeStepRequest{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +3168,7 @@ func (x *MergeStepRequest) String() string {
 func (*MergeStepRequest) ProtoMessage() {}
 
 func (x *MergeStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +3181,7 @@ func (x *MergeStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeStepRequest.ProtoReflect.Descriptor instead.
 func (*MergeStepRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MergeStepRequest) GetKind() MergeStepKind {
@@ -2495,7 +3237,7 @@ type MergeStepResponse struct {
 
 func (x *MergeStepResponse) Reset() {
 	*x = MergeStepResponse{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +3249,7 @@ func (x *MergeStepResponse) String() string {
 func (*MergeStepResponse) ProtoMessage() {}
 
 func (x *MergeStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +3262,7 @@ func (x *MergeStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeStepResponse.ProtoReflect.Descriptor instead.
 func (*MergeStepResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MergeStepResponse) GetShard() *ShardRecord {
@@ -2552,7 +3294,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2564,7 +3306,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2577,7 +3319,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SplitRequest) GetShardId() uint64 {
@@ -2623,7 +3365,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +3377,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +3390,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SplitResponse) GetParent() *ShardRecord {
@@ -2681,7 +3423,7 @@ type AllocateShardIDRequest struct {
 
 func (x *AllocateShardIDRequest) Reset() {
 	*x = AllocateShardIDRequest{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2693,7 +3435,7 @@ func (x *AllocateShardIDRequest) String() string {
 func (*AllocateShardIDRequest) ProtoMessage() {}
 
 func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2706,7 +3448,7 @@ func (x *AllocateShardIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateShardIDRequest.ProtoReflect.Descriptor instead.
 func (*AllocateShardIDRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AllocateShardIDRequest) GetHops() uint32 {
@@ -2725,7 +3467,7 @@ type AllocateShardIDResponse struct {
 
 func (x *AllocateShardIDResponse) Reset() {
 	*x = AllocateShardIDResponse{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +3479,7 @@ func (x *AllocateShardIDResponse) String() string {
 func (*AllocateShardIDResponse) ProtoMessage() {}
 
 func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +3492,7 @@ func (x *AllocateShardIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateShardIDResponse.ProtoReflect.Descriptor instead.
 func (*AllocateShardIDResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AllocateShardIDResponse) GetShardId() uint64 {
@@ -2775,7 +3517,7 @@ type ReplicaStepRequest struct {
 
 func (x *ReplicaStepRequest) Reset() {
 	*x = ReplicaStepRequest{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2787,7 +3529,7 @@ func (x *ReplicaStepRequest) String() string {
 func (*ReplicaStepRequest) ProtoMessage() {}
 
 func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2800,7 +3542,7 @@ func (x *ReplicaStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaStepRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaStepRequest) GetShardId() uint64 {
@@ -2867,7 +3609,7 @@ type ReplicaStepResponse struct {
 
 func (x *ReplicaStepResponse) Reset() {
 	*x = ReplicaStepResponse{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2879,7 +3621,7 @@ func (x *ReplicaStepResponse) String() string {
 func (*ReplicaStepResponse) ProtoMessage() {}
 
 func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2892,7 +3634,7 @@ func (x *ReplicaStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaStepResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaStepResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReplicaStepResponse) GetReplicaId() uint64 {
@@ -2933,7 +3675,7 @@ type PlacementRequest struct {
 
 func (x *PlacementRequest) Reset() {
 	*x = PlacementRequest{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2945,7 +3687,7 @@ func (x *PlacementRequest) String() string {
 func (*PlacementRequest) ProtoMessage() {}
 
 func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2958,7 +3700,7 @@ func (x *PlacementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementRequest.ProtoReflect.Descriptor instead.
 func (*PlacementRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *PlacementRequest) GetAction() PlacementAction {
@@ -2992,7 +3734,7 @@ type PlacementResponse struct {
 
 func (x *PlacementResponse) Reset() {
 	*x = PlacementResponse{}
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3004,7 +3746,7 @@ func (x *PlacementResponse) String() string {
 func (*PlacementResponse) ProtoMessage() {}
 
 func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[37]
+	mi := &file_node_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3017,7 +3759,7 @@ func (x *PlacementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlacementResponse.ProtoReflect.Descriptor instead.
 func (*PlacementResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{37}
+	return file_node_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *PlacementResponse) GetNodeId() uint64 {
@@ -3066,7 +3808,7 @@ type SetDrainingRequest struct {
 
 func (x *SetDrainingRequest) Reset() {
 	*x = SetDrainingRequest{}
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3820,7 @@ func (x *SetDrainingRequest) String() string {
 func (*SetDrainingRequest) ProtoMessage() {}
 
 func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[38]
+	mi := &file_node_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3833,7 @@ func (x *SetDrainingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingRequest.ProtoReflect.Descriptor instead.
 func (*SetDrainingRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{38}
+	return file_node_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetDrainingRequest) GetNodeId() uint64 {
@@ -3123,7 +3865,7 @@ type SetDrainingResponse struct {
 
 func (x *SetDrainingResponse) Reset() {
 	*x = SetDrainingResponse{}
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3877,7 @@ func (x *SetDrainingResponse) String() string {
 func (*SetDrainingResponse) ProtoMessage() {}
 
 func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[39]
+	mi := &file_node_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3890,7 @@ func (x *SetDrainingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDrainingResponse.ProtoReflect.Descriptor instead.
 func (*SetDrainingResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{39}
+	return file_node_proto_rawDescGZIP(), []int{51}
 }
 
 type RemoveNodeRequest struct {
@@ -3161,7 +3903,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3173,7 +3915,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[40]
+	mi := &file_node_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3186,7 +3928,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{40}
+	return file_node_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() uint64 {
@@ -3211,7 +3953,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3965,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[41]
+	mi := &file_node_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3978,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{41}
+	return file_node_proto_rawDescGZIP(), []int{53}
 }
 
 type PrepareReplicaRequest struct {
@@ -3248,7 +3990,7 @@ type PrepareReplicaRequest struct {
 
 func (x *PrepareReplicaRequest) Reset() {
 	*x = PrepareReplicaRequest{}
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +4002,7 @@ func (x *PrepareReplicaRequest) String() string {
 func (*PrepareReplicaRequest) ProtoMessage() {}
 
 func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[42]
+	mi := &file_node_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +4015,7 @@ func (x *PrepareReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaRequest.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{42}
+	return file_node_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *PrepareReplicaRequest) GetShardId() uint64 {
@@ -3291,7 +4033,7 @@ type PrepareReplicaResponse struct {
 
 func (x *PrepareReplicaResponse) Reset() {
 	*x = PrepareReplicaResponse{}
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3303,7 +4045,7 @@ func (x *PrepareReplicaResponse) String() string {
 func (*PrepareReplicaResponse) ProtoMessage() {}
 
 func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[43]
+	mi := &file_node_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3316,7 +4058,7 @@ func (x *PrepareReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareReplicaResponse.ProtoReflect.Descriptor instead.
 func (*PrepareReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{43}
+	return file_node_proto_rawDescGZIP(), []int{55}
 }
 
 // ShardRecord is the meta shard's record of one shard (package node/meta).
@@ -3339,7 +4081,7 @@ type ShardRecord struct {
 
 func (x *ShardRecord) Reset() {
 	*x = ShardRecord{}
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3351,7 +4093,7 @@ func (x *ShardRecord) String() string {
 func (*ShardRecord) ProtoMessage() {}
 
 func (x *ShardRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[44]
+	mi := &file_node_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3364,7 +4106,7 @@ func (x *ShardRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRecord.ProtoReflect.Descriptor instead.
 func (*ShardRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{44}
+	return file_node_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ShardRecord) GetShardId() uint64 {
@@ -3442,7 +4184,7 @@ type ReplicaRecord struct {
 
 func (x *ReplicaRecord) Reset() {
 	*x = ReplicaRecord{}
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3454,7 +4196,7 @@ func (x *ReplicaRecord) String() string {
 func (*ReplicaRecord) ProtoMessage() {}
 
 func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[45]
+	mi := &file_node_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3467,7 +4209,7 @@ func (x *ReplicaRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaRecord.ProtoReflect.Descriptor instead.
 func (*ReplicaRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{45}
+	return file_node_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ReplicaRecord) GetNodeId() uint64 {
@@ -3501,7 +4243,7 @@ type PutShardRecordsRequest struct {
 
 func (x *PutShardRecordsRequest) Reset() {
 	*x = PutShardRecordsRequest{}
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3513,7 +4255,7 @@ func (x *PutShardRecordsRequest) String() string {
 func (*PutShardRecordsRequest) ProtoMessage() {}
 
 func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[46]
+	mi := &file_node_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3526,7 +4268,7 @@ func (x *PutShardRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsRequest.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{46}
+	return file_node_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *PutShardRecordsRequest) GetRecords() []*ShardRecord {
@@ -3551,7 +4293,7 @@ type PutShardRecordsResponse struct {
 
 func (x *PutShardRecordsResponse) Reset() {
 	*x = PutShardRecordsResponse{}
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +4305,7 @@ func (x *PutShardRecordsResponse) String() string {
 func (*PutShardRecordsResponse) ProtoMessage() {}
 
 func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[47]
+	mi := &file_node_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +4318,7 @@ func (x *PutShardRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutShardRecordsResponse.ProtoReflect.Descriptor instead.
 func (*PutShardRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{47}
+	return file_node_proto_rawDescGZIP(), []int{59}
 }
 
 type NodeRecord struct {
@@ -3593,7 +4335,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3605,7 +4347,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[48]
+	mi := &file_node_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3618,7 +4360,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{48}
+	return file_node_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *NodeRecord) GetNodeId() uint64 {
@@ -3675,7 +4417,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3687,7 +4429,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[49]
+	mi := &file_node_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3700,7 +4442,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{49}
+	return file_node_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *JoinRequest) GetClusterId() uint64 {
@@ -3733,7 +4475,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3745,7 +4487,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[50]
+	mi := &file_node_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3758,7 +4500,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{50}
+	return file_node_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *JoinResponse) GetClusterId() uint64 {
@@ -3776,7 +4518,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3788,7 +4530,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[51]
+	mi := &file_node_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3801,7 +4543,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{51}
+	return file_node_proto_rawDescGZIP(), []int{63}
 }
 
 type NodeStatus struct {
@@ -3821,7 +4563,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3833,7 +4575,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[52]
+	mi := &file_node_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3846,7 +4588,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{52}
+	return file_node_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *NodeStatus) GetNode() *NodeRecord {
@@ -3896,7 +4638,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_node_proto_msgTypes[53]
+	mi := &file_node_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3908,7 +4650,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[53]
+	mi := &file_node_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3921,7 +4663,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{53}
+	return file_node_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *StatusResponse) GetClusterId() uint64 {
@@ -3960,7 +4702,7 @@ type ShardsRequest struct {
 
 func (x *ShardsRequest) Reset() {
 	*x = ShardsRequest{}
-	mi := &file_node_proto_msgTypes[54]
+	mi := &file_node_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3972,7 +4714,7 @@ func (x *ShardsRequest) String() string {
 func (*ShardsRequest) ProtoMessage() {}
 
 func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[54]
+	mi := &file_node_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3985,7 +4727,7 @@ func (x *ShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsRequest.ProtoReflect.Descriptor instead.
 func (*ShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{54}
+	return file_node_proto_rawDescGZIP(), []int{66}
 }
 
 type Replica struct {
@@ -4006,7 +4748,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_node_proto_msgTypes[55]
+	mi := &file_node_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4018,7 +4760,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[55]
+	mi := &file_node_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4031,7 +4773,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{55}
+	return file_node_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Replica) GetNodeId() uint64 {
@@ -4084,7 +4826,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_node_proto_msgTypes[56]
+	mi := &file_node_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4096,7 +4838,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[56]
+	mi := &file_node_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4851,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{56}
+	return file_node_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *ShardInfo) GetShardId() uint64 {
@@ -4207,7 +4949,7 @@ type ShardsResponse struct {
 
 func (x *ShardsResponse) Reset() {
 	*x = ShardsResponse{}
-	mi := &file_node_proto_msgTypes[57]
+	mi := &file_node_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4219,7 +4961,7 @@ func (x *ShardsResponse) String() string {
 func (*ShardsResponse) ProtoMessage() {}
 
 func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[57]
+	mi := &file_node_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4232,7 +4974,7 @@ func (x *ShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardsResponse.ProtoReflect.Descriptor instead.
 func (*ShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{57}
+	return file_node_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ShardsResponse) GetShards() []*ShardInfo {
@@ -4257,7 +4999,7 @@ type LocalShardsRequest struct {
 
 func (x *LocalShardsRequest) Reset() {
 	*x = LocalShardsRequest{}
-	mi := &file_node_proto_msgTypes[58]
+	mi := &file_node_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4269,7 +5011,7 @@ func (x *LocalShardsRequest) String() string {
 func (*LocalShardsRequest) ProtoMessage() {}
 
 func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[58]
+	mi := &file_node_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4282,7 +5024,7 @@ func (x *LocalShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsRequest.ProtoReflect.Descriptor instead.
 func (*LocalShardsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{58}
+	return file_node_proto_rawDescGZIP(), []int{70}
 }
 
 type LocalShardsResponse struct {
@@ -4295,7 +5037,7 @@ type LocalShardsResponse struct {
 
 func (x *LocalShardsResponse) Reset() {
 	*x = LocalShardsResponse{}
-	mi := &file_node_proto_msgTypes[59]
+	mi := &file_node_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4307,7 +5049,7 @@ func (x *LocalShardsResponse) String() string {
 func (*LocalShardsResponse) ProtoMessage() {}
 
 func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[59]
+	mi := &file_node_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4320,7 +5062,7 @@ func (x *LocalShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalShardsResponse.ProtoReflect.Descriptor instead.
 func (*LocalShardsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{59}
+	return file_node_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *LocalShardsResponse) GetNodeId() uint64 {
@@ -4348,7 +5090,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_node_proto_msgTypes[60]
+	mi := &file_node_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4360,7 +5102,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[60]
+	mi := &file_node_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4373,7 +5115,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{60}
+	return file_node_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *TransferLeaderRequest) GetShardId() uint64 {
@@ -4406,7 +5148,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_node_proto_msgTypes[61]
+	mi := &file_node_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4418,7 +5160,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[61]
+	mi := &file_node_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4431,7 +5173,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{61}
+	return file_node_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *TransferLeaderResponse) GetLeader() uint64 {
@@ -4455,7 +5197,7 @@ type ChangeReplicaRequest struct {
 
 func (x *ChangeReplicaRequest) Reset() {
 	*x = ChangeReplicaRequest{}
-	mi := &file_node_proto_msgTypes[62]
+	mi := &file_node_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4467,7 +5209,7 @@ func (x *ChangeReplicaRequest) String() string {
 func (*ChangeReplicaRequest) ProtoMessage() {}
 
 func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[62]
+	mi := &file_node_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4480,7 +5222,7 @@ func (x *ChangeReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{62}
+	return file_node_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ChangeReplicaRequest) GetShardId() uint64 {
@@ -4527,7 +5269,7 @@ type ChangeReplicaResponse struct {
 
 func (x *ChangeReplicaResponse) Reset() {
 	*x = ChangeReplicaResponse{}
-	mi := &file_node_proto_msgTypes[63]
+	mi := &file_node_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4539,7 +5281,7 @@ func (x *ChangeReplicaResponse) String() string {
 func (*ChangeReplicaResponse) ProtoMessage() {}
 
 func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[63]
+	mi := &file_node_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4552,7 +5294,7 @@ func (x *ChangeReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{63}
+	return file_node_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ChangeReplicaResponse) GetReplicas() []*Replica {
@@ -4570,7 +5312,7 @@ type ShardLoadsRequest struct {
 
 func (x *ShardLoadsRequest) Reset() {
 	*x = ShardLoadsRequest{}
-	mi := &file_node_proto_msgTypes[64]
+	mi := &file_node_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4582,7 +5324,7 @@ func (x *ShardLoadsRequest) String() string {
 func (*ShardLoadsRequest) ProtoMessage() {}
 
 func (x *ShardLoadsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[64]
+	mi := &file_node_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4595,7 +5337,7 @@ func (x *ShardLoadsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLoadsRequest.ProtoReflect.Descriptor instead.
 func (*ShardLoadsRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{64}
+	return file_node_proto_rawDescGZIP(), []int{76}
 }
 
 type ShardLoad struct {
@@ -4611,7 +5353,7 @@ type ShardLoad struct {
 
 func (x *ShardLoad) Reset() {
 	*x = ShardLoad{}
-	mi := &file_node_proto_msgTypes[65]
+	mi := &file_node_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +5365,7 @@ func (x *ShardLoad) String() string {
 func (*ShardLoad) ProtoMessage() {}
 
 func (x *ShardLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[65]
+	mi := &file_node_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +5378,7 @@ func (x *ShardLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLoad.ProtoReflect.Descriptor instead.
 func (*ShardLoad) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{65}
+	return file_node_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ShardLoad) GetShardId() uint64 {
@@ -4676,7 +5418,7 @@ type ShardLoadsResponse struct {
 
 func (x *ShardLoadsResponse) Reset() {
 	*x = ShardLoadsResponse{}
-	mi := &file_node_proto_msgTypes[66]
+	mi := &file_node_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4688,7 +5430,7 @@ func (x *ShardLoadsResponse) String() string {
 func (*ShardLoadsResponse) ProtoMessage() {}
 
 func (x *ShardLoadsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[66]
+	mi := &file_node_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4701,7 +5443,7 @@ func (x *ShardLoadsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardLoadsResponse.ProtoReflect.Descriptor instead.
 func (*ShardLoadsResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{66}
+	return file_node_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ShardLoadsResponse) GetLoads() []*ShardLoad {
@@ -4728,12 +5470,13 @@ const file_node_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x123\n" +
 	"\asession\x18\x03 \x01(\v2\x19.flotilla.node.v1.SessionR\asession\"(\n" +
 	"\vPutResponse\x12\x19\n" +
-	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"N\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"~\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05stale\x18\x02 \x01(\bR\x05stale\x12\x18\n" +
-	"\areplica\x18\x03 \x01(\bR\areplica\"T\n" +
+	"\areplica\x18\x03 \x01(\bR\areplica\x12.\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x1a.flotilla.node.v1.ReadModeR\x04mode\"T\n" +
 	"\vGetResponse\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12\x14\n" +
@@ -4835,7 +5578,50 @@ const file_node_proto_rawDesc = "" +
 	"\vnot_applied\x18\v \x01(\bR\n" +
 	"notApplied\x12\x14\n" +
 	"\x05start\x18\f \x01(\x04R\x05start\x12\x12\n" +
-	"\x04last\x18\r \x01(\x04R\x04last\"A\n" +
+	"\x04last\x18\r \x01(\x04R\x04last\"*\n" +
+	"\rBackupRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\x04R\ashardId\"\xb8\x02\n" +
+	"\fBackupHeader\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\x04R\tclusterId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12\x19\n" +
+	"\bshard_id\x18\x03 \x01(\x04R\ashardId\x12\x14\n" +
+	"\x05start\x18\x04 \x01(\x04R\x05start\x12\x12\n" +
+	"\x04last\x18\x05 \x01(\x04R\x04last\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\x12#\n" +
+	"\rapplied_index\x18\a \x01(\x04R\fappliedIndex\x12!\n" +
+	"\fapplied_term\x18\b \x01(\x04R\vappliedTerm\x12 \n" +
+	"\vreplication\x18\t \x01(\rR\vreplication\x12!\n" +
+	"\fstore_format\x18\n" +
+	" \x01(\rR\vstoreFormat\"9\n" +
+	"\rBackupTrailer\x12\x12\n" +
+	"\x04keys\x18\x01 \x01(\x04R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x04R\x05bytes\"\xa2\x01\n" +
+	"\vBackupChunk\x128\n" +
+	"\x06header\x18\x01 \x01(\v2\x1e.flotilla.node.v1.BackupHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04data\x12;\n" +
+	"\atrailer\x18\x03 \x01(\v2\x1f.flotilla.node.v1.BackupTrailerH\x00R\atrailerB\x06\n" +
+	"\x04part\"1\n" +
+	"\x12RecoverPlanRequest\x12\x1b\n" +
+	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\"2\n" +
+	"\x13RecoverPlanResponse\x12\x1b\n" +
+	"\tplan_json\x18\x01 \x01(\fR\bplanJson\"2\n" +
+	"\x13RecoverApplyRequest\x12\x1b\n" +
+	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\"7\n" +
+	"\x14RecoverApplyResponse\x12\x1f\n" +
+	"\vresult_json\x18\x01 \x01(\fR\n" +
+	"resultJson\"5\n" +
+	"\x16RecoverReplicasRequest\x12\x1b\n" +
+	"\tshard_ids\x18\x01 \x03(\x04R\bshardIds\">\n" +
+	"\x17RecoverReplicasResponse\x12#\n" +
+	"\rreplicas_json\x18\x01 \x01(\fR\freplicasJson\"6\n" +
+	"\x15RecoverReplicaRequest\x12\x1d\n" +
+	"\n" +
+	"shard_json\x18\x01 \x01(\fR\tshardJson\"5\n" +
+	"\x16RecoverReplicaResponse\x12\x1b\n" +
+	"\tdesc_json\x18\x01 \x01(\fR\bdescJson\"A\n" +
 	"\x0eCompactRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\x04R\ashardId\x12\x14\n" +
 	"\x05local\x18\x02 \x01(\bR\x05local\"\x9f\x01\n" +
@@ -5034,7 +5820,13 @@ const file_node_proto_rawDesc = "" +
 	"\x11writes_per_second\x18\x03 \x01(\x01R\x0fwritesPerSecond\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\"G\n" +
 	"\x12ShardLoadsResponse\x121\n" +
-	"\x05loads\x18\x01 \x03(\v2\x1b.flotilla.node.v1.ShardLoadR\x05loads*\xea\x05\n" +
+	"\x05loads\x18\x01 \x03(\v2\x1b.flotilla.node.v1.ShardLoadR\x05loads*|\n" +
+	"\bReadMode\x12\x15\n" +
+	"\x11READ_MODE_DEFAULT\x10\x00\x12\x18\n" +
+	"\x14READ_MODE_READ_INDEX\x10\x01\x12\x13\n" +
+	"\x0fREAD_MODE_LEASE\x10\x02\x12\x15\n" +
+	"\x11READ_MODE_REPLICA\x10\x03\x12\x13\n" +
+	"\x0fREAD_MODE_STALE\x10\x04*\x83\x06\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11REASON_NOT_LEADER\x10\x01\x12\x1b\n" +
@@ -5065,7 +5857,8 @@ const file_node_proto_rawDesc = "" +
 	"\x13REASON_NOT_ADJACENT\x10\x19\x12\x1a\n" +
 	"\x16REASON_REPLICAS_DIFFER\x10\x1a\x12\x18\n" +
 	"\x14REASON_SHARD_MERGING\x10\x1b\x12\x1a\n" +
-	"\x16REASON_MERGE_ABANDONED\x10\x1c*\xb0\x01\n" +
+	"\x16REASON_MERGE_ABANDONED\x10\x1c\x12\x17\n" +
+	"\x13REASON_QUORUM_ALIVE\x10\x1d*\xb0\x01\n" +
 	"\rMergeStepKind\x12\x1f\n" +
 	"\x1bMERGE_STEP_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16MERGE_STEP_KIND_FREEZE\x10\x01\x12\x1f\n" +
@@ -5099,7 +5892,7 @@ const file_node_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12'.flotilla.node.v1.CompareAndSwapRequest\x1a(.flotilla.node.v1.CompareAndSwapResponse\x12E\n" +
 	"\x04Scan\x12\x1d.flotilla.node.v1.ScanRequest\x1a\x1e.flotilla.node.v1.ScanResponse\x12H\n" +
 	"\x05Batch\x12\x1e.flotilla.node.v1.BatchRequest\x1a\x1f.flotilla.node.v1.BatchResponse\x12K\n" +
-	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\xba\f\n" +
+	"\x06Routes\x12\x1f.flotilla.node.v1.RoutesRequest\x1a .flotilla.node.v1.RoutesResponse2\x8e\x10\n" +
 	"\x05Admin\x12E\n" +
 	"\x04Join\x12\x1d.flotilla.node.v1.JoinRequest\x1a\x1e.flotilla.node.v1.JoinResponse\x12K\n" +
 	"\x06Status\x12\x1f.flotilla.node.v1.StatusRequest\x1a .flotilla.node.v1.StatusResponse\x12K\n" +
@@ -5120,7 +5913,12 @@ const file_node_proto_rawDesc = "" +
 	"\tMergeStep\x12\".flotilla.node.v1.MergeStepRequest\x1a#.flotilla.node.v1.MergeStepResponse\x12W\n" +
 	"\n" +
 	"ShardLoads\x12#.flotilla.node.v1.ShardLoadsRequest\x1a$.flotilla.node.v1.ShardLoadsResponse\x12N\n" +
-	"\aCompact\x12 .flotilla.node.v1.CompactRequest\x1a!.flotilla.node.v1.CompactResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
+	"\aCompact\x12 .flotilla.node.v1.CompactRequest\x1a!.flotilla.node.v1.CompactResponse\x12J\n" +
+	"\x06Backup\x12\x1f.flotilla.node.v1.BackupRequest\x1a\x1d.flotilla.node.v1.BackupChunk0\x01\x12Z\n" +
+	"\vRecoverPlan\x12$.flotilla.node.v1.RecoverPlanRequest\x1a%.flotilla.node.v1.RecoverPlanResponse\x12]\n" +
+	"\fRecoverApply\x12%.flotilla.node.v1.RecoverApplyRequest\x1a&.flotilla.node.v1.RecoverApplyResponse\x12f\n" +
+	"\x0fRecoverReplicas\x12(.flotilla.node.v1.RecoverReplicasRequest\x1a).flotilla.node.v1.RecoverReplicasResponse\x12c\n" +
+	"\x0eRecoverReplica\x12'.flotilla.node.v1.RecoverReplicaRequest\x1a(.flotilla.node.v1.RecoverReplicaResponseB-Z+github.com/flotilla-db/flotilla/node/nodepbb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -5134,177 +5932,203 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 67)
+var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_node_proto_goTypes = []any{
-	(Reason)(0),                     // 0: flotilla.node.v1.Reason
-	(MergeStepKind)(0),              // 1: flotilla.node.v1.MergeStepKind
-	(StepKind)(0),                   // 2: flotilla.node.v1.StepKind
-	(PlacementAction)(0),            // 3: flotilla.node.v1.PlacementAction
-	(ReplicaOp)(0),                  // 4: flotilla.node.v1.ReplicaOp
-	(*Session)(nil),                 // 5: flotilla.node.v1.Session
-	(*PutRequest)(nil),              // 6: flotilla.node.v1.PutRequest
-	(*PutResponse)(nil),             // 7: flotilla.node.v1.PutResponse
-	(*GetRequest)(nil),              // 8: flotilla.node.v1.GetRequest
-	(*GetResponse)(nil),             // 9: flotilla.node.v1.GetResponse
-	(*DeleteRequest)(nil),           // 10: flotilla.node.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 11: flotilla.node.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),   // 12: flotilla.node.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),  // 13: flotilla.node.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),             // 14: flotilla.node.v1.ScanRequest
-	(*KeyValue)(nil),                // 15: flotilla.node.v1.KeyValue
-	(*ScanResponse)(nil),            // 16: flotilla.node.v1.ScanResponse
-	(*Op)(nil),                      // 17: flotilla.node.v1.Op
-	(*OpResult)(nil),                // 18: flotilla.node.v1.OpResult
-	(*BatchRequest)(nil),            // 19: flotilla.node.v1.BatchRequest
-	(*BatchResponse)(nil),           // 20: flotilla.node.v1.BatchResponse
-	(*RoutesRequest)(nil),           // 21: flotilla.node.v1.RoutesRequest
-	(*RoutesResponse)(nil),          // 22: flotilla.node.v1.RoutesResponse
-	(*ShardRoute)(nil),              // 23: flotilla.node.v1.ShardRoute
-	(*NodeAddress)(nil),             // 24: flotilla.node.v1.NodeAddress
-	(*PartitionRule)(nil),           // 25: flotilla.node.v1.PartitionRule
-	(*Limits)(nil),                  // 26: flotilla.node.v1.Limits
-	(*Error)(nil),                   // 27: flotilla.node.v1.Error
-	(*CompactRequest)(nil),          // 28: flotilla.node.v1.CompactRequest
-	(*CompactedReplica)(nil),        // 29: flotilla.node.v1.CompactedReplica
-	(*CompactResponse)(nil),         // 30: flotilla.node.v1.CompactResponse
-	(*MergeRequest)(nil),            // 31: flotilla.node.v1.MergeRequest
-	(*MergeResponse)(nil),           // 32: flotilla.node.v1.MergeResponse
-	(*MergeStepRequest)(nil),        // 33: flotilla.node.v1.MergeStepRequest
-	(*MergeStepResponse)(nil),       // 34: flotilla.node.v1.MergeStepResponse
-	(*SplitRequest)(nil),            // 35: flotilla.node.v1.SplitRequest
-	(*SplitResponse)(nil),           // 36: flotilla.node.v1.SplitResponse
-	(*AllocateShardIDRequest)(nil),  // 37: flotilla.node.v1.AllocateShardIDRequest
-	(*AllocateShardIDResponse)(nil), // 38: flotilla.node.v1.AllocateShardIDResponse
-	(*ReplicaStepRequest)(nil),      // 39: flotilla.node.v1.ReplicaStepRequest
-	(*ReplicaStepResponse)(nil),     // 40: flotilla.node.v1.ReplicaStepResponse
-	(*PlacementRequest)(nil),        // 41: flotilla.node.v1.PlacementRequest
-	(*PlacementResponse)(nil),       // 42: flotilla.node.v1.PlacementResponse
-	(*SetDrainingRequest)(nil),      // 43: flotilla.node.v1.SetDrainingRequest
-	(*SetDrainingResponse)(nil),     // 44: flotilla.node.v1.SetDrainingResponse
-	(*RemoveNodeRequest)(nil),       // 45: flotilla.node.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 46: flotilla.node.v1.RemoveNodeResponse
-	(*PrepareReplicaRequest)(nil),   // 47: flotilla.node.v1.PrepareReplicaRequest
-	(*PrepareReplicaResponse)(nil),  // 48: flotilla.node.v1.PrepareReplicaResponse
-	(*ShardRecord)(nil),             // 49: flotilla.node.v1.ShardRecord
-	(*ReplicaRecord)(nil),           // 50: flotilla.node.v1.ReplicaRecord
-	(*PutShardRecordsRequest)(nil),  // 51: flotilla.node.v1.PutShardRecordsRequest
-	(*PutShardRecordsResponse)(nil), // 52: flotilla.node.v1.PutShardRecordsResponse
-	(*NodeRecord)(nil),              // 53: flotilla.node.v1.NodeRecord
-	(*JoinRequest)(nil),             // 54: flotilla.node.v1.JoinRequest
-	(*JoinResponse)(nil),            // 55: flotilla.node.v1.JoinResponse
-	(*StatusRequest)(nil),           // 56: flotilla.node.v1.StatusRequest
-	(*NodeStatus)(nil),              // 57: flotilla.node.v1.NodeStatus
-	(*StatusResponse)(nil),          // 58: flotilla.node.v1.StatusResponse
-	(*ShardsRequest)(nil),           // 59: flotilla.node.v1.ShardsRequest
-	(*Replica)(nil),                 // 60: flotilla.node.v1.Replica
-	(*ShardInfo)(nil),               // 61: flotilla.node.v1.ShardInfo
-	(*ShardsResponse)(nil),          // 62: flotilla.node.v1.ShardsResponse
-	(*LocalShardsRequest)(nil),      // 63: flotilla.node.v1.LocalShardsRequest
-	(*LocalShardsResponse)(nil),     // 64: flotilla.node.v1.LocalShardsResponse
-	(*TransferLeaderRequest)(nil),   // 65: flotilla.node.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),  // 66: flotilla.node.v1.TransferLeaderResponse
-	(*ChangeReplicaRequest)(nil),    // 67: flotilla.node.v1.ChangeReplicaRequest
-	(*ChangeReplicaResponse)(nil),   // 68: flotilla.node.v1.ChangeReplicaResponse
-	(*ShardLoadsRequest)(nil),       // 69: flotilla.node.v1.ShardLoadsRequest
-	(*ShardLoad)(nil),               // 70: flotilla.node.v1.ShardLoad
-	(*ShardLoadsResponse)(nil),      // 71: flotilla.node.v1.ShardLoadsResponse
+	(ReadMode)(0),                   // 0: flotilla.node.v1.ReadMode
+	(Reason)(0),                     // 1: flotilla.node.v1.Reason
+	(MergeStepKind)(0),              // 2: flotilla.node.v1.MergeStepKind
+	(StepKind)(0),                   // 3: flotilla.node.v1.StepKind
+	(PlacementAction)(0),            // 4: flotilla.node.v1.PlacementAction
+	(ReplicaOp)(0),                  // 5: flotilla.node.v1.ReplicaOp
+	(*Session)(nil),                 // 6: flotilla.node.v1.Session
+	(*PutRequest)(nil),              // 7: flotilla.node.v1.PutRequest
+	(*PutResponse)(nil),             // 8: flotilla.node.v1.PutResponse
+	(*GetRequest)(nil),              // 9: flotilla.node.v1.GetRequest
+	(*GetResponse)(nil),             // 10: flotilla.node.v1.GetResponse
+	(*DeleteRequest)(nil),           // 11: flotilla.node.v1.DeleteRequest
+	(*DeleteResponse)(nil),          // 12: flotilla.node.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),   // 13: flotilla.node.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),  // 14: flotilla.node.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),             // 15: flotilla.node.v1.ScanRequest
+	(*KeyValue)(nil),                // 16: flotilla.node.v1.KeyValue
+	(*ScanResponse)(nil),            // 17: flotilla.node.v1.ScanResponse
+	(*Op)(nil),                      // 18: flotilla.node.v1.Op
+	(*OpResult)(nil),                // 19: flotilla.node.v1.OpResult
+	(*BatchRequest)(nil),            // 20: flotilla.node.v1.BatchRequest
+	(*BatchResponse)(nil),           // 21: flotilla.node.v1.BatchResponse
+	(*RoutesRequest)(nil),           // 22: flotilla.node.v1.RoutesRequest
+	(*RoutesResponse)(nil),          // 23: flotilla.node.v1.RoutesResponse
+	(*ShardRoute)(nil),              // 24: flotilla.node.v1.ShardRoute
+	(*NodeAddress)(nil),             // 25: flotilla.node.v1.NodeAddress
+	(*PartitionRule)(nil),           // 26: flotilla.node.v1.PartitionRule
+	(*Limits)(nil),                  // 27: flotilla.node.v1.Limits
+	(*Error)(nil),                   // 28: flotilla.node.v1.Error
+	(*BackupRequest)(nil),           // 29: flotilla.node.v1.BackupRequest
+	(*BackupHeader)(nil),            // 30: flotilla.node.v1.BackupHeader
+	(*BackupTrailer)(nil),           // 31: flotilla.node.v1.BackupTrailer
+	(*BackupChunk)(nil),             // 32: flotilla.node.v1.BackupChunk
+	(*RecoverPlanRequest)(nil),      // 33: flotilla.node.v1.RecoverPlanRequest
+	(*RecoverPlanResponse)(nil),     // 34: flotilla.node.v1.RecoverPlanResponse
+	(*RecoverApplyRequest)(nil),     // 35: flotilla.node.v1.RecoverApplyRequest
+	(*RecoverApplyResponse)(nil),    // 36: flotilla.node.v1.RecoverApplyResponse
+	(*RecoverReplicasRequest)(nil),  // 37: flotilla.node.v1.RecoverReplicasRequest
+	(*RecoverReplicasResponse)(nil), // 38: flotilla.node.v1.RecoverReplicasResponse
+	(*RecoverReplicaRequest)(nil),   // 39: flotilla.node.v1.RecoverReplicaRequest
+	(*RecoverReplicaResponse)(nil),  // 40: flotilla.node.v1.RecoverReplicaResponse
+	(*CompactRequest)(nil),          // 41: flotilla.node.v1.CompactRequest
+	(*CompactedReplica)(nil),        // 42: flotilla.node.v1.CompactedReplica
+	(*CompactResponse)(nil),         // 43: flotilla.node.v1.CompactResponse
+	(*MergeRequest)(nil),            // 44: flotilla.node.v1.MergeRequest
+	(*MergeResponse)(nil),           // 45: flotilla.node.v1.MergeResponse
+	(*MergeStepRequest)(nil),        // 46: flotilla.node.v1.MergeStepRequest
+	(*MergeStepResponse)(nil),       // 47: flotilla.node.v1.MergeStepResponse
+	(*SplitRequest)(nil),            // 48: flotilla.node.v1.SplitRequest
+	(*SplitResponse)(nil),           // 49: flotilla.node.v1.SplitResponse
+	(*AllocateShardIDRequest)(nil),  // 50: flotilla.node.v1.AllocateShardIDRequest
+	(*AllocateShardIDResponse)(nil), // 51: flotilla.node.v1.AllocateShardIDResponse
+	(*ReplicaStepRequest)(nil),      // 52: flotilla.node.v1.ReplicaStepRequest
+	(*ReplicaStepResponse)(nil),     // 53: flotilla.node.v1.ReplicaStepResponse
+	(*PlacementRequest)(nil),        // 54: flotilla.node.v1.PlacementRequest
+	(*PlacementResponse)(nil),       // 55: flotilla.node.v1.PlacementResponse
+	(*SetDrainingRequest)(nil),      // 56: flotilla.node.v1.SetDrainingRequest
+	(*SetDrainingResponse)(nil),     // 57: flotilla.node.v1.SetDrainingResponse
+	(*RemoveNodeRequest)(nil),       // 58: flotilla.node.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 59: flotilla.node.v1.RemoveNodeResponse
+	(*PrepareReplicaRequest)(nil),   // 60: flotilla.node.v1.PrepareReplicaRequest
+	(*PrepareReplicaResponse)(nil),  // 61: flotilla.node.v1.PrepareReplicaResponse
+	(*ShardRecord)(nil),             // 62: flotilla.node.v1.ShardRecord
+	(*ReplicaRecord)(nil),           // 63: flotilla.node.v1.ReplicaRecord
+	(*PutShardRecordsRequest)(nil),  // 64: flotilla.node.v1.PutShardRecordsRequest
+	(*PutShardRecordsResponse)(nil), // 65: flotilla.node.v1.PutShardRecordsResponse
+	(*NodeRecord)(nil),              // 66: flotilla.node.v1.NodeRecord
+	(*JoinRequest)(nil),             // 67: flotilla.node.v1.JoinRequest
+	(*JoinResponse)(nil),            // 68: flotilla.node.v1.JoinResponse
+	(*StatusRequest)(nil),           // 69: flotilla.node.v1.StatusRequest
+	(*NodeStatus)(nil),              // 70: flotilla.node.v1.NodeStatus
+	(*StatusResponse)(nil),          // 71: flotilla.node.v1.StatusResponse
+	(*ShardsRequest)(nil),           // 72: flotilla.node.v1.ShardsRequest
+	(*Replica)(nil),                 // 73: flotilla.node.v1.Replica
+	(*ShardInfo)(nil),               // 74: flotilla.node.v1.ShardInfo
+	(*ShardsResponse)(nil),          // 75: flotilla.node.v1.ShardsResponse
+	(*LocalShardsRequest)(nil),      // 76: flotilla.node.v1.LocalShardsRequest
+	(*LocalShardsResponse)(nil),     // 77: flotilla.node.v1.LocalShardsResponse
+	(*TransferLeaderRequest)(nil),   // 78: flotilla.node.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),  // 79: flotilla.node.v1.TransferLeaderResponse
+	(*ChangeReplicaRequest)(nil),    // 80: flotilla.node.v1.ChangeReplicaRequest
+	(*ChangeReplicaResponse)(nil),   // 81: flotilla.node.v1.ChangeReplicaResponse
+	(*ShardLoadsRequest)(nil),       // 82: flotilla.node.v1.ShardLoadsRequest
+	(*ShardLoad)(nil),               // 83: flotilla.node.v1.ShardLoad
+	(*ShardLoadsResponse)(nil),      // 84: flotilla.node.v1.ShardLoadsResponse
 }
 var file_node_proto_depIdxs = []int32{
-	5,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
-	5,  // 1: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
-	5,  // 2: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
-	15, // 3: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
-	6,  // 4: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
-	8,  // 5: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
-	10, // 6: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
-	12, // 7: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
-	7,  // 8: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
-	9,  // 9: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
-	11, // 10: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
-	13, // 11: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
-	27, // 12: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
-	17, // 13: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
-	18, // 14: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
-	23, // 15: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
-	24, // 16: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
-	25, // 17: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
-	26, // 18: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
-	0,  // 19: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
-	29, // 20: flotilla.node.v1.CompactResponse.replicas:type_name -> flotilla.node.v1.CompactedReplica
-	49, // 21: flotilla.node.v1.MergeResponse.shard:type_name -> flotilla.node.v1.ShardRecord
-	1,  // 22: flotilla.node.v1.MergeStepRequest.kind:type_name -> flotilla.node.v1.MergeStepKind
-	49, // 23: flotilla.node.v1.MergeStepResponse.shard:type_name -> flotilla.node.v1.ShardRecord
-	49, // 24: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
-	49, // 25: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
-	2,  // 26: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
-	3,  // 27: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
-	50, // 28: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
-	49, // 29: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
-	53, // 30: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
-	53, // 31: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
-	57, // 32: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
-	60, // 33: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
-	61, // 34: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	61, // 35: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
-	4,  // 36: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
-	60, // 37: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
-	70, // 38: flotilla.node.v1.ShardLoadsResponse.loads:type_name -> flotilla.node.v1.ShardLoad
-	6,  // 39: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
-	8,  // 40: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
-	10, // 41: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
-	12, // 42: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
-	14, // 43: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
-	19, // 44: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
-	21, // 45: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
-	54, // 46: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
-	56, // 47: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
-	59, // 48: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
-	63, // 49: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
-	65, // 50: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
-	67, // 51: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
-	51, // 52: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
-	47, // 53: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
-	45, // 54: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
-	39, // 55: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
-	41, // 56: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
-	43, // 57: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
-	35, // 58: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
-	37, // 59: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
-	31, // 60: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
-	33, // 61: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
-	69, // 62: flotilla.node.v1.Admin.ShardLoads:input_type -> flotilla.node.v1.ShardLoadsRequest
-	28, // 63: flotilla.node.v1.Admin.Compact:input_type -> flotilla.node.v1.CompactRequest
-	7,  // 64: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
-	9,  // 65: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
-	11, // 66: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
-	13, // 67: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
-	16, // 68: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
-	20, // 69: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
-	22, // 70: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
-	55, // 71: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
-	58, // 72: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
-	62, // 73: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
-	64, // 74: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
-	66, // 75: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
-	68, // 76: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
-	52, // 77: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
-	48, // 78: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
-	46, // 79: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
-	40, // 80: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
-	42, // 81: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
-	44, // 82: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
-	36, // 83: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
-	38, // 84: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
-	32, // 85: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
-	34, // 86: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
-	71, // 87: flotilla.node.v1.Admin.ShardLoads:output_type -> flotilla.node.v1.ShardLoadsResponse
-	30, // 88: flotilla.node.v1.Admin.Compact:output_type -> flotilla.node.v1.CompactResponse
-	64, // [64:89] is the sub-list for method output_type
-	39, // [39:64] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	6,  // 0: flotilla.node.v1.PutRequest.session:type_name -> flotilla.node.v1.Session
+	0,  // 1: flotilla.node.v1.GetRequest.mode:type_name -> flotilla.node.v1.ReadMode
+	6,  // 2: flotilla.node.v1.DeleteRequest.session:type_name -> flotilla.node.v1.Session
+	6,  // 3: flotilla.node.v1.CompareAndSwapRequest.session:type_name -> flotilla.node.v1.Session
+	16, // 4: flotilla.node.v1.ScanResponse.pairs:type_name -> flotilla.node.v1.KeyValue
+	7,  // 5: flotilla.node.v1.Op.put:type_name -> flotilla.node.v1.PutRequest
+	9,  // 6: flotilla.node.v1.Op.get:type_name -> flotilla.node.v1.GetRequest
+	11, // 7: flotilla.node.v1.Op.delete:type_name -> flotilla.node.v1.DeleteRequest
+	13, // 8: flotilla.node.v1.Op.cas:type_name -> flotilla.node.v1.CompareAndSwapRequest
+	8,  // 9: flotilla.node.v1.OpResult.put:type_name -> flotilla.node.v1.PutResponse
+	10, // 10: flotilla.node.v1.OpResult.get:type_name -> flotilla.node.v1.GetResponse
+	12, // 11: flotilla.node.v1.OpResult.delete:type_name -> flotilla.node.v1.DeleteResponse
+	14, // 12: flotilla.node.v1.OpResult.cas:type_name -> flotilla.node.v1.CompareAndSwapResponse
+	28, // 13: flotilla.node.v1.OpResult.error:type_name -> flotilla.node.v1.Error
+	18, // 14: flotilla.node.v1.BatchRequest.ops:type_name -> flotilla.node.v1.Op
+	19, // 15: flotilla.node.v1.BatchResponse.results:type_name -> flotilla.node.v1.OpResult
+	24, // 16: flotilla.node.v1.RoutesResponse.shards:type_name -> flotilla.node.v1.ShardRoute
+	25, // 17: flotilla.node.v1.RoutesResponse.nodes:type_name -> flotilla.node.v1.NodeAddress
+	26, // 18: flotilla.node.v1.RoutesResponse.partition_rule:type_name -> flotilla.node.v1.PartitionRule
+	27, // 19: flotilla.node.v1.RoutesResponse.limits:type_name -> flotilla.node.v1.Limits
+	1,  // 20: flotilla.node.v1.Error.reason:type_name -> flotilla.node.v1.Reason
+	30, // 21: flotilla.node.v1.BackupChunk.header:type_name -> flotilla.node.v1.BackupHeader
+	31, // 22: flotilla.node.v1.BackupChunk.trailer:type_name -> flotilla.node.v1.BackupTrailer
+	42, // 23: flotilla.node.v1.CompactResponse.replicas:type_name -> flotilla.node.v1.CompactedReplica
+	62, // 24: flotilla.node.v1.MergeResponse.shard:type_name -> flotilla.node.v1.ShardRecord
+	2,  // 25: flotilla.node.v1.MergeStepRequest.kind:type_name -> flotilla.node.v1.MergeStepKind
+	62, // 26: flotilla.node.v1.MergeStepResponse.shard:type_name -> flotilla.node.v1.ShardRecord
+	62, // 27: flotilla.node.v1.SplitResponse.parent:type_name -> flotilla.node.v1.ShardRecord
+	62, // 28: flotilla.node.v1.SplitResponse.child:type_name -> flotilla.node.v1.ShardRecord
+	3,  // 29: flotilla.node.v1.ReplicaStepRequest.kind:type_name -> flotilla.node.v1.StepKind
+	4,  // 30: flotilla.node.v1.PlacementRequest.action:type_name -> flotilla.node.v1.PlacementAction
+	63, // 31: flotilla.node.v1.ShardRecord.replicas:type_name -> flotilla.node.v1.ReplicaRecord
+	62, // 32: flotilla.node.v1.PutShardRecordsRequest.records:type_name -> flotilla.node.v1.ShardRecord
+	66, // 33: flotilla.node.v1.JoinRequest.node:type_name -> flotilla.node.v1.NodeRecord
+	66, // 34: flotilla.node.v1.NodeStatus.node:type_name -> flotilla.node.v1.NodeRecord
+	70, // 35: flotilla.node.v1.StatusResponse.nodes:type_name -> flotilla.node.v1.NodeStatus
+	73, // 36: flotilla.node.v1.ShardInfo.replicas:type_name -> flotilla.node.v1.Replica
+	74, // 37: flotilla.node.v1.ShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	74, // 38: flotilla.node.v1.LocalShardsResponse.shards:type_name -> flotilla.node.v1.ShardInfo
+	5,  // 39: flotilla.node.v1.ChangeReplicaRequest.op:type_name -> flotilla.node.v1.ReplicaOp
+	73, // 40: flotilla.node.v1.ChangeReplicaResponse.replicas:type_name -> flotilla.node.v1.Replica
+	83, // 41: flotilla.node.v1.ShardLoadsResponse.loads:type_name -> flotilla.node.v1.ShardLoad
+	7,  // 42: flotilla.node.v1.KV.Put:input_type -> flotilla.node.v1.PutRequest
+	9,  // 43: flotilla.node.v1.KV.Get:input_type -> flotilla.node.v1.GetRequest
+	11, // 44: flotilla.node.v1.KV.Delete:input_type -> flotilla.node.v1.DeleteRequest
+	13, // 45: flotilla.node.v1.KV.CompareAndSwap:input_type -> flotilla.node.v1.CompareAndSwapRequest
+	15, // 46: flotilla.node.v1.KV.Scan:input_type -> flotilla.node.v1.ScanRequest
+	20, // 47: flotilla.node.v1.KV.Batch:input_type -> flotilla.node.v1.BatchRequest
+	22, // 48: flotilla.node.v1.KV.Routes:input_type -> flotilla.node.v1.RoutesRequest
+	67, // 49: flotilla.node.v1.Admin.Join:input_type -> flotilla.node.v1.JoinRequest
+	69, // 50: flotilla.node.v1.Admin.Status:input_type -> flotilla.node.v1.StatusRequest
+	72, // 51: flotilla.node.v1.Admin.Shards:input_type -> flotilla.node.v1.ShardsRequest
+	76, // 52: flotilla.node.v1.Admin.LocalShards:input_type -> flotilla.node.v1.LocalShardsRequest
+	78, // 53: flotilla.node.v1.Admin.TransferLeader:input_type -> flotilla.node.v1.TransferLeaderRequest
+	80, // 54: flotilla.node.v1.Admin.ChangeReplica:input_type -> flotilla.node.v1.ChangeReplicaRequest
+	64, // 55: flotilla.node.v1.Admin.PutShardRecords:input_type -> flotilla.node.v1.PutShardRecordsRequest
+	60, // 56: flotilla.node.v1.Admin.PrepareReplica:input_type -> flotilla.node.v1.PrepareReplicaRequest
+	58, // 57: flotilla.node.v1.Admin.RemoveNode:input_type -> flotilla.node.v1.RemoveNodeRequest
+	52, // 58: flotilla.node.v1.Admin.ReplicaStep:input_type -> flotilla.node.v1.ReplicaStepRequest
+	54, // 59: flotilla.node.v1.Admin.Placement:input_type -> flotilla.node.v1.PlacementRequest
+	56, // 60: flotilla.node.v1.Admin.SetDraining:input_type -> flotilla.node.v1.SetDrainingRequest
+	48, // 61: flotilla.node.v1.Admin.Split:input_type -> flotilla.node.v1.SplitRequest
+	50, // 62: flotilla.node.v1.Admin.AllocateShardID:input_type -> flotilla.node.v1.AllocateShardIDRequest
+	44, // 63: flotilla.node.v1.Admin.Merge:input_type -> flotilla.node.v1.MergeRequest
+	46, // 64: flotilla.node.v1.Admin.MergeStep:input_type -> flotilla.node.v1.MergeStepRequest
+	82, // 65: flotilla.node.v1.Admin.ShardLoads:input_type -> flotilla.node.v1.ShardLoadsRequest
+	41, // 66: flotilla.node.v1.Admin.Compact:input_type -> flotilla.node.v1.CompactRequest
+	29, // 67: flotilla.node.v1.Admin.Backup:input_type -> flotilla.node.v1.BackupRequest
+	33, // 68: flotilla.node.v1.Admin.RecoverPlan:input_type -> flotilla.node.v1.RecoverPlanRequest
+	35, // 69: flotilla.node.v1.Admin.RecoverApply:input_type -> flotilla.node.v1.RecoverApplyRequest
+	37, // 70: flotilla.node.v1.Admin.RecoverReplicas:input_type -> flotilla.node.v1.RecoverReplicasRequest
+	39, // 71: flotilla.node.v1.Admin.RecoverReplica:input_type -> flotilla.node.v1.RecoverReplicaRequest
+	8,  // 72: flotilla.node.v1.KV.Put:output_type -> flotilla.node.v1.PutResponse
+	10, // 73: flotilla.node.v1.KV.Get:output_type -> flotilla.node.v1.GetResponse
+	12, // 74: flotilla.node.v1.KV.Delete:output_type -> flotilla.node.v1.DeleteResponse
+	14, // 75: flotilla.node.v1.KV.CompareAndSwap:output_type -> flotilla.node.v1.CompareAndSwapResponse
+	17, // 76: flotilla.node.v1.KV.Scan:output_type -> flotilla.node.v1.ScanResponse
+	21, // 77: flotilla.node.v1.KV.Batch:output_type -> flotilla.node.v1.BatchResponse
+	23, // 78: flotilla.node.v1.KV.Routes:output_type -> flotilla.node.v1.RoutesResponse
+	68, // 79: flotilla.node.v1.Admin.Join:output_type -> flotilla.node.v1.JoinResponse
+	71, // 80: flotilla.node.v1.Admin.Status:output_type -> flotilla.node.v1.StatusResponse
+	75, // 81: flotilla.node.v1.Admin.Shards:output_type -> flotilla.node.v1.ShardsResponse
+	77, // 82: flotilla.node.v1.Admin.LocalShards:output_type -> flotilla.node.v1.LocalShardsResponse
+	79, // 83: flotilla.node.v1.Admin.TransferLeader:output_type -> flotilla.node.v1.TransferLeaderResponse
+	81, // 84: flotilla.node.v1.Admin.ChangeReplica:output_type -> flotilla.node.v1.ChangeReplicaResponse
+	65, // 85: flotilla.node.v1.Admin.PutShardRecords:output_type -> flotilla.node.v1.PutShardRecordsResponse
+	61, // 86: flotilla.node.v1.Admin.PrepareReplica:output_type -> flotilla.node.v1.PrepareReplicaResponse
+	59, // 87: flotilla.node.v1.Admin.RemoveNode:output_type -> flotilla.node.v1.RemoveNodeResponse
+	53, // 88: flotilla.node.v1.Admin.ReplicaStep:output_type -> flotilla.node.v1.ReplicaStepResponse
+	55, // 89: flotilla.node.v1.Admin.Placement:output_type -> flotilla.node.v1.PlacementResponse
+	57, // 90: flotilla.node.v1.Admin.SetDraining:output_type -> flotilla.node.v1.SetDrainingResponse
+	49, // 91: flotilla.node.v1.Admin.Split:output_type -> flotilla.node.v1.SplitResponse
+	51, // 92: flotilla.node.v1.Admin.AllocateShardID:output_type -> flotilla.node.v1.AllocateShardIDResponse
+	45, // 93: flotilla.node.v1.Admin.Merge:output_type -> flotilla.node.v1.MergeResponse
+	47, // 94: flotilla.node.v1.Admin.MergeStep:output_type -> flotilla.node.v1.MergeStepResponse
+	84, // 95: flotilla.node.v1.Admin.ShardLoads:output_type -> flotilla.node.v1.ShardLoadsResponse
+	43, // 96: flotilla.node.v1.Admin.Compact:output_type -> flotilla.node.v1.CompactResponse
+	32, // 97: flotilla.node.v1.Admin.Backup:output_type -> flotilla.node.v1.BackupChunk
+	34, // 98: flotilla.node.v1.Admin.RecoverPlan:output_type -> flotilla.node.v1.RecoverPlanResponse
+	36, // 99: flotilla.node.v1.Admin.RecoverApply:output_type -> flotilla.node.v1.RecoverApplyResponse
+	38, // 100: flotilla.node.v1.Admin.RecoverReplicas:output_type -> flotilla.node.v1.RecoverReplicasResponse
+	40, // 101: flotilla.node.v1.Admin.RecoverReplica:output_type -> flotilla.node.v1.RecoverReplicaResponse
+	72, // [72:102] is the sub-list for method output_type
+	42, // [42:72] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -5325,13 +6149,18 @@ func file_node_proto_init() {
 		(*OpResult_Cas)(nil),
 		(*OpResult_Error)(nil),
 	}
+	file_node_proto_msgTypes[26].OneofWrappers = []any{
+		(*BackupChunk_Header)(nil),
+		(*BackupChunk_Data)(nil),
+		(*BackupChunk_Trailer)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   67,
+			NumEnums:      6,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

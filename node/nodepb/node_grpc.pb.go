@@ -410,6 +410,11 @@ const (
 	Admin_MergeStep_FullMethodName       = "/flotilla.node.v1.Admin/MergeStep"
 	Admin_ShardLoads_FullMethodName      = "/flotilla.node.v1.Admin/ShardLoads"
 	Admin_Compact_FullMethodName         = "/flotilla.node.v1.Admin/Compact"
+	Admin_Backup_FullMethodName          = "/flotilla.node.v1.Admin/Backup"
+	Admin_RecoverPlan_FullMethodName     = "/flotilla.node.v1.Admin/RecoverPlan"
+	Admin_RecoverApply_FullMethodName    = "/flotilla.node.v1.Admin/RecoverApply"
+	Admin_RecoverReplicas_FullMethodName = "/flotilla.node.v1.Admin/RecoverReplicas"
+	Admin_RecoverReplica_FullMethodName  = "/flotilla.node.v1.Admin/RecoverReplica"
 )
 
 // AdminClient is the client API for Admin service.
@@ -492,6 +497,28 @@ type AdminClient interface {
 	// replica behind the leader's first index then catches up by a
 	// snapshot. For an operator who wants a shard's log short now.
 	Compact(ctx context.Context, in *CompactRequest, opts ...grpc.CallOption) (*CompactResponse, error)
+	// Backup streams this node's replica of a user shard as a backup takes
+	// it (flotillactl backup): a read barrier first, so that it holds every
+	// write acknowledged before the call, then the shard's client sessions
+	// and data at one applied index, read from a Pebble snapshot. Local: not
+	// forwarded. A header, then data chunks, then a trailer.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+	// RecoverPlan lists the shards without a live quorum as the answering
+	// node sees them, with their live replicas and the one RecoverApply
+	// would keep (package node/recovery). Nothing is changed.
+	RecoverPlan(ctx context.Context, in *RecoverPlanRequest, opts ...grpc.CallOption) (*RecoverPlanResponse, error)
+	// RecoverApply plans again and recovers each shard of the plan (or of
+	// shard_ids: one with a live quorum fails the request with
+	// QUORUM_ALIVE, an unknown one with SHARD_NOT_FOUND, before anything
+	// is touched) on the node of its kept replica (RecoverReplica).
+	RecoverApply(ctx context.Context, in *RecoverApplyRequest, opts ...grpc.CallOption) (*RecoverApplyResponse, error)
+	// RecoverReplicas returns this node's replicas of shard_ids (their
+	// logs' last term and index); node to node, not forwarded.
+	RecoverReplicas(ctx context.Context, in *RecoverReplicasRequest, opts ...grpc.CallOption) (*RecoverReplicasResponse, error)
+	// RecoverReplica rewrites this node's replica of a shard into the only
+	// voter of its shard and writes the shard's record; node to node, not
+	// forwarded.
+	RecoverReplica(ctx context.Context, in *RecoverReplicaRequest, opts ...grpc.CallOption) (*RecoverReplicaResponse, error)
 }
 
 type adminClient struct {
@@ -682,6 +709,65 @@ func (c *adminClient) Compact(ctx context.Context, in *CompactRequest, opts ...g
 	return out, nil
 }
 
+func (c *adminClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
+func (c *adminClient) RecoverPlan(ctx context.Context, in *RecoverPlanRequest, opts ...grpc.CallOption) (*RecoverPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverPlanResponse)
+	err := c.cc.Invoke(ctx, Admin_RecoverPlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RecoverApply(ctx context.Context, in *RecoverApplyRequest, opts ...grpc.CallOption) (*RecoverApplyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverApplyResponse)
+	err := c.cc.Invoke(ctx, Admin_RecoverApply_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RecoverReplicas(ctx context.Context, in *RecoverReplicasRequest, opts ...grpc.CallOption) (*RecoverReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverReplicasResponse)
+	err := c.cc.Invoke(ctx, Admin_RecoverReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RecoverReplica(ctx context.Context, in *RecoverReplicaRequest, opts ...grpc.CallOption) (*RecoverReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecoverReplicaResponse)
+	err := c.cc.Invoke(ctx, Admin_RecoverReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -762,6 +848,28 @@ type AdminServer interface {
 	// replica behind the leader's first index then catches up by a
 	// snapshot. For an operator who wants a shard's log short now.
 	Compact(context.Context, *CompactRequest) (*CompactResponse, error)
+	// Backup streams this node's replica of a user shard as a backup takes
+	// it (flotillactl backup): a read barrier first, so that it holds every
+	// write acknowledged before the call, then the shard's client sessions
+	// and data at one applied index, read from a Pebble snapshot. Local: not
+	// forwarded. A header, then data chunks, then a trailer.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	// RecoverPlan lists the shards without a live quorum as the answering
+	// node sees them, with their live replicas and the one RecoverApply
+	// would keep (package node/recovery). Nothing is changed.
+	RecoverPlan(context.Context, *RecoverPlanRequest) (*RecoverPlanResponse, error)
+	// RecoverApply plans again and recovers each shard of the plan (or of
+	// shard_ids: one with a live quorum fails the request with
+	// QUORUM_ALIVE, an unknown one with SHARD_NOT_FOUND, before anything
+	// is touched) on the node of its kept replica (RecoverReplica).
+	RecoverApply(context.Context, *RecoverApplyRequest) (*RecoverApplyResponse, error)
+	// RecoverReplicas returns this node's replicas of shard_ids (their
+	// logs' last term and index); node to node, not forwarded.
+	RecoverReplicas(context.Context, *RecoverReplicasRequest) (*RecoverReplicasResponse, error)
+	// RecoverReplica rewrites this node's replica of a shard into the only
+	// voter of its shard and writes the shard's record; node to node, not
+	// forwarded.
+	RecoverReplica(context.Context, *RecoverReplicaRequest) (*RecoverReplicaResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -825,6 +933,21 @@ func (UnimplementedAdminServer) ShardLoads(context.Context, *ShardLoadsRequest) 
 }
 func (UnimplementedAdminServer) Compact(context.Context, *CompactRequest) (*CompactResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Compact not implemented")
+}
+func (UnimplementedAdminServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
+}
+func (UnimplementedAdminServer) RecoverPlan(context.Context, *RecoverPlanRequest) (*RecoverPlanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecoverPlan not implemented")
+}
+func (UnimplementedAdminServer) RecoverApply(context.Context, *RecoverApplyRequest) (*RecoverApplyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecoverApply not implemented")
+}
+func (UnimplementedAdminServer) RecoverReplicas(context.Context, *RecoverReplicasRequest) (*RecoverReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecoverReplicas not implemented")
+}
+func (UnimplementedAdminServer) RecoverReplica(context.Context, *RecoverReplicaRequest) (*RecoverReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecoverReplica not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1171,6 +1294,89 @@ func _Admin_Compact_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
+func _Admin_RecoverPlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverPlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RecoverPlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RecoverPlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RecoverPlan(ctx, req.(*RecoverPlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RecoverApply_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverApplyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RecoverApply(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RecoverApply_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RecoverApply(ctx, req.(*RecoverApplyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RecoverReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RecoverReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RecoverReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RecoverReplicas(ctx, req.(*RecoverReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RecoverReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecoverReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RecoverReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RecoverReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RecoverReplica(ctx, req.(*RecoverReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1250,7 +1456,29 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Compact",
 			Handler:    _Admin_Compact_Handler,
 		},
+		{
+			MethodName: "RecoverPlan",
+			Handler:    _Admin_RecoverPlan_Handler,
+		},
+		{
+			MethodName: "RecoverApply",
+			Handler:    _Admin_RecoverApply_Handler,
+		},
+		{
+			MethodName: "RecoverReplicas",
+			Handler:    _Admin_RecoverReplicas_Handler,
+		},
+		{
+			MethodName: "RecoverReplica",
+			Handler:    _Admin_RecoverReplica_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Backup",
+			Handler:       _Admin_Backup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "node.proto",
 }
