@@ -233,8 +233,8 @@ func TestRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Rows) != 6 {
-		t.Fatalf("%d rows, want 6 (read, 9:1 for leader, follower and stale reads)", len(rep.Rows))
+	if len(rep.Rows) != 8 {
+		t.Fatalf("%d rows, want 8 (read, 9:1 for leader, follower, stale and lease reads)", len(rep.Rows))
 	}
 	for _, row := range rep.Rows {
 		r := rec.run(row)

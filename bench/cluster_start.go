@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flotilla-db/flotilla/engine"
 	flnode "github.com/flotilla-db/flotilla/node"
 	"github.com/flotilla-db/flotilla/placement"
 )
@@ -22,7 +23,19 @@ var clusterStartScenario = &scenario{
 			Node: func(c *flnode.ClusterConfig) { c.BootstrapBatch, c.NoLeaderHandBack = 1, true }},
 		{Name: "batched", Desc: "the initial shards created " + fmt.Sprint(flnode.DefaultBootstrapBatch) + " per engine call, one synced write per worker each; leaders stay where the elections put them (NoLeaderHandBack)",
 			Node: func(c *flnode.ClusterConfig) { c.NoLeaderHandBack = true }},
-		{Name: "default", Desc: "the nodes' defaults: batched, and once every shard it hosts is led each node hands its leaderships to their designated nodes (shard ID mod voters)"},
+		{Name: "ticking-start", Desc: "batched with the leaderships handed back, but every replica a node reopens ticks from its start and elects on raft's randomized timeouts (engine TickingStart: the nodes before the quiesced start)",
+			Node: withEngine(func(ec *engine.Config) { ec.TickingStart = true })},
+		{Name: "in-queue", Desc: "the defaults, but each node's per-tick message (coalesced heartbeats, and liveness) waits behind the raft traffic queued for its peer instead of going ahead of it (engine NoPriority: the nodes before SendPriority)",
+			Node: withEngine(func(ec *engine.Config) { ec.NoPriority = true })},
+		{Name: "no-yield", Desc: "the defaults, but each engine worker keeps its processor for a whole cycle however long, instead of yielding after a millisecond (engine NoYield: the nodes before worker.yield)",
+			Node: withEngine(func(ec *engine.Config) { ec.NoYield = true })},
+		{Name: "meta-in-bulk", Desc: "the defaults, but the meta shard shares the engine workers and the send queues with the user shards instead of having a worker of its own and its messages ahead of the queue (engine PriorityShards empty: the nodes before it)",
+			Node: withEngine(func(ec *engine.Config) { ec.PriorityShards = nil })},
+		{Name: "busy-on-message", Desc: "the defaults, but a leader that stepped a message in a worker cycle (its followers' heartbeat responses) is not idle at that cycle's tick and does not quiesce (engine BusyOnMessage: the nodes before idleLeader looked at raft alone)",
+			Node: withEngine(func(ec *engine.Config) { ec.BusyOnMessage = true })},
+		{Name: "2026-11-30", Desc: "no-yield, meta-in-bulk and busy-on-message together: the nodes as they were before these three changes",
+			Node: withEngine(func(ec *engine.Config) { ec.NoYield, ec.PriorityShards, ec.BusyOnMessage = true, nil, true })},
+		{Name: "default", Desc: "the nodes' defaults: batched; a node reopens its replicas quiesced and each shard's designated voter (shard ID mod voters) campaigns, 128 a tick per node; once every shard it hosts is led each node hands its leaderships to their designated nodes"},
 	},
 	Ratios: []string{"led_s", "restart_led_s"},
 	Params: []string{"shards"},
@@ -64,6 +77,20 @@ var clusterStartScenario = &scenario{
 		return 0 // the elections take what they take
 	},
 	Run: runClusterStart,
+}
+
+// withEngine returns a variant's Node function that changes the nodes'
+// engine configuration with adjust, after what the run set.
+func withEngine(adjust func(*engine.Config)) func(*flnode.ClusterConfig) {
+	return func(c *flnode.ClusterConfig) {
+		prev := c.Engine
+		c.Engine = func(ec *engine.Config) {
+			if prev != nil {
+				prev(ec)
+			}
+			adjust(ec)
+		}
+	}
 }
 
 // clusterStartTimeout bounds each start of the cluster-start scenario,
@@ -193,19 +220,21 @@ func (fc *fullCluster) waitLed(ctx context.Context, replicas int, t0 time.Time, 
 	defer t.Stop()
 	lastSample := t0
 	for {
-		hosted, led := 0, uint64(0)
+		hosted, led, snaps, quiesced := 0, uint64(0), uint64(0), uint64(0)
 		for _, n := range fc.nodes {
 			s := n.Engine.Stats()
 			hosted += s.Shards
 			led += min(s.ShardsLed, uint64(s.Shards))
+			snaps += s.SnapshotsRecv
+			quiesced += s.ShardsQuiesced
 		}
 		if hosted >= replicas && led == uint64(hosted) {
-			*timeline = append(*timeline, fmt.Sprintf("%s %6.1fs: every replica led (%d)", what, time.Since(t0).Seconds(), hosted))
+			*timeline = append(*timeline, fmt.Sprintf("%s %6.1fs: every replica led (%d), %d snapshots received, %d quiesced", what, time.Since(t0).Seconds(), hosted, snaps, quiesced))
 			return nil
 		}
 		if time.Since(lastSample) >= time.Second {
 			lastSample = time.Now()
-			*timeline = append(*timeline, fmt.Sprintf("%s %6.1fs: %d of %d replicas know a leader", what, time.Since(t0).Seconds(), led, hosted))
+			*timeline = append(*timeline, fmt.Sprintf("%s %6.1fs: %d of %d replicas know a leader, %d snapshots received, %d quiesced", what, time.Since(t0).Seconds(), led, hosted, snaps, quiesced))
 		}
 		select {
 		case <-ctx.Done():

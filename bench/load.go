@@ -433,9 +433,13 @@ func (w *writer) write(ctx context.Context, client int, seq uint64) error {
 	})
 }
 
-func (w *writer) read(ctx context.Context) error {
+func (w *writer) read(ctx context.Context, lease bool) error {
 	return w.do(ctx, func(e *engine.Engine) error {
-		res, err := e.Read(ctx, w.shard, w.query)
+		read := e.Read
+		if lease {
+			read = e.ReadLease
+		}
+		res, err := read(ctx, w.shard, w.query)
 		if err != nil {
 			return err
 		}
@@ -454,13 +458,14 @@ const (
 	readLeader   = ""         // engine.Read on the leader
 	readFollower = "follower" // engine.ReadOnReplica on a follower
 	readStale    = "stale"    // engine.ReadLocal on a follower
+	readLease    = "lease"    // engine.ReadLease on the leader
 )
 
 // readAs reads w's key as how says; a follower read goes to one of the
 // shard's voters other than its leader, picked by client.
 func (w *writer) readAs(ctx context.Context, how string, client int) error {
-	if how == readLeader {
-		return w.read(ctx)
+	if how == readLeader || how == readLease {
+		return w.read(ctx, how == readLease)
 	}
 	return w.do(ctx, func(leader *engine.Engine) error {
 		var others []uint64

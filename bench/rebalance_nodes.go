@@ -139,7 +139,7 @@ func (fc *fullCluster) add(ctx context.Context, n int, adjust func(i int, cfg *f
 			continue
 		}
 		fc.nodes = append(fc.nodes, nd)
-		conn, derr := grpc.NewClient(nd.ClientAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, derr := grpc.NewClient(nd.ClientAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()), nodepb.CallOptions())
 		if derr != nil {
 			err = errors.Join(err, derr)
 			continue
@@ -239,6 +239,12 @@ func (fc *fullCluster) snapshotsSent() uint64 {
 // a replica of and those it leads, by its own replicas.
 func (fc *fullCluster) counts(ctx context.Context) (replicas, leaders map[uint64]int, err error) {
 	replicas, leaders = map[uint64]int{}, map[uint64]int{}
+	// The nodes answer one after the other: a leadership that moves
+	// between two answers (a transfer, an election) shows on both nodes.
+	// The claim of the higher term stands; a tie (the same term cannot
+	// have two leaders) keeps the first.
+	type claim struct{ node, term uint64 }
+	led := map[uint64]claim{}
 	for _, adm := range fc.admins {
 		actx, cancel := context.WithTimeout(ctx, adminTimeout)
 		resp, err := adm.LocalShards(actx, &nodepb.LocalShardsRequest{})
@@ -253,10 +259,13 @@ func (fc *fullCluster) counts(ctx context.Context) (replicas, leaders map[uint64
 				continue
 			}
 			replicas[self]++
-			if s.GetLeader() == self {
-				leaders[self]++
+			if c, ok := led[s.GetShardId()]; s.GetLeader() == self && (!ok || s.GetTerm() > c.term) {
+				led[s.GetShardId()] = claim{self, s.GetTerm()}
 			}
 		}
+	}
+	for _, c := range led {
+		leaders[c.node]++
 	}
 	return replicas, leaders, nil
 }

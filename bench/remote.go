@@ -64,7 +64,7 @@ func dialRemote(ctx context.Context, endpoints []string, timeout time.Duration) 
 // readShape asks the Admin service at addr how many nodes the cluster has
 // and how many replicas its data shards have.
 func (rc *remoteCluster) readShape(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), nodepb.CallOptions())
 	if err != nil {
 		return err
 	}

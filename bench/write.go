@@ -62,7 +62,8 @@ var readScenario = &scenario{
 		{Name: "leader", Desc: "linearizable on the shard's leader (engine.Read: ReadIndex, the leader confirms with a quorum)", Read: readLeader},
 		{Name: "follower", Desc: "linearizable on a follower (engine.ReadOnReplica: the follower gets the read index from the leader, waits until it has applied it, answers from its own state)", Read: readFollower},
 		{Name: "stale", Desc: "a follower's state as it is (engine.ReadLocal): no round trip, possibly stale", Read: readStale},
-		{Name: "lease", Desc: "linearizable on the leader under a time lease, no quorum round", Pending: "lease reads are not built yet (issue 14)"},
+		{Name: "lease", Desc: "linearizable on the shard's leader from its lease (engine.ReadLease, nodes in ReadMode lease): no quorum round while the lease holds", Read: readLease,
+			Engine: func(c *engine.Config) { c.ReadMode = engine.ReadModeLease }},
 	},
 	Params: []string{"shards", "payload", "clients", "mix"},
 	Columns: []column{
