@@ -84,12 +84,12 @@ func TestLoads(t *testing.T) {
 
 // TestSizeMeasured: a led shard's size is measured at its first sample,
 // again at a sample that finds it written to (its applied index moved),
-// and otherwise once a window (a compaction shrinks it without a write);
-// a split (a new generation) measures it afresh.
+// and otherwise once every SizeRefresh (a compaction shrinks it without a
+// write); a split (a new generation) measures it afresh.
 func TestSizeMeasured(t *testing.T) {
 	now := time.Unix(1000, 0)
 	f := &fakeEngine{sizes: map[uint64]uint64{1: 100}}
-	tr, err := New(Config{Window: 30 * time.Second, Interval: 10 * time.Second, Now: func() time.Time { return now }}, f)
+	tr, err := New(Config{Window: 30 * time.Second, Interval: 10 * time.Second, SizeRefresh: 30 * time.Second, Now: func() time.Time { return now }}, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestSizeMeasured(t *testing.T) {
 		{11, 0, 300, 300}, // written to: measured
 		{11, 0, 400, 300}, // idle (10 s after)
 		{11, 0, 500, 300}, // idle (20 s after)
-		{11, 0, 600, 600}, // idle for a window: measured
+		{11, 0, 600, 600}, // idle for SizeRefresh: measured
 		{11, 1, 700, 700}, // split: measured afresh
 	} {
 		f.sizes[1] = step.size
@@ -122,4 +122,63 @@ func TestSizeMeasured(t *testing.T) {
 			t.Fatalf("sample %d: size %d, want %d", i, got, step.want)
 		}
 	}
+}
+
+// TestIdleSizesSpread: idle shards are measured again once every
+// SizeRefresh, a share of them at each sample (not all in one), while a
+// shard written to is measured at once whatever the share.
+func TestIdleSizesSpread(t *testing.T) {
+	now := time.Unix(1000, 0)
+	const shards = 120
+	f := &fakeEngine{sizes: map[uint64]uint64{}}
+	for id := uint64(1); id <= shards; id++ {
+		f.sts = append(f.sts, status(id, 0, 10, "StateLeader"))
+	}
+	measured := 0
+	counting := &countingEngine{fakeEngine: f, n: &measured}
+	tr, err := New(Config{Window: 10 * time.Second, Interval: 10 * time.Second, SizeRefresh: 60 * time.Second, Now: func() time.Time { return now }}, counting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample := func() int {
+		t.Helper()
+		measured = 0
+		if err := tr.Sample(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(10 * time.Second)
+		return measured
+	}
+	if n := sample(); n != shards {
+		t.Fatalf("first sample measured %d shards, want all %d", n, shards)
+	}
+	for i := 1; i < 6; i++ { // none is due before SizeRefresh
+		if n := sample(); n != 0 {
+			t.Fatalf("sample %d measured %d idle shards before SizeRefresh", i, n)
+		}
+	}
+	// All are due now; each sample takes its share (120*10s/60s + 1 = 21),
+	// and one written to besides.
+	f.sts[0].Applied++
+	total := 0
+	for i := 0; total < shards; i++ {
+		if i == 8 {
+			t.Fatalf("after %d samples only %d of %d idle shards measured again", i, total, shards)
+		}
+		n := sample()
+		if n > 22 {
+			t.Fatalf("one sample measured %d shards, want at most 21 idle ones and the one written", n)
+		}
+		total += n
+	}
+}
+
+type countingEngine struct {
+	*fakeEngine
+	n *int
+}
+
+func (c *countingEngine) SizeOf(d storage.Descriptor) (uint64, error) {
+	*c.n++
+	return c.fakeEngine.SizeOf(d)
 }
