@@ -952,13 +952,27 @@ type LedShard struct {
 // lists, a descriptor copy) for every replica: on a node of 10,000 idle
 // shards that lead a third of them, it touches a third.
 func (e *Engine) Leading(ctx context.Context) ([]LedShard, error) {
+	return e.leading(ctx, false)
+}
+
+// LeadingFrozen is Leading of the shards frozen for a merge only (merge
+// recovery's pass, every few seconds): it walks the same sets, and hands
+// out nothing for the others.
+func (e *Engine) LeadingFrozen(ctx context.Context) ([]LedShard, error) {
+	return e.leading(ctx, true)
+}
+
+func (e *Engine) leading(ctx context.Context, frozenOnly bool) ([]LedShard, error) {
 	var out []LedShard
 	for _, w := range e.workers {
 		led, err := callWorker(ctx, e, w, func(w *worker) ([]LedShard, error) {
-			led := make([]LedShard, 0, len(w.leading))
+			var led []LedShard
+			if !frozenOnly {
+				led = make([]LedShard, 0, len(w.leading))
+			}
 			for _, r := range w.leading {
 				desc, ok := r.log.Descriptor()
-				if !ok {
+				if !ok || frozenOnly && !desc.Frozen() {
 					continue
 				}
 				applied, _ := r.log.Applied()

@@ -99,7 +99,8 @@ const (
 type Engine interface {
 	Status(ctx context.Context, shardID uint64) (engine.ShardStatus, error)
 	Statuses(ctx context.Context) ([]engine.ShardStatus, error)
-	Leading(ctx context.Context) ([]engine.LedShard, error)
+	// LeadingFrozen: the led shards frozen for a merge.
+	LeadingFrozen(ctx context.Context) ([]engine.LedShard, error)
 	Merge(ctx context.Context, req engine.MergeRequest) (storage.Descriptor, error)
 }
 

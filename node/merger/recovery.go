@@ -166,7 +166,7 @@ type Settled struct {
 // returns the merges it settled, and the errors of those it could not
 // (to be tried again at the next pass).
 func (r *Recovery) Pass(ctx context.Context, now time.Time) ([]Settled, error) {
-	led, err := r.m.e.Leading(ctx)
+	led, err := r.m.e.LeadingFrozen(ctx)
 	if err != nil {
 		return nil, err
 	}
