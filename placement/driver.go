@@ -23,7 +23,8 @@ type DriverConfig struct {
 	Interval time.Duration
 	// IdleInterval is the longest Run goes without a step once a step
 	// found nothing to do, while a VersionedSource's version stays the
-	// same (see idle.go): the steps in between are skipped. Default 10s.
+	// same (see idle.go): the steps in between are skipped. Default 10s;
+	// longer when a step costs more than a hundredth of it.
 	IdleInterval time.Duration
 	// BusyInterval is the wait between two steps of Run while operations
 	// are in flight, so that a move's steps follow each other closely.

@@ -11,6 +11,13 @@ import (
 type versionedFake struct {
 	*fakeCluster
 	version uint64
+	// cost: how far State moves the fake clock (a step that takes time).
+	cost time.Duration
+}
+
+func (v *versionedFake) State(ctx context.Context) (State, error) {
+	v.now = v.now.Add(v.cost)
+	return v.fakeCluster.State(ctx)
 }
 
 func (v *versionedFake) Version(context.Context) (uint64, error) { return v.version, nil }
@@ -85,5 +92,40 @@ func TestDriverIdle(t *testing.T) {
 	h.step(time.Second)
 	if !h.d.due(ctx) {
 		t.Fatal("due skipped a step of a source without a version")
+	}
+}
+
+// TestDriverIdleWaitGrowsWithCost: an idle driver whose steps are costly
+// (a large cluster) waits a hundred times a step's cost between idle
+// steps when that is longer than IdleInterval, so that finding nothing to
+// do costs at most 1% of a core; the version moving still makes it step.
+func TestDriverIdleWaitGrowsWithCost(t *testing.T) {
+	f := newFake(t, 3, 3, 30, 3)
+	vf := &versionedFake{fakeCluster: f}
+	h := newHarness(t, f, DriverConfig{})
+	h.src = vf
+	h.newDriver()
+	ctx := context.Background()
+	idle := h.d.cfg.IdleInterval
+
+	h.settle(200)
+	vf.cost = idle / 20 // a step costs 0.5 s: idle steps 50 s apart
+	vf.version++
+	h.step(time.Second)
+	if h.d.due(ctx) {
+		t.Fatal("due after a step that found nothing to do")
+	}
+	f.now = f.now.Add(2 * idle)
+	if h.d.due(ctx) {
+		t.Fatalf("due %v after a step that cost %v", 2*idle, vf.cost)
+	}
+	f.now = f.now.Add(4 * idle)
+	if !h.d.due(ctx) {
+		t.Fatalf("not due %v after a step that cost %v", 6*idle, vf.cost)
+	}
+	h.step(time.Second)
+	vf.version++
+	if !h.d.due(ctx) {
+		t.Fatal("not due after the version moved")
 	}
 }
