@@ -35,6 +35,17 @@ var clusterStartScenario = &scenario{
 			Node: withEngine(func(ec *engine.Config) { ec.BusyOnMessage = true })},
 		{Name: "2026-11-30", Desc: "no-yield, meta-in-bulk and busy-on-message together: the nodes as they were before these three changes",
 			Node: withEngine(func(ec *engine.Config) { ec.NoYield, ec.PriorityShards, ec.BusyOnMessage = true, nil, true })},
+		{Name: "idle-2026-12-01", Desc: "the defaults, but idle shards' sizes measured every 30 s (shardload SizeRefresh = its window), the stale-replica loop's every pass made (NoStaleSkip), and the placement driver idle for IdleInterval whatever its steps cost (IdleCostRatio 1): the nodes before these three changes",
+			Node: func(c *flnode.ClusterConfig) {
+				c.ShardLoad.SizeRefresh, c.NoStaleSkip = 30*time.Second, true
+				prev := c.Placement
+				c.Placement = func(dc *placement.DriverConfig) {
+					if prev != nil {
+						prev(dc)
+					}
+					dc.IdleCostRatio = 1
+				}
+			}},
 		{Name: "default", Desc: "the nodes' defaults: batched; a node reopens its replicas quiesced and each shard's designated voter (shard ID mod voters) campaigns, 128 a tick per node; once every shard it hosts is led each node hands its leaderships to their designated nodes"},
 	},
 	Ratios: []string{"led_s", "restart_led_s"},

@@ -143,7 +143,7 @@ func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		view := cs.staleView(ctx)
-		if !view.ok || view != last || !clean || time.Since(lastPass) >= staleReplicaFullPass {
+		if cs.cfg.NoStaleSkip || !view.ok || view != last || !clean || time.Since(lastPass) >= staleReplicaFullPass {
 			clean = cs.destroyStaleReplicas(ctx)
 			last, lastPass = view, time.Now()
 		}

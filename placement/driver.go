@@ -24,8 +24,13 @@ type DriverConfig struct {
 	// IdleInterval is the longest Run goes without a step once a step
 	// found nothing to do, while a VersionedSource's version stays the
 	// same (see idle.go): the steps in between are skipped. Default 10s;
-	// longer when a step costs more than a hundredth of it.
+	// longer when a step costs more than IdleCostRatio-th of it.
 	IdleInterval time.Duration
+	// IdleCostRatio: an idle driver waits at least this many times what
+	// its last step took (idle.go), so that idle steps cost at most
+	// 1/IdleCostRatio of a core. Default 100; 1 waits IdleInterval only
+	// (the driver before this bound, for benchmarks).
+	IdleCostRatio int
 	// BusyInterval is the wait between two steps of Run while operations
 	// are in flight, so that a move's steps follow each other closely.
 	// Default 50ms.
@@ -62,6 +67,7 @@ func DefaultDriverConfig() DriverConfig {
 		Placement:        DefaultConfig(),
 		Interval:         time.Second,
 		IdleInterval:     10 * time.Second,
+		IdleCostRatio:    100,
 		BusyInterval:     50 * time.Millisecond,
 		StepTimeout:      10 * time.Second,
 		MovesPerMinute:   30,
@@ -80,6 +86,9 @@ func (c DriverConfig) withDefaults() DriverConfig {
 	}
 	if c.IdleInterval == 0 {
 		c.IdleInterval = d.IdleInterval
+	}
+	if c.IdleCostRatio == 0 {
+		c.IdleCostRatio = d.IdleCostRatio
 	}
 	if c.BusyInterval == 0 {
 		c.BusyInterval = d.BusyInterval
@@ -132,6 +141,9 @@ func (c DriverConfig) Validate() error {
 		if f.v < 1 {
 			errs = append(errs, fmt.Errorf("%s %d < 1", f.name, f.v))
 		}
+	}
+	if c.IdleCostRatio < 0 {
+		errs = append(errs, fmt.Errorf("IdleCostRatio %d < 0", c.IdleCostRatio))
 	}
 	if c.Interval < 0 || c.IdleInterval < 0 || c.BusyInterval < 0 || c.StepTimeout < 0 || c.CatchUpTimeout < 0 {
 		errs = append(errs, fmt.Errorf("Interval %v, IdleInterval %v, BusyInterval %v, StepTimeout %v or CatchUpTimeout %v < 0",

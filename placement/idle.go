@@ -19,11 +19,10 @@ import (
 // A step's cost grows with the shards: at 100,000 shards one State and
 // Plan took some 0.4 s of the meta leader's CPU, so that a step every
 // IdleInterval (10 s) was 4% of a core spent finding nothing to do. So an
-// idle driver waits the longer of IdleInterval and idleCostRatio times
-// what its last step took (its State and Plan, by the driver's clock):
-// finding nothing costs at most 1% of a core, and a cluster small enough
-// to plan in 100 ms keeps IdleInterval.
-const idleCostRatio = 100
+// idle driver waits the longer of IdleInterval and IdleCostRatio (100)
+// times what its last step took (its State and Plan, by the driver's
+// clock): finding nothing costs at most 1% of a core, and a cluster small
+// enough to plan in 100 ms keeps IdleInterval.
 
 // VersionedSource is a Source that tells cheaply whether what State would
 // return may have changed. Version returns a number that differs from
@@ -71,7 +70,7 @@ func (d *Driver) noteIdle(v uint64, at time.Time, versioned bool, ops []Op) {
 // idleWait is how long an idle driver goes without a step while the
 // version stays the same.
 func (d *Driver) idleWait() time.Duration {
-	return max(d.cfg.IdleInterval, idleCostRatio*d.idle.cost)
+	return max(d.cfg.IdleInterval, time.Duration(d.cfg.IdleCostRatio)*d.idle.cost)
 }
 
 // due reports whether Run should step now: always, unless the last step
