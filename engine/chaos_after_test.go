@@ -16,8 +16,13 @@ import (
 
 // The chaos test's checks of the cluster once the nemesis stopped.
 
-// settleTimeout bounds the wait for the shards to settle after the chaos.
-const settleTimeout = 30 * time.Second
+// settleTimeout bounds the wait for the shards to settle after the chaos,
+// and the checks of the replicas; finalReadsTimeout the final reads of the
+// counters after them.
+const (
+	settleTimeout     = 30 * time.Second
+	finalReadsTimeout = 30 * time.Second
+)
 
 // checkAfterChaos waits until no shard is joint or has a conf change
 // pending and every replica named by a descriptor has caught up, then
@@ -46,6 +51,12 @@ func checkAfterChaos(t *testing.T, ctx context.Context, c *testcluster.Cluster, 
 	}
 	t.Logf("settled in %v; %d replicas in %d (shard, applied index) groups agree; %d descriptors, %d later incarnations of a node's replica checked; %s",
 		settledIn.Round(time.Millisecond), groups.replicas, groups.groups, n, incarnations, snaps)
+	// The final reads have a bound of their own: a settle that took most
+	// of settleTimeout (under the race detector on a loaded machine) left
+	// them a moment, in which a leader change (the election timeout is
+	// 10 ms) failed the read.
+	rctx, rcancel := context.WithTimeout(ctx, finalReadsTimeout)
+	defer rcancel()
 	for _, key := range cnt.keys {
 		var shard uint64
 		for _, d := range descs {
@@ -53,9 +64,9 @@ func checkAfterChaos(t *testing.T, ctx context.Context, c *testcluster.Cluster, 
 				shard = d.ShardID
 			}
 		}
-		res, err := readOnLeader(sctx, c, shard, engine.GetQuery([]byte(key)))
+		res, err := readOnLeader(rctx, c, shard, engine.GetQuery([]byte(key)))
 		if err != nil {
-			t.Errorf("counter %q: final read: %v", key, err)
+			t.Errorf("counter %q: final read of shard %d (the shards settled in %v): %v", key, shard, settledIn.Round(time.Millisecond), err)
 			continue
 		}
 		v, found, _ := engine.DecodeGetResult(res)
