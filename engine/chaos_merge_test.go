@@ -223,7 +223,15 @@ func (m *splitNemesis) collectMergedAway(ctx context.Context, held []heldReplica
 		if e == nil || !gone(held, h.desc.ShardID, h.desc.Start, h.desc.Generation) {
 			continue
 		}
-		err := e.DestroyMergedAway(ctx, h.desc.ShardID, h.replica)
+		// The left shard as its leader has it: the authority for a frozen
+		// replica whose left shard has no replica on its node.
+		var left storage.Descriptor
+		if h.desc.Frozen() {
+			if l := m.leaderDesc(ctx, h.desc.MergeInto); l != nil {
+				left = *l
+			}
+		}
+		err := e.DestroyMergedAway(ctx, h.desc.ShardID, h.replica, left)
 		switch {
 		case err == nil:
 			m.count("collect a replica of a shard merged away: done")

@@ -401,13 +401,24 @@ func (e *Engine) DestroyStaleReplica(ctx context.Context, shardID, replicaID, ne
 //     past the generation the merge was planned against, no merge command
 //     of that plan can apply here any more (it applied, or it is stale), so
 //     nothing here waits for this replica. A frozen replica whose L here is
-//     not past it (or is absent: a lagging parent may still create it by a
-//     split) is refused with ErrBadRequest: the merge destroys it as L's
-//     replica here applies it, or L's snapshot does (dropSubsumed).
+//     not past it is refused with ErrBadRequest: the merge destroys it as
+//     L's replica here applies it, or L's snapshot does (dropSubsumed).
+//   - Frozen, and no replica of L here (removed from L while cut off, and
+//     destroyed since): left is L's descriptor as its authority has it
+//     now (the meta shard's record, or L's leader). If it is past the
+//     merge's generation and has no replica on this node, no replica of L
+//     here can ever apply the merge: L's leader sends its log only to the
+//     replicas of its configuration, and a replica of L added here later
+//     starts from a snapshot of a state past the merge. Otherwise (left
+//     unknown: its zero value; or naming this node; or a lagging parent
+//     here may still create L by a split) it is refused with
+//     ErrBadRequest. Left alone, such a replica was never collected: its
+//     claim kept the snapshots of the shards holding its range off this
+//     node for good.
 //
 // It does nothing when this node's replica of the shard is gone or has
 // another ID.
-func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint64) error {
+func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint64, left storage.Descriptor) error {
 	var d storage.Descriptor // the replica's: none while uninitialized
 	found, err := call(ctx, e, shardID, func(w *worker) (bool, error) {
 		r := w.shards[shardID]
@@ -423,8 +434,11 @@ func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint6
 	if d.Frozen() {
 		// L's replica as it applied it (not its claim: a snapshot in
 		// flight claims ahead of what raft may take).
+		// here: a replica of L, initialized or not, is on this node.
+		var here bool
 		l, err := call(ctx, e, d.MergeInto, func(w *worker) (storage.Descriptor, error) {
 			if r := w.shards[d.MergeInto]; r != nil {
+				here = true
 				l, _ := r.log.Descriptor()
 				return l, nil
 			}
@@ -433,7 +447,13 @@ func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint6
 		if err != nil {
 			return err
 		}
-		if l.ShardID == 0 || l.Generation <= d.MergeIntoGeneration {
+		switch {
+		case l.ShardID != 0 && l.Generation > d.MergeIntoGeneration:
+			// This node's replica of L is past the merge.
+		case !here && left.ShardID == d.MergeInto && left.Generation > d.MergeIntoGeneration && !hasNode(left, e.cfg.NodeID):
+			// No replica of L here, and none that could apply the merge
+			// can come.
+		default:
 			return fmt.Errorf("%w: replica %d of shard %d is frozen for a merge into shard %d at generation %d, and shard %d's replica here is not past it: the merge destroys it",
 				ErrBadRequest, replicaID, shardID, d.MergeInto, d.MergeIntoGeneration, d.MergeInto)
 		}
@@ -486,4 +506,10 @@ func (e *Engine) CompactLog(ctx context.Context, shardID uint64) (CompactResult,
 		w.e.cfg.Logger.Info("raft log compacted", "shard", shardID, "first_before", res.FirstBefore, "first_after", res.FirstAfter, "applied", res.Applied)
 		return res, nil
 	})
+}
+
+// hasNode reports whether d has a replica on node.
+func hasNode(d storage.Descriptor, node uint64) bool {
+	_, ok := d.ReplicaOfNode(node)
+	return ok
 }

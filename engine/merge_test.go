@@ -434,7 +434,7 @@ func TestReplicaOfAShardMergedAwayCollected(t *testing.T) {
 	l, r := freeze(t, ctx, c, 1, 2, true)
 	late := isolateFollower(t, ctx, c, 3, []uint64{1, 2})
 	rst := status(t, ctx, c, late, 2)
-	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID); !errors.Is(err, engine.ErrBadRequest) {
+	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID, storage.Descriptor{}); !errors.Is(err, engine.ErrBadRequest) {
 		t.Fatalf("a frozen replica whose merge is still to apply here: %v", err)
 	}
 	merged, err := merge(t, ctx, c, l, r)
@@ -455,7 +455,7 @@ func TestReplicaOfAShardMergedAwayCollected(t *testing.T) {
 	if st := status(t, ctx, c, late, 2); !st.Desc.Frozen() {
 		t.Fatalf("node 3's replica of shard 2: %v, want it left frozen", st.Desc)
 	}
-	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID); err != nil {
+	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID, storage.Descriptor{}); err != nil {
 		t.Fatal(err)
 	}
 	waitSettled(t, ctx, c, []uint64{1, 9})
@@ -464,4 +464,69 @@ func TestReplicaOfAShardMergedAwayCollected(t *testing.T) {
 	}
 	checkAppliedAgree(t, ctx, c, []storage.Descriptor{res.Parent, res.Child})
 	checkKeys(t, ctx, c, []storage.Descriptor{res.Parent, res.Child}, want)
+}
+
+// TestFrozenReplicaWhoseLeftShardLeftItsNodeCollected: a follower cut off
+// after the right shard froze on it misses the merge, and its replica of
+// the left shard is then removed (and destroyed here on the word of the
+// leader's descriptor, as the stale-replica loop does): no replica of the
+// left shard is left on the node to apply the merge or to be past it. Its
+// frozen replica of the right shard is then collected on the word of the
+// left shard's authority (past the merge, no replica on this node); without
+// it, it is refused as before. Once it is gone, the node takes a replica of
+// the merged shard again, whose snapshot covers the right shard's range
+// (its claim would have kept that snapshot off the node).
+func TestFrozenReplicaWhoseLeftShardLeftItsNodeCollected(t *testing.T) {
+	c, ctx, _, want := twoShards(t, testcluster.Config{})
+	l, r := freeze(t, ctx, c, 1, 2, true)
+	late := isolateFollower(t, ctx, c, 3, []uint64{1, 2})
+	merged, err := merge(t, ctx, c, l, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lrid := status(t, ctx, c, late, 1).ReplicaID
+	if err := onLeaderOf(t, ctx, c, 1, func(e *engine.Engine) error {
+		return e.ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.Remove, NodeID: late, ReplicaID: lrid})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Flush(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	c.Heal()
+	left := status(t, ctx, c, c.Leader(ctx, 1), 1).Desc
+	if left.Generation <= r.MergeIntoGeneration || hasReplicaOn(left, late) {
+		t.Fatalf("shard 1 after the merge (%v) and the removal: %v", merged, left)
+	}
+	waitRemoved(t, ctx, c, late, 1)
+	rst := status(t, ctx, c, late, 2)
+	if !rst.Desc.Frozen() {
+		t.Fatalf("node 3's replica of shard 2: %v, want it left frozen", rst.Desc)
+	}
+	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID, storage.Descriptor{}); !errors.Is(err, engine.ErrBadRequest) {
+		t.Fatalf("without the left shard's authority: %v, want ErrBadRequest", err)
+	}
+	if err := c.Engine(late).DestroyMergedAway(ctx, 2, rst.ReplicaID, left); err != nil {
+		t.Fatalf("with the left shard's authority (%v): %v", left, err)
+	}
+	if _, err := c.Engine(late).Status(ctx, 2); !errors.Is(err, engine.ErrShardNotFound) {
+		t.Fatalf("node 3 still has shard 2: %v", err)
+	}
+	if err := onLeaderOf(t, ctx, c, 1, func(e *engine.Engine) error {
+		return e.ChangeReplicas(ctx, 1, engine.ReplicaChange{Type: engine.AddLearner, NodeID: late})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitCaughtUp(t, ctx, c, 1, late)
+	if st := status(t, ctx, c, late, 1); st.Desc.Start != 0 || st.Desc.Last != ^uint64(0) {
+		t.Fatalf("node 3's new replica of shard 1: %v, want the whole ring", st.Desc)
+	}
+	final := status(t, ctx, c, c.Leader(ctx, 1), 1).Desc
+	checkKeys(t, ctx, c, []storage.Descriptor{final}, want)
+}
+
+// hasReplicaOn reports whether d has a replica on node.
+func hasReplicaOn(d storage.Descriptor, node uint64) bool {
+	_, ok := d.ReplicaOfNode(node)
+	return ok
 }

@@ -255,7 +255,15 @@ func (cs *clusterState) destroyMergedAway(ctx context.Context, id uint64) bool {
 	if st.ReplicaID == 0 {
 		return false // not yet known: look again
 	}
-	err = e.DestroyMergedAway(ctx, id, st.ReplicaID)
+	// The left shard's record, for a frozen replica whose left shard has
+	// no replica here (engine.DestroyMergedAway): none if unknown.
+	var left storage.Descriptor
+	if st.Desc.Frozen() {
+		if rec, err := cs.store.Shard(ctx, st.Desc.MergeInto, nodemeta.Local); err == nil {
+			left = rec.Descriptor()
+		}
+	}
+	err = e.DestroyMergedAway(ctx, id, st.ReplicaID, left)
 	if errors.Is(err, engine.ErrBadRequest) {
 		// Frozen, and the left shard's replica here not past the merge
 		// yet: the merge takes it as that replica applies it.
