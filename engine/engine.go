@@ -971,8 +971,11 @@ func (e *Engine) leading(ctx context.Context, frozenOnly bool) ([]LedShard, erro
 				led = make([]LedShard, 0, len(w.leading))
 			}
 			for _, r := range w.leading {
+				if frozenOnly && !r.log.Frozen() {
+					continue
+				}
 				desc, ok := r.log.Descriptor()
-				if !ok || frozenOnly && !desc.Frozen() {
+				if !ok {
 					continue
 				}
 				applied, _ := r.log.Applied()

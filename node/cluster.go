@@ -88,11 +88,12 @@ type ClusterConfig struct {
 	SnapshotRate     int64
 	BootstrapBatch   int
 	NoLeaderHandBack bool
-	// NoStaleSkip makes the stale-replica loop pass over every replica
-	// here every time, instead of skipping its passes while nothing it
-	// reads has moved (staleReplicaLoop): the nodes before that skip, for
+	// EveryPass makes the stale-replica loop pass over every replica here
+	// every time, instead of skipping its passes while nothing it reads
+	// has moved, and merge recovery look every 5 s rather than four times
+	// per FrozenTimeout (staleReplicaLoop): the nodes before, for
 	// benchmarks.
-	NoStaleSkip bool
+	EveryPass bool
 	// ForceNewCluster, if set, recovers the node from the loss of a
 	// majority before it starts (recover.go); Join and BootstrapExpect
 	// may then both be empty.

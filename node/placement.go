@@ -107,7 +107,8 @@ const (
 // It also runs the merger's Recovery, which settles the shards led here
 // that have stayed frozen for a merge for longer than the merger's
 // FrozenTimeout (a merge whose node failed between the freeze and the
-// merge): it looks at least twice per FrozenTimeout.
+// merge): it looks four times per FrozenTimeout (a pass walks every
+// shard led here).
 //
 // A pass reads the router's route of every replica here, and the meta
 // shard's records of those it does not list: on a node of 100,000
@@ -132,10 +133,14 @@ func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var (
-		last     staleView
-		lastPass time.Time
-		clean    bool
+		last                   staleView
+		lastPass, lastRecovery time.Time
+		clean                  bool
+		recoveryEvery          time.Duration
 	)
+	if m != nil {
+		recoveryEvery = m.FrozenTimeout() / 4
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,11 +148,12 @@ func (cs *clusterState) staleReplicaLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		view := cs.staleView(ctx)
-		if cs.cfg.NoStaleSkip || !view.ok || view != last || !clean || time.Since(lastPass) >= staleReplicaFullPass {
+		if cs.cfg.EveryPass || !view.ok || view != last || !clean || time.Since(lastPass) >= staleReplicaFullPass {
 			clean = cs.destroyStaleReplicas(ctx)
 			last, lastPass = view, time.Now()
 		}
-		if rec != nil {
+		if rec != nil && (cs.cfg.EveryPass || time.Since(lastRecovery) >= recoveryEvery) {
+			lastRecovery = time.Now()
 			settled, err := rec.Pass(ctx, time.Now())
 			for _, s := range settled {
 				cs.log.Info("merge recovery: settled a merge left unfinished", "shard", s.Frozen.ShardID, "into", s.Frozen.MergeInto, "merged", s.Merged, "left_gone", s.LeftGone)

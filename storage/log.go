@@ -63,6 +63,10 @@ func (l *Log) Descriptor() (Descriptor, bool) {
 	return *l.desc, true
 }
 
+// Frozen reports whether the descriptor is frozen for a merge:
+// Descriptor().Frozen() without the copy.
+func (l *Log) Frozen() bool { return l.desc != nil && l.desc.Frozen() }
+
 // NodeOf returns the node of the replica with replicaID in the shard's
 // descriptor (0 if none): Descriptor without the copy, for the per-message
 // lookups of the hot path.
