@@ -409,10 +409,11 @@ func (e *Engine) DestroyStaleReplica(ctx context.Context, shardID, replicaID, ne
 //     merge's generation and has no replica on this node, no replica of L
 //     here can ever apply the merge: L's leader sends its log only to the
 //     replicas of its configuration, and a replica of L added here later
-//     starts from a snapshot of a state past the merge. Otherwise (left
-//     unknown: its zero value; or naming this node; or a lagging parent
-//     here may still create L by a split) it is refused with
-//     ErrBadRequest. Left alone, such a replica was never collected: its
+//     starts from a snapshot of a state past the merge (a lagging parent
+//     here that creates L by a split makes a replica L's leader never
+//     sends to). Otherwise (left unknown: its zero value; not past the
+//     merge; or naming this node) it is refused with ErrBadRequest. Left
+//     alone, such a replica was never collected: its
 //     claim kept the snapshots of the shards holding its range off this
 //     node for good.
 //
@@ -433,8 +434,8 @@ func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint6
 	}
 	if d.Frozen() {
 		// L's replica as it applied it (not its claim: a snapshot in
-		// flight claims ahead of what raft may take).
-		// here: a replica of L, initialized or not, is on this node.
+		// flight claims ahead of what raft may take); here: a replica of
+		// L, initialized or not, is on this node.
 		var here bool
 		l, err := call(ctx, e, d.MergeInto, func(w *worker) (storage.Descriptor, error) {
 			if r := w.shards[d.MergeInto]; r != nil {
@@ -447,10 +448,11 @@ func (e *Engine) DestroyMergedAway(ctx context.Context, shardID, replicaID uint6
 		if err != nil {
 			return err
 		}
+		_, leftHere := left.ReplicaOfNode(e.cfg.NodeID)
 		switch {
 		case l.ShardID != 0 && l.Generation > d.MergeIntoGeneration:
 			// This node's replica of L is past the merge.
-		case !here && left.ShardID == d.MergeInto && left.Generation > d.MergeIntoGeneration && !hasNode(left, e.cfg.NodeID):
+		case !here && left.ShardID == d.MergeInto && left.Generation > d.MergeIntoGeneration && !leftHere:
 			// No replica of L here, and none that could apply the merge
 			// can come.
 		default:
@@ -506,10 +508,4 @@ func (e *Engine) CompactLog(ctx context.Context, shardID uint64) (CompactResult,
 		w.e.cfg.Logger.Info("raft log compacted", "shard", shardID, "first_before", res.FirstBefore, "first_after", res.FirstAfter, "applied", res.Applied)
 		return res, nil
 	})
-}
-
-// hasNode reports whether d has a replica on node.
-func hasNode(d storage.Descriptor, node uint64) bool {
-	_, ok := d.ReplicaOfNode(node)
-	return ok
 }

@@ -495,7 +495,7 @@ func TestFrozenReplicaWhoseLeftShardLeftItsNodeCollected(t *testing.T) {
 	}
 	c.Heal()
 	left := status(t, ctx, c, c.Leader(ctx, 1), 1).Desc
-	if left.Generation <= r.MergeIntoGeneration || hasReplicaOn(left, late) {
+	if _, onLate := left.ReplicaOfNode(late); left.Generation <= r.MergeIntoGeneration || onLate {
 		t.Fatalf("shard 1 after the merge (%v) and the removal: %v", merged, left)
 	}
 	waitRemoved(t, ctx, c, late, 1)
@@ -523,10 +523,4 @@ func TestFrozenReplicaWhoseLeftShardLeftItsNodeCollected(t *testing.T) {
 	}
 	final := status(t, ctx, c, c.Leader(ctx, 1), 1).Desc
 	checkKeys(t, ctx, c, []storage.Descriptor{final}, want)
-}
-
-// hasReplicaOn reports whether d has a replica on node.
-func hasReplicaOn(d storage.Descriptor, node uint64) bool {
-	_, ok := d.ReplicaOfNode(node)
-	return ok
 }
